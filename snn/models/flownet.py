@@ -1,0 +1,158 @@
+"""EventSNNFlowNetLiteV2: a spiking encoder-decoder that estimates optical flow from events.
+
+Input: [B, T, C, H, W] event tensors (per-bin ON/OFF counts, C=2); each of the
+T time bins is one SNN time step. Output: flow in pixels over the input
+window, [B, 2, H, W].
+
+    stem   C  -> c    (H)        SpikingConv2d
+    enc1   c  -> 2c   (H/2)      SpikingConvBlock, stride 2
+    enc2   2c -> 4c   (H/4)      SpikingConvBlock, stride 2
+    enc3   4c -> 4c   (H/8)      SpikingConvBlock, stride 2
+    res1-2 4c -> 4c   (H/8)      residual SpikingConvBlocks
+    dec3   4c -> 4c   (H/4)      SpikingConvTranspose2d, then concat enc2
+    dec2   8c -> 2c   (H/2)      SpikingConvTranspose2d, then concat enc1
+    dec1   4c -> c    (H)        SpikingConvTranspose2d, then concat stem
+
+Flow heads are plain convolutions on decoder spikes whose output currents a
+non-spiking integrator averages over time. Each finer head predicts a residual
+on the upsampled coarser flow, so the network refines coarse-to-fine.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from snn.models.layers import (
+    QuantFactory,
+    SpikingConv2d,
+    SpikingConvBlock,
+    SpikingConvTranspose2d,
+    seq_apply,
+)
+from snn.models.neurons import LIFNeuron, NonSpikingIntegrator
+
+
+class FlowHead(nn.Module):
+    """3x3 convolution on spikes -> time-integrated 2-channel flow."""
+
+    def __init__(self, in_channels: int, quantize: bool, quant_factory: QuantFactory | None):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 2, 3, padding=1)
+        nn.init.zeros_(self.conv.weight)  # start at zero flow: a sane first guess
+        nn.init.zeros_(self.conv.bias)
+        from snn.models.layers import _make_quant_layer
+
+        self.quant_layer = _make_quant_layer(quantize, quant_factory)
+        self.integrator = NonSpikingIntegrator()
+
+    def forward(self, spikes: torch.Tensor) -> torch.Tensor:
+        return self.integrator(seq_apply(lambda x: self.quant_layer(self.conv(x)), spikes))
+
+
+class EventSNNFlowNetLiteV2(nn.Module):
+    """Spiking U-Net for event-based optical flow (about 1.2 M parameters at base_ch=32).
+
+    Args:
+        base_ch: channel width of the first layer; the others are multiples of it.
+        num_bins: time bins per input window (= SNN time steps).
+        in_channels: channels per bin (2 for ON/OFF counts, 1 for a voxel grid).
+        tau, threshold, reset, surrogate_alpha: LIF neuron parameters.
+        flow_scale: flow heads output ``flow_scale`` pixels per unit current, so
+            heads start in a sensible range for flows of a few pixels.
+        quantize: build every layer with a quantizer after its convolution.
+    """
+
+    downsample_factor = 8
+
+    def __init__(
+        self,
+        base_ch: int = 32,
+        num_bins: int = 5,
+        in_channels: int = 2,
+        tau: float = 2.0,
+        threshold: float = 1.0,
+        reset: str = "subtract",
+        surrogate_alpha: float = 4.0,
+        flow_scale: float = 1.0,
+        quantize: bool = False,
+        quant_factory: QuantFactory | None = None,
+    ) -> None:
+        super().__init__()
+        if base_ch < 1 or num_bins < 1 or in_channels < 1:
+            raise ValueError(
+                f"base_ch, num_bins and in_channels must be >= 1 "
+                f"(got {base_ch}, {num_bins}, {in_channels})"
+            )
+        self.num_bins = num_bins
+        self.in_channels = in_channels
+        self.flow_scale = flow_scale
+        c = base_ch
+        q = {"quantize": quantize, "quant_factory": quant_factory}
+        n = {"tau": tau, "threshold": threshold, "reset": reset, "alpha": surrogate_alpha}
+        self.stem = SpikingConv2d(in_channels, c, 3, norm=True, neuron=n, **q)
+        self.enc1 = SpikingConvBlock(c, 2 * c, stride=2, neuron=n, **q)
+        self.enc2 = SpikingConvBlock(2 * c, 4 * c, stride=2, neuron=n, **q)
+        self.enc3 = SpikingConvBlock(4 * c, 4 * c, stride=2, neuron=n, **q)
+        self.res1 = SpikingConvBlock(4 * c, 4 * c, residual=True, neuron=n, **q)
+        self.res2 = SpikingConvBlock(4 * c, 4 * c, residual=True, neuron=n, **q)
+        self.dec3 = SpikingConvTranspose2d(4 * c, 4 * c, neuron=n, **q)
+        self.dec2 = SpikingConvTranspose2d(8 * c, 2 * c, neuron=n, **q)
+        self.dec1 = SpikingConvTranspose2d(4 * c, c, neuron=n, **q)
+        self.head3 = FlowHead(8 * c, **q)
+        self.head2 = FlowHead(4 * c, **q)
+        self.head1 = FlowHead(2 * c, **q)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 5:
+            raise ValueError(f"expected input [B, T, C, H, W], got shape {list(x.shape)}")
+        _, t, c, h, w = x.shape
+        if c != self.in_channels:
+            raise ValueError(f"expected {self.in_channels} channels per bin, got {c}")
+        k = self.downsample_factor
+        if h % k or w % k:
+            raise ValueError(
+                f"input size {h}x{w} is not accepted: height and width must be multiples of {k} "
+                f"(e.g. {max(k, h // k * k)}x{max(k, w // k * k)} or {(h // k + 1) * k}x{(w // k + 1) * k})"
+            )
+
+    def forward_multiscale(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Flows at full, 1/2 and 1/4 resolution (finest first), all in full-resolution pixels."""
+        self.check_input(x)
+        x_seq = x.transpose(0, 1)  # [T, B, C, H, W]: time leads, one SNN step per bin
+        s0 = self.stem(x_seq)
+        s1 = self.enc1(s0)
+        s2 = self.enc2(s1)
+        s3 = self.res2(self.res1(self.enc3(s2)))
+        d3 = torch.cat([self.dec3(s3), s2], dim=2)
+        flow3 = self.head3(d3) * self.flow_scale
+        d2 = torch.cat([self.dec2(d3), s1], dim=2)
+        flow2 = _upsample(flow3) + self.head2(d2) * self.flow_scale
+        d1 = torch.cat([self.dec1(d2), s0], dim=2)
+        flow1 = _upsample(flow2) + self.head1(d1) * self.flow_scale
+        return [flow1, flow2, flow3]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Flow in pixels over the input window, [B, 2, H, W]."""
+        return self.forward_multiscale(x)[0]
+
+    def spiking_layers(self) -> dict[str, nn.Module]:
+        """Named layers that end in LIF neurons, in forward order."""
+        return {
+            name: m
+            for name, m in self.named_modules()
+            if isinstance(getattr(m, "neuron", None), LIFNeuron)
+        }
+
+    def spike_rates(self) -> dict[str, float]:
+        """Mean firing rate of each spiking layer in the last forward pass."""
+        return {name: float(m.neuron.last_spike_rate) for name, m in self.spiking_layers().items()}
+
+
+def _upsample(flow: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(flow, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,142 @@
+"""Spiking convolution layers.
+
+Every layer is ``op -> [norm] -> quant_layer -> neuron``. The convolution and
+batch norm are stateless, so they run over all time steps at once on a
+[T*B, C, H, W] view; only the neuron loops over T. ``quant_layer`` sits on
+the current that enters the neuron (batch norm folds into the convolution for
+deployment); it is an identity unless the layer is built with
+``quantize=True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from snn.models.neurons import LIFNeuron
+
+# Builds the quantizer placed after the convolution; the QAT code supplies it.
+QuantFactory = Callable[[], nn.Module]
+
+
+def _make_quant_layer(quantize: bool, quant_factory: QuantFactory | None) -> nn.Module:
+    if not quantize:
+        return nn.Identity()
+    if quant_factory is None:
+        from snn.quantization.factory import default_activation_quantizer
+
+        return default_activation_quantizer()
+    return quant_factory()
+
+
+def seq_apply(fn: Callable[[torch.Tensor], torch.Tensor], x_seq: torch.Tensor) -> torch.Tensor:
+    """Apply a stateless function to a [T, B, ...] sequence in one call."""
+    t, b = x_seq.shape[:2]
+    y = fn(x_seq.flatten(0, 1))
+    return y.view(t, b, *y.shape[1:])
+
+
+class _SpikingLayer(nn.Module):
+    def __init__(
+        self,
+        op: nn.Module,
+        out_channels: int,
+        norm: bool,
+        quantize: bool,
+        quant_factory: QuantFactory | None,
+        neuron: dict | None,
+    ) -> None:
+        super().__init__()
+        self.conv = op
+        self.norm = nn.BatchNorm2d(out_channels) if norm else nn.Identity()
+        self.quant_layer = _make_quant_layer(quantize, quant_factory)
+        self.neuron = LIFNeuron(**(neuron or {}))
+
+    def current(self, x_seq: torch.Tensor) -> torch.Tensor:
+        """The input current of the neurons, [T, B, C, H, W]."""
+        return seq_apply(lambda x: self.quant_layer(self.norm(self.conv(x))), x_seq)
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        return self.neuron(self.current(x_seq))
+
+
+class SpikingConv2d(_SpikingLayer):
+    """Convolution (with bias, no norm by default) feeding LIF neurons."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        padding: int | None = None,
+        norm: bool = False,
+        quantize: bool = False,
+        quant_factory: QuantFactory | None = None,
+        neuron: dict | None = None,
+    ) -> None:
+        padding = kernel_size // 2 if padding is None else padding
+        conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=not norm)
+        super().__init__(conv, out_channels, norm, quantize, quant_factory, neuron)
+
+
+class SpikingConvTranspose2d(_SpikingLayer):
+    """Transposed convolution (x2 upsampling by default) feeding LIF neurons."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 4,
+        stride: int = 2,
+        padding: int = 1,
+        norm: bool = True,
+        quantize: bool = False,
+        quant_factory: QuantFactory | None = None,
+        neuron: dict | None = None,
+    ) -> None:
+        conv = nn.ConvTranspose2d(
+            in_channels, out_channels, kernel_size, stride, padding, bias=not norm
+        )
+        super().__init__(conv, out_channels, norm, quantize, quant_factory, neuron)
+
+
+class SpikingConvBlock(SpikingConv2d):
+    """The main building block: conv -> batch norm -> LIF, optionally residual.
+
+    With ``residual=True`` (same shape in and out) the block adds its input
+    spikes to its output current, so information can skip the block.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        residual: bool = False,
+        quantize: bool = False,
+        quant_factory: QuantFactory | None = None,
+        neuron: dict | None = None,
+    ) -> None:
+        if residual and (in_channels != out_channels or stride != 1):
+            raise ValueError("a residual SpikingConvBlock needs in_channels == out_channels, stride 1")
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            norm=True,
+            quantize=quantize,
+            quant_factory=quant_factory,
+            neuron=neuron,
+        )
+        self.residual = residual
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        current = self.current(x_seq)
+        if self.residual:
+            current = current + x_seq
+        return self.neuron(current)

@@ -1,0 +1,133 @@
+"""Leaky integrate-and-fire neuron with a surrogate gradient.
+
+The neuron follows the usual charge / fire / reset template:
+
+    charge:  v[t] = beta * v[t-1] + x[t],      beta = 1 - 1 / tau
+    fire:    s[t] = H(v[t] - threshold)
+    reset:   v[t] -= s[t] * threshold           ("subtract")
+             v[t] *= 1 - s[t]                   ("zero")
+
+The Heaviside step has no useful gradient, so the backward pass uses the
+derivative of a smooth arctan step whose sharpness is ``alpha``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+RESET_MODES = ("subtract", "zero")
+
+
+def atan_surrogate_primitive(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    """The smooth step whose derivative is the surrogate gradient (for tests and plots)."""
+    return torch.atan(0.5 * math.pi * alpha * x) / math.pi + 0.5
+
+
+class AtanSpike(torch.autograd.Function):
+    """Heaviside forward, arctan-derivative backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, alpha: float) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.alpha = alpha
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        alpha = ctx.alpha
+        grad = alpha / 2.0 / (1.0 + (0.5 * math.pi * alpha * x) ** 2)
+        return grad_out * grad, None
+
+
+def spike_fn(x: torch.Tensor, alpha: float = 4.0) -> torch.Tensor:
+    return AtanSpike.apply(x, alpha)
+
+
+class LIFNeuron(nn.Module):
+    """Leaky integrate-and-fire neuron, single-step or over a [T, B, ...] sequence.
+
+    Args:
+        tau: membrane time constant in time steps (> 1); the decay is ``1 - 1/tau``.
+        threshold: firing threshold.
+        reset: ``"subtract"`` (keep the overshoot) or ``"zero"``.
+        alpha: sharpness of the arctan surrogate gradient.
+        detach_reset: stop the gradient through the reset term (cheaper, often as good).
+    """
+
+    def __init__(
+        self,
+        tau: float = 2.0,
+        threshold: float = 1.0,
+        reset: str = "subtract",
+        alpha: float = 4.0,
+        detach_reset: bool = True,
+    ) -> None:
+        super().__init__()
+        if tau <= 1.0:
+            raise ValueError(f"tau must be > 1 (got {tau}): the decay 1 - 1/tau must lie in (0, 1)")
+        if threshold <= 0:
+            raise ValueError(f"threshold must be > 0 (got {threshold})")
+        if reset not in RESET_MODES:
+            raise ValueError(f"reset must be one of {RESET_MODES} (got {reset!r})")
+        self.tau = float(tau)
+        self.threshold = float(threshold)
+        self.reset = reset
+        self.alpha = float(alpha)
+        self.detach_reset = detach_reset
+        # Mean firing rate of the last forward pass, for logging and SynOps counts.
+        self.register_buffer("last_spike_rate", torch.zeros(()), persistent=False)
+
+    @property
+    def decay(self) -> float:
+        return 1.0 - 1.0 / self.tau
+
+    def single_step(self, x: torch.Tensor, v: torch.Tensor | None = None):
+        """One time step: returns ``(spikes, new_membrane)``."""
+        v = x if v is None else self.decay * v + x
+        spikes = spike_fn(v - self.threshold, self.alpha)
+        s = spikes.detach() if self.detach_reset else spikes
+        if self.reset == "subtract":
+            v = v - s * self.threshold
+        else:
+            v = v * (1.0 - s)
+        return spikes, v
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        """Run over a [T, B, ...] input current; the membrane starts at zero."""
+        v = None
+        out = []
+        for x in x_seq:
+            spikes, v = self.single_step(x, v)
+            out.append(spikes)
+        spikes = torch.stack(out)
+        self.last_spike_rate = spikes.detach().mean()
+        return spikes
+
+    def extra_repr(self) -> str:
+        return f"tau={self.tau}, threshold={self.threshold}, reset={self.reset}, alpha={self.alpha}"
+
+
+class NonSpikingIntegrator(nn.Module):
+    """Leaky integrator without firing, used to read analog flow out of spikes.
+
+    ``tau=None`` integrates without leak. The readout is the membrane after the
+    last step divided by the number of steps, i.e. the time-averaged input
+    current for a non-leaky integrator.
+    """
+
+    def __init__(self, tau: float | None = None) -> None:
+        super().__init__()
+        self.tau = tau
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        if self.tau is None:
+            return x_seq.mean(dim=0)
+        decay = 1.0 - 1.0 / self.tau
+        v = torch.zeros_like(x_seq[0])
+        for x in x_seq:
+            v = decay * v + x
+        return v / x_seq.shape[0]

@@ -1,0 +1,60 @@
+import pytest
+import torch
+
+from snn.models.flownet import EventSNNFlowNetLiteV2, count_parameters
+from snn.models.layers import SpikingConv2d, SpikingConvBlock, SpikingConvTranspose2d
+
+
+def test_layer_shapes_and_binary_spikes():
+    x = torch.rand(3, 2, 4, 16, 16) * 3  # [T, B, C, H, W]
+    for layer, shape in [
+        (SpikingConv2d(4, 8), (3, 2, 8, 16, 16)),
+        (SpikingConvBlock(4, 8, stride=2), (3, 2, 8, 8, 8)),
+        (SpikingConvTranspose2d(4, 8), (3, 2, 8, 32, 32)),
+    ]:
+        out = layer(x)
+        assert out.shape == shape
+        assert set(out.unique().tolist()) <= {0.0, 1.0}
+        assert isinstance(layer.quant_layer, torch.nn.Identity)
+
+
+def test_residual_block_needs_matching_shapes():
+    with pytest.raises(ValueError, match="residual"):
+        SpikingConvBlock(4, 8, residual=True)
+
+
+def test_model_output_shapes():
+    model = EventSNNFlowNetLiteV2(base_ch=8, num_bins=3)
+    x = torch.rand(2, 3, 2, 32, 48)
+    flows = model.forward_multiscale(x)
+    assert [tuple(f.shape) for f in flows] == [(2, 2, 32, 48), (2, 2, 16, 24), (2, 2, 8, 12)]
+    assert model(x).shape == (2, 2, 32, 48)
+    rates = model.spike_rates()
+    assert set(rates) >= {"stem", "enc1", "enc3", "dec1"}
+    assert all(0.0 <= r <= 1.0 for r in rates.values())
+
+
+def test_parameter_count_at_base_ch_32_and_scaling():
+    n32 = count_parameters(EventSNNFlowNetLiteV2(base_ch=32))
+    assert 1.0e6 <= n32 <= 1.4e6
+    n16 = count_parameters(EventSNNFlowNetLiteV2(base_ch=16))
+    assert n32 / n16 == pytest.approx(4.0, rel=0.05)  # convolutions dominate: ~ base_ch^2
+
+
+def test_indivisible_input_size_names_accepted_sizes():
+    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=2)
+    with pytest.raises(ValueError, match=r"60x60.*multiples of 8.*56x56"):
+        model(torch.rand(1, 2, 2, 60, 60))
+    with pytest.raises(ValueError, match=r"\[B, T, C, H, W\]"):
+        model(torch.rand(2, 2, 64, 64))
+
+
+def test_gradients_reach_the_first_layer():
+    model = EventSNNFlowNetLiteV2(base_ch=8, num_bins=3)
+    # Heads start at zero: give them weights so a gradient flows back.
+    for head in (model.head1, model.head2, model.head3):
+        torch.nn.init.normal_(head.conv.weight, std=0.1)
+    flows = model.forward_multiscale(torch.rand(2, 3, 2, 16, 16) * 3)
+    sum(f.pow(2).mean() for f in flows).backward()
+    assert model.stem.conv.weight.grad is not None
+    assert model.stem.conv.weight.grad.abs().sum() > 0
