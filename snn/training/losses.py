@@ -1,0 +1,31 @@
+"""Training losses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def masked_epe(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean end-point error over valid pixels. pred, gt: [B,2,H,W]; valid: [B,1,H,W]."""
+    if pred.shape[-2:] != gt.shape[-2:]:
+        # Coarse predictions are in full-resolution pixels: only resample them.
+        pred = F.interpolate(pred, size=gt.shape[-2:], mode="bilinear", align_corners=False)
+    # The small epsilon keeps the gradient of the norm finite at zero error.
+    epe = torch.sqrt(((pred - gt) ** 2).sum(dim=1, keepdim=True) + 1e-8)
+    mask = valid.to(epe.dtype)
+    return (epe * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def multiscale_epe_loss(
+    preds: Sequence[torch.Tensor],
+    gt: torch.Tensor,
+    valid: torch.Tensor,
+    weights: Sequence[float],
+) -> torch.Tensor:
+    """Weighted sum of masked EPEs, finest prediction first."""
+    if len(weights) < len(preds):
+        raise ValueError(f"{len(preds)} flow scales but only {len(weights)} scale weights")
+    return sum(w * masked_epe(p, gt, valid) for p, w in zip(preds, weights))
