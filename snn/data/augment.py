@@ -1,0 +1,88 @@
+"""Random crop and flips applied alike to a sample's events, flow and masks.
+
+A sample is the dict a reader returns: ``events`` [B, C, H, W], ``flow`` [2, H, W]
+(u, v), ``valid`` [1, H, W] and ``event_mask`` [1, H, W]. Randomness comes from
+torch's generator so DataLoader worker seeding makes runs repeatable.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+SPATIAL_KEYS = ("events", "flow", "valid", "event_mask")
+
+
+def as_hw(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """``crop_size`` as (height, width); an int means a square."""
+    if isinstance(size, int):
+        height, width = size, size
+    else:
+        height, width = (int(v) for v in size)
+    if height < 1 or width < 1:
+        raise ValueError(f"crop size must be positive, got {size}")
+    return height, width
+
+
+def check_crop_fits(
+    crop_size: int | tuple[int, int] | list[int], height: int, width: int
+) -> tuple[int, int]:
+    """Return the crop as (h, w); ValueError naming both sizes when it exceeds the image."""
+    crop_h, crop_w = as_hw(crop_size)
+    if crop_h > height or crop_w > width:
+        raise ValueError(f"crop size {crop_h}x{crop_w} is larger than the image {height}x{width}")
+    return crop_h, crop_w
+
+
+def random_crop(
+    sample: dict[str, Any], crop_size: int | tuple[int, int] | list[int]
+) -> dict[str, Any]:
+    """Cut the same random (h, w) window out of every spatial tensor of ``sample``."""
+    height, width = sample["flow"].shape[-2:]
+    crop_h, crop_w = check_crop_fits(crop_size, height, width)
+    top = int(torch.randint(0, height - crop_h + 1, (1,)))
+    left = int(torch.randint(0, width - crop_w + 1, (1,)))
+    out = dict(sample)
+    for key in SPATIAL_KEYS:
+        out[key] = sample[key][..., top : top + crop_h, left : left + crop_w].contiguous()
+    return out
+
+
+def hflip(sample: dict[str, Any]) -> dict[str, Any]:
+    """Mirror left-right: x -> W-1-x, so the horizontal flow u changes sign."""
+    out = {**sample, **{k: torch.flip(sample[k], dims=(-1,)) for k in SPATIAL_KEYS}}
+    out["flow"] = out["flow"] * torch.tensor([-1.0, 1.0]).view(2, 1, 1)
+    return out
+
+
+def vflip(sample: dict[str, Any]) -> dict[str, Any]:
+    """Mirror top-bottom: y -> H-1-y, so the vertical flow v changes sign."""
+    out = {**sample, **{k: torch.flip(sample[k], dims=(-2,)) for k in SPATIAL_KEYS}}
+    out["flow"] = out["flow"] * torch.tensor([1.0, -1.0]).view(2, 1, 1)
+    return out
+
+
+def random_flips(sample: dict[str, Any], p: float = 0.5) -> dict[str, Any]:
+    """Horizontal and vertical flips, each applied independently with probability ``p``."""
+    if float(torch.rand(())) < p:
+        sample = hflip(sample)
+    if float(torch.rand(())) < p:
+        sample = vflip(sample)
+    return sample
+
+
+def augment_sample(
+    sample: dict[str, Any],
+    crop_size: int | tuple[int, int] | list[int] | None = None,
+    flip: bool = True,
+) -> dict[str, Any]:
+    """Crop (when ``crop_size`` is set), then random flips (when ``flip``)."""
+    if crop_size is not None:
+        sample = random_crop(sample, crop_size)
+    if flip:
+        sample = random_flips(sample)
+    return sample

@@ -1,0 +1,104 @@
+"""Find the sequences of a split under a data root and concatenate them into one dataset.
+
+A data root is either a folder of sequences or a folder of split folders::
+
+    <root>/<seq>/...                      any split reads every sequence
+    <root>/train/<seq>/... (or training/)
+    <root>/val/<seq>/...
+    <root>/test/<seq>/...
+
+A folder is a sequence when it holds ``events.h5`` or ``events_left/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch.utils.data import ConcatDataset
+
+from snn.data.blinksim import BlinkSimSequence
+from snn.data.errors import DatasetFormatError
+
+logger = logging.getLogger(__name__)
+
+SPLIT_FOLDERS = {"train": ("train", "training"), "val": ("val",), "test": ("test",)}
+
+
+def is_sequence_dir(path: Path) -> bool:
+    """True when ``path`` holds events.h5 or events_left/."""
+    return (path / "events.h5").is_file() or (path / "events_left").is_dir()
+
+
+def _holds_sequences(folder: Path) -> bool:
+    return any(child.is_dir() and is_sequence_dir(child) for child in folder.iterdir())
+
+
+def resolve_split_dir(data_root: str | os.PathLike[str], split: str) -> Path:
+    """The folder holding ``split``'s sequences: its split folder, else the root itself."""
+    root = Path(data_root)
+    if not root.is_dir():
+        raise DatasetFormatError(root, "data root does not exist")
+    if split not in SPLIT_FOLDERS:
+        raise ValueError(f"unknown split {split!r}; accepted: {', '.join(SPLIT_FOLDERS)}")
+    for name in SPLIT_FOLDERS[split]:
+        if (root / name).is_dir():
+            return root / name
+    if _holds_sequences(root):
+        logger.info("%s has no %s folder; using its sequences for the %s split",
+                    root, "/".join(SPLIT_FOLDERS[split]), split)
+        return root
+    looked_for = ", ".join(f"{name}/" for name in SPLIT_FOLDERS[split])
+    raise DatasetFormatError(
+        root, f"has no {looked_for} split folder and no sequence folders "
+        f"(a sequence holds events.h5 or events_left/)"
+    )
+
+
+def list_sequences(
+    data_root: str | os.PathLike[str], split: str, names: Sequence[str] | None = None
+) -> list[Path]:
+    """Sorted sequence folders of ``split``; ``names`` keeps only those sequences."""
+    split_dir = resolve_split_dir(data_root, split)
+    found = sorted(p for p in split_dir.iterdir() if p.is_dir() and is_sequence_dir(p))
+    if names is None:
+        return found
+    if isinstance(names, str):  # one name, not a sequence of characters
+        names = [names]
+    by_name = {p.name: p for p in found}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise DatasetFormatError(
+            split_dir, f"no sequence named {', '.join(unknown)}; "
+            f"available: {', '.join(by_name) or '(none)'}"
+        )
+    wanted = set(names)
+    return [p for p in found if p.name in wanted]
+
+
+def build_dataset(
+    data_root: str | os.PathLike[str],
+    split: str,
+    num_bins: int = 5,
+    representation: str = "counts",
+    crop_size: int | tuple[int, int] | None = None,
+    augment: bool = False,
+    names: Sequence[str] | None = None,
+) -> ConcatDataset:
+    """All windows of the split's sequences as one dataset (BlinkSim layouts A, B, C)."""
+    seq_dirs = list_sequences(data_root, split, names)
+    if not seq_dirs:
+        raise DatasetFormatError(
+            resolve_split_dir(data_root, split),
+            "holds no sequences (a sequence holds events.h5 or events_left/)",
+        )
+    sequences = [
+        BlinkSimSequence(d, num_bins=num_bins, representation=representation,
+                         crop_size=crop_size, augment=augment)
+        for d in seq_dirs
+    ]
+    dataset = ConcatDataset(sequences)
+    logger.info("%s split: %d sequences, %d windows", split, len(sequences), len(dataset))
+    return dataset
