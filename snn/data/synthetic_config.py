@@ -1,0 +1,104 @@
+"""The knobs of the synthetic event-flow generator, as one validated dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Settings of the synthetic scenes, camera and event model.
+
+    Motion is given per frame at 64x64 and scaled with the image size, so the defaults give a
+    forward flow of mostly 0.5-5 px per frame pair (mean about 2 px) at any resolution.
+    """
+
+    height: int = 64
+    width: int = 64
+    num_frames: int = 16  # frames per sequence, so num_frames - 1 flow windows
+    fps: float = 30.0
+    substeps: int = 12  # renders per frame interval fed to the event model
+    min_foreground: int = 2  # foreground layers per scene, on top of the background
+    max_foreground: int = 4
+    threshold_on: float = 0.2  # mean log-intensity contrast threshold
+    threshold_off: float = 0.2
+    threshold_std: float = 0.03  # per-pixel spread, drawn once per sequence
+    threshold_min: float = 0.05
+    refractory_us: float = 1000.0
+    noise_rate_hz: float = 0.5  # noise events per pixel per second
+    background_speed: tuple[float, float] = (0.6, 2.4)  # px/frame
+    background_accel: float = 0.03  # px/frame^2, per axis
+    background_spin: float = 0.01  # rad/frame
+    background_zoom: float = 0.006  # log-scale per frame
+    foreground_speed: tuple[float, float] = (1.0, 6.5)
+    foreground_accel: float = 0.1
+    foreground_spin: float = 0.04
+    foreground_zoom: float = 0.02
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(field.default, tuple) and isinstance(value, list):
+                value = tuple(value)  # YAML has no tuples; frozen, hence object.__setattr__
+                object.__setattr__(self, field.name, value)
+            if isinstance(field.default, tuple):
+                ok = (
+                    isinstance(value, tuple)
+                    and len(value) == 2
+                    and all(_is_number(v) for v in value)
+                    and 0 <= value[0] <= value[1]
+                )
+                expected = "a pair [low, high] with 0 <= low <= high"
+            elif isinstance(field.default, int):
+                ok = isinstance(value, int) and not isinstance(value, bool)
+                expected = "an integer"
+            else:
+                ok = _is_number(value) and value >= 0
+                expected = "a number >= 0"
+            if not ok:
+                raise ValueError(f"SyntheticConfig.{field.name} must be {expected}, got {value!r}")
+        checks = {
+            "height": self.height >= 16,
+            "width": self.width >= 16,
+            "num_frames": self.num_frames >= 2,
+            "fps": self.fps > 0,
+            # Ten or more renders per frame spread event timestamps over the window.
+            "substeps": self.substeps >= 10,
+            "min_foreground": 0 <= self.min_foreground <= self.max_foreground,
+            "max_foreground": self.max_foreground <= 100,  # layer labels are int8
+            "threshold_on": self.threshold_on > 0,
+            "threshold_off": self.threshold_off > 0,
+            "threshold_min": 0 < self.threshold_min,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"SyntheticConfig.{name} is out of range: {getattr(self, name)!r}")
+
+    @property
+    def frame_interval_us(self) -> int:
+        """Time between frames in whole microseconds (33333 at 30 fps)."""
+        return int(round(1e6 / self.fps))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (tuples as lists) for YAML."""
+        return {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in dataclasses.asdict(self).items()
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> SyntheticConfig:
+        """Build from a dict as ``to_dict`` writes it; an unknown key is an error naming it."""
+        unknown = sorted(set(data) - {field.name for field in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown synthetic-config key(s) {unknown} in {source}")
+        try:
+            return cls(**data)
+        except ValueError as err:
+            raise ValueError(f"{err} (in {source})") from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
