@@ -28,4 +28,4 @@ def multiscale_epe_loss(
     """Weighted sum of masked EPEs, finest prediction first."""
     if len(weights) < len(preds):
         raise ValueError(f"{len(preds)} flow scales but only {len(weights)} scale weights")
-    return sum(w * masked_epe(p, gt, valid) for p, w in zip(preds, weights))
+    return sum(w * masked_epe(p, gt, valid) for p, w in zip(preds, weights, strict=False))

@@ -1,0 +1,51 @@
+"""Flags shared by the training scripts, and the one-line error exit."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from snn.config import DEFAULT_CONFIG, Config, load_config
+
+logger = logging.getLogger(__name__)
+
+
+def add_common_flags(parser: argparse.ArgumentParser, default_config: Path | None = DEFAULT_CONFIG):
+    """--config plus the flags that override config keys (None = keep the YAML value)."""
+    parser.add_argument("--config", type=Path, default=default_config, required=default_config is None,
+                        help=f"YAML config (default: {default_config})")
+    parser.add_argument("--checkpoint-dir", help="where checkpoints go (config: checkpoint_dir)")
+    parser.add_argument("--log-dir", help="TensorBoard and CSV logs (config: log_dir)")
+    parser.add_argument("--data-root", help="dataset folder (config: data_root)")
+    parser.add_argument("--epochs", type=int, help="number of epochs (config: num_epochs)")
+    parser.add_argument("--batch-size", type=int, help="batch size (config: batch_size)")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (config: device)")
+    parser.add_argument("--seed", type=int, help="random seed (config: seed)")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    overrides = {
+        "checkpoint_dir": args.checkpoint_dir,
+        "log_dir": args.log_dir,
+        "data_root": args.data_root,
+        "num_epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "seed": args.seed,
+    }
+    if args.data_root is not None and not _is_synthetic_root(Path(args.data_root)):
+        overrides["dataset"] = "blinksim"  # a user's own data: never generate into it
+    return load_config(args.config, overrides)
+
+
+def _is_synthetic_root(root: Path) -> bool:
+    return (root / "dataset.yaml").exists()
+
+
+def fail(exc: BaseException) -> int:
+    """Print a one-line error and return the exit status for it."""
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    print(f"error: {msg}", file=sys.stderr)
+    return 2

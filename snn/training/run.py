@@ -1,0 +1,135 @@
+"""Assemble a training run from a config: data, model, trainer, output folders.
+
+The scripts (train.py, finetune_quantized.py) parse flags and call in here.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from snn.config import Config, save_config
+from snn.data.provider import build_dataset
+from snn.evaluation.evaluate import evaluate_model
+from snn.models.factory import build_model
+from snn.training.checkpoint import load_checkpoint
+from snn.training.trainer import Trainer
+
+logger = logging.getLogger(__name__)
+
+
+class RunDirError(ValueError):
+    """Starting the run would overwrite another run's checkpoints or logs."""
+
+
+def prepare_data_root(cfg: Config) -> Path:
+    """The data root; the synthetic dataset is generated on first use."""
+    root = Path(cfg.data_root)
+    if cfg.dataset == "synthetic":
+        from snn.data.synthetic import ensure_synthetic_dataset
+
+        ensure_synthetic_dataset(root, synthetic_config(cfg), **synthetic_split_args(cfg))
+    return root
+
+
+_SPLIT_KEYS = ("num_train", "num_val", "num_test", "seed", "workers")
+
+
+def synthetic_config(cfg: Config):
+    """The generator settings of the config's ``synthetic`` section (split sizes aside)."""
+    from snn.data.synthetic_config import SyntheticConfig
+
+    fields = {k: v for k, v in cfg.synthetic.items() if k not in _SPLIT_KEYS}
+    return SyntheticConfig.from_dict(fields, source="config key 'synthetic'")
+
+
+def synthetic_split_args(cfg: Config) -> dict:
+    return {k: v for k, v in cfg.synthetic.items() if k in _SPLIT_KEYS}
+
+
+def make_dataset(cfg: Config, root: Path, split: str, train: bool) -> Dataset:
+    return build_dataset(
+        root,
+        split,
+        num_bins=cfg.num_bins,
+        representation=cfg.representation,
+        crop_size=cfg.crop_size if train else None,
+        augment=cfg.augment and train,
+    )
+
+
+def make_loader(cfg: Config, dataset: Dataset, train: bool, seed: int = 0) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=train,
+        drop_last=train and len(dataset) > cfg.batch_size,
+        num_workers=cfg.num_workers,
+        pin_memory=torch.cuda.is_available(),
+        generator=generator,
+        persistent_workers=cfg.num_workers > 0,
+    )
+
+
+def check_run_dirs(checkpoint_dir: Path, log_dir: Path, resuming_own_run: bool) -> None:
+    """Refuse to start a fresh run on top of another run's checkpoints or CSV log."""
+    if resuming_own_run:
+        return
+    taken = [p for p in (checkpoint_dir / "last.pth", checkpoint_dir / "best_model.pth",
+                         log_dir / "metrics.csv") if p.exists()]
+    if taken:
+        raise RunDirError(
+            f"{taken[0]} already exists: another run wrote there. Resume it with --resume "
+            f"{checkpoint_dir / 'last.pth'}, or choose another --checkpoint-dir/--log-dir"
+        )
+
+
+def is_own_checkpoint(resume: Path | None, checkpoint_dir: Path) -> bool:
+    return resume is not None and resume.resolve().parent == checkpoint_dir.resolve()
+
+
+def build_trainer(
+    cfg: Config,
+    device: torch.device,
+    resume: Path | None = None,
+    trainer_cls: type[Trainer] = Trainer,
+    model: nn.Module | None = None,
+) -> Trainer:
+    checkpoint_dir, log_dir = Path(cfg.checkpoint_dir), Path(cfg.log_dir)
+    check_run_dirs(checkpoint_dir, log_dir, is_own_checkpoint(resume, checkpoint_dir))
+    if resume is not None:
+        load_checkpoint(resume)  # fail on a bad file before any data work
+    root = prepare_data_root(cfg)
+    train_set = make_dataset(cfg, root, "train", train=True)
+    val_set = make_dataset(cfg, root, "val", train=False)
+    logger.info("data: %s (%d training windows, %d validation windows)",
+                root, len(train_set), len(val_set))
+    model_args = cfg.model_args()
+    if model is None:
+        model = build_model(cfg.model, model_args)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    trainer = trainer_cls(
+        cfg, model, cfg.model, model_args,
+        make_loader(cfg, train_set, train=True, seed=cfg.seed),
+        make_loader(cfg, val_set, train=False),
+        device, checkpoint_dir, log_dir,
+    )
+    if resume is not None:
+        trainer.resume(resume)
+    save_config(cfg, checkpoint_dir / "config.yaml")
+    return trainer
+
+
+def evaluate_checkpoint_on_split(cfg: Config, path: Path, device: torch.device, split: str) -> dict:
+    """Dense metrics of a checkpoint on one split of the run's data root."""
+    ckpt = load_checkpoint(path, map_location=device)
+    model = build_model(ckpt["model_name"], ckpt["model_args"]).to(device)
+    model.load_state_dict(ckpt["state_dict"])
+    loader = make_loader(cfg, make_dataset(cfg, Path(cfg.data_root), split, train=False), False)
+    return evaluate_model(model, loader, device)["dense"]["overall"]

@@ -1,0 +1,274 @@
+"""The training loop: optimisation, validation, checkpoints and logs."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from snn.config import Config
+from snn.evaluation.flow_viz import flow_panel
+from snn.evaluation.metrics import FlowMetrics, evaluation_mask
+from snn.training.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from snn.training.losses import multiscale_epe_loss
+
+logger = logging.getLogger(__name__)
+
+CSV_FIELDS = ["epoch", "train_loss", "val_aee", "val_outliers", "val_1pe", "val_3pe",
+              "val_zero_flow_aee", "lr", "epoch_time_s"]
+
+
+def lr_lambda_factory(cfg: Config, steps_per_epoch: int):
+    """Per-step LR factor: linear warm-up, then cosine decay to ``min_lr_ratio``."""
+    warmup = max(1, int(cfg.warmup_epochs * steps_per_epoch))
+    total = max(warmup + 1, cfg.num_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if cfg.lr_schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / (total - warmup))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+class Trainer:
+    """Trains a flow model; one instance per run.
+
+    ``fit()`` runs epochs ``start_epoch .. num_epochs-1``; each begins with
+    ``update_quantization(epoch)``, then trains, validates, and writes
+    ``last.pth`` and (on a new best validation AEE) ``best_model.pth``.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        model: nn.Module,
+        model_name: str,
+        model_args: dict[str, Any],
+        train_loader: DataLoader,
+        val_loader: DataLoader,
+        device: torch.device,
+        checkpoint_dir: Path,
+        log_dir: Path,
+    ) -> None:
+        self.cfg = cfg
+        self.model = model.to(device)
+        self.model_name = model_name
+        self.model_args = model_args
+        self.train_loader = train_loader
+        self.val_loader = val_loader
+        self.device = device
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.log_dir = Path(log_dir)
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda_factory(cfg, len(train_loader))
+        )
+        self.start_epoch = 0
+        self.global_step = 0
+        self.best_val_aee = float("inf")
+        self._writer: SummaryWriter | None = None
+
+    # ----------------------------------------------------------------- hooks
+    def update_quantization(self, epoch: int) -> None:
+        """Apply the quantization schedule for ``epoch`` (no-op for full-precision runs)."""
+
+    def extra_loss(self) -> dict[str, torch.Tensor]:
+        """Additional named loss terms added to the flow loss (none in full precision)."""
+        return {}
+
+    # ---------------------------------------------------------------- resume
+    def resume(self, path: str | Path) -> None:
+        """Continue this run from its own checkpoint, or warm-start from another run's.
+
+        A checkpoint saved in this run's checkpoint dir restores model, optimizer,
+        scheduler, epoch and RNG state. Any other checkpoint only provides the
+        weights, and the schedule starts at epoch 0.
+        """
+        path = Path(path)
+        ckpt = load_checkpoint(path, map_location=self.device)
+        own_run = path.resolve().parent == self.checkpoint_dir.resolve()
+        if ckpt["model_name"] != self.model_name:
+            raise CheckpointError(
+                f"{path}: holds a {ckpt['model_name']}, this run trains a {self.model_name}"
+            )
+        self.load_weights(ckpt["state_dict"], path)
+        if own_run and ckpt.get("optimizer") is not None:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.start_epoch = int(ckpt["epoch"]) + 1
+            self.global_step = int(ckpt.get("global_step", 0))
+            self.best_val_aee = float(ckpt.get("best_val_aee", float("inf")))
+            if ckpt.get("rng"):
+                set_rng_state(ckpt["rng"])
+            logger.info("resuming this run from %s at epoch %d", path, self.start_epoch)
+        else:
+            logger.info(
+                "warm start from %s (another run's checkpoint): weights only, schedule starts "
+                "at epoch 0",
+                path,
+            )
+
+    def load_weights(self, state_dict: dict[str, torch.Tensor], path: Path) -> None:
+        result = self.model.load_state_dict(state_dict, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise CheckpointError(
+                f"{path}: does not fit this model (missing {_few(result.missing_keys)}; "
+                f"unexpected {_few(result.unexpected_keys)})"
+            )
+
+    # ------------------------------------------------------------------ loop
+    @property
+    def writer(self) -> SummaryWriter:
+        if self._writer is None:
+            self._writer = SummaryWriter(str(self.log_dir))
+        return self._writer
+
+    def fit(self) -> float:
+        """Train to ``num_epochs``; returns the best validation AEE."""
+        cfg = self.cfg
+        for epoch in range(self.start_epoch, cfg.num_epochs):
+            self.update_quantization(epoch)
+            t0 = time.time()
+            train_loss = self.train_one_epoch(epoch)
+            val = self.validate(epoch)
+            elapsed = time.time() - t0
+            is_best = val["aee"] < self.best_val_aee
+            if is_best:
+                self.best_val_aee = val["aee"]
+            self.save("last.pth", epoch, val)
+            if is_best:
+                self.save("best_model.pth", epoch, val)
+            lr = self.optimizer.param_groups[0]["lr"]
+            self._log_epoch(epoch, train_loss, val, lr, elapsed)
+            logger.info(
+                "epoch %d/%d  loss %.3f  val AEE %.3f (zero-flow %.3f)%s  %.0f s",
+                epoch + 1, cfg.num_epochs, train_loss, val["aee"], val["zero_flow_aee"],
+                "  best" if is_best else "", elapsed,
+            )
+        if self._writer is not None:
+            self._writer.close()
+        return self.best_val_aee
+
+    def train_one_epoch(self, epoch: int) -> float:
+        self.model.train()
+        total, count = 0.0, 0
+        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.cfg.num_epochs}",
+                   leave=False, dynamic_ncols=True)
+        for batch in bar:
+            batch = move_batch(batch, self.device)
+            preds = self.model.forward_multiscale(batch["events"])
+            flow_loss = multiscale_epe_loss(preds, batch["flow"], batch["valid"],
+                                            self.cfg.scale_weights)
+            extras = self.extra_loss()
+            loss = flow_loss + sum(extras.values())
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"loss became {loss.item()} at epoch {epoch + 1}, step {self.global_step}; "
+                    "lower learning_rate or grad_clip"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            total += flow_loss.item() * len(batch["events"])
+            count += len(batch["events"])
+            bar.set_postfix(loss=f"{flow_loss.item():.3f}")
+            if self.global_step % max(1, self.cfg.log_every) == 0:
+                self._log_step(flow_loss, loss, extras)
+            self.global_step += 1
+        return total / max(1, count)
+
+    @torch.no_grad()
+    def validate(self, epoch: int) -> dict[str, float]:
+        self.model.eval()
+        metrics = FlowMetrics()
+        first = None
+        for batch in tqdm(self.val_loader, desc="validate", leave=False, dynamic_ncols=True):
+            batch = move_batch(batch, self.device)
+            pred = self.model(batch["events"])
+            metrics.update(pred, batch["flow"], evaluation_mask(batch["flow"], batch["valid"]))
+            if first is None:
+                first = (batch, pred)
+        every = self.cfg.image_every
+        if every and first is not None and (epoch % every == 0 or epoch + 1 == self.cfg.num_epochs):
+            batch, pred = first
+            panel = flow_panel(batch["events"][0], batch["flow"][0], pred[0], batch["valid"][0])
+            self.writer.add_image("val/flow_gt_vs_pred", panel, epoch, dataformats="HWC")
+        return metrics.compute()
+
+    # ------------------------------------------------------------ persisting
+    def checkpoint_payload(self, epoch: int, val: dict[str, float]) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "model_args": self.model_args,
+            "config": self.cfg.to_dict(),
+            "state_dict": self.model.state_dict(),
+            "epoch": epoch,
+            "global_step": self.global_step,
+            "best_val_aee": self.best_val_aee,
+            "val_metrics": {k: float(v) for k, v in val.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_state(),
+        }
+
+    def save(self, name: str, epoch: int, val: dict[str, float]) -> None:
+        save_checkpoint(self.checkpoint_payload(epoch, val), self.checkpoint_dir / name)
+
+    def _log_step(self, flow_loss, loss, extras) -> None:
+        w, step = self.writer, self.global_step
+        w.add_scalar("train/flow_loss", flow_loss.item(), step)
+        w.add_scalar("train/total_loss", loss.item(), step)
+        for name, value in extras.items():
+            w.add_scalar(f"train/{name}", value.item(), step)
+        w.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], step)
+        for name, rate in self.model.spike_rates().items():
+            w.add_scalar(f"spike_rate/{name}", rate, step)
+
+    def _log_epoch(self, epoch, train_loss, val, lr, elapsed) -> None:
+        for key in ("aee", "outliers", "1pe", "3pe", "zero_flow_aee"):
+            self.writer.add_scalar(f"val/{key}", val[key], epoch)
+        self.writer.flush()
+        path = self.log_dir / "metrics.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            out = csv.writer(f)
+            if new:
+                out.writerow(CSV_FIELDS)
+            out.writerow([epoch, f"{train_loss:.5f}", f"{val['aee']:.5f}", f"{val['outliers']:.3f}",
+                          f"{val['1pe']:.3f}", f"{val['3pe']:.3f}", f"{val['zero_flow_aee']:.5f}",
+                          f"{lr:.3e}", f"{elapsed:.1f}"])
+
+
+def _few(keys: list[str], n: int = 5) -> str:
+    if not keys:
+        return "none"
+    more = f" and {len(keys) - n} more" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
