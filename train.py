@@ -39,8 +39,8 @@ def main(argv=None) -> int:
         logger.info("training on %s, checkpoints in %s, logs in %s", device, cfg.checkpoint_dir,
                     cfg.log_dir)
         best = trainer.fit()
-        best_path = Path(cfg.checkpoint_dir) / "best_model.pth"
-        test = evaluate_checkpoint_on_split(cfg, best_path, device, "test")
+        best_path = trainer.checkpoint_dir / "best_model.pth"
+        test = evaluate_checkpoint_on_split(trainer.cfg, best_path, device, "test")
     except (ValueError, OSError) as exc:
         return fail(exc)
     print(f"best validation AEE {best:.3f}")

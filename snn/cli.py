@@ -35,13 +35,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "device": args.device,
         "seed": args.seed,
     }
-    if args.data_root is not None and not _is_synthetic_root(Path(args.data_root)):
-        overrides["dataset"] = "blinksim"  # a user's own data: never generate into it
+    if args.data_root is not None:
+        # An explicit folder is read as it is (the synthetic set is BlinkSim layout C too);
+        # nothing is ever generated into a user's folder.
+        overrides["dataset"] = "blinksim"
     return load_config(args.config, overrides)
-
-
-def _is_synthetic_root(root: Path) -> bool:
-    return (root / "dataset.yaml").exists()
 
 
 def fail(exc: BaseException) -> int:

@@ -57,6 +57,18 @@ class Config:
     grad_clip: float = 1.0
     scale_weights: list = field(default_factory=lambda: [1.0, 0.5, 0.25])
 
+    # Quantization-aware training (see QAT_GUIDE.md).
+    quantization_enabled: bool = False
+    initial_bit_width: int = 8
+    binarize: bool = False  # 1-bit: sign x scale for weights and currents
+    quant_weight: float = 0.001  # weight of the weight-quantization-error penalty
+    quantization_schedule: dict | None = None  # {epoch: bits}; overrides initial_bit_width
+    freeze_observers_epoch: int | None = None  # stop range tracking from this epoch on
+    ema_decay: float = 0.99
+    learn_scale: bool = False  # learned step sizes (LSQ) for the currents
+    first_last_bits: int | None = 8  # stem and flow heads never go below this
+    calibration_batches: int = 20  # batches that initialise the ranges before QAT starts
+
     # Runtime and logging.
     seed: int = 0
     device: str = "auto"
@@ -78,7 +90,23 @@ class Config:
             "reset": self.reset,
             "surrogate_alpha": self.surrogate_alpha,
             "flow_scale": self.flow_scale,
+            "quantize": self.quantization_enabled,
+            "bit_width": self.bit_width_at(0),
+            "binarize": self.binarize,
+            "ema_decay": self.ema_decay,
+            "learn_scale": self.learn_scale,
+            "first_last_bits": self.first_last_bits,
         }
+
+    def bit_width_at(self, epoch: int) -> int:
+        """The bit width the schedule gives for ``epoch`` (1 when binarized)."""
+        if self.binarize:
+            return 1
+        if not self.quantization_schedule:
+            return self.initial_bit_width
+        starts = [e for e in sorted(self.quantization_schedule) if e <= epoch]
+        first = min(self.quantization_schedule)
+        return self.quantization_schedule[starts[-1] if starts else first]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -92,7 +120,8 @@ _CHOICES = {
     "lr_schedule": ("cosine", "constant"),
 }
 _POSITIVE = ("base_ch", "num_bins", "batch_size", "num_epochs", "learning_rate", "tau", "threshold")
-_NON_NEGATIVE = ("num_workers", "weight_decay", "warmup_epochs", "grad_clip", "log_every", "image_every")
+_NON_NEGATIVE = ("num_workers", "weight_decay", "warmup_epochs", "grad_clip", "log_every", "image_every",
+                 "calibration_batches")
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -133,7 +162,30 @@ def validate(cfg: Config, source: str = "config") -> Config:
         raise ConfigError(f"{source}: key 'min_lr_ratio' must lie in (0, 1], got {cfg.min_lr_ratio}")
     if not cfg.scale_weights or not all(isinstance(w, (int, float)) for w in cfg.scale_weights):
         raise ConfigError(f"{source}: key 'scale_weights' must be a non-empty list of numbers")
+    _validate_quantization(cfg, source)
     return cfg
+
+
+def _validate_quantization(cfg: Config, source: str) -> None:
+    from snn.quantization.quantization_aware import check_bit_width
+
+    def bits(key: str, value: Any) -> None:
+        try:
+            check_bit_width(value)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: key '{key}': {exc}") from None
+
+    bits("initial_bit_width", cfg.initial_bit_width)
+    if cfg.first_last_bits is not None:
+        bits("first_last_bits", cfg.first_last_bits)
+    for epoch, b in (cfg.quantization_schedule or {}).items():
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            raise ConfigError(f"{source}: key 'quantization_schedule': epoch {epoch!r} must be an integer >= 0")
+        bits(f"quantization_schedule[{epoch}]", b)
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        raise ConfigError(f"{source}: key 'ema_decay' must lie in [0, 1), got {cfg.ema_decay}")
+    if cfg.quant_weight < 0:
+        raise ConfigError(f"{source}: key 'quant_weight' must be >= 0, got {cfg.quant_weight}")
 
 
 def config_from_dict(values: dict[str, Any], source: str = "config") -> Config:
@@ -157,9 +209,24 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return values
 
 
-def load_config(path: str | Path = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None) -> Config:
-    """Read a YAML config, apply overrides (None values are ignored), validate."""
+def read_with_base(path: str | Path, _seen: tuple = ()) -> dict[str, Any]:
+    """A config's values on top of those of its ``base`` file (a path relative to it)."""
+    path = Path(path)
     values = read_yaml(path)
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    base_path = (path.parent / base).resolve()
+    if base_path in _seen:
+        raise ConfigError(f"{path}: 'base' chain loops back to {base_path}")
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: base config {base} not found")
+    return {**read_with_base(base_path, (*_seen, base_path)), **values}
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None) -> Config:
+    """Read a YAML config (and its ``base``), apply overrides (None values are ignored), validate."""
+    values = read_with_base(path)
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return config_from_dict(values, str(path))
 

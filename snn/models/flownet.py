@@ -25,26 +25,28 @@ import torch.nn.functional as F
 from torch import nn
 
 from snn.models.layers import (
-    QuantFactory,
+    QuantSpec,
     SpikingConv2d,
     SpikingConvBlock,
     SpikingConvTranspose2d,
+    make_conv,
+    make_quant_layer,
     seq_apply,
 )
 from snn.models.neurons import LIFNeuron, NonSpikingIntegrator
+from snn.quantization import control
 
 
 class FlowHead(nn.Module):
     """3x3 convolution on spikes -> time-integrated 2-channel flow."""
 
-    def __init__(self, in_channels: int, quantize: bool, quant_factory: QuantFactory | None):
+    def __init__(self, in_channels: int, quantize: bool, quant: QuantSpec | None):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, 2, 3, padding=1)
+        self.conv = make_conv(quantize, quant, in_channels=in_channels, out_channels=2,
+                              kernel_size=3, padding=1)
         nn.init.zeros_(self.conv.weight)  # start at zero flow: a sane first guess
         nn.init.zeros_(self.conv.bias)
-        from snn.models.layers import _make_quant_layer
-
-        self.quant_layer = _make_quant_layer(quantize, quant_factory)
+        self.quant_layer = make_quant_layer(quantize, quant)
         self.integrator = NonSpikingIntegrator()
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
@@ -61,7 +63,12 @@ class EventSNNFlowNetLiteV2(nn.Module):
         tau, threshold, reset, surrogate_alpha: LIF neuron parameters.
         flow_scale: flow heads output ``flow_scale`` pixels per unit current, so
             heads start in a sensible range for flows of a few pixels.
-        quantize: build every layer with a quantizer after its convolution.
+        quantize: build every layer with per-channel weight fake-quantization and a
+            ``QuantizationAwareLayer`` after its convolution.
+        bit_width, binarize, ema_decay, learn_scale: quantizer settings (see
+            ``snn.quantization``); ``binarize`` or ``bit_width=1`` is binary.
+        first_last_bits: the input layer (stem) and the flow heads never go below
+            this many bits (None: they follow ``bit_width`` like the rest).
     """
 
     downsample_factor = 8
@@ -77,7 +84,11 @@ class EventSNNFlowNetLiteV2(nn.Module):
         surrogate_alpha: float = 4.0,
         flow_scale: float = 1.0,
         quantize: bool = False,
-        quant_factory: QuantFactory | None = None,
+        bit_width: int = 8,
+        binarize: bool = False,
+        ema_decay: float = 0.99,
+        learn_scale: bool = False,
+        first_last_bits: int | None = 8,
     ) -> None:
         super().__init__()
         if base_ch < 1 or num_bins < 1 or in_channels < 1:
@@ -89,9 +100,17 @@ class EventSNNFlowNetLiteV2(nn.Module):
         self.in_channels = in_channels
         self.flow_scale = flow_scale
         c = base_ch
-        q = {"quantize": quantize, "quant_factory": quant_factory}
+        spec = QuantSpec(bit_width, binarize, ema_decay, learn_scale)
+        q = {"quantize": quantize, "quant": spec}
+        # The input layer and flow heads keep at least first_last_bits (common practice: they
+        # are a small share of the weights and the most sensitive).
+        self.pinned = {} if first_last_bits is None else {
+            name: first_last_bits for name in ("stem", "head1", "head2", "head3")}
+        edge_bits = max(bit_width, first_last_bits or 0)
+        edge = {"quantize": quantize,
+                "quant": QuantSpec(edge_bits, binarize and first_last_bits is None, ema_decay, learn_scale)}
         n = {"tau": tau, "threshold": threshold, "reset": reset, "alpha": surrogate_alpha}
-        self.stem = SpikingConv2d(in_channels, c, 3, norm=True, neuron=n, **q)
+        self.stem = SpikingConv2d(in_channels, c, 3, norm=True, neuron=n, **edge)
         self.enc1 = SpikingConvBlock(c, 2 * c, stride=2, neuron=n, **q)
         self.enc2 = SpikingConvBlock(2 * c, 4 * c, stride=2, neuron=n, **q)
         self.enc3 = SpikingConvBlock(4 * c, 4 * c, stride=2, neuron=n, **q)
@@ -100,9 +119,11 @@ class EventSNNFlowNetLiteV2(nn.Module):
         self.dec3 = SpikingConvTranspose2d(4 * c, 4 * c, neuron=n, **q)
         self.dec2 = SpikingConvTranspose2d(8 * c, 2 * c, neuron=n, **q)
         self.dec1 = SpikingConvTranspose2d(4 * c, c, neuron=n, **q)
-        self.head3 = FlowHead(8 * c, **q)
-        self.head2 = FlowHead(4 * c, **q)
-        self.head1 = FlowHead(2 * c, **q)
+        self.head3 = FlowHead(8 * c, **edge)
+        self.head2 = FlowHead(4 * c, **edge)
+        self.head1 = FlowHead(2 * c, **edge)
+        self.quantize = quantize
+        self.bit_width = bit_width if not binarize else 1
 
     def check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 5:
@@ -144,6 +165,18 @@ class EventSNNFlowNetLiteV2(nn.Module):
             for name, m in self.named_modules()
             if isinstance(getattr(m, "neuron", None), LIFNeuron)
         }
+
+    # ------------------------------------------------------------ quantization
+    def set_bit_width(self, bit_width: int) -> None:
+        """Switch weights and currents to ``bit_width`` (the pinned edge layers keep their floor)."""
+        control.set_bit_width(self, bit_width, self.pinned)
+        self.bit_width = bit_width
+
+    def enable_quantization(self, enabled: bool = True) -> None:
+        control.enable_quantization(self, enabled)
+
+    def freeze_observers(self, frozen: bool = True) -> None:
+        control.freeze_observers(self, frozen)
 
     def spike_rates(self) -> dict[str, float]:
         """Mean firing rate of each spiking layer in the last forward pass."""

@@ -11,24 +11,40 @@ deployment); it is an identity unless the layer is built with
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from snn.models.neurons import LIFNeuron
+from snn.quantization.quantization_aware import QuantizationAwareLayer
+from snn.quantization.weight_quant import QuantConv2d, QuantConvTranspose2d
 
-# Builds the quantizer placed after the convolution; the QAT code supplies it.
-QuantFactory = Callable[[], nn.Module]
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """How a layer built with ``quantize=True`` quantizes its weights and output current."""
+
+    bit_width: int = 8
+    binarize: bool = False
+    ema_decay: float = 0.99
+    learn_scale: bool = False
+
+    def activation_quantizer(self) -> QuantizationAwareLayer:
+        return QuantizationAwareLayer(self.bit_width, self.binarize, self.ema_decay, self.learn_scale)
 
 
-def _make_quant_layer(quantize: bool, quant_factory: QuantFactory | None) -> nn.Module:
+def make_quant_layer(quantize: bool, spec: QuantSpec | None) -> nn.Module:
+    """The module placed right after the convolution: a quantizer, or an identity."""
+    return (spec or QuantSpec()).activation_quantizer() if quantize else nn.Identity()
+
+
+def make_conv(quantize: bool, spec: QuantSpec | None, transposed: bool = False, **kwargs) -> nn.Module:
     if not quantize:
-        return nn.Identity()
-    if quant_factory is None:
-        from snn.quantization.factory import default_activation_quantizer
-
-        return default_activation_quantizer()
-    return quant_factory()
+        return nn.ConvTranspose2d(**kwargs) if transposed else nn.Conv2d(**kwargs)
+    bits = 1 if (spec or QuantSpec()).binarize else (spec or QuantSpec()).bit_width
+    cls = QuantConvTranspose2d if transposed else QuantConv2d
+    return cls(bit_width=bits, **kwargs)
 
 
 def seq_apply(fn: Callable[[torch.Tensor], torch.Tensor], x_seq: torch.Tensor) -> torch.Tensor:
@@ -45,13 +61,13 @@ class _SpikingLayer(nn.Module):
         out_channels: int,
         norm: bool,
         quantize: bool,
-        quant_factory: QuantFactory | None,
+        quant: QuantSpec | None,
         neuron: dict | None,
     ) -> None:
         super().__init__()
         self.conv = op
         self.norm = nn.BatchNorm2d(out_channels) if norm else nn.Identity()
-        self.quant_layer = _make_quant_layer(quantize, quant_factory)
+        self.quant_layer = make_quant_layer(quantize, quant)
         self.neuron = LIFNeuron(**(neuron or {}))
 
     def current(self, x_seq: torch.Tensor) -> torch.Tensor:
@@ -74,12 +90,13 @@ class SpikingConv2d(_SpikingLayer):
         padding: int | None = None,
         norm: bool = False,
         quantize: bool = False,
-        quant_factory: QuantFactory | None = None,
+        quant: QuantSpec | None = None,
         neuron: dict | None = None,
     ) -> None:
         padding = kernel_size // 2 if padding is None else padding
-        conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=not norm)
-        super().__init__(conv, out_channels, norm, quantize, quant_factory, neuron)
+        conv = make_conv(quantize, quant, in_channels=in_channels, out_channels=out_channels,
+                         kernel_size=kernel_size, stride=stride, padding=padding, bias=not norm)
+        super().__init__(conv, out_channels, norm, quantize, quant, neuron)
 
 
 class SpikingConvTranspose2d(_SpikingLayer):
@@ -94,13 +111,13 @@ class SpikingConvTranspose2d(_SpikingLayer):
         padding: int = 1,
         norm: bool = True,
         quantize: bool = False,
-        quant_factory: QuantFactory | None = None,
+        quant: QuantSpec | None = None,
         neuron: dict | None = None,
     ) -> None:
-        conv = nn.ConvTranspose2d(
-            in_channels, out_channels, kernel_size, stride, padding, bias=not norm
-        )
-        super().__init__(conv, out_channels, norm, quantize, quant_factory, neuron)
+        conv = make_conv(quantize, quant, transposed=True, in_channels=in_channels,
+                         out_channels=out_channels, kernel_size=kernel_size, stride=stride,
+                         padding=padding, bias=not norm)
+        super().__init__(conv, out_channels, norm, quantize, quant, neuron)
 
 
 class SpikingConvBlock(SpikingConv2d):
@@ -118,7 +135,7 @@ class SpikingConvBlock(SpikingConv2d):
         stride: int = 1,
         residual: bool = False,
         quantize: bool = False,
-        quant_factory: QuantFactory | None = None,
+        quant: QuantSpec | None = None,
         neuron: dict | None = None,
     ) -> None:
         if residual and (in_channels != out_channels or stride != 1):
@@ -130,7 +147,7 @@ class SpikingConvBlock(SpikingConv2d):
             stride,
             norm=True,
             quantize=quantize,
-            quant_factory=quant_factory,
+            quant=quant,
             neuron=neuron,
         )
         self.residual = residual

@@ -57,6 +57,47 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
+QUANT_KEY_MARK = "quant_layer."
+
+
+def load_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], path: str | Path,
+                 strict: bool = False) -> list[str]:
+    """Load weights; return the quantizer keys the checkpoint lacked.
+
+    Missing ``quant_layer.*`` entries are expected when a full-precision (or
+    older) checkpoint is loaded into a quantized model: calibration fills them.
+    Anything else that does not fit, or with ``strict`` any missing or
+    unexpected key, is a CheckpointError naming the keys.
+    """
+    own = model.state_dict()
+    mismatched = [k for k, v in state_dict.items() if k in own and own[k].shape != v.shape]
+    if mismatched:
+        k = mismatched[0]
+        raise CheckpointError(
+            f"{path}: another architecture: {len(mismatched)} tensor(s) differ in shape, e.g. {k} "
+            f"{list(state_dict[k].shape)} in the file vs {list(own[k].shape)} in the model "
+            f"({_few(mismatched)})"
+        )
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    quant_missing = [k for k in missing if QUANT_KEY_MARK in k]
+    other_missing = [k for k in missing if QUANT_KEY_MARK not in k]
+    if unexpected or other_missing or (strict and missing):
+        raise CheckpointError(
+            f"{path}: does not fit this model{' (--strict-load)' if strict else ''}: "
+            f"missing {_few(missing if strict else other_missing)}; unexpected {_few(unexpected)}"
+        )
+    model.load_state_dict(state_dict, strict=False)
+    return quant_missing
+
+
+def _few(keys: list[str], n: int = 4) -> str:
+    if not keys:
+        return "none"
+    more = f" and {len(keys) - n} more" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
 def rng_state() -> dict[str, Any]:
     """Python, NumPy and torch RNG states as tensors and plain values."""
     np_state = np.random.get_state()

@@ -5,11 +5,11 @@ The scripts (train.py, finetune_quantized.py) parse flags and call in here.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from snn.config import Config, save_config
@@ -93,25 +93,45 @@ def is_own_checkpoint(resume: Path | None, checkpoint_dir: Path) -> bool:
     return resume is not None and resume.resolve().parent == checkpoint_dir.resolve()
 
 
+ARCH_KEYS = ("base_ch", "num_bins", "tau", "threshold", "reset", "surrogate_alpha", "flow_scale")
+
+
+def adopt_architecture(cfg: Config, ckpt: dict, path: Path) -> Config:
+    """Take the network's shape from a checkpoint we start from; quantization stays the config's."""
+    changes = {k: ckpt["model_args"][k] for k in ARCH_KEYS
+               if k in ckpt["model_args"] and ckpt["model_args"][k] != getattr(cfg, k)}
+    rep = ckpt["config"].get("representation")
+    if rep is not None and rep != cfg.representation:
+        changes["representation"] = rep
+    if changes:
+        logger.info("architecture taken from %s: %s", path, changes)
+        cfg = dataclasses.replace(cfg, **changes)
+    return cfg
+
+
 def build_trainer(
     cfg: Config,
     device: torch.device,
     resume: Path | None = None,
     trainer_cls: type[Trainer] = Trainer,
-    model: nn.Module | None = None,
+    strict_load: bool = False,
+    warm_start: bool | None = None,
 ) -> Trainer:
+    """Data, model and trainer for ``cfg``; ``resume`` continues or warm-starts (see Trainer.resume)."""
     checkpoint_dir, log_dir = Path(cfg.checkpoint_dir), Path(cfg.log_dir)
-    check_run_dirs(checkpoint_dir, log_dir, is_own_checkpoint(resume, checkpoint_dir))
+    own = is_own_checkpoint(resume, checkpoint_dir) and not warm_start
+    check_run_dirs(checkpoint_dir, log_dir, own)
     if resume is not None:
-        load_checkpoint(resume)  # fail on a bad file before any data work
+        ckpt = load_checkpoint(resume)  # fail on a bad file before any data work
+        if not own:
+            cfg = adopt_architecture(cfg, ckpt, resume)
     root = prepare_data_root(cfg)
     train_set = make_dataset(cfg, root, "train", train=True)
     val_set = make_dataset(cfg, root, "val", train=False)
     logger.info("data: %s (%d training windows, %d validation windows)",
                 root, len(train_set), len(val_set))
     model_args = cfg.model_args()
-    if model is None:
-        model = build_model(cfg.model, model_args)
+    model = build_model(cfg.model, model_args)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     log_dir.mkdir(parents=True, exist_ok=True)
     trainer = trainer_cls(
@@ -121,15 +141,15 @@ def build_trainer(
         device, checkpoint_dir, log_dir,
     )
     if resume is not None:
-        trainer.resume(resume)
+        trainer.resume(resume, strict=strict_load, warm_start=warm_start)
     save_config(cfg, checkpoint_dir / "config.yaml")
     return trainer
 
 
 def evaluate_checkpoint_on_split(cfg: Config, path: Path, device: torch.device, split: str) -> dict:
     """Dense metrics of a checkpoint on one split of the run's data root."""
-    ckpt = load_checkpoint(path, map_location=device)
-    model = build_model(ckpt["model_name"], ckpt["model_args"]).to(device)
-    model.load_state_dict(ckpt["state_dict"])
+    from snn.utils.quantization_utils import load_model
+
+    model = load_model(path, device=device)
     loader = make_loader(cfg, make_dataset(cfg, Path(cfg.data_root), split, train=False), False)
     return evaluate_model(model, loader, device)["dense"]["overall"]

@@ -18,9 +18,11 @@ from tqdm import tqdm
 from snn.config import Config
 from snn.evaluation.flow_viz import flow_panel
 from snn.evaluation.metrics import FlowMetrics, evaluation_mask
+from snn.quantization import control
 from snn.training.checkpoint import (
     CheckpointError,
     load_checkpoint,
+    load_weights,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -93,53 +95,95 @@ class Trainer:
         self.best_val_aee = float("inf")
         self._writer: SummaryWriter | None = None
 
-    # ----------------------------------------------------------------- hooks
+    # ---------------------------------------------------------- quantization
+    @property
+    def quantized(self) -> bool:
+        return self.cfg.quantization_enabled and control.is_quantized(self.model)
+
     def update_quantization(self, epoch: int) -> None:
-        """Apply the quantization schedule for ``epoch`` (no-op for full-precision runs)."""
+        """Apply ``quantization_schedule`` (and observer freezing) for ``epoch``.
+
+        Called at the start of every epoch; does nothing in full-precision runs.
+        """
+        if not self.quantized:
+            return
+        bits = self.cfg.bit_width_at(epoch)
+        if bits != self.model.bit_width:
+            logger.info("epoch %d: bit width %d -> %d; best_model.pth now tracks the %d-bit phase",
+                        epoch + 1, self.model.bit_width, bits, bits)
+            self.model.set_bit_width(bits)
+            # A lower bit width is judged against itself, not against the easier earlier phase.
+            self.best_val_aee = float("inf")
+        frozen_from = self.cfg.freeze_observers_epoch
+        freeze = frozen_from is not None and epoch >= frozen_from
+        if freeze and not getattr(self, "_observers_frozen", False):
+            logger.info("epoch %d: range observers frozen", epoch + 1)
+        self._observers_frozen = freeze
+        self.model.freeze_observers(freeze)
+        self.writer.add_scalar("quant/bit_width", bits, epoch)
 
     def extra_loss(self) -> dict[str, torch.Tensor]:
-        """Additional named loss terms added to the flow loss (none in full precision)."""
-        return {}
+        """Loss terms added to the flow loss: the quantization penalty when quantizing."""
+        if not self.quantized or self.cfg.quant_weight == 0:
+            return {}
+        return {"quant_loss": self.cfg.quant_weight * control.weight_quantization_error(self.model)}
 
     # ---------------------------------------------------------------- resume
-    def resume(self, path: str | Path) -> None:
+    def resume(self, path: str | Path, strict: bool = False, warm_start: bool | None = None) -> None:
         """Continue this run from its own checkpoint, or warm-start from another run's.
 
         A checkpoint saved in this run's checkpoint dir restores model, optimizer,
-        scheduler, epoch and RNG state. Any other checkpoint only provides the
-        weights, and the schedule starts at epoch 0.
+        scheduler, epoch, quantizer ranges and RNG state. Any other checkpoint
+        (or ``warm_start=True``) only provides the weights: the schedule starts
+        at epoch 0 and, when quantizing, a calibration pass sets the ranges.
         """
         path = Path(path)
         ckpt = load_checkpoint(path, map_location=self.device)
-        own_run = path.resolve().parent == self.checkpoint_dir.resolve()
         if ckpt["model_name"] != self.model_name:
             raise CheckpointError(
                 f"{path}: holds a {ckpt['model_name']}, this run trains a {self.model_name}"
             )
-        self.load_weights(ckpt["state_dict"], path)
-        if own_run and ckpt.get("optimizer") is not None:
+        missing_quant = load_weights(self.model, ckpt["state_dict"], path, strict=strict)
+        if missing_quant:
+            logger.info("%s has no quantizer state (%d quant_layer.* entries, expected for a "
+                        "full-precision checkpoint): calibration initialises them",
+                        path, len(missing_quant))
+        own_run = path.resolve().parent == self.checkpoint_dir.resolve()
+        if warm_start is None:
+            warm_start = not own_run or ckpt.get("optimizer") is None
+        if not warm_start:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scheduler.load_state_dict(ckpt["scheduler"])
             self.start_epoch = int(ckpt["epoch"]) + 1
             self.global_step = int(ckpt.get("global_step", 0))
             self.best_val_aee = float(ckpt.get("best_val_aee", float("inf")))
+            if self.quantized:
+                self.model.set_bit_width(int(ckpt["model_args"].get("bit_width", self.model.bit_width)))
             if ckpt.get("rng"):
                 set_rng_state(ckpt["rng"])
-            logger.info("resuming this run from %s at epoch %d", path, self.start_epoch)
-        else:
-            logger.info(
-                "warm start from %s (another run's checkpoint): weights only, schedule starts "
-                "at epoch 0",
-                path,
-            )
+            logger.info("resuming this run from %s at epoch %d", path, self.start_epoch + 1)
+            return
+        logger.info("warm start from %s (another run's checkpoint): weights only, schedule starts "
+                    "at epoch 1", path)
+        if self.quantized:
+            self.update_quantization(0)
+            self.calibrate()
 
-    def load_weights(self, state_dict: dict[str, torch.Tensor], path: Path) -> None:
-        result = self.model.load_state_dict(state_dict, strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            raise CheckpointError(
-                f"{path}: does not fit this model (missing {_few(result.missing_keys)}; "
-                f"unexpected {_few(result.unexpected_keys)})"
-            )
+    @torch.no_grad()
+    def calibrate(self, num_batches: int | None = None) -> None:
+        """Initialise every quantizer range from a few training batches (model in eval mode)."""
+        n = self.cfg.calibration_batches if num_batches is None else num_batches
+        if n <= 0:
+            return
+        seen = 0
+        with control.calibrating(self.model) as running:
+            for batch in self.train_loader:
+                if seen >= n:
+                    break
+                self.model(batch["events"].to(self.device))
+                running.step()
+                seen += 1
+        logger.info("calibrated quantizer ranges on %d training batches", seen)
 
     # ------------------------------------------------------------------ loop
     @property
@@ -163,6 +207,8 @@ class Trainer:
             self.save("last.pth", epoch, val)
             if is_best:
                 self.save("best_model.pth", epoch, val)
+                if self.quantized and self.cfg.quantization_schedule:
+                    self.save(f"best_model_{self.model.bit_width}bit.pth", epoch, val)
             lr = self.optimizer.param_groups[0]["lr"]
             self._log_epoch(epoch, train_loss, val, lr, elapsed)
             logger.info(
@@ -225,9 +271,12 @@ class Trainer:
 
     # ------------------------------------------------------------ persisting
     def checkpoint_payload(self, epoch: int, val: dict[str, float]) -> dict[str, Any]:
+        model_args = dict(self.model_args)
+        if self.quantized:
+            model_args["bit_width"] = self.model.bit_width  # a progressive run's current width
         return {
             "model_name": self.model_name,
-            "model_args": self.model_args,
+            "model_args": model_args,
             "config": self.cfg.to_dict(),
             "state_dict": self.model.state_dict(),
             "epoch": epoch,
@@ -251,6 +300,11 @@ class Trainer:
         w.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], step)
         for name, rate in self.model.spike_rates().items():
             w.add_scalar(f"spike_rate/{name}", rate, step)
+        if self.quantized:
+            for name, stats in control.range_statistics(self.model).items():
+                w.add_scalar(f"quant_range/{name}/max", stats["max"], step)
+                w.add_scalar(f"quant_range/{name}/min", stats["min"], step)
+                w.add_scalar(f"quant_scale/{name}", stats["scale"], step)
 
     def _log_epoch(self, epoch, train_loss, val, lr, elapsed) -> None:
         for key in ("aee", "outliers", "1pe", "3pe", "zero_flow_aee"):
@@ -267,8 +321,3 @@ class Trainer:
                           f"{lr:.3e}", f"{elapsed:.1f}"])
 
 
-def _few(keys: list[str], n: int = 5) -> str:
-    if not keys:
-        return "none"
-    more = f" and {len(keys) - n} more" if len(keys) > n else ""
-    return ", ".join(keys[:n]) + more

@@ -1,0 +1,104 @@
+"""Switch the quantizers of a whole model: bit width, on/off, observers, calibration."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from snn.quantization.quantization_aware import QuantizationAwareLayer, check_bit_width
+from snn.quantization.weight_quant import _WeightQuantMixin
+
+
+def activation_quantizers(model: nn.Module) -> Iterator[tuple[str, QuantizationAwareLayer]]:
+    for name, m in model.named_modules():
+        if isinstance(m, QuantizationAwareLayer):
+            yield name, m
+
+
+def weight_quantized_convs(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    for name, m in model.named_modules():
+        if isinstance(m, _WeightQuantMixin):
+            yield name, m
+
+
+def is_quantized(model: nn.Module) -> bool:
+    return any(True for _ in activation_quantizers(model)) or any(True for _ in weight_quantized_convs(model))
+
+
+def set_bit_width(model: nn.Module, bit_width: int, pinned: dict[str, int] | None = None) -> None:
+    """Set every quantizer to ``bit_width``; modules under a pinned prefix keep at least its bits."""
+    check_bit_width(bit_width)
+    pinned = pinned or {}
+
+    def bits_for(name: str) -> int:
+        floors = [b for prefix, b in pinned.items() if name == prefix or name.startswith(prefix + ".")]
+        return max([bit_width, *floors])
+
+    for name, q in activation_quantizers(model):
+        q.set_bit_width(bits_for(name))
+    for name, conv in weight_quantized_convs(model):
+        conv.set_bit_width(bits_for(name))
+
+
+def enable_quantization(model: nn.Module, enabled: bool = True) -> None:
+    for _, q in activation_quantizers(model):
+        q.enable_quantization(enabled)
+    for _, conv in weight_quantized_convs(model):
+        conv.weight_quant_enabled = enabled
+
+
+def freeze_observers(model: nn.Module, frozen: bool = True) -> None:
+    for _, q in activation_quantizers(model):
+        q.observer_enabled = not frozen
+
+
+def weight_quantization_error(model: nn.Module) -> torch.Tensor:
+    """Sum over quantized convolutions of their relative squared weight error."""
+    terms = [conv.weight_quant_error() for _, conv in weight_quantized_convs(model) if conv.weight_quant_enabled]
+    if not terms:
+        return torch.zeros(())
+    return torch.stack(terms).sum()
+
+
+@contextlib.contextmanager
+def calibrating(model: nn.Module):
+    """Observers record ranges as a plain running mean while the model runs in eval mode."""
+    layers = [q for _, q in activation_quantizers(model)]
+    saved = [(q.ema_decay, q.calibrating) for q in layers]
+    was_training = model.training
+    model.eval()
+    for q in layers:
+        q.initialized.fill_(False)
+        q.step_initialized.fill_(False)
+        q.calibrating = True
+    try:
+        yield _RunningMean(layers)
+    finally:
+        for q, (decay, cal) in zip(layers, saved, strict=True):
+            q.ema_decay, q.calibrating = decay, cal
+        model.train(was_training)
+
+
+class _RunningMean:
+    """Sets each observer's decay so that after n batches its range is the mean of n batches."""
+
+    def __init__(self, layers: list[QuantizationAwareLayer]) -> None:
+        self.layers = layers
+        self.n = 0
+
+    def step(self) -> None:
+        self.n += 1
+        for q in self.layers:
+            q.ema_decay = self.n / (self.n + 1)
+
+
+def range_statistics(model: nn.Module) -> dict[str, dict[str, float]]:
+    """Per-layer observed ranges and scales, for logging."""
+    return {
+        name: {"min": float(q.running_min), "max": float(q.running_max), "scale": float(q.scale()),
+               "bits": q.bit_width}
+        for name, q in activation_quantizers(model)
+    }

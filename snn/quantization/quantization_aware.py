@@ -1,0 +1,178 @@
+"""QuantizationAwareLayer: fake-quantizes the current that enters spiking neurons.
+
+Per-tensor symmetric quantization around zero, built from small parts:
+
+- a range observer: ``running_min`` / ``running_max`` follow an exponential
+  moving average while training (the first batch initialises them) and are
+  frozen in eval mode or after ``freeze_observer()``;
+- a scale rule: ``scale = max(|running_min|, |running_max|) / qmax`` with
+  ``qmax = 2**(b-1) - 1`` (8 -> 127, 4 -> 7, 2 -> 1: ternary), or, with
+  ``learn_scale=True``, a learned step size (LSQ, Esser et al. 2019) that the
+  observed range initialises;
+- a rounding step with a straight-through estimator: PyTorch's fake-quant
+  kernels, whose gradient is 1 inside the clipping range and 0 outside.
+
+At 1 bit (or ``binarize=True``) the output is ``sign(x) * scale`` with a clipped
+straight-through gradient (1 where |x| <= the clip level, else 0); the binary
+scale is the running mean of |x| (as in XNOR-Net), or learned.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+MIN_BITS, MAX_BITS = 1, 16
+
+
+def check_bit_width(bit_width) -> int:
+    if isinstance(bit_width, bool) or not isinstance(bit_width, int) or not MIN_BITS <= bit_width <= MAX_BITS:
+        raise ValueError(f"bit_width must be an integer in {MIN_BITS}..{MAX_BITS}, got {bit_width!r}")
+    return bit_width
+
+
+def qmax_for(bit_width: int) -> int:
+    """Largest code of the signed narrow range: 8 -> 127, 4 -> 7, 2 -> 1; 1 bit -> 1 (binary)."""
+    return max(1, 2 ** (bit_width - 1) - 1)
+
+
+class _BinarizeSTE(torch.autograd.Function):
+    """sign(x) * scale; the gradient passes where |x| <= clip (clipped STE)."""
+
+    @staticmethod
+    def forward(ctx, x, scale, clip):
+        ctx.save_for_backward(x, scale, clip)
+        return torch.where(x >= 0, scale, -scale)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, scale, clip = ctx.saved_tensors
+        grad_x = grad_out * (x.abs() <= clip).to(grad_out.dtype)
+        grad_scale = None
+        if ctx.needs_input_grad[1]:
+            grad_scale = (grad_out * torch.where(x >= 0, 1.0, -1.0)).sum().reshape(scale.shape)
+        return grad_x, grad_scale, None
+
+
+class QuantizationAwareLayer(nn.Module):
+    """Fake-quantize a tensor to ``bit_width`` bits (per tensor, symmetric).
+
+    Args:
+        bit_width: 1..16; 1 means binary.
+        binarize: force binary output whatever ``bit_width`` says.
+        ema_decay: weight of the old range in the moving average.
+        learn_scale: learn the step size (LSQ) instead of deriving it from the range.
+    """
+
+    def __init__(self, bit_width: int = 8, binarize: bool = False, ema_decay: float = 0.99,
+                 learn_scale: bool = False) -> None:
+        super().__init__()
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay!r}")
+        self.bit_width = check_bit_width(bit_width)
+        self.binarize = bool(binarize)
+        self.ema_decay = float(ema_decay)
+        self.learn_scale = bool(learn_scale)
+        self.enabled = True
+        self.observer_enabled = True
+        self.calibrating = False
+        self.register_buffer("running_min", torch.zeros(()))
+        self.register_buffer("running_max", torch.zeros(()))
+        self.register_buffer("running_absmean", torch.zeros(()))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        # The learned step (used only with learn_scale); re-seeded from the range when needed.
+        self.step = nn.Parameter(torch.ones(()))
+        self.register_buffer("step_initialized", torch.zeros((), dtype=torch.bool))
+
+    # ------------------------------------------------------------ switches
+    @property
+    def is_binary(self) -> bool:
+        return self.binarize or self.bit_width == 1
+
+    @property
+    def qmax(self) -> int:
+        return qmax_for(self.bit_width)
+
+    def set_bit_width(self, bit_width: int) -> None:
+        bit_width = check_bit_width(bit_width)
+        if bit_width != self.bit_width:
+            self.bit_width = bit_width
+            self.step_initialized.fill_(False)  # a new grid needs a new step
+
+    def enable_quantization(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+
+    def disable_quantization(self) -> None:
+        self.enabled = False
+
+    def freeze_observer(self) -> None:
+        self.observer_enabled = False
+
+    def unfreeze_observer(self) -> None:
+        self.observer_enabled = True
+
+    # --------------------------------------------------------------- range
+    @torch.no_grad()
+    def observe(self, x: torch.Tensor) -> None:
+        lo, hi, absmean = x.min(), x.max(), x.abs().mean()
+        if not bool(self.initialized):
+            self.running_min.copy_(lo)
+            self.running_max.copy_(hi)
+            self.running_absmean.copy_(absmean)
+            self.initialized.fill_(True)
+            return
+        d = self.ema_decay
+        self.running_min.mul_(d).add_((1 - d) * lo)
+        self.running_max.mul_(d).add_((1 - d) * hi)
+        self.running_absmean.mul_(d).add_((1 - d) * absmean)
+
+    def range_scale(self) -> torch.Tensor:
+        """The scale the observed range gives (no learning)."""
+        if self.is_binary:
+            return self.running_absmean.clamp_min(1e-8)
+        amax = torch.maximum(self.running_min.abs(), self.running_max.abs())
+        return (amax / self.qmax).clamp_min(1e-8)
+
+    def scale(self) -> torch.Tensor:
+        if self.learn_scale:
+            return self.step.abs().clamp_min(1e-8)
+        return self.range_scale()
+
+    @torch.no_grad()
+    def _seed_step(self, x: torch.Tensor) -> None:
+        """LSQ's initial step 2*mean|x|/sqrt(qmax), or the range scale when it is smaller."""
+        lsq = 2 * x.abs().mean() / math.sqrt(self.qmax)
+        seed = self.running_absmean if self.is_binary else torch.minimum(lsq, self.range_scale())
+        self.step.copy_(seed.clamp_min(1e-6))
+        self.step_initialized.fill_(True)
+
+    # ------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
+        if (self.training and self.observer_enabled) or self.calibrating or not bool(self.initialized):
+            self.observe(x)
+        if self.learn_scale and not bool(self.step_initialized):
+            self._seed_step(x)
+        if self.is_binary:
+            return self._binary(x)
+        if self.learn_scale:
+            # LSQ gradient scale 1/sqrt(N * qmax) keeps the step's updates in proportion.
+            grad_factor = 1.0 / math.sqrt(x.numel() / max(1, x.shape[0]) * self.qmax)
+            return torch._fake_quantize_learnable_per_tensor_affine(
+                x, self.step.abs().clamp_min(1e-8).reshape(1), torch.zeros(1, device=x.device),
+                -self.qmax, self.qmax, grad_factor,
+            )
+        return torch.fake_quantize_per_tensor_affine(x, float(self.scale()), 0, -self.qmax, self.qmax)
+
+    def _binary(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.scale().to(x.dtype)
+        # Clip the straight-through gradient at the largest magnitude seen in range.
+        clip = torch.maximum(self.running_min.abs(), self.running_max.abs()).clamp_min(scale).detach()
+        return _BinarizeSTE.apply(x, scale, clip)
+
+    def extra_repr(self) -> str:
+        kind = "binary" if self.is_binary else f"{self.bit_width} bit"
+        return f"{kind}, ema_decay={self.ema_decay}, learn_scale={self.learn_scale}, enabled={self.enabled}"

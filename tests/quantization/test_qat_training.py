@@ -1,0 +1,133 @@
+"""QAT wiring: loading checkpoints into quantized models, the schedule, finetune_quantized.py."""
+
+import logging
+
+import pytest
+import torch
+
+import finetune_quantized
+from snn.config import DEFAULT_CONFIG, load_config
+from snn.models.flownet import EventSNNFlowNetLiteV2
+from snn.quantization import control
+from snn.training.checkpoint import CheckpointError, load_weights, save_checkpoint
+from snn.training.run import build_trainer
+from snn.utils.quantization_utils import compare_model_outputs, estimate_model_size, load_model
+
+CPU = torch.device("cpu")
+SMALL = {"base_ch": 8, "num_bins": 3}
+
+
+def test_loading_fp_into_quantized_reports_only_quant_keys():
+    fp = EventSNNFlowNetLiteV2(**SMALL)
+    q = EventSNNFlowNetLiteV2(**SMALL, quantize=True, bit_width=4)
+    missing = load_weights(q, fp.state_dict(), "fp.pth")
+    assert missing and all(".quant_layer." in k for k in missing)
+    assert torch.equal(q.enc1.conv.weight, fp.enc1.conv.weight)
+    with pytest.raises(CheckpointError, match=r"fp\.pth.*strict-load.*quant_layer"):
+        load_weights(q, fp.state_dict(), "fp.pth", strict=True)
+
+
+def test_another_architecture_is_an_error_naming_the_keys():
+    other = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3)
+    q = EventSNNFlowNetLiteV2(**SMALL, quantize=True)
+    with pytest.raises(CheckpointError, match=r"another architecture.*stem\.conv\.weight"):
+        load_weights(q, other.state_dict(), "other.pth")
+    state = EventSNNFlowNetLiteV2(**SMALL).state_dict()
+    state["extra.weight"] = torch.zeros(1)
+    with pytest.raises(CheckpointError, match="unexpected extra.weight"):
+        load_weights(q, state, "odd.pth")
+
+
+def test_set_bit_width_keeps_first_and_last_layers_at_8_bits():
+    q = EventSNNFlowNetLiteV2(**SMALL, quantize=True, bit_width=8)
+    q.set_bit_width(2)
+    assert q.enc2.conv.weight_bits == 2 and q.enc2.quant_layer.bit_width == 2
+    assert q.stem.conv.weight_bits == 8 and q.head1.quant_layer.bit_width == 8
+    free = EventSNNFlowNetLiteV2(**SMALL, quantize=True, first_last_bits=None)
+    free.set_bit_width(2)
+    assert free.stem.conv.weight_bits == 2
+
+
+def test_quantized_model_output_differs_by_bit_width_and_size_shrinks():
+    torch.manual_seed(0)
+    fp = EventSNNFlowNetLiteV2(**SMALL)
+    for head in (fp.head1, fp.head2, fp.head3):
+        torch.nn.init.normal_(head.conv.weight, std=0.1)
+    x = (torch.rand(2, 3, 2, 16, 16) < 0.3).float() * 20  # strong enough to make every layer spike
+    errors = {}
+    for bits in (8, 4, 2):
+        q = EventSNNFlowNetLiteV2(**SMALL, quantize=True, bit_width=bits)
+        q.load_state_dict(fp.state_dict(), strict=False)
+        q.eval()
+        errors[bits] = compare_model_outputs(fp, q, x)["mae"]
+    assert errors[8] < errors[2]
+    sizes = estimate_model_size(fp, verbose=False)["bytes"]
+    assert sizes[32] > sizes[8] > sizes[4] > sizes[2] > sizes[1]
+    assert sizes[32] / sizes[8] == pytest.approx(4.0, rel=0.05)
+
+
+def _cfg(root, tmp_path, name, config=DEFAULT_CONFIG, **extra):
+    values = {"data_root": str(root), "dataset": "blinksim", **SMALL, "batch_size": 4,
+              "num_epochs": 1, "augment": False, "image_every": 0, "calibration_batches": 2,
+              "checkpoint_dir": str(tmp_path / name / "ckpt"), "log_dir": str(tmp_path / name / "logs")}
+    values.update(extra)
+    return load_config(config, values)
+
+
+@pytest.fixture(scope="module")
+def fp_checkpoint(tiny_synthetic_root, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fp")
+    build_trainer(_cfg(tiny_synthetic_root, tmp, "fp"), CPU).fit()
+    return tmp / "fp" / "ckpt" / "best_model.pth"
+
+
+def test_progressive_schedule_switches_bits_and_freezes_observers(tiny_synthetic_root, tmp_path,
+                                                                  fp_checkpoint, caplog):
+    cfg = _cfg(tiny_synthetic_root, tmp_path, "prog", "snn/configs/event_snn_lite_progressive.yaml",
+               num_epochs=3, quantization_schedule={0: 8, 1: 4, 2: 2}, freeze_observers_epoch=2)
+    caplog.set_level(logging.INFO)
+    trainer = build_trainer(cfg, CPU, resume=fp_checkpoint)
+    assert "warm start" in caplog.text and "no quantizer state" in caplog.text
+    assert all(bool(q.initialized) for _, q in control.activation_quantizers(trainer.model))
+    trainer.fit()
+    assert trainer.model.bit_width == 2 and trainer.model.enc1.quant_layer.bit_width == 2
+    assert not trainer.model.enc1.quant_layer.observer_enabled
+    assert "bit width 8 -> 4" in caplog.text and "bit width 4 -> 2" in caplog.text
+    ckpt = torch.load(tmp_path / "prog" / "ckpt" / "last.pth", weights_only=True)
+    assert ckpt["model_args"]["bit_width"] == 2
+    # Resuming its own last.pth continues at the saved epoch with the saved ranges and width.
+    cfg4 = _cfg(tiny_synthetic_root, tmp_path, "prog", "snn/configs/event_snn_lite_progressive.yaml",
+                num_epochs=4, quantization_schedule={0: 8, 1: 4, 2: 2})
+    resumed = build_trainer(cfg4, CPU, resume=tmp_path / "prog" / "ckpt" / "last.pth")
+    assert resumed.start_epoch == 3 and resumed.model.bit_width == 2
+    assert float(resumed.model.enc1.quant_layer.running_max) == pytest.approx(
+        float(ckpt["state_dict"]["enc1.quant_layer.running_max"]))
+
+
+def test_finetune_script_end_to_end_and_errors(tiny_synthetic_root, tmp_path, fp_checkpoint, capsys):
+    out = tmp_path / "q4"
+    argv = ["--config", "snn/configs/event_snn_lite_4bit.yaml", "--pretrained", str(fp_checkpoint),
+            "--checkpoint-dir", str(out / "ckpt"), "--log-dir", str(out / "logs"),
+            "--data-root", str(tiny_synthetic_root), "--epochs", "1", "--batch-size", "4"]
+    assert finetune_quantized.main(argv) == 0
+    model = load_model(out / "ckpt" / "best_model.pth")
+    assert model.bit_width == 4 and model.enc1.conv.weight_bits == 4
+    assert model.stem.conv.weight.shape[0] == 8  # architecture taken from the pretrained model
+    # A missing checkpoint and strict loading of an FP checkpoint: one line, exit 2, nothing written.
+    assert finetune_quantized.main(argv[:3] + [str(tmp_path / "nope.pth")] + argv[4:5] + [str(tmp_path / "x")]) == 2
+    assert "nope.pth: checkpoint file not found" in capsys.readouterr().err
+    strict = argv[:5] + [str(tmp_path / "s" / "ckpt"), "--log-dir", str(tmp_path / "s" / "logs")] \
+        + argv[8:] + ["--strict-load"]
+    assert finetune_quantized.main(strict) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "quant_layer" in err[0]
+    assert not (tmp_path / "s" / "ckpt" / "last.pth").exists()
+
+
+def test_corrupt_checkpoint_is_a_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "bad.pth"
+    save_checkpoint({"model_name": "EventSNNFlowNetLiteV2", "model_args": SMALL, "config": {},
+                     "state_dict": EventSNNFlowNetLiteV2(**SMALL).state_dict()}, bad)
+    bad.write_bytes(bad.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="bad.pth: not a loadable checkpoint"):
+        load_model(bad)
