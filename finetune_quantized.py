@@ -1,0 +1,58 @@
+"""Fine-tune a trained EventSNNFlowNetLiteV2 with quantization-aware training.
+
+    python finetune_quantized.py --config snn/configs/event_snn_lite_8bit.yaml \
+        --pretrained checkpoints/V2/best_model.pth \
+        --checkpoint-dir checkpoints/V2_8bit --log-dir logs/V2_8bit
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from snn.cli import add_common_flags, config_from_args, fail
+from snn.training.run import build_trainer, evaluate_checkpoint_on_split
+from snn.utils.runtime import resolve_device, seed_everything, setup_logging
+
+logger = logging.getLogger("finetune_quantized")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_flags(parser, default_config=None)
+    parser.add_argument("--pretrained", type=Path, required=True,
+                        help="full-precision or higher-bit checkpoint to start from")
+    parser.add_argument("--strict-load", action="store_true",
+                        help="any missing or unexpected key in --pretrained is an error "
+                             "(by default missing quant_layer.* entries are expected)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    setup_logging()
+    try:
+        cfg = config_from_args(args)
+        if not cfg.quantization_enabled:
+            logger.warning("%s has quantization_enabled: false; fine-tuning in full precision",
+                           args.config)
+        device = resolve_device(cfg.device)
+        seed_everything(cfg.seed)
+        trainer = build_trainer(cfg, device, resume=args.pretrained, strict_load=args.strict_load,
+                                warm_start=True)
+        logger.info("fine-tuning at %s bit on %s, checkpoints in %s", trainer.model.bit_width,
+                    device, trainer.checkpoint_dir)
+        best = trainer.fit()
+        best_path = trainer.checkpoint_dir / "best_model.pth"
+        test = evaluate_checkpoint_on_split(trainer.cfg, best_path, device, "test")
+    except (ValueError, OSError) as exc:
+        return fail(exc)
+    print(f"best validation AEE {best:.3f}")
+    print(f"test AEE {test['aee']:.3f} px (zero-flow AEE {test['zero_flow_aee']:.3f} px) from {best_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

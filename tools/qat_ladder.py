@@ -1,0 +1,53 @@
+"""Run the whole QAT ladder (FP -> 8 -> 4 -> 2 -> 1 bit, plus the progressive run) and report it.
+
+    python tools/qat_ladder.py --output-dir results/ladder
+
+Writes ladder.md, ladder.csv and ladder.png (test AEE against model size) into
+the output dir; steps already trained there are reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from snn.cli import fail  # noqa: E402
+from snn.quantization.ladder import run_ladder  # noqa: E402
+from snn.utils.runtime import resolve_device, seed_everything, setup_logging  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-root", default=None,
+                   help="dataset with train/val/test splits (default: the built-in synthetic set)")
+    p.add_argument("--output-dir", type=Path, default=Path("results/ladder"))
+    p.add_argument("--epochs-per-step", type=int, default=5,
+                   help="epochs of each QAT step; the progressive run gets three times this")
+    p.add_argument("--fp-epochs", type=int, default=12, help="epochs of the full-precision step")
+    p.add_argument("--no-progressive", action="store_true", help="skip the progressive run")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    setup_logging()
+    try:
+        if args.epochs_per_step < 1 or args.fp_epochs < 1:
+            raise ValueError("--epochs-per-step and --fp-epochs must be >= 1")
+        seed_everything(args.seed)
+        rows = run_ladder(args.output_dir, args.data_root, args.epochs_per_step, args.fp_epochs,
+                          resolve_device(args.device), progressive=not args.no_progressive)
+    except (ValueError, OSError) as exc:
+        return fail(exc)
+    print((args.output_dir / "ladder.md").read_text())
+    print(f"wrote {args.output_dir / 'ladder.csv'} and {args.output_dir / 'ladder.png'}")
+    return 0 if rows else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
