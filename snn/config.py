@@ -34,7 +34,7 @@ class Config:
     tau: float = 2.0
     threshold: float = 1.0
     reset: str = "subtract"
-    surrogate_alpha: float = 4.0
+    surrogate_alpha: float = 2.0
     flow_scale: float = 1.0
 
     # Data.
@@ -48,8 +48,8 @@ class Config:
     synthetic: dict = field(default_factory=dict)  # SyntheticConfig overrides and split sizes
 
     # Optimisation.
-    num_epochs: int = 8
-    learning_rate: float = 2e-3
+    num_epochs: int = 14
+    learning_rate: float = 4e-3
     weight_decay: float = 1e-4
     lr_schedule: str = "cosine"  # "cosine" or "constant"
     warmup_epochs: float = 0.5
