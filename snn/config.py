@@ -66,6 +66,7 @@ class Config:
     freeze_observers_epoch: int | None = None  # stop range tracking from this epoch on
     ema_decay: float = 0.99
     learn_scale: bool = False  # learned step sizes (LSQ) for the currents
+    scale_lr_multiplier: float = 100.0  # the learned steps' LR relative to learning_rate
     first_last_bits: int | None = 8  # stem and flow heads never go below this
     calibration_batches: int = 20  # batches that initialise the ranges before QAT starts
 
@@ -119,7 +120,8 @@ _CHOICES = {
     "reset": ("subtract", "zero"),
     "lr_schedule": ("cosine", "constant"),
 }
-_POSITIVE = ("base_ch", "num_bins", "batch_size", "num_epochs", "learning_rate", "tau", "threshold")
+_POSITIVE = ("base_ch", "num_bins", "batch_size", "num_epochs", "learning_rate", "tau", "threshold",
+             "scale_lr_multiplier")
 _NON_NEGATIVE = ("num_workers", "weight_decay", "warmup_epochs", "grad_clip", "log_every", "image_every",
                  "calibration_batches")
 

@@ -1,17 +1,36 @@
-"""Evaluate a flow model over a data split, pooled per sequence and overall."""
+"""Evaluate flow models over a data split: metrics pooled per sequence and overall, activity, comparisons.
+
+``evaluate_model`` runs any model over a loader. ``evaluate_checkpoint`` and
+``compare_checkpoints`` are what tools/evaluate.py and tools/compare_bitwidths.py
+call: they rebuild the model from the checkpoint, read the split with the
+checkpoint's own data settings (or another config's) and measure firing rates
+and SynOps (see ``snn.evaluation.synops``) on the way.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from snn.config import Config, config_from_dict, load_config
+from snn.data.provider import build_dataset
+from snn.data.representations import num_input_channels
 from snn.evaluation.metrics import FlowMetrics, evaluation_mask
+from snn.evaluation.synops import ActivityMonitor
+from snn.training.checkpoint import CheckpointError, load_checkpoint
+from snn.utils.quantization_utils import compare_model_outputs, estimate_model_size, load_model
+
+logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -21,25 +40,36 @@ def evaluate_model(
     device: torch.device,
     masks: Iterable[str] = ("dense",),
     progress: bool = True,
+    monitor: ActivityMonitor | None = None,
 ) -> dict:
-    """Returns ``{mask: {"overall": metrics, "sequences": {name: metrics}}, "samples_per_s": x}``.
+    """Returns ``{mask: {"overall": metrics, "sequences": {name: metrics}}, "samples_per_s": x,
+    "model_samples_per_s": y}``.
 
-    The overall figures pool every evaluated pixel of the split.
+    The overall figures pool every evaluated pixel of the split. ``samples_per_s``
+    is end to end (data loading, metrics and activity counting included);
+    ``model_samples_per_s`` counts the forward passes alone, less the time the
+    hooks of ``monitor`` (an attached ``ActivityMonitor``, if any) spent counting.
     """
     model.eval()
     masks = tuple(masks)
     per_seq = {m: defaultdict(FlowMetrics) for m in masks}
-    samples, t0 = 0, time.perf_counter()
-    for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
+    samples, forward_s, t0 = 0, 0.0, time.perf_counter()
+    hook_s0 = monitor.hook_seconds if monitor is not None else 0.0
+    for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress, dynamic_ncols=True):
         events = batch["events"].to(device)
-        pred = model(events).float().cpu()
+        t_fwd = time.perf_counter()
+        pred = model(events).float().cpu()  # .cpu() waits for the device, so the timing is honest
+        forward_s += time.perf_counter() - t_fwd
         samples += len(events)
         for m in masks:
             mask = evaluation_mask(batch["flow"], batch["valid"], batch.get("event_mask"), m)
             for i, name in enumerate(batch["sequence"]):
                 per_seq[m][name].update(pred[i : i + 1], batch["flow"][i : i + 1], mask[i : i + 1])
     elapsed = time.perf_counter() - t0
-    result: dict = {"samples_per_s": samples / elapsed if elapsed > 0 else float("nan")}
+    if monitor is not None:
+        forward_s -= monitor.hook_seconds - hook_s0
+    result: dict = {"samples_per_s": samples / elapsed if elapsed > 0 else float("nan"),
+                    "model_samples_per_s": samples / forward_s if forward_s > 0 else float("nan")}
     for m in masks:
         overall = FlowMetrics()
         for acc in per_seq[m].values():
@@ -49,3 +79,155 @@ def evaluate_model(
             "sequences": {name: acc.compute() for name, acc in sorted(per_seq[m].items())},
         }
     return result
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def model_bit_width(model: nn.Module) -> int:
+    """32 for a full-precision model, else its (lowest) quantized bit width."""
+    return int(model.bit_width) if getattr(model, "quantize", False) else 32
+
+
+def eval_config(path: str | Path, config_path: str | Path | None = None) -> Config:
+    """The checkpoint's stored config, or ``config_path`` when given (its data keys are what matter)."""
+    if config_path is not None:
+        return load_config(config_path)
+    stored = dict(load_checkpoint(path)["config"])
+    known = {f.name for f in dataclasses.fields(Config)}
+    dropped = sorted(set(stored) - known)
+    if dropped:  # a checkpoint from an older or newer version of the code: keep what we understand
+        logger.warning("%s: ignoring stored config keys this version does not know: %s", path,
+                       ", ".join(dropped))
+    return config_from_dict({k: v for k, v in stored.items() if k in known}, f"{path} (stored config)")
+
+
+def load_for_evaluation(path: str | Path, config_path: str | Path | None, device: torch.device):
+    """(model in eval mode, config) for a checkpoint; fails early if the data cannot feed the model."""
+    cfg = eval_config(path, config_path)
+    model = load_model(path, device=device)
+    channels = num_input_channels(cfg.representation)
+    if getattr(model, "in_channels", channels) != channels:
+        raise CheckpointError(
+            f"{path}: the model takes {model.in_channels} channels per bin, but representation "
+            f"{cfg.representation!r} gives {channels} (pass a --config with the right representation)"
+        )
+    if getattr(model, "num_bins", cfg.num_bins) != cfg.num_bins:
+        logger.warning("%s was trained with %d time bins; evaluating with %d", path, model.num_bins,
+                       cfg.num_bins)
+    return model, cfg
+
+
+def eval_dataset(cfg: Config, data_root: str | Path, split: str,
+                 sequences: Sequence[str] | None = None) -> Dataset:
+    return build_dataset(data_root, split, num_bins=cfg.num_bins, representation=cfg.representation,
+                         names=list(sequences) if sequences else None)
+
+
+def eval_loader(cfg: Config, dataset: Dataset, batch_size: int | None = None) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size or cfg.batch_size, shuffle=False,
+                      num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available())
+
+
+@dataclass
+class CheckpointResult:
+    """A checkpoint's model facts, metrics (``evaluate_model`` output) and activity summary."""
+
+    checkpoint: str
+    model_name: str
+    bit_width: int
+    parameters: int
+    model_bytes: int
+    num_sequences: int
+    num_windows: int
+    batch_size: int
+    num_bins: int
+    representation: str
+    metrics: dict
+    activity: dict
+
+
+def evaluate_checkpoint(
+    path: str | Path,
+    data_root: str | Path,
+    split: str = "test",
+    config_path: str | Path | None = None,
+    masks: Iterable[str] = ("dense",),
+    sequences: Sequence[str] | None = None,
+    batch_size: int | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    model: nn.Module | None = None,
+) -> CheckpointResult:
+    """Evaluate a checkpoint on a split (``model``: an already loaded copy of it, to avoid reloading)."""
+    device = torch.device(device)
+    if model is None:
+        model, cfg = load_for_evaluation(path, config_path, device)
+    else:
+        cfg = eval_config(path, config_path)
+    dataset = eval_dataset(cfg, data_root, split, sequences)
+    loader = eval_loader(cfg, dataset, batch_size)
+    with ActivityMonitor(model) as monitor:
+        metrics = evaluate_model(model, loader, device, masks, progress, monitor)
+    size = estimate_model_size(model, verbose=False)
+    return CheckpointResult(
+        checkpoint=str(path), model_name=type(model).__name__, bit_width=model_bit_width(model),
+        parameters=size["parameters"], model_bytes=size["model_bytes"],
+        num_sequences=len(getattr(dataset, "datasets", [dataset])),
+        num_windows=len(dataset), batch_size=loader.batch_size, num_bins=cfg.num_bins,
+        representation=cfg.representation, metrics=metrics,
+        activity=monitor.summary(),
+    )
+
+
+def first_windows(dataset: Dataset, n: int) -> torch.Tensor:
+    """The event tensors of the first ``n`` windows, stacked [n, T, C, H, W]."""
+    n = min(n, len(dataset))
+    return torch.stack([dataset[i]["events"] for i in range(n)])
+
+
+def compare_checkpoints(
+    paths: Sequence[str | Path],
+    data_root: str | Path,
+    split: str = "test",
+    num_inputs: int = 8,
+    batch_size: int | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> tuple[list[dict], str]:
+    """One row per checkpoint (bits, size, dense AEE, retention, output error against FP).
+
+    The reference is the first checkpoint whose model is not quantized (else the
+    first given). Returns ``(rows, note)``, ``note`` saying which is the reference.
+    """
+    if not paths:
+        raise ValueError("no checkpoints to compare")
+    if num_inputs < 1:
+        raise ValueError(f"--num-inputs must be >= 1 (got {num_inputs})")
+    device = torch.device(device)
+    loaded = [load_for_evaluation(p, None, device) for p in paths]  # fail on a bad file before any work
+    ref = next((i for i, (m, _) in enumerate(loaded) if model_bit_width(m) == 32), None)
+    note = (f"reference: {paths[ref]} (full precision)" if ref is not None else
+            f"reference: {paths[0]} (no full-precision checkpoint given; the first one stands in)")
+    ref = 0 if ref is None else ref
+    ref_model, ref_cfg = loaded[ref]
+    inputs = first_windows(eval_dataset(ref_cfg, data_root, split), num_inputs)
+    rows = []
+    for i, (path, (model, _)) in enumerate(zip(paths, loaded, strict=True)):
+        res = evaluate_checkpoint(path, data_root, split, batch_size=batch_size, device=device,
+                                  progress=progress, model=model)
+        overall = res.metrics["dense"]["overall"]
+        if getattr(model, "in_channels", None) == getattr(ref_model, "in_channels", None):
+            diff = compare_model_outputs(ref_model, model, inputs)
+        else:
+            logger.warning("%s takes other inputs than the reference; no output comparison", path)
+            diff = {"mae": float("nan"), "mse": float("nan")}
+        rows.append({"checkpoint": str(path), "reference": i == ref, "bits": res.bit_width,
+                     "parameters": res.parameters, "size_mb": res.model_bytes / 1e6,
+                     "aee": overall["aee"], "outliers": overall["outliers"],
+                     "zero_flow_aee": overall["zero_flow_aee"], "output_mae": diff["mae"],
+                     "output_mse": diff["mse"], "synops_per_sample": res.activity["synops_per_sample"]})
+    ref_aee = rows[ref]["aee"]
+    for row in rows:
+        row["retention"] = ref_aee / row["aee"] if row["aee"] > 0 else float("nan")
+    return rows, note

@@ -79,6 +79,7 @@ def calibrating(model: nn.Module):
     finally:
         for q, (decay, cal) in zip(layers, saved, strict=True):
             q.ema_decay, q.calibrating = decay, cal
+            q.step_initialized.fill_(False)  # learned steps start from the calibrated range
         model.train(was_training)
 
 
@@ -98,7 +99,7 @@ class _RunningMean:
 def range_statistics(model: nn.Module) -> dict[str, dict[str, float]]:
     """Per-layer observed ranges and scales, for logging."""
     return {
-        name: {"min": float(q.running_min), "max": float(q.running_max), "scale": float(q.scale()),
+        name: {"min": float(q.running_min), "max": float(q.running_max), "scale": float(q.scale().detach()),
                "bits": q.bit_width}
         for name, q in activation_quantizers(model)
     }

@@ -51,6 +51,17 @@ def lr_lambda_factory(cfg: Config, steps_per_epoch: int):
     return factor
 
 
+def param_groups(model: nn.Module, cfg: Config) -> list[dict]:
+    """Weights, and the learned quantizer steps (own LR multiplier, no weight decay)."""
+    steps = [p for n, p in model.named_parameters() if n.endswith("quant_layer.step")]
+    ids = {id(p) for p in steps}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in ids]}]
+    if steps:
+        groups.append({"params": steps, "lr": cfg.learning_rate * cfg.scale_lr_multiplier,
+                       "weight_decay": 0.0})
+    return groups
+
+
 def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
@@ -84,9 +95,8 @@ class Trainer:
         self.device = device
         self.checkpoint_dir = Path(checkpoint_dir)
         self.log_dir = Path(log_dir)
-        self.optimizer = torch.optim.AdamW(
-            model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-        )
+        self.optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.learning_rate,
+                                           weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda_factory(cfg, len(train_loader))
         )

@@ -133,7 +133,7 @@ def export_quantized_model_info(model: nn.Module, output_path: str | Path,
         if parent + ".quant_layer" in act:
             q = act[parent + ".quant_layer"]
             entry["activation"] = {"bits": 1 if q.is_binary else q.bit_width, "binary": q.is_binary,
-                                   "scale": float(q.scale()), "running_min": float(q.running_min),
+                                   "scale": float(q.scale().detach()), "running_min": float(q.running_min),
                                    "running_max": float(q.running_max)}
         layers.append(entry)
     info = {"bit_width": getattr(model, "bit_width", 32), "layers": layers}

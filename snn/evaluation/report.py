@@ -1,0 +1,200 @@
+"""Text tables, JSON, CSV and plots of evaluation and bit-width comparison results."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+from snn.evaluation.metrics import METRIC_KEYS
+
+MASK_LABELS = {"dense": "dense mask: valid ground truth",
+               "sparse": "sparse mask: valid ground truth with at least one event in the window"}
+_COLUMNS = (("aee", "AEE", "{:.3f}"), ("outliers", "outliers %", "{:.2f}"), ("1pe", "1PE %", "{:.2f}"),
+            ("2pe", "2PE %", "{:.2f}"), ("3pe", "3PE %", "{:.2f}"), ("zero_flow_aee", "zero-flow AEE", "{:.3f}"),
+            ("num_pixels", "pixels", "{:,}"))
+
+
+def bits_label(bits: int) -> str:
+    return "FP32" if bits >= 32 else f"{bits} bit"
+
+
+def human(n: float) -> str:
+    """1234567 -> '1.23 M'."""
+    if not math.isfinite(n):
+        return "n/a"
+    for div, unit in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    """Left-aligned first column, right-aligned numbers."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for r in [header, *rows]:
+        cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _cell(value, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return fmt.format(value)
+
+
+def metrics_table(mask_result: dict) -> str:
+    """Per-sequence rows and a pooled ``overall`` row of ``{"overall": m, "sequences": {name: m}}``."""
+    header = ["sequence", *[label for _, label, _ in _COLUMNS]]
+    rows = [[name, *[_cell(m[k], fmt) for k, _, fmt in _COLUMNS]]
+            for name, m in mask_result["sequences"].items()]
+    rows.append(["overall", *[_cell(mask_result["overall"][k], fmt) for k, _, fmt in _COLUMNS]])
+    lines = _table(header, rows).splitlines()
+    lines.insert(len(lines) - 1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def activity_table(activity: dict) -> str:
+    """Firing rate, SynOps and dense MACs per layer (per sample), with totals."""
+    rates, synops, macs = activity["firing_rates"], activity["synops_per_layer"], activity["dense_macs_per_layer"]
+    layers = list(dict.fromkeys([*synops, *rates]))
+    rows = [[name, _cell(100 * rates[name], "{:.2f}") if name in rates else "-",
+             human(synops.get(name, float("nan"))), human(macs.get(name, float("nan")))] for name in layers]
+    rows.append(["total", "-", human(activity["synops_per_sample"]), human(activity["dense_macs_per_sample"])])
+    lines = _table(["layer", "firing rate %", "SynOps/sample", "dense MACs/sample"], rows).splitlines()
+    lines.insert(len(lines) - 1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def evaluation_report(res, masks: tuple[str, ...], data_root: str, split: str, device: str = "cpu") -> str:
+    """What tools/evaluate.py prints for a ``CheckpointResult``."""
+    act = res.activity
+    ratio = act["synops_per_sample"] / act["dense_macs_per_sample"] if act["dense_macs_per_sample"] else float("nan")
+    mean_rate = (sum(act["firing_rates"].values()) / len(act["firing_rates"])) if act["firing_rates"] else float("nan")
+    out = [
+        f"checkpoint  {res.checkpoint}",
+        f"model       {res.model_name}, {res.bit_width} bit{' (full precision)' if res.bit_width >= 32 else ''}, "
+        f"{res.parameters:,} parameters, {res.model_bytes / 1e6:.3f} MB",
+        f"data        {data_root}, {split} split: {res.num_sequences} sequences, {res.num_windows} windows, "
+        f"{res.num_bins} bins ({res.representation})",
+        f"activity    firing rate {100 * mean_rate:.2f} % (mean of {len(act['firing_rates'])} spiking layers), "
+        f"{human(act['synops_per_sample'])} SynOps per sample ({100 * ratio:.1f} % of the dense MACs)",
+        "",
+        activity_table(act),
+    ]
+    for m in masks:
+        out += ["", MASK_LABELS[m], metrics_table(res.metrics[m])]
+    out += ["", f"throughput  {res.metrics['samples_per_s']:.1f} samples/s end to end, "
+                f"{res.metrics['model_samples_per_s']:.1f} samples/s in the model (batch {res.batch_size}, {device})"]
+    return "\n".join(out)
+
+
+def _finite(x):
+    """JSON has no NaN: an empty mask's figures become null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    return x
+
+
+def _metrics_json(m: dict) -> dict:
+    return {k: (int(m[k]) if k == "num_pixels" else float(m[k])) for k in METRIC_KEYS}
+
+
+def evaluation_json(res, masks: tuple[str, ...]) -> dict:
+    """The --output document: one object for one mask, ``{"dense": .., "sparse": ..}`` for both."""
+    docs = {
+        m: {"checkpoint": res.checkpoint, "bit_width": res.bit_width, "mask": m,
+            "overall": _metrics_json(res.metrics[m]["overall"]),
+            "sequences": {name: _metrics_json(v) for name, v in res.metrics[m]["sequences"].items()}}
+        for m in masks
+    }
+    return _finite(docs[masks[0]] if len(masks) == 1 else docs)
+
+
+def write_json(doc: dict, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_finite(doc), indent=2, allow_nan=False) + "\n")
+
+
+# ---------------------------------------------------------------- bit-width comparison
+
+COMPARE_FIELDS = ["checkpoint", "reference", "bits", "parameters", "size_mb", "aee", "outliers", "zero_flow_aee",
+                  "retention", "output_mae", "output_mse", "synops_per_sample"]
+
+
+def comparison_markdown(rows: list[dict], note: str) -> str:
+    lines = ["| checkpoint | bits | parameters | size (MB) | AEE | outliers (%) | retention (AEE_fp / AEE_q) "
+             "| output MAE | output MSE | SynOps/sample |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ref = " (reference)" if r["reference"] else ""
+        lines.append(
+            f"| {r['checkpoint']}{ref} | {bits_label(r['bits'])} | {r['parameters']:,} | {r['size_mb']:.3f} | "
+            f"{_cell(r['aee'], '{:.3f}')} | {_cell(r['outliers'], '{:.2f}')} | {_cell(r['retention'], '{:.3f}')} | "
+            f"{_cell(r['output_mae'], '{:.4f}')} | {_cell(r['output_mse'], '{:.5f}')} | "
+            f"{human(r['synops_per_sample'])} |")
+    zero = rows[0]["zero_flow_aee"] if rows else float("nan")
+    lines += ["", f"{note}. Zero-flow AEE of the split: {_cell(zero, '{:.3f}')} px (dense mask)."]
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison_csv(rows: list[dict], path: str | Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COMPARE_FIELDS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in COMPARE_FIELDS})
+
+
+def short_labels(paths: list[str]) -> list[str]:
+    """Paths without the folders and file name they all share: a/V2_8bit/c/best.pth -> V2_8bit."""
+    parts = [Path(p).parts for p in paths]
+    if len(parts) < 2:
+        return [Path(p).name for p in paths]
+    pre = 0
+    while all(len(p) > pre + 1 for p in parts) and len({p[pre] for p in parts}) == 1:
+        pre += 1
+    post = 0
+    while all(len(p) > pre + post + 1 for p in parts) and len({p[-1 - post] for p in parts}) == 1:
+        post += 1
+    return ["/".join(p[pre : len(p) - post]) for p in parts]
+
+
+def plot_aee_vs_size(rows: list[dict], path: str | Path, title: str = "AEE against model size") -> None:
+    """One labelled point per checkpoint, log x axis, zero-flow AEE as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    order = sorted(rows, key=lambda r: r["size_mb"])
+    ax.plot([r["size_mb"] for r in order], [r["aee"] for r in order], "-", color="tab:blue", alpha=0.4)
+    counts: dict[int, int] = {}
+    for r in rows:
+        counts[r["bits"]] = counts.get(r["bits"], 0) + 1
+    names = short_labels([r["checkpoint"] for r in rows])
+    for r, name in zip(rows, names, strict=True):
+        label = bits_label(r["bits"])
+        if counts[r["bits"]] > 1:  # two checkpoints at one width: say which is which
+            label += f" ({name})"
+        ax.scatter(r["size_mb"], r["aee"], color="tab:orange" if r["reference"] else "tab:blue", zorder=3)
+        ax.annotate(label, (r["size_mb"], r["aee"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    zero = rows[0]["zero_flow_aee"]
+    if zero is not None and math.isfinite(zero):
+        ax.axhline(zero, color="gray", ls="--", lw=1, label=f"zero flow ({zero:.2f} px)")
+        ax.legend(loc="best", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("model size (MB, log scale)")
+    ax.set_ylabel("AEE (px)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
