@@ -113,6 +113,7 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _FONT_SCALE = 0.5
 _TITLE_H = 26
 _GAP = 6
+_WHEEL = 96  # colour-wheel legend diameter, px
 _BLACK, _WHITE = (0, 0, 0), (255, 255, 255)
 
 
@@ -144,7 +145,7 @@ def _fmt(v: float) -> str:
     return f"{v:.2f}" if v < 10 else f"{v:.1f}" if v < 100 else f"{v:.0f}"
 
 
-def wheel_legend(height: int, max_flow: float, arrow_gain: float | None = None, size: int = 96) -> np.ndarray:
+def wheel_legend(height: int, max_flow: float, arrow_gain: float | None = None, size: int = _WHEEL) -> np.ndarray:
     """The colour wheel with its radius in px (and the arrow stretch), as a column ``height`` px tall."""
     col = np.full((height, size + 16, 3), 255, np.uint8)
     disc = color_wheel_legend(size)
@@ -154,9 +155,9 @@ def wheel_legend(height: int, max_flow: float, arrow_gain: float | None = None, 
     cv2.circle(col, c, size // 2, (160, 160, 160), 1, cv2.LINE_AA)
     put_text(col, [("flow colour", _BLACK)], 4, _TITLE_H - 8)
     put_text(col, [(f"rim {_fmt(max_flow)} px", _BLACK)], 8, y0 + size + 18)
-    put_text(col, [("white: 0", (90, 90, 90))], 8, y0 + size + 36)
-    if arrow_gain is not None:
-        put_text(col, [(f"arrows x{arrow_gain:.3g}", (90, 90, 90))], 8, y0 + size + 54)
+    notes = ["white: 0", "black: no GT"] + ([f"arrows x{arrow_gain:.3g}"] if arrow_gain is not None else [])
+    for k, note in enumerate(notes):
+        put_text(col, [(note, (90, 90, 90))], 8, y0 + size + 36 + 18 * k)
     return col
 
 
@@ -233,8 +234,12 @@ def render_panels(events, gt, pred, valid=None, scale: int | None = None, arrows
         panels[2] = draw_arrows(panels[2], p, scale, None, gain)
     titles = [[("events ", _BLACK), ("ON", ON_COLOUR), (" / ", _BLACK), ("OFF", OFF_COLOUR)],
               "ground truth", "prediction", f"EPE (AEE {aee})"]
+    # A thin grey frame, so that a panel with white content (no events, zero flow) still has edges.
+    panels = [np.pad(img, ((1, 1), (1, 1), (0, 0)), constant_values=180) for img in panels]
     panels = [titled(img, t) for img, t in zip(panels, titles, strict=True)]
-    full_h = panels[0].shape[0]
+    # Small inputs at scale 1 give panels lower than the legend: pad them at the bottom.
+    full_h = max(panels[0].shape[0], _TITLE_H + _WHEEL + 4 + 18 * 4 + 8)
+    panels = [np.pad(img, ((0, full_h - img.shape[0]), (0, 0), (0, 0)), constant_values=255) for img in panels]
     panels.insert(3, wheel_legend(full_h, max_flow, gain))
     panels.append(colorbar(full_h, max_error))
     sep = np.full((full_h, _GAP, 3), 255, np.uint8)

@@ -163,7 +163,7 @@ def short_labels(paths: list[str]) -> list[str]:
     post = 0
     while all(len(p) > pre + post + 1 for p in parts) and len({p[-1 - post] for p in parts}) == 1:
         post += 1
-    return ["/".join(p[pre : len(p) - post]) for p in parts]
+    return [str(Path(*p[pre : len(p) - post])) for p in parts]
 
 
 def plot_aee_vs_size(rows: list[dict], path: str | Path, title: str = "AEE against model size") -> None:
@@ -172,6 +172,7 @@ def plot_aee_vs_size(rows: list[dict], path: str | Path, title: str = "AEE again
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     order = sorted(rows, key=lambda r: r["size_mb"])
@@ -184,13 +185,21 @@ def plot_aee_vs_size(rows: list[dict], path: str | Path, title: str = "AEE again
         label = bits_label(r["bits"])
         if counts[r["bits"]] > 1:  # two checkpoints at one width: say which is which
             label += f" ({name})"
-        ax.scatter(r["size_mb"], r["aee"], color="tab:orange" if r["reference"] else "tab:blue", zorder=3)
+        ax.scatter(r["size_mb"], r["aee"], color="tab:orange" if r["reference"] else "tab:blue", zorder=3,
+                   label="reference" if r["reference"] else None)
         ax.annotate(label, (r["size_mb"], r["aee"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
     zero = rows[0]["zero_flow_aee"]
     if zero is not None and math.isfinite(zero):
         ax.axhline(zero, color="gray", ls="--", lw=1, label=f"zero flow ({zero:.2f} px)")
-        ax.legend(loc="best", fontsize=8)
+    ax.legend(loc="lower left", fontsize=8)
     ax.set_xscale("log")
+    ax.margins(x=0.15)  # room for the labels of the outermost points
+    # 0.5, 1, 2 rather than 5x10^-1; minor ticks labelled at 2 and 5 only, so labels do not collide.
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(
+        lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""))
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("model size (MB, log scale)")
     ax.set_ylabel("AEE (px)")
     ax.set_title(title)

@@ -1,0 +1,269 @@
+"""The command-line tools: documented flags, end-to-end runs on tiny data, error exits."""
+
+import csv
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+from torch import nn
+
+from snn.config import DEFAULT_CONFIG, load_config
+from snn.data.provider import build_dataset
+from snn.evaluation.metrics import METRIC_KEYS
+from snn.models.flownet import EventSNNFlowNetLiteV2
+from snn.training.checkpoint import save_checkpoint
+from snn.utils.quantization_utils import load_model
+
+REPO = Path(__file__).resolve().parents[2]
+
+# The flags README.md and QAT_GUIDE.md use: renaming one must fail here, not in a reader's shell.
+DOCUMENTED_FLAGS = {
+    "tools/evaluate.py": ["--checkpoint", "--config", "--data-root", "--split", "--sequence", "--mask",
+                          "--output", "--batch-size", "--device", "dense", "sparse", "both"],
+    "tools/visualize_predictions.py": ["--checkpoint", "--config", "--data-root", "--split", "--sequence",
+                                       "--output-dir", "--frames", "--video", "--arrows", "--max-flow"],
+    "tools/compare_bitwidths.py": ["--checkpoints", "--data-root", "--split", "--output-dir", "--num-inputs"],
+    "tools/qat_ladder.py": ["--output-dir", "--data-root", "--epochs-per-step", "--fp-epochs",
+                            "--no-progressive", "--device"],
+    "tools/make_synthetic_dataset.py": ["--output", "--num-train", "--height", "--width", "--force"],
+    "train.py": ["--config", "--data-root", "--epochs", "--batch-size", "--device", "--seed",
+                 "--checkpoint-dir", "--log-dir", "--resume"],
+    "finetune_quantized.py": ["--config", "--pretrained", "--checkpoint-dir", "--log-dir", "--strict-load",
+                              "--data-root", "--epochs", "--batch-size", "--device", "--seed"],
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors gain nothing from threads, and on a busy machine OpenMP threads that wait for one
+    another make these runs a hundred times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+
+
+def _tool(name):
+    """Import tools/<name>.py (not a package) to call its main() in this process."""
+    spec = importlib.util.spec_from_file_location(f"_tool_{name}", REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(DOCUMENTED_FLAGS))
+def test_help_lists_the_documented_flags(script):
+    r = _run(script, "--help")
+    assert r.returncode == 0, r.stderr
+    missing = [flag for flag in DOCUMENTED_FLAGS[script] if flag not in r.stdout]
+    assert not missing, f"{script} --help lacks {missing}"
+
+
+# ---------------------------------------------------------------- tiny checkpoints
+
+
+def _config(root, **extra):
+    return load_config(DEFAULT_CONFIG, {"base_ch": 4, "num_bins": 5, "data_root": str(root), "dataset": "blinksim",
+                                        "batch_size": 3, **extra})
+
+
+def _save(model, cfg, path):
+    save_checkpoint({"model_name": "EventSNNFlowNetLiteV2", "model_args": cfg.model_args(),
+                     "config": cfg.to_dict(), "state_dict": model.state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tiny_synthetic_root, tmp_path_factory):
+    """A full-precision checkpoint with random weights and a 4-bit copy of it whose quantizer ranges
+    are calibrated on one batch. The weights are drawn large enough that every layer spikes (an
+    untrained net of this width is silent) and the flow heads non-zero (they start at zero flow)."""
+    out = tmp_path_factory.mktemp("ckpt")
+    torch.manual_seed(0)
+    cfg = _config(tiny_synthetic_root)
+    model = EventSNNFlowNetLiteV2(**cfg.model_args()).eval()
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, std=0.5)
+    for head in (model.head1, model.head2, model.head3):
+        nn.init.normal_(head.conv.weight, std=0.3)
+    fp = _save(model, cfg, out / "fp" / "best_model.pth")
+    cfg_q = _config(tiny_synthetic_root, quantization_enabled=True, initial_bit_width=4)
+    model_q = EventSNNFlowNetLiteV2(**cfg_q.model_args()).eval()
+    model_q.load_state_dict(model.state_dict(), strict=False)
+    ds = build_dataset(tiny_synthetic_root, "train", 5)
+    with torch.no_grad():  # uninitialised quantizers take their range from the first batch, even in eval
+        model_q(torch.stack([ds[i]["events"] for i in range(3)]))
+    q4 = _save(model_q, cfg_q, out / "q4" / "best_model.pth")
+    return {"fp": fp, "q4": q4}
+
+
+def _pooled_by_hand(ckpt, root, split, sparse):
+    """The metrics of FORMATS.md section 5, pooled over every pixel of the split, without FlowMetrics."""
+    model = load_model(ckpt)
+    epes, mags = [], []
+    with torch.no_grad():
+        for s in build_dataset(root, split, 5):
+            pred = model(s["events"][None])[0].double()
+            gt = s["flow"].double()
+            mask = (s["valid"][0] > 0.5) & (torch.linalg.vector_norm(gt, dim=0) < 400)
+            if sparse:
+                mask &= s["event_mask"][0] > 0
+            epes.append(torch.linalg.vector_norm(pred - gt, dim=0)[mask])
+            mags.append(torch.linalg.vector_norm(gt, dim=0)[mask])
+    epe, mag = torch.cat(epes), torch.cat(mags)
+    return {"aee": float(epe.mean()), "outliers": 100 * float(((epe > 3) & (epe > 0.05 * mag)).double().mean()),
+            "1pe": 100 * float((epe > 1).double().mean()), "2pe": 100 * float((epe > 2).double().mean()),
+            "3pe": 100 * float((epe > 3).double().mean()), "zero_flow_aee": float(mag.mean()),
+            "num_pixels": len(epe)}
+
+
+# ---------------------------------------------------------------- evaluate.py
+
+
+def test_evaluate_both_masks_json_shape_and_pooled_overall(checkpoints, tiny_synthetic_root, tmp_path, capsys):
+    out = tmp_path / "res.json"
+    rc = _tool("evaluate").main(["--checkpoint", str(checkpoints["fp"]), "--data-root", str(tiny_synthetic_root),
+                                 "--split", "train", "--mask", "both", "--output", str(out), "--device", "cpu"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    for text in ("32 bit", "parameters", "SynOps", "firing rate", "overall", "zero-flow AEE", "samples/s",
+                 "seq_0002", "sparse mask"):
+        assert text in printed
+    doc = json.loads(out.read_text())
+    assert set(doc) == {"dense", "sparse"}
+    for mask in ("dense", "sparse"):
+        d = doc[mask]
+        assert set(d) == {"checkpoint", "bit_width", "mask", "overall", "sequences"}
+        assert (d["mask"], d["bit_width"], d["checkpoint"]) == (mask, 32, str(checkpoints["fp"]))
+        assert set(d["sequences"]) == {"seq_0000", "seq_0001", "seq_0002"}
+        for m in (d["overall"], *d["sequences"].values()):
+            assert set(m) == set(METRIC_KEYS) and isinstance(m["num_pixels"], int)
+        assert sum(m["num_pixels"] for m in d["sequences"].values()) == d["overall"]["num_pixels"]
+        expected = _pooled_by_hand(checkpoints["fp"], tiny_synthetic_root, "train", sparse=mask == "sparse")
+        assert d["overall"] == pytest.approx(expected, rel=1e-6, abs=1e-9)
+        assert 0 < d["overall"]["aee"] and 0 <= d["overall"]["1pe"] <= 100
+    assert doc["sparse"]["overall"]["num_pixels"] < doc["dense"]["overall"]["num_pixels"]
+
+
+def test_evaluate_one_mask_one_sequence_quantized(checkpoints, tiny_synthetic_root, tmp_path):
+    out = tmp_path / "res.json"
+    rc = _tool("evaluate").main(["--checkpoint", str(checkpoints["q4"]), "--data-root", str(tiny_synthetic_root),
+                                 "--split", "train", "--sequence", "seq_0001", "--mask", "sparse",
+                                 "--output", str(out), "--batch-size", "2", "--device", "cpu"])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert (doc["mask"], doc["bit_width"]) == ("sparse", 4)
+    assert list(doc["sequences"]) == ["seq_0001"]
+    assert doc["overall"] == pytest.approx(doc["sequences"]["seq_0001"])
+
+
+def test_missing_checkpoint_is_one_line_and_exit_2(tiny_synthetic_root):
+    r = _run("tools/evaluate.py", "--checkpoint", "no/such/model.pth", "--data-root", tiny_synthetic_root)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "no/such/model.pth" in lines[0]
+
+
+def _error_line(capsys):
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    return errors[0]
+
+
+def test_data_root_without_the_split_is_an_error(checkpoints, tiny_synthetic_root, tmp_path, capsys):
+    root = tmp_path / "only_train"
+    root.mkdir()
+    (root / "train").symlink_to(tiny_synthetic_root / "train", target_is_directory=True)
+    rc = _tool("evaluate").main(["--checkpoint", str(checkpoints["fp"]), "--data-root", str(root),
+                                 "--split", "test", "--device", "cpu"])
+    assert rc == 2
+    assert str(root) in _error_line(capsys)
+
+
+def test_corrupt_checkpoint_and_wrong_representation_are_errors(checkpoints, tiny_synthetic_root, tmp_path, capsys):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    evaluate = _tool("evaluate")
+    assert evaluate.main(["--checkpoint", str(bad), "--data-root", str(tiny_synthetic_root)]) == 2
+    assert "bad.pth" in _error_line(capsys)
+    voxel = tmp_path / "voxel.yaml"
+    voxel.write_text("base_ch: 4\nrepresentation: voxel\n")
+    assert evaluate.main(["--checkpoint", str(checkpoints["fp"]), "--config", str(voxel),
+                          "--data-root", str(tiny_synthetic_root), "--device", "cpu"]) == 2
+    assert "representation" in _error_line(capsys)
+
+
+# ---------------------------------------------------------------- visualize_predictions.py
+
+
+def test_visualize_writes_pictures_and_a_video(checkpoints, tiny_synthetic_root, tmp_path, capsys):
+    out = tmp_path / "vis"
+    rc = _tool("visualize_predictions").main([
+        "--checkpoint", str(checkpoints["fp"]), "--data-root", str(tiny_synthetic_root), "--split", "test",
+        "--sequence", "seq_0000", "--frames", "1:3", "--output-dir", str(out), "--arrows", "--video",
+        "--device", "cpu"])
+    assert rc == 0
+    pngs = sorted(out.glob("*.png"))
+    assert [p.name for p in pngs] == ["seq_0000_00001.png", "seq_0000_00002.png"]
+    img = cv2.imread(str(pngs[0]))
+    assert img.shape[0] > 32 * 4 and img.shape[1] > 4 * 32 * 4  # panels upscaled from 32x32
+    video = cv2.VideoCapture(str(out / "seq_0000.mp4"))
+    assert video.isOpened() and int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 2
+    video.release()
+
+
+def test_visualize_unknown_sequence_lists_the_available_ones(checkpoints, tiny_synthetic_root, tmp_path, capsys):
+    rc = _tool("visualize_predictions").main([
+        "--checkpoint", str(checkpoints["fp"]), "--data-root", str(tiny_synthetic_root),
+        "--sequence", "seq_9999", "--output-dir", str(tmp_path), "--device", "cpu"])
+    assert rc == 2
+    line = _error_line(capsys)
+    assert "seq_9999" in line and "available: seq_0000" in line
+    assert not list(tmp_path.glob("*.png"))
+
+
+# ---------------------------------------------------------------- compare_bitwidths.py
+
+
+def test_compare_uses_the_full_precision_checkpoint_as_reference(checkpoints, tiny_synthetic_root, tmp_path):
+    out = tmp_path / "cmp"
+    rc = _tool("compare_bitwidths").main([
+        "--checkpoints", str(checkpoints["q4"]), str(checkpoints["fp"]), "--data-root", str(tiny_synthetic_root),
+        "--split", "train", "--output-dir", str(out), "--num-inputs", "2", "--device", "cpu"])
+    assert rc == 0
+    rows = list(csv.DictReader(open(out / "compare.csv")))
+    assert [int(r["bits"]) for r in rows] == [4, 32]
+    q, fp = rows
+    assert (q["reference"], fp["reference"]) == ("False", "True")
+    assert float(fp["retention"]) == 1 and float(fp["output_mae"]) == 0 and float(fp["output_mse"]) == 0
+    assert float(q["output_mae"]) > 0
+    assert float(q["retention"]) == pytest.approx(float(fp["aee"]) / float(q["aee"]), rel=1e-4)
+    assert float(q["size_mb"]) < float(fp["size_mb"])
+    expected = _pooled_by_hand(checkpoints["fp"], tiny_synthetic_root, "train", sparse=False)
+    assert float(fp["aee"]) == pytest.approx(expected["aee"], rel=1e-4)
+    md = (out / "compare.md").read_text()
+    assert "FP32" in md and "4 bit" in md and f"reference: {checkpoints['fp']} (full precision)" in md
+    assert cv2.imread(str(out / "compare.png")) is not None
+
+
+def test_compare_without_full_precision_says_which_stands_in(checkpoints, tiny_synthetic_root, tmp_path):
+    out = tmp_path / "cmp"
+    rc = _tool("compare_bitwidths").main([
+        "--checkpoints", str(checkpoints["q4"]), "--data-root", str(tiny_synthetic_root), "--split", "test",
+        "--output-dir", str(out), "--num-inputs", "1", "--device", "cpu"])
+    assert rc == 0
+    assert "no full-precision checkpoint given" in (out / "compare.md").read_text()

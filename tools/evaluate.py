@@ -1,0 +1,65 @@
+"""Evaluate a checkpoint on a data split: AEE, outliers, NPE, zero-flow AEE, firing rates and SynOps.
+
+    python tools/evaluate.py --checkpoint checkpoints/V2/best_model.pth --data-root data/synthetic
+    python tools/evaluate.py --checkpoint checkpoints/V2_4bit/best_model.pth --data-root data/synthetic \\
+        --mask both --output results/V2_4bit_test.json
+
+The model is rebuilt from the checkpoint alone; the data settings (num_bins,
+representation) come from the config stored in it unless --config is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+# Let the tool run from a checkout without installing the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from snn.cli import fail  # noqa: E402
+from snn.evaluation.evaluate import evaluate_checkpoint  # noqa: E402
+from snn.evaluation.metrics import MASKS  # noqa: E402
+from snn.evaluation.report import evaluation_json, evaluation_report, write_json  # noqa: E402
+from snn.utils.runtime import resolve_device, setup_logging  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint to evaluate (.pth)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="YAML config whose data keys (num_bins, representation) to use "
+                        "(default: the config stored in the checkpoint)")
+    p.add_argument("--data-root", type=Path, required=True, help="dataset folder (with train/val/test splits)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split (default: test)")
+    p.add_argument("--sequence", nargs="+", default=None, metavar="NAME",
+                   help="evaluate only these sequences (default: all of the split)")
+    p.add_argument("--mask", default="dense", choices=(*MASKS, "both"),
+                   help="dense: valid ground truth; sparse: also an event at the pixel; both (default: dense)")
+    p.add_argument("--output", type=Path, default=None, help="write the metrics as JSON to this file")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the config's batch_size")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    setup_logging()
+    masks = MASKS if args.mask == "both" else (args.mask,)
+    try:
+        if args.batch_size is not None and args.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1 (got {args.batch_size})")
+        device = resolve_device(args.device)
+        res = evaluate_checkpoint(args.checkpoint, args.data_root, args.split, args.config, masks,
+                                  args.sequence, args.batch_size, device)
+        print(evaluation_report(res, masks, str(args.data_root), args.split, str(device)))
+        if args.output is not None:
+            write_json(evaluation_json(res, masks), args.output)
+            print(f"wrote {args.output}")
+    except (ValueError, OSError) as exc:
+        return fail(exc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
