@@ -26,7 +26,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--output-dir", type=Path, default=Path("results/ladder"))
     p.add_argument("--epochs-per-step", type=int, default=5,
                    help="epochs of each QAT step; the progressive run gets three times this")
-    p.add_argument("--fp-epochs", type=int, default=14, help="epochs of the full-precision step (the default config has 14)")
+    p.add_argument("--fp-epochs", type=int, default=14,
+                   help="epochs of the full-precision step (the default config has 14)")
     p.add_argument("--no-progressive", action="store_true", help="skip the progressive run")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
