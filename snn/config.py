@@ -48,7 +48,7 @@ class Config:
     synthetic: dict = field(default_factory=dict)  # SyntheticConfig overrides and split sizes
 
     # Optimisation.
-    num_epochs: int = 14
+    num_epochs: int = 22
     learning_rate: float = 4e-3
     weight_decay: float = 1e-4
     lr_schedule: str = "cosine"  # "cosine" or "constant"

@@ -24,10 +24,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-root", default=None,
                    help="dataset with train/val/test splits (default: the built-in synthetic set)")
     p.add_argument("--output-dir", type=Path, default=Path("results/ladder"))
-    p.add_argument("--epochs-per-step", type=int, default=5,
+    p.add_argument("--epochs-per-step", type=int, default=8,
                    help="epochs of each QAT step; the progressive run gets three times this")
-    p.add_argument("--fp-epochs", type=int, default=14,
-                   help="epochs of the full-precision step (the default config has 14)")
+    p.add_argument("--fp-epochs", type=int, default=None,
+                   help="epochs of the full-precision step (default: num_epochs of event_snn_lite.yaml)")
     p.add_argument("--no-progressive", action="store_true", help="skip the progressive run")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging()
     try:
-        if args.epochs_per_step < 1 or args.fp_epochs < 1:
+        if args.epochs_per_step < 1 or (args.fp_epochs is not None and args.fp_epochs < 1):
             raise ValueError("--epochs-per-step and --fp-epochs must be >= 1")
         seed_everything(args.seed)
         rows = run_ladder(args.output_dir, args.data_root, args.epochs_per_step, args.fp_epochs,

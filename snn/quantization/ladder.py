@@ -44,14 +44,15 @@ CSV_FIELDS = ["step", "bits", "parameters", "size_mb", "aee", "outliers", "zero_
 
 
 def run_step(step: Step, output_dir: Path, data_root: str | None, epochs: int, device: torch.device,
-             config_dir: Path = CONFIG_DIR) -> tuple[Path, float]:
+             config_dir: Path = CONFIG_DIR, extra: dict | None = None) -> tuple[Path, float]:
     """Train one step (unless done); returns its best checkpoint and the minutes it took."""
     out = output_dir / step.name
     best = out / "checkpoints" / "best_model.pth"
     if best.exists():
         logger.info("%s: reusing %s", step.name, best)
         return best, float("nan")
-    overrides = {"checkpoint_dir": str(out / "checkpoints"), "log_dir": str(out / "logs"), "num_epochs": epochs}
+    overrides = {"checkpoint_dir": str(out / "checkpoints"), "log_dir": str(out / "logs"), "num_epochs": epochs,
+                 **(extra or {})}
     if data_root is not None:
         overrides.update(data_root=data_root, dataset="blinksim")
     if step.progressive:
@@ -68,15 +69,21 @@ def run_step(step: Step, output_dir: Path, data_root: str | None, epochs: int, d
     return best, (time.time() - t0) / 60
 
 
-def run_ladder(output_dir: Path, data_root: str | None, epochs_per_step: int, fp_epochs: int,
-               device: torch.device, progressive: bool = True) -> list[dict]:
+def run_ladder(output_dir: Path, data_root: str | None, epochs_per_step: int, fp_epochs: int | None,
+               device: torch.device, progressive: bool = True, extra: dict | None = None) -> list[dict]:
+    """Train (or reuse) every step, evaluate each on the test split, write the reports.
+
+    ``extra`` overrides config keys of every step (e.g. ``{"crop_size": None}``).
+    """
     output_dir.mkdir(parents=True, exist_ok=True)
+    if fp_epochs is None:
+        fp_epochs = load_config(CONFIG_DIR / STEPS[0].config).num_epochs
     rows = []
     for step in STEPS:
         if step.progressive and not progressive:
             continue
         epochs = fp_epochs if step.start_from is None else epochs_per_step * (3 if step.progressive else 1)
-        best, minutes = run_step(step, output_dir, data_root, epochs, device)
+        best, minutes = run_step(step, output_dir, data_root, epochs, device, extra=extra)
         cfg = load_config(CONFIG_DIR / step.config,
                           {"data_root": data_root, "dataset": "blinksim"} if data_root else None)
         test = evaluate_checkpoint_on_split(cfg, best, device, "test")

@@ -68,7 +68,7 @@ def test_quantized_model_output_differs_by_bit_width_and_size_shrinks():
 
 def _cfg(root, tmp_path, name, config=DEFAULT_CONFIG, **extra):
     values = {"data_root": str(root), "dataset": "blinksim", **SMALL, "batch_size": 4,
-              "num_epochs": 1, "augment": False, "image_every": 0, "calibration_batches": 2,
+              "num_epochs": 1, "augment": False, "crop_size": None, "image_every": 0, "calibration_batches": 2,
               "checkpoint_dir": str(tmp_path / name / "ckpt"), "log_dir": str(tmp_path / name / "logs")}
     values.update(extra)
     return load_config(config, values)

@@ -22,6 +22,7 @@ def _cfg(root, tmp_path, **extra):
         "learning_rate": 3e-3,
         "warmup_epochs": 0.0,
         "augment": False,
+        "crop_size": None,
         "image_every": 1,
         "checkpoint_dir": str(tmp_path / "ckpt"),
         "log_dir": str(tmp_path / "logs"),
@@ -33,7 +34,7 @@ def _cfg(root, tmp_path, **extra):
 @pytest.mark.slow
 def test_short_training_run_lowers_the_loss(tiny_synthetic_root, tmp_path):
     seed_everything(0)
-    cfg = _cfg(tiny_synthetic_root, tmp_path, num_epochs=8, lr_schedule="constant")
+    cfg = _cfg(tiny_synthetic_root, tmp_path, num_epochs=14, lr_schedule="constant")
     trainer = build_trainer(cfg, CPU)
     first = trainer.train_one_epoch(0)
     trainer.fit()
