@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,9 +114,13 @@ def write_reports(rows: list[dict], output_dir: Path) -> None:
     for r in rows:
         lines.append(f"| {r['step']} | {'FP32' if r['bits'] == 32 else r['bits']} | {r['parameters']:,} | "
                      f"{r['size_mb']:.3f} | {r['aee']:.3f} | {r['outliers']:.2f} | {r['zero_flow_aee']:.3f} | "
-                     f"{r['retention']:.3f} | {r['train_minutes']:.1f} |")
+                     f"{r['retention']:.3f} | {_minutes(r['train_minutes'])} |")
     (output_dir / "ladder.md").write_text("\n".join(lines) + "\n")
     plot_aee_vs_size(rows, output_dir / "ladder.png")
+
+
+def _minutes(value: float) -> str:
+    return "reused" if math.isnan(value) else f"{value:.1f}"
 
 
 def plot_aee_vs_size(rows: list[dict], path: Path) -> None:
