@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from snn.config import CONFIG_DIR, load_config
-from snn.training.run import build_trainer, evaluate_checkpoint_on_split
+from snn.training.run import build_trainer, evaluate_checkpoint_on_split, prepare_data_root
 from snn.utils.quantization_utils import estimate_model_size, load_model
 from snn.utils.runtime import seed_everything
 
@@ -77,8 +77,11 @@ def run_ladder(output_dir: Path, data_root: str | None, epochs_per_step: int, fp
     ``extra`` overrides config keys of every step (e.g. ``{"crop_size": None}``).
     """
     output_dir.mkdir(parents=True, exist_ok=True)
+    base = load_config(CONFIG_DIR / STEPS[0].config,
+                       {"data_root": data_root, "dataset": "blinksim"} if data_root else None)
+    prepare_data_root(base)  # the synthetic set may be needed before any step trains
     if fp_epochs is None:
-        fp_epochs = load_config(CONFIG_DIR / STEPS[0].config).num_epochs
+        fp_epochs = base.num_epochs
     rows = []
     for step in STEPS:
         if step.progressive and not progressive:
