@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from snn.cli import add_common_flags, config_from_args, fail
-from snn.training.run import build_trainer, evaluate_checkpoint_on_split
+from snn.training.run import train_and_test
 from snn.utils.runtime import resolve_device, seed_everything, setup_logging
 
 logger = logging.getLogger("finetune_quantized")
@@ -40,17 +40,11 @@ def main(argv=None) -> int:
                            args.config)
         device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
-        trainer = build_trainer(cfg, device, resume=args.pretrained, strict_load=args.strict_load,
-                                warm_start=True)
-        logger.info("fine-tuning at %s bit on %s, checkpoints in %s", trainer.model.bit_width,
-                    device, trainer.checkpoint_dir)
-        best = trainer.fit()
-        best_path = trainer.checkpoint_dir / "best_model.pth"
-        test = evaluate_checkpoint_on_split(trainer.cfg, best_path, device, "test")
+        summary = train_and_test(cfg, device, resume=args.pretrained, strict_load=args.strict_load,
+                                 warm_start=True)
     except (ValueError, OSError) as exc:
         return fail(exc)
-    print(f"best validation AEE {best:.3f}")
-    print(f"test AEE {test['aee']:.3f} px (zero-flow AEE {test['zero_flow_aee']:.3f} px) from {best_path}")
+    print(summary)
     return 0
 
 

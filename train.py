@@ -8,15 +8,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 from snn.cli import add_common_flags, config_from_args, fail
-from snn.training.run import build_trainer, evaluate_checkpoint_on_split
+from snn.training.run import train_and_test
 from snn.utils.runtime import resolve_device, seed_everything, setup_logging
-
-logger = logging.getLogger("train")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -35,17 +32,10 @@ def main(argv=None) -> int:
         cfg = config_from_args(args)
         device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
-        trainer = build_trainer(cfg, device, resume=args.resume)
-        logger.info("training on %s, checkpoints in %s, logs in %s", device, cfg.checkpoint_dir,
-                    cfg.log_dir)
-        best = trainer.fit()
-        best_path = trainer.checkpoint_dir / "best_model.pth"
-        test = evaluate_checkpoint_on_split(trainer.cfg, best_path, device, "test")
+        summary = train_and_test(cfg, device, resume=args.resume)
     except (ValueError, OSError) as exc:
         return fail(exc)
-    print(f"best validation AEE {best:.3f}")
-    print(f"test AEE {test['aee']:.3f} px (zero-flow AEE {test['zero_flow_aee']:.3f} px, "
-          f"ratio {test['aee'] / test['zero_flow_aee']:.2f}) from {best_path}")
+    print(summary)
     return 0
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from snn.config import CONFIG_DIR, load_config
+from snn.config import CONFIG_DIR, config_from_dict, load_config
 from snn.training.run import build_trainer, evaluate_checkpoint_on_split, prepare_data_root
 from snn.utils.quantization_utils import estimate_model_size, load_model
 from snn.utils.runtime import seed_everything
@@ -52,8 +52,7 @@ def run_step(step: Step, output_dir: Path, data_root: str | None, epochs: int, d
     if best.exists():
         logger.info("%s: reusing %s", step.name, best)
         return best, float("nan")
-    overrides = {"checkpoint_dir": str(out / "checkpoints"), "log_dir": str(out / "logs"), "num_epochs": epochs,
-                 **(extra or {})}
+    overrides = {"checkpoint_dir": str(out / "checkpoints"), "log_dir": str(out / "logs"), "num_epochs": epochs}
     if data_root is not None:
         overrides.update(data_root=data_root, dataset="blinksim")
     if step.progressive:
@@ -61,6 +60,8 @@ def run_step(step: Step, output_dir: Path, data_root: str | None, epochs: int, d
         third = max(1, epochs // 3)
         overrides["quantization_schedule"] = {0: 8, third: 4, 2 * third: 2}
     cfg = load_config(config_dir / step.config, overrides)
+    if extra:  # applied after loading, so that an explicit None (e.g. no crop) counts
+        cfg = config_from_dict({**cfg.to_dict(), **extra}, f"{step.config} + ladder overrides")
     resume = output_dir / step.start_from / "checkpoints" / "best_model.pth" if step.start_from else None
     logger.info("%s: %d epochs from %s", step.name, epochs, resume or "scratch")
     t0 = time.time()
@@ -128,6 +129,7 @@ def _minutes(value: float) -> str:
 
 def plot_aee_vs_size(rows: list[dict], path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -143,6 +145,10 @@ def plot_aee_vs_size(rows: list[dict], path: Path) -> None:
                     textcoords="offset points", xytext=(5, 5), fontsize=8)
     ax.axhline(rows[0]["zero_flow_aee"], color="gray", ls="--", lw=1, label="zero flow")
     ax.set_xscale("log")
+    # Label the sizes themselves: log-scale minor ticks in scientific notation overlap.
+    sizes = sorted({round(r["size_mb"], 3) for r in rows})
+    ax.set_xticks(sizes, [f"{v:g}" for v in sizes])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("model size (MB, log scale)")
     ax.set_ylabel("test AEE (px)")
     ax.set_title("EventSNNFlowNetLiteV2: accuracy against size")

@@ -153,3 +153,18 @@ def evaluate_checkpoint_on_split(cfg: Config, path: Path, device: torch.device, 
     model = load_model(path, device=device)
     loader = make_loader(cfg, make_dataset(cfg, Path(cfg.data_root), split, train=False), False)
     return evaluate_model(model, loader, device)["dense"]["overall"]
+
+
+def train_and_test(cfg: Config, device: torch.device, resume: Path | None = None,
+                   strict_load: bool = False, warm_start: bool | None = None) -> str:
+    """Train (or fine-tune), then evaluate the best checkpoint on the test split; returns a summary."""
+    trainer = build_trainer(cfg, device, resume=resume, strict_load=strict_load, warm_start=warm_start)
+    bits = f"{trainer.model.bit_width}-bit" if trainer.quantized else "full-precision"
+    logger.info("training %s on %s, checkpoints in %s, logs in %s", bits, device,
+                trainer.checkpoint_dir, trainer.log_dir)
+    best = trainer.fit()
+    best_path = trainer.checkpoint_dir / "best_model.pth"
+    test = evaluate_checkpoint_on_split(trainer.cfg, best_path, device, "test")
+    return (f"best validation AEE {best:.3f}\n"
+            f"test AEE {test['aee']:.3f} px (zero-flow AEE {test['zero_flow_aee']:.3f} px, "
+            f"ratio {test['aee'] / test['zero_flow_aee']:.2f}) from {best_path}")

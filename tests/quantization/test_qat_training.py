@@ -1,6 +1,7 @@
 """QAT wiring: loading checkpoints into quantized models, the schedule, finetune_quantized.py."""
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -68,7 +69,7 @@ def test_quantized_model_output_differs_by_bit_width_and_size_shrinks():
 
 def _cfg(root, tmp_path, name, config=DEFAULT_CONFIG, **extra):
     values = {"data_root": str(root), "dataset": "blinksim", **SMALL, "batch_size": 4,
-              "num_epochs": 1, "augment": False, "crop_size": None, "image_every": 0, "calibration_batches": 2,
+              "num_epochs": 1, "augment": False, "crop_size": 32, "image_every": 0, "calibration_batches": 2,
               "checkpoint_dir": str(tmp_path / name / "ckpt"), "log_dir": str(tmp_path / name / "logs")}
     values.update(extra)
     return load_config(config, values)
@@ -106,7 +107,9 @@ def test_progressive_schedule_switches_bits_and_freezes_observers(tiny_synthetic
 
 def test_finetune_script_end_to_end_and_errors(tiny_synthetic_root, tmp_path, fp_checkpoint, capsys):
     out = tmp_path / "q4"
-    argv = ["--config", "snn/configs/event_snn_lite_4bit.yaml", "--pretrained", str(fp_checkpoint),
+    config = tmp_path / "tiny_4bit.yaml"  # the 4-bit config without its 48x48 training crops
+    config.write_text(f"base: {Path('snn/configs/event_snn_lite_4bit.yaml').resolve()}\ncrop_size: 32\n")
+    argv = ["--config", str(config), "--pretrained", str(fp_checkpoint),
             "--checkpoint-dir", str(out / "ckpt"), "--log-dir", str(out / "logs"),
             "--data-root", str(tiny_synthetic_root), "--epochs", "1", "--batch-size", "4"]
     assert finetune_quantized.main(argv) == 0
@@ -131,3 +134,23 @@ def test_corrupt_checkpoint_is_a_one_line_error(tmp_path, capsys):
     bad.write_bytes(bad.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="bad.pth: not a loadable checkpoint"):
         load_model(bad)
+
+
+def test_export_lists_integer_codes_and_scales_that_rebuild_the_weights(tmp_path):
+    import json
+
+    from snn.quantization.weight_quant import fake_quantize_weight
+    from snn.utils.quantization_utils import export_quantized_model_info
+
+    q = EventSNNFlowNetLiteV2(**SMALL, quantize=True, bit_width=4)
+    q.set_bit_width(2)
+    export_quantized_model_info(q, tmp_path / "info.json", include_weights=True)
+    info = json.loads((tmp_path / "info.json").read_text())
+    layers = {layer["name"]: layer for layer in info["layers"]}
+    enc2 = layers["enc2.conv"]
+    assert enc2["weight_bits"] == 2 and layers["stem.conv"]["weight_bits"] == 8
+    codes = torch.tensor(enc2["weight_codes"], dtype=torch.float32)
+    assert set(codes.unique().tolist()) <= {-1.0, 0.0, 1.0}
+    rebuilt = codes * torch.tensor(enc2["weight_scales"]).view(-1, 1, 1, 1)
+    torch.testing.assert_close(rebuilt, fake_quantize_weight(q.enc2.conv.weight, 2).detach())
+    assert enc2["activation"]["bits"] == 2
