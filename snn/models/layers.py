@@ -42,7 +42,8 @@ def make_quant_layer(quantize: bool, spec: QuantSpec | None) -> nn.Module:
 def make_conv(quantize: bool, spec: QuantSpec | None, transposed: bool = False, **kwargs) -> nn.Module:
     if not quantize:
         return nn.ConvTranspose2d(**kwargs) if transposed else nn.Conv2d(**kwargs)
-    bits = 1 if (spec or QuantSpec()).binarize else (spec or QuantSpec()).bit_width
+    spec = spec or QuantSpec()
+    bits = 1 if spec.binarize else spec.bit_width
     cls = QuantConvTranspose2d if transposed else QuantConv2d
     return cls(bit_width=bits, **kwargs)
 

@@ -28,19 +28,19 @@ def is_quantized(model: nn.Module) -> bool:
     return any(True for _ in activation_quantizers(model)) or any(True for _ in weight_quantized_convs(model))
 
 
+def layer_bits(name: str, bit_width: int, pinned: dict[str, int] | None) -> int:
+    """Bits of module ``name`` when the model runs at ``bit_width``: pinned prefixes keep their floor."""
+    floors = [b for prefix, b in (pinned or {}).items() if name == prefix or name.startswith(prefix + ".")]
+    return max([bit_width, *floors])
+
+
 def set_bit_width(model: nn.Module, bit_width: int, pinned: dict[str, int] | None = None) -> None:
     """Set every quantizer to ``bit_width``; modules under a pinned prefix keep at least its bits."""
     check_bit_width(bit_width)
-    pinned = pinned or {}
-
-    def bits_for(name: str) -> int:
-        floors = [b for prefix, b in pinned.items() if name == prefix or name.startswith(prefix + ".")]
-        return max([bit_width, *floors])
-
     for name, q in activation_quantizers(model):
-        q.set_bit_width(bits_for(name))
+        q.set_bit_width(layer_bits(name, bit_width, pinned))
     for name, conv in weight_quantized_convs(model):
-        conv.set_bit_width(bits_for(name))
+        conv.set_bit_width(layer_bits(name, bit_width, pinned))
 
 
 def enable_quantization(model: nn.Module, enabled: bool = True) -> None:

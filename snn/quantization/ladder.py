@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from snn.config import CONFIG_DIR, config_from_dict, load_config
-from snn.training.run import build_trainer, evaluate_checkpoint_on_split, prepare_data_root
-from snn.utils.quantization_utils import estimate_model_size, load_model
+from snn.evaluation.evaluate import evaluate_checkpoint
+from snn.training.run import build_trainer, prepare_data_root
 from snn.utils.runtime import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -89,14 +89,10 @@ def run_ladder(output_dir: Path, data_root: str | None, epochs_per_step: int, fp
             continue
         epochs = fp_epochs if step.start_from is None else epochs_per_step * (3 if step.progressive else 1)
         best, minutes = run_step(step, output_dir, data_root, epochs, device, extra=extra)
-        cfg = load_config(CONFIG_DIR / step.config,
-                          {"data_root": data_root, "dataset": "blinksim"} if data_root else None)
-        test = evaluate_checkpoint_on_split(cfg, best, device, "test")
-        model = load_model(best)
-        size = estimate_model_size(model, verbose=False)
-        bits = model.bit_width if getattr(model, "quantize", False) else 32
-        rows.append({"step": step.name, "bits": bits, "parameters": size["parameters"],
-                     "size_mb": size["model_bytes"] / 1e6, "aee": test["aee"], "outliers": test["outliers"],
+        result = evaluate_checkpoint(best, base.data_root, "test", device=device, progress=False)
+        test = result.metrics["dense"]["overall"]
+        rows.append({"step": step.name, "bits": result.bit_width, "parameters": result.parameters,
+                     "size_mb": result.model_bytes / 1e6, "aee": test["aee"], "outliers": test["outliers"],
                      "zero_flow_aee": test["zero_flow_aee"], "train_minutes": minutes})
         logger.info("%s: test AEE %.3f (zero-flow %.3f)", step.name, test["aee"], test["zero_flow_aee"])
     fp_aee = rows[0]["aee"]

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from snn.config import Config, save_config
 from snn.data.provider import build_dataset
-from snn.evaluation.evaluate import evaluate_model
+from snn.evaluation.evaluate import evaluate_checkpoint
 from snn.models.factory import build_model
 from snn.training.checkpoint import load_checkpoint
 from snn.training.trainer import Trainer
@@ -146,15 +146,6 @@ def build_trainer(
     return trainer
 
 
-def evaluate_checkpoint_on_split(cfg: Config, path: Path, device: torch.device, split: str) -> dict:
-    """Dense metrics of a checkpoint on one split of the run's data root."""
-    from snn.utils.quantization_utils import load_model
-
-    model = load_model(path, device=device)
-    loader = make_loader(cfg, make_dataset(cfg, Path(cfg.data_root), split, train=False), False)
-    return evaluate_model(model, loader, device)["dense"]["overall"]
-
-
 def train_and_test(cfg: Config, device: torch.device, resume: Path | None = None,
                    strict_load: bool = False, warm_start: bool | None = None) -> str:
     """Train (or fine-tune), then evaluate the best checkpoint on the test split; returns a summary."""
@@ -164,7 +155,7 @@ def train_and_test(cfg: Config, device: torch.device, resume: Path | None = None
                 trainer.checkpoint_dir, trainer.log_dir)
     best = trainer.fit()
     best_path = trainer.checkpoint_dir / "best_model.pth"
-    test = evaluate_checkpoint_on_split(trainer.cfg, best_path, device, "test")
+    test = evaluate_checkpoint(best_path, trainer.cfg.data_root, "test", device=device).metrics["dense"]["overall"]
     return (f"best validation AEE {best:.3f}\n"
             f"test AEE {test['aee']:.3f} px (zero-flow AEE {test['zero_flow_aee']:.3f} px, "
             f"ratio {test['aee'] / test['zero_flow_aee']:.2f}) from {best_path}")

@@ -103,6 +103,7 @@ class Trainer:
         self.start_epoch = 0
         self.global_step = 0
         self.best_val_aee = float("inf")
+        self._observers_frozen = False
         self._writer: SummaryWriter | None = None
 
     # ---------------------------------------------------------- quantization
@@ -126,7 +127,7 @@ class Trainer:
             self.best_val_aee = float("inf")
         frozen_from = self.cfg.freeze_observers_epoch
         freeze = frozen_from is not None and epoch >= frozen_from
-        if freeze and not getattr(self, "_observers_frozen", False):
+        if freeze and not self._observers_frozen:
             logger.info("epoch %d: range observers frozen", epoch + 1)
         self._observers_frozen = freeze
         self.model.freeze_observers(freeze)

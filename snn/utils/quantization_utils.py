@@ -73,8 +73,7 @@ def _layer_bits(model: nn.Module, name: str, bits: int) -> int:
     """Bits of a layer when the model runs at ``bits`` (pinned edge layers keep their floor)."""
     if bits >= 32:
         return 32
-    floors = [b for prefix, b in getattr(model, "pinned", {}).items() if name.startswith(prefix + ".")]
-    return max([bits, *floors])
+    return control.layer_bits(name, bits, getattr(model, "pinned", None))
 
 
 def estimate_model_size(model: nn.Module, bit_widths=SIZE_BIT_WIDTHS, verbose: bool = True) -> dict[str, Any]:
