@@ -55,6 +55,7 @@ class Config:
     warmup_epochs: float = 0.5
     min_lr_ratio: float = 0.02
     grad_clip: float = 1.0
+    weight_ema: float = 0.0  # decay of an EMA of the weights that is validated and saved (0: off)
     scale_weights: list = field(default_factory=lambda: [1.0, 0.5, 0.25])
 
     # Quantization-aware training (see QAT_GUIDE.md).
@@ -160,6 +161,8 @@ def validate(cfg: Config, source: str = "config") -> Config:
             raise ConfigError(f"{source}: key '{key}' must be >= 0, got {getattr(cfg, key)!r}")
     if cfg.crop_size is not None and cfg.crop_size % 8:
         raise ConfigError(f"{source}: key 'crop_size' must be a multiple of 8, got {cfg.crop_size}")
+    if not 0 <= cfg.weight_ema < 1:
+        raise ConfigError(f"{source}: key 'weight_ema' must lie in [0, 1), got {cfg.weight_ema}")
     if not 0 < cfg.min_lr_ratio <= 1:
         raise ConfigError(f"{source}: key 'min_lr_ratio' must lie in (0, 1], got {cfg.min_lr_ratio}")
     if not cfg.scale_weights or not all(isinstance(w, (int, float)) for w in cfg.scale_weights):

@@ -5,7 +5,8 @@ with ``torch.load(..., weights_only=True)``:
 
     {"format_version": 1, "model_name": str, "model_args": dict, "config": dict,
      "state_dict": {...}, "epoch": int, "best_val_aee": float, "val_metrics": dict,
-     "optimizer": dict | None, "scheduler": dict | None, "rng": dict | None}
+     "optimizer": dict | None, "scheduler": dict | None, "rng": dict | None,
+     "train_state_dict": {...}  # only with weight_ema: the raw weights; state_dict is the EMA}
 
 Writes go to a temporary file that is then renamed, so a crash never leaves
 a half-written checkpoint behind.

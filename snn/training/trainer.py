@@ -28,6 +28,7 @@ from snn.training.checkpoint import (
     set_rng_state,
 )
 from snn.training.losses import multiscale_epe_loss
+from snn.training.weight_ema import make_weight_ema
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,10 @@ class Trainer:
     ``fit()`` runs epochs ``start_epoch .. num_epochs-1``; each begins with
     ``update_quantization(epoch)``, then trains, validates, and writes
     ``last.pth`` and (on a new best validation AEE) ``best_model.pth``.
+
+    With ``weight_ema > 0`` an exponential moving average of the weights is what
+    gets validated and saved as ``state_dict``; the raw weights travel along as
+    ``train_state_dict`` so that resuming continues the optimisation exactly.
     """
 
     def __init__(
@@ -105,6 +110,15 @@ class Trainer:
         self.best_val_aee = float("inf")
         self._observers_frozen = False
         self._writer: SummaryWriter | None = None
+        self.ema = None  # made at the start of fit(), after any resume or calibration
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated and saved: the EMA copy when there is one."""
+        return self.model if self.ema is None else self.ema.module
+
+    def _models(self) -> list[nn.Module]:
+        return [self.model] if self.ema is None else [self.model, self.ema.module]
 
     # ---------------------------------------------------------- quantization
     @property
@@ -122,7 +136,8 @@ class Trainer:
         if bits != self.model.bit_width:
             logger.info("epoch %d: bit width %d -> %d; best_model.pth now tracks the %d-bit phase",
                         epoch + 1, self.model.bit_width, bits, bits)
-            self.model.set_bit_width(bits)
+            for m in self._models():
+                m.set_bit_width(bits)
             # A lower bit width is judged against itself, not against the easier earlier phase.
             self.best_val_aee = float("inf")
         frozen_from = self.cfg.freeze_observers_epoch
@@ -130,7 +145,8 @@ class Trainer:
         if freeze and not self._observers_frozen:
             logger.info("epoch %d: range observers frozen", epoch + 1)
         self._observers_frozen = freeze
-        self.model.freeze_observers(freeze)
+        for m in self._models():
+            m.freeze_observers(freeze)
         self.writer.add_scalar("quant/bit_width", bits, epoch)
 
     def extra_loss(self) -> dict[str, torch.Tensor]:
@@ -154,14 +170,16 @@ class Trainer:
             raise CheckpointError(
                 f"{path}: holds a {ckpt['model_name']}, this run trains a {self.model_name}"
             )
-        missing_quant = load_weights(self.model, ckpt["state_dict"], path, strict=strict)
+        own_run = path.resolve().parent == self.checkpoint_dir.resolve()
+        if warm_start is None:
+            warm_start = not own_run or ckpt.get("optimizer") is None
+        # Continuing a run picks up its raw weights; a warm start takes the weights it was judged by.
+        weights = ckpt["state_dict"] if warm_start else ckpt.get("train_state_dict", ckpt["state_dict"])
+        missing_quant = load_weights(self.model, weights, path, strict=strict)
         if missing_quant:
             logger.info("%s has no quantizer state (%d quant_layer.* entries, expected for a "
                         "full-precision checkpoint): calibration initialises them",
                         path, len(missing_quant))
-        own_run = path.resolve().parent == self.checkpoint_dir.resolve()
-        if warm_start is None:
-            warm_start = not own_run or ckpt.get("optimizer") is None
         if not warm_start:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -172,6 +190,10 @@ class Trainer:
                 self.model.set_bit_width(int(ckpt["model_args"].get("bit_width", self.model.bit_width)))
             if ckpt.get("rng"):
                 set_rng_state(ckpt["rng"])
+            if self.cfg.weight_ema > 0 and "train_state_dict" in ckpt:
+                self.start_weight_ema()
+                self.ema.module.load_state_dict(ckpt["state_dict"])
+                self.ema.n_averaged.fill_(self.global_step)
             logger.info("resuming this run from %s at epoch %d", path, self.start_epoch + 1)
             return
         logger.info("warm start from %s (another run's checkpoint): weights only, schedule starts "
@@ -203,9 +225,14 @@ class Trainer:
             self._writer = SummaryWriter(str(self.log_dir))
         return self._writer
 
+    def start_weight_ema(self) -> None:
+        self.ema = make_weight_ema(self.model, self.cfg.weight_ema)
+
     def fit(self) -> float:
         """Train to ``num_epochs``; returns the best validation AEE."""
         cfg = self.cfg
+        if cfg.weight_ema > 0 and self.ema is None:
+            self.start_weight_ema()
         for epoch in range(self.start_epoch, cfg.num_epochs):
             self.update_quantization(epoch)
             t0 = time.time()
@@ -254,6 +281,8 @@ class Trainer:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             total += flow_loss.item() * len(batch["events"])
             count += len(batch["events"])
             bar.set_postfix(loss=f"{flow_loss.item():.3f}")
@@ -264,12 +293,13 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self, epoch: int) -> dict[str, float]:
-        self.model.eval()
+        model = self.eval_model
+        model.eval()
         metrics = FlowMetrics()
         first = None
         for batch in tqdm(self.val_loader, desc="validate", leave=False, dynamic_ncols=True):
             batch = move_batch(batch, self.device)
-            pred = self.model(batch["events"])
+            pred = model(batch["events"])
             metrics.update(pred, batch["flow"], evaluation_mask(batch["flow"], batch["valid"]))
             if first is None:
                 first = (batch, pred)
@@ -285,11 +315,11 @@ class Trainer:
         model_args = dict(self.model_args)
         if self.quantized:
             model_args["bit_width"] = self.model.bit_width  # a progressive run's current width
-        return {
+        payload = {
             "model_name": self.model_name,
             "model_args": model_args,
             "config": self.cfg.to_dict(),
-            "state_dict": self.model.state_dict(),
+            "state_dict": self.eval_model.state_dict(),
             "epoch": epoch,
             "global_step": self.global_step,
             "best_val_aee": self.best_val_aee,
@@ -298,6 +328,9 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "rng": rng_state(),
         }
+        if self.ema is not None:
+            payload["train_state_dict"] = self.model.state_dict()
+        return payload
 
     def save(self, name: str, epoch: int, val: dict[str, float]) -> None:
         save_checkpoint(self.checkpoint_payload(epoch, val), self.checkpoint_dir / name)

@@ -93,3 +93,37 @@ def test_fresh_run_refuses_to_overwrite_another_run(tiny_synthetic_root, tmp_pat
     with pytest.raises(RunDirError, match="last.pth already exists"):
         build_trainer(_cfg(tiny_synthetic_root, tmp_path, num_epochs=1), CPU)
     assert (tmp_path / "ckpt" / "last.pth").read_bytes() == before
+
+
+def test_weight_ema_update_warms_up_then_uses_the_decay():
+    from snn.training.weight_ema import warmup_ema_fn
+
+    update = warmup_ema_fn(0.99)
+    avg, cur = [torch.tensor([0.0])], [torch.tensor([10.0])]
+    update(avg, cur, torch.tensor(0))  # decay min(0.99, 1/10) = 0.1: mostly the new weights
+    assert avg[0].item() == pytest.approx(9.0)
+    update(avg, [torch.tensor([0.0])], torch.tensor(10_000))  # decay 0.99 once warmed up
+    assert avg[0].item() == pytest.approx(0.99 * 9.0)
+    counters = [torch.tensor([3])]
+    update(counters, [torch.tensor([7])], torch.tensor(5))  # integer buffers are copied
+    assert counters[0].item() == 7
+
+
+def test_weight_ema_is_validated_saved_and_resumed(tiny_synthetic_root, tmp_path):
+    seed_everything(0)
+    first = build_trainer(_cfg(tiny_synthetic_root, tmp_path, num_epochs=1, weight_ema=0.9), CPU)
+    first.fit()
+    saved = load_checkpoint(tmp_path / "ckpt" / "last.pth")
+    key = "enc1.conv.weight"
+    assert not torch.equal(saved["state_dict"][key], saved["train_state_dict"][key])
+    assert torch.equal(saved["state_dict"][key], first.ema.module.state_dict()[key])
+
+    resumed = build_trainer(_cfg(tiny_synthetic_root, tmp_path, num_epochs=2, weight_ema=0.9), CPU,
+                            resume=tmp_path / "ckpt" / "last.pth")
+    assert torch.equal(resumed.model.state_dict()[key], saved["train_state_dict"][key])
+    assert torch.equal(resumed.ema.module.state_dict()[key], saved["state_dict"][key])
+
+    other = _cfg(tiny_synthetic_root, tmp_path, checkpoint_dir=str(tmp_path / "ckpt2"),
+                 log_dir=str(tmp_path / "logs2"))
+    warm = build_trainer(other, CPU, resume=tmp_path / "ckpt" / "last.pth")
+    assert torch.equal(warm.model.state_dict()[key], saved["state_dict"][key])  # the EMA weights

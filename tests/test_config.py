@@ -1,0 +1,46 @@
+import pytest
+
+from snn.config import CONFIG_DIR, DEFAULT_CONFIG, ConfigError, load_config
+
+
+def _write(tmp_path, text, name="run.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_every_shipped_config_loads():
+    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+        cfg = load_config(path)
+        assert cfg.model == "EventSNNFlowNetLiteV2", path
+
+
+def test_unknown_key_names_the_key_and_the_file(tmp_path):
+    path = _write(tmp_path, f"base: {DEFAULT_CONFIG}\nlearning_rat: 0.1\n")
+    with pytest.raises(ConfigError, match=r"run\.yaml: unknown key\(s\) learning_rat"):
+        load_config(path)
+
+
+def test_wrong_type_and_out_of_range_values_are_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="key 'batch_size' must be int"):
+        load_config(DEFAULT_CONFIG, {"batch_size": "eight"})
+    with pytest.raises(ConfigError, match="key 'weight_ema' must lie in"):
+        load_config(DEFAULT_CONFIG, {"weight_ema": 1.0})
+    with pytest.raises(ConfigError, match="key 'crop_size' must be a multiple of 8"):
+        load_config(DEFAULT_CONFIG, {"crop_size": 50})
+
+
+def test_base_inheritance_and_overrides(tmp_path):
+    path = _write(tmp_path, f"base: {DEFAULT_CONFIG}\nnum_epochs: 3\n")
+    cfg = load_config(path, {"batch_size": 2, "seed": None})
+    default = load_config(DEFAULT_CONFIG)
+    assert (cfg.num_epochs, cfg.batch_size, cfg.seed) == (3, 2, default.seed)
+    assert cfg.learning_rate == default.learning_rate
+    assert isinstance(load_config(DEFAULT_CONFIG, {"learning_rate": 1}).learning_rate, float)
+
+
+def test_a_base_loop_is_an_error(tmp_path):
+    _write(tmp_path, "base: b.yaml\n", "a.yaml")
+    _write(tmp_path, "base: a.yaml\n", "b.yaml")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(tmp_path / "a.yaml")
