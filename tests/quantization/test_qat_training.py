@@ -101,8 +101,12 @@ def test_progressive_schedule_switches_bits_and_freezes_observers(tiny_synthetic
                 num_epochs=4, quantization_schedule={0: 8, 1: 4, 2: 2})
     resumed = build_trainer(cfg4, CPU, resume=tmp_path / "prog" / "ckpt" / "last.pth")
     assert resumed.start_epoch == 3 and resumed.model.bit_width == 2
+    # The config's weight EMA is on: the raw ranges continue training, the averaged ones are validated.
     assert float(resumed.model.enc1.quant_layer.running_max) == pytest.approx(
+        float(ckpt["train_state_dict"]["enc1.quant_layer.running_max"]))
+    assert float(resumed.ema.module.enc1.quant_layer.running_max) == pytest.approx(
         float(ckpt["state_dict"]["enc1.quant_layer.running_max"]))
+    assert resumed.ema.module.bit_width == 2
 
 
 def test_finetune_script_end_to_end_and_errors(tiny_synthetic_root, tmp_path, fp_checkpoint, capsys):
