@@ -48,14 +48,14 @@ class Config:
     synthetic: dict = field(default_factory=dict)  # SyntheticConfig overrides and split sizes
 
     # Optimisation.
-    num_epochs: int = 22
-    learning_rate: float = 4e-3
+    num_epochs: int = 28
+    learning_rate: float = 6e-3
     weight_decay: float = 1e-4
     lr_schedule: str = "cosine"  # "cosine" or "constant"
     warmup_epochs: float = 0.5
     min_lr_ratio: float = 0.02
     grad_clip: float = 1.0
-    weight_ema: float = 0.0  # decay of an EMA of the weights that is validated and saved (0: off)
+    weight_ema: float = 0.995  # decay of an EMA of the weights that is validated and saved (0: off)
     scale_weights: list = field(default_factory=lambda: [1.0, 0.5, 0.25])
 
     # Quantization-aware training (see QAT_GUIDE.md).
