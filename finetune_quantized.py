@@ -14,7 +14,7 @@ from pathlib import Path
 
 from snn.cli import add_common_flags, config_from_args, fail
 from snn.training.run import train_and_test
-from snn.utils.runtime import resolve_device, seed_everything, setup_logging
+from snn.utils.runtime import setup_logging
 
 logger = logging.getLogger("finetune_quantized")
 
@@ -38,10 +38,7 @@ def main(argv=None) -> int:
         if not cfg.quantization_enabled:
             logger.warning("%s has quantization_enabled: false; fine-tuning in full precision",
                            args.config)
-        device = resolve_device(cfg.device)
-        seed_everything(cfg.seed)
-        summary = train_and_test(cfg, device, resume=args.pretrained, strict_load=args.strict_load,
-                                 warm_start=True)
+        summary = train_and_test(cfg, resume=args.pretrained, strict_load=args.strict_load, warm_start=True)
     except (ValueError, OSError) as exc:
         return fail(exc)
     print(summary)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from snn.cli import add_common_flags, config_from_args, fail
 from snn.training.run import train_and_test
-from snn.utils.runtime import resolve_device, seed_everything, setup_logging
+from snn.utils.runtime import setup_logging
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -29,10 +29,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging()
     try:
-        cfg = config_from_args(args)
-        device = resolve_device(cfg.device)
-        seed_everything(cfg.seed)
-        summary = train_and_test(cfg, device, resume=args.resume)
+        summary = train_and_test(config_from_args(args), resume=args.resume)
     except (ValueError, OSError) as exc:
         return fail(exc)
     print(summary)

@@ -18,6 +18,7 @@ from snn.evaluation.evaluate import evaluate_checkpoint
 from snn.models.factory import build_model
 from snn.training.checkpoint import load_checkpoint
 from snn.training.trainer import Trainer
+from snn.utils.runtime import resolve_device, seed_everything
 
 logger = logging.getLogger(__name__)
 
@@ -146,9 +147,12 @@ def build_trainer(
     return trainer
 
 
-def train_and_test(cfg: Config, device: torch.device, resume: Path | None = None,
-                   strict_load: bool = False, warm_start: bool | None = None) -> str:
-    """Train (or fine-tune), then evaluate the best checkpoint on the test split; returns a summary."""
+def train_and_test(cfg: Config, resume: Path | None = None, strict_load: bool = False,
+                   warm_start: bool | None = None) -> str:
+    """Train (or fine-tune) on ``cfg.device`` from ``cfg.seed``, then evaluate the best checkpoint
+    on the test split; returns a summary."""
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
     trainer = build_trainer(cfg, device, resume=resume, strict_load=strict_load, warm_start=warm_start)
     bits = f"{trainer.model.bit_width}-bit" if trainer.quantized else "full-precision"
     logger.info("training %s on %s, checkpoints in %s, logs in %s", bits, device,
