@@ -25,6 +25,17 @@ def add_common_flags(parser: argparse.ArgumentParser, default_config: Path | Non
     parser.add_argument("--seed", type=int, help="random seed (config: seed)")
 
 
+def add_device_flag(parser: argparse.ArgumentParser) -> None:
+    """--device for the tools that take no config: auto picks CUDA when present."""
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+
+
+def check_batch_size(batch_size: int | None) -> None:
+    """A --batch-size override (None: the config's) must be at least 1."""
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1 (got {batch_size})")
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     overrides = {
         "checkpoint_dir": args.checkpoint_dir,

@@ -17,7 +17,7 @@ from pathlib import Path
 # Let the tool run from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from snn.cli import fail  # noqa: E402
+from snn.cli import add_device_flag, check_batch_size, fail  # noqa: E402
 from snn.evaluation.evaluate import compare_checkpoints  # noqa: E402
 from snn.evaluation.report import comparison_markdown, plot_aee_vs_size, write_comparison_csv  # noqa: E402
 from snn.utils.runtime import resolve_device, setup_logging  # noqa: E402
@@ -34,7 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-inputs", type=int, default=8, metavar="N",
                    help="windows on which outputs are compared with the reference (default: 8)")
     p.add_argument("--batch-size", type=int, default=None, help="default: each checkpoint's config batch_size")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    add_device_flag(p)
     return p.parse_args(argv)
 
 
@@ -42,8 +42,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging()
     try:
-        if args.batch_size is not None and args.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1 (got {args.batch_size})")
+        check_batch_size(args.batch_size)
         rows, note = compare_checkpoints(args.checkpoints, args.data_root, args.split, args.num_inputs,
                                          args.batch_size, resolve_device(args.device))
         args.output_dir.mkdir(parents=True, exist_ok=True)

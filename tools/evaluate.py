@@ -17,7 +17,7 @@ from pathlib import Path
 # Let the tool run from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from snn.cli import fail  # noqa: E402
+from snn.cli import add_device_flag, check_batch_size, fail  # noqa: E402
 from snn.evaluation.evaluate import evaluate_checkpoint  # noqa: E402
 from snn.evaluation.metrics import MASKS  # noqa: E402
 from snn.evaluation.report import evaluation_json, evaluation_report, write_json  # noqa: E402
@@ -38,7 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="dense: valid ground truth; sparse: also an event at the pixel; both (default: dense)")
     p.add_argument("--output", type=Path, default=None, help="write the metrics as JSON to this file")
     p.add_argument("--batch-size", type=int, default=None, help="default: the config's batch_size")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    add_device_flag(p)
     return p.parse_args(argv)
 
 
@@ -47,8 +47,7 @@ def main(argv=None) -> int:
     setup_logging()
     masks = MASKS if args.mask == "both" else (args.mask,)
     try:
-        if args.batch_size is not None and args.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1 (got {args.batch_size})")
+        check_batch_size(args.batch_size)
         device = resolve_device(args.device)
         res = evaluate_checkpoint(args.checkpoint, args.data_root, args.split, args.config, masks,
                                   args.sequence, args.batch_size, device)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from snn.cli import fail  # noqa: E402
+from snn.cli import add_device_flag, fail  # noqa: E402
 from snn.quantization.ladder import run_ladder  # noqa: E402
 from snn.utils.runtime import resolve_device, seed_everything, setup_logging  # noqa: E402
 
@@ -29,7 +29,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fp-epochs", type=int, default=None,
                    help="epochs of the full-precision step (default: num_epochs of event_snn_lite.yaml)")
     p.add_argument("--no-progressive", action="store_true", help="skip the progressive run")
-    p.add_argument("--device", default="auto")
+    add_device_flag(p)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 

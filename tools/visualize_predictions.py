@@ -17,7 +17,7 @@ from pathlib import Path
 # Let the tool run from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from snn.cli import fail  # noqa: E402
+from snn.cli import add_device_flag, fail  # noqa: E402
 from snn.evaluation.evaluate import eval_dataset, load_for_evaluation  # noqa: E402
 from snn.evaluation.visualize import parse_frames, visualize_sequence  # noqa: E402
 from snn.utils.runtime import resolve_device, setup_logging  # noqa: E402
@@ -41,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-flow", type=float, default=None, metavar="PX",
                    help="colour-wheel rim in px (default: the largest valid |gt| of each window; "
                         "fix it for videos so colours mean the same in every frame)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    add_device_flag(p)
     return p.parse_args(argv)
 
 
