@@ -17,9 +17,9 @@ def warmup_ema_fn(decay: float):
 
     @torch.no_grad()
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        n = float(num_averaged)
-        d = min(decay, (1.0 + n) / (10.0 + n))
         if torch.is_floating_point(averaged[0]):
+            n = float(num_averaged)  # the integer buffers' group needs no decay (nor this device sync)
+            d = min(decay, (1.0 + n) / (10.0 + n))
             torch._foreach_lerp_(averaged, current, 1.0 - d)
         else:
             for a, c in zip(averaged, current, strict=True):
