@@ -58,6 +58,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
+def is_own_checkpoint(path: str | Path, checkpoint_dir: str | Path) -> bool:
+    """Whether ``path`` was written by the run that writes to ``checkpoint_dir`` (resume, not warm start)."""
+    return Path(path).resolve().parent == Path(checkpoint_dir).resolve()
+
+
 QUANT_KEY_MARK = "quant_layer."
 
 

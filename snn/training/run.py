@@ -16,7 +16,7 @@ from snn.config import Config, save_config
 from snn.data.provider import build_dataset
 from snn.evaluation.evaluate import evaluate_checkpoint
 from snn.models.factory import build_model
-from snn.training.checkpoint import load_checkpoint
+from snn.training.checkpoint import is_own_checkpoint, load_checkpoint
 from snn.training.trainer import Trainer
 from snn.utils.runtime import resolve_device, seed_everything
 
@@ -90,10 +90,6 @@ def check_run_dirs(checkpoint_dir: Path, log_dir: Path, resuming_own_run: bool) 
         )
 
 
-def is_own_checkpoint(resume: Path | None, checkpoint_dir: Path) -> bool:
-    return resume is not None and resume.resolve().parent == checkpoint_dir.resolve()
-
-
 ARCH_KEYS = ("base_ch", "num_bins", "tau", "threshold", "reset", "surrogate_alpha", "flow_scale")
 
 
@@ -120,7 +116,7 @@ def build_trainer(
 ) -> Trainer:
     """Data, model and trainer for ``cfg``; ``resume`` continues or warm-starts (see Trainer.resume)."""
     checkpoint_dir, log_dir = Path(cfg.checkpoint_dir), Path(cfg.log_dir)
-    own = is_own_checkpoint(resume, checkpoint_dir) and not warm_start
+    own = resume is not None and is_own_checkpoint(resume, checkpoint_dir) and not warm_start
     check_run_dirs(checkpoint_dir, log_dir, own)
     if resume is not None:
         ckpt = load_checkpoint(resume)  # fail on a bad file before any data work

@@ -21,6 +21,7 @@ from snn.evaluation.metrics import FlowMetrics, evaluation_mask
 from snn.quantization import control
 from snn.training.checkpoint import (
     CheckpointError,
+    is_own_checkpoint,
     load_checkpoint,
     load_weights,
     rng_state,
@@ -170,9 +171,8 @@ class Trainer:
             raise CheckpointError(
                 f"{path}: holds a {ckpt['model_name']}, this run trains a {self.model_name}"
             )
-        own_run = path.resolve().parent == self.checkpoint_dir.resolve()
         if warm_start is None:
-            warm_start = not own_run or ckpt.get("optimizer") is None
+            warm_start = not is_own_checkpoint(path, self.checkpoint_dir) or ckpt.get("optimizer") is None
         # Continuing a run picks up its raw weights; a warm start takes the weights it was judged by.
         weights = ckpt["state_dict"] if warm_start else ckpt.get("train_state_dict", ckpt["state_dict"])
         missing_quant = load_weights(self.model, weights, path, strict=strict)
