@@ -22,11 +22,15 @@ logger = logging.getLogger("finetune_quantized")
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_flags(parser, default_config=None)
-    parser.add_argument("--pretrained", type=Path, required=True,
-                        help="full-precision or higher-bit checkpoint to start from")
-    parser.add_argument("--strict-load", action="store_true",
-                        help="any missing or unexpected key in --pretrained is an error "
-                             "(by default missing quant_layer.* entries are expected)")
+    parser.add_argument(
+        "--pretrained", type=Path, required=True, help="full-precision or higher-bit checkpoint to start from"
+    )
+    parser.add_argument(
+        "--strict-load",
+        action="store_true",
+        help="any missing or unexpected key in --pretrained is an error "
+        "(by default missing quant_layer.* entries are expected)",
+    )
     return parser.parse_args(argv)
 
 
@@ -36,8 +40,7 @@ def main(argv=None) -> int:
     try:
         cfg = config_from_args(args)
         if not cfg.quantization_enabled:
-            logger.warning("%s has quantization_enabled: false; fine-tuning in full precision",
-                           args.config)
+            logger.warning("%s has quantization_enabled: false; fine-tuning in full precision", args.config)
         summary = train_and_test(cfg, resume=args.pretrained, strict_load=args.strict_load, warm_start=True)
     except (ValueError, OSError) as exc:
         return fail(exc)

@@ -19,9 +19,13 @@ from snn.utils.runtime import setup_logging
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_flags(parser)
-    parser.add_argument("--resume", type=Path, default=None,
-                        help="checkpoint to continue (this run's own last.pth) or to start from "
-                             "(another run's checkpoint: weights only, epoch 0)")
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        help="checkpoint to continue (this run's own last.pth) or to start from "
+        "(another run's checkpoint: weights only, epoch 0)",
+    )
     return parser.parse_args(argv)
 
 

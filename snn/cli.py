@@ -14,8 +14,13 @@ logger = logging.getLogger(__name__)
 
 def add_common_flags(parser: argparse.ArgumentParser, default_config: Path | None = DEFAULT_CONFIG):
     """--config plus the flags that override config keys (None = keep the YAML value)."""
-    parser.add_argument("--config", type=Path, default=default_config, required=default_config is None,
-                        help=f"YAML config (default: {default_config})")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=default_config,
+        required=default_config is None,
+        help=f"YAML config (default: {default_config})",
+    )
     parser.add_argument("--checkpoint-dir", help="where checkpoints go (config: checkpoint_dir)")
     parser.add_argument("--log-dir", help="TensorBoard and CSV logs (config: log_dir)")
     parser.add_argument("--data-root", help="dataset folder (config: data_root)")

@@ -121,10 +121,25 @@ _CHOICES = {
     "reset": ("subtract", "zero"),
     "lr_schedule": ("cosine", "constant"),
 }
-_POSITIVE = ("base_ch", "num_bins", "batch_size", "num_epochs", "learning_rate", "tau", "threshold",
-             "scale_lr_multiplier")
-_NON_NEGATIVE = ("num_workers", "weight_decay", "warmup_epochs", "grad_clip", "log_every", "image_every",
-                 "calibration_batches")
+_POSITIVE = (
+    "base_ch",
+    "num_bins",
+    "batch_size",
+    "num_epochs",
+    "learning_rate",
+    "tau",
+    "threshold",
+    "scale_lr_multiplier",
+)
+_NON_NEGATIVE = (
+    "num_workers",
+    "weight_decay",
+    "warmup_epochs",
+    "grad_clip",
+    "log_every",
+    "image_every",
+    "calibration_batches",
+)
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -145,9 +160,7 @@ def validate(cfg: Config, source: str = "config") -> Config:
         value = getattr(cfg, name)
         if not _type_ok(value, annotation):
             expected = getattr(annotation, "__name__", str(annotation))
-            raise ConfigError(
-                f"{source}: key '{name}' must be {expected}, got {value!r} ({type(value).__name__})"
-            )
+            raise ConfigError(f"{source}: key '{name}' must be {expected}, got {value!r} ({type(value).__name__})")
         if annotation is float and isinstance(value, int):
             setattr(cfg, name, float(value))
     for key, choices in _CHOICES.items():

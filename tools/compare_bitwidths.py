@@ -25,14 +25,29 @@ from snn.utils.runtime import resolve_device, setup_logging  # noqa: E402
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoints", type=Path, nargs="+", required=True, metavar="CKPT",
-                   help="checkpoints to compare (full precision first is customary)")
+    p.add_argument(
+        "--checkpoints",
+        type=Path,
+        nargs="+",
+        required=True,
+        metavar="CKPT",
+        help="checkpoints to compare (full precision first is customary)",
+    )
     p.add_argument("--data-root", type=Path, required=True, help="dataset folder (with train/val/test splits)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split (default: test)")
-    p.add_argument("--output-dir", type=Path, default=Path("results/compare"),
-                   help="where compare.md/.csv/.png go (default: %(default)s)")
-    p.add_argument("--num-inputs", type=int, default=8, metavar="N",
-                   help="windows on which outputs are compared with the reference (default: 8)")
+    p.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("results/compare"),
+        help="where compare.md/.csv/.png go (default: %(default)s)",
+    )
+    p.add_argument(
+        "--num-inputs",
+        type=int,
+        default=8,
+        metavar="N",
+        help="windows on which outputs are compared with the reference (default: 8)",
+    )
     p.add_argument("--batch-size", type=int, default=None, help="default: each checkpoint's config batch_size")
     add_device_flag(p)
     return p.parse_args(argv)
@@ -43,14 +58,16 @@ def main(argv=None) -> int:
     setup_logging()
     try:
         check_batch_size(args.batch_size)
-        rows, note = compare_checkpoints(args.checkpoints, args.data_root, args.split, args.num_inputs,
-                                         args.batch_size, resolve_device(args.device))
+        rows, note = compare_checkpoints(
+            args.checkpoints, args.data_root, args.split, args.num_inputs, args.batch_size, resolve_device(args.device)
+        )
         args.output_dir.mkdir(parents=True, exist_ok=True)
         md = comparison_markdown(rows, note)
         (args.output_dir / "compare.md").write_text(md)
         write_comparison_csv(rows, args.output_dir / "compare.csv")
-        plot_aee_vs_size(rows, args.output_dir / "compare.png",
-                         title=f"AEE ({args.split} split, dense) against model size")
+        plot_aee_vs_size(
+            rows, args.output_dir / "compare.png", title=f"AEE ({args.split} split, dense) against model size"
+        )
     except (ValueError, OSError) as exc:
         return fail(exc)
     print(md, end="")

@@ -27,15 +27,28 @@ from snn.utils.runtime import resolve_device, setup_logging  # noqa: E402
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint to evaluate (.pth)")
-    p.add_argument("--config", type=Path, default=None,
-                   help="YAML config whose data keys (num_bins, representation) to use "
-                        "(default: the config stored in the checkpoint)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML config whose data keys (num_bins, representation) to use "
+        "(default: the config stored in the checkpoint)",
+    )
     p.add_argument("--data-root", type=Path, required=True, help="dataset folder (with train/val/test splits)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split (default: test)")
-    p.add_argument("--sequence", nargs="+", default=None, metavar="NAME",
-                   help="evaluate only these sequences (default: all of the split)")
-    p.add_argument("--mask", default="dense", choices=(*MASKS, "both"),
-                   help="dense: valid ground truth; sparse: also an event at the pixel; both (default: dense)")
+    p.add_argument(
+        "--sequence",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="evaluate only these sequences (default: all of the split)",
+    )
+    p.add_argument(
+        "--mask",
+        default="dense",
+        choices=(*MASKS, "both"),
+        help="dense: valid ground truth; sparse: also an event at the pixel; both (default: dense)",
+    )
     p.add_argument("--output", type=Path, default=None, help="write the metrics as JSON to this file")
     p.add_argument("--batch-size", type=int, default=None, help="default: the config's batch_size")
     add_device_flag(p)
@@ -49,8 +62,9 @@ def main(argv=None) -> int:
     try:
         check_batch_size(args.batch_size)
         device = resolve_device(args.device)
-        res = evaluate_checkpoint(args.checkpoint, args.data_root, args.split, args.config, masks,
-                                  args.sequence, args.batch_size, device)
+        res = evaluate_checkpoint(
+            args.checkpoint, args.data_root, args.split, args.config, masks, args.sequence, args.batch_size, device
+        )
         print(evaluation_report(res, masks, str(args.data_root), args.split, str(device)))
         if args.output is not None:
             write_json(evaluation_json(res, masks), args.output)

@@ -28,19 +28,21 @@ from snn.data.synthetic import (  # noqa: E402
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = SyntheticConfig()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", type=Path, default=DEFAULT_ROOT,
-                        help="dataset root (default: %(default)s)")
+    parser.add_argument("--output", type=Path, default=DEFAULT_ROOT, help="dataset root (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
     parser.add_argument("--height", type=int, default=defaults.height)
     parser.add_argument("--width", type=int, default=defaults.width)
     parser.add_argument("--num-train", type=int, default=DEFAULT_SPLITS["num_train"])
     parser.add_argument("--num-val", type=int, default=DEFAULT_SPLITS["num_val"])
     parser.add_argument("--num-test", type=int, default=DEFAULT_SPLITS["num_test"])
-    parser.add_argument("--num-frames", type=int, default=defaults.num_frames,
-                        help="frames per sequence; each gives num_frames - 1 flow windows")
+    parser.add_argument(
+        "--num-frames",
+        type=int,
+        default=defaults.num_frames,
+        help="frames per sequence; each gives num_frames - 1 flow windows",
+    )
     parser.add_argument("--workers", type=int, default=2, help="processes (default: 2)")
-    parser.add_argument("--force", action="store_true",
-                        help="replace an existing dataset at --output")
+    parser.add_argument("--force", action="store_true", help="replace an existing dataset at --output")
     return parser.parse_args(argv)
 
 
@@ -52,14 +54,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {output} already exists; pass --force to overwrite it", file=sys.stderr)
         return 1
     try:
-        config = SyntheticConfig(height=args.height, width=args.width,
-                                 num_frames=args.num_frames)
+        config = SyntheticConfig(height=args.height, width=args.width, num_frames=args.num_frames)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     summary = generate_dataset(
-        output, config, args.num_train, args.num_val, args.num_test,
-        seed=args.seed, workers=args.workers, progress=True, overwrite=args.force,
+        output,
+        config,
+        args.num_train,
+        args.num_val,
+        args.num_test,
+        seed=args.seed,
+        workers=args.workers,
+        progress=True,
+        overwrite=args.force,
     )
     print(
         f"wrote {summary.num_sequences} sequences to {summary.root} in {summary.seconds:.1f} s: "

@@ -21,13 +21,22 @@ from snn.utils.runtime import resolve_device, seed_everything, setup_logging  # 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-root", default=None,
-                   help="dataset with train/val/test splits (default: the built-in synthetic set)")
+    p.add_argument(
+        "--data-root", default=None, help="dataset with train/val/test splits (default: the built-in synthetic set)"
+    )
     p.add_argument("--output-dir", type=Path, default=Path("results/ladder"))
-    p.add_argument("--epochs-per-step", type=int, default=8,
-                   help="epochs of each QAT step; the progressive run gets three times this")
-    p.add_argument("--fp-epochs", type=int, default=None,
-                   help="epochs of the full-precision step (default: num_epochs of event_snn_lite.yaml)")
+    p.add_argument(
+        "--epochs-per-step",
+        type=int,
+        default=8,
+        help="epochs of each QAT step; the progressive run gets three times this",
+    )
+    p.add_argument(
+        "--fp-epochs",
+        type=int,
+        default=None,
+        help="epochs of the full-precision step (default: num_epochs of event_snn_lite.yaml)",
+    )
     p.add_argument("--no-progressive", action="store_true", help="skip the progressive run")
     add_device_flag(p)
     p.add_argument("--seed", type=int, default=0)
@@ -41,8 +50,14 @@ def main(argv=None) -> int:
         if args.epochs_per_step < 1 or (args.fp_epochs is not None and args.fp_epochs < 1):
             raise ValueError("--epochs-per-step and --fp-epochs must be >= 1")
         seed_everything(args.seed)
-        rows = run_ladder(args.output_dir, args.data_root, args.epochs_per_step, args.fp_epochs,
-                          resolve_device(args.device), progressive=not args.no_progressive)
+        rows = run_ladder(
+            args.output_dir,
+            args.data_root,
+            args.epochs_per_step,
+            args.fp_epochs,
+            resolve_device(args.device),
+            progressive=not args.no_progressive,
+        )
     except (ValueError, OSError) as exc:
         return fail(exc)
     print((args.output_dir / "ladder.md").read_text())

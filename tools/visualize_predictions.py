@@ -26,21 +26,35 @@ from snn.utils.runtime import resolve_device, setup_logging  # noqa: E402
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint to draw (.pth)")
-    p.add_argument("--config", type=Path, default=None,
-                   help="YAML config whose data keys to use (default: the config stored in the checkpoint)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML config whose data keys to use (default: the config stored in the checkpoint)",
+    )
     p.add_argument("--data-root", type=Path, required=True, help="dataset folder (with train/val/test splits)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split (default: test)")
     p.add_argument("--sequence", required=True, metavar="NAME", help="sequence folder name, e.g. seq_0000")
-    p.add_argument("--output-dir", type=Path, default=Path("results/visualize"),
-                   help="where the pictures go (default: %(default)s)")
-    p.add_argument("--frames", default=None, metavar="A:B",
-                   help="flow windows A..B-1 to draw, e.g. 0:10 (default: all)")
+    p.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("results/visualize"),
+        help="where the pictures go (default: %(default)s)",
+    )
+    p.add_argument(
+        "--frames", default=None, metavar="A:B", help="flow windows A..B-1 to draw, e.g. 0:10 (default: all)"
+    )
     p.add_argument("--video", action="store_true", help="also write <sequence>.mp4 of the pictures")
     p.add_argument("--fps", type=float, default=5.0, help="video frame rate (default: 5)")
     p.add_argument("--arrows", action="store_true", help="draw sparse flow arrows on the flow panels")
-    p.add_argument("--max-flow", type=float, default=None, metavar="PX",
-                   help="colour-wheel rim in px (default: the largest valid |gt| of each window; "
-                        "fix it for videos so colours mean the same in every frame)")
+    p.add_argument(
+        "--max-flow",
+        type=float,
+        default=None,
+        metavar="PX",
+        help="colour-wheel rim in px (default: the largest valid |gt| of each window; "
+        "fix it for videos so colours mean the same in every frame)",
+    )
     add_device_flag(p)
     return p.parse_args(argv)
 
@@ -57,8 +71,18 @@ def main(argv=None) -> int:
         model, cfg = load_for_evaluation(args.checkpoint, args.config, device)
         dataset = eval_dataset(cfg, args.data_root, args.split, [args.sequence])
         frames = parse_frames(args.frames, len(dataset))
-        paths = visualize_sequence(model, dataset, args.sequence, args.output_dir, frames, device,
-                                   arrows=args.arrows, video=args.video, fps=args.fps, max_flow=args.max_flow)
+        paths = visualize_sequence(
+            model,
+            dataset,
+            args.sequence,
+            args.output_dir,
+            frames,
+            device,
+            arrows=args.arrows,
+            video=args.video,
+            fps=args.fps,
+            max_flow=args.max_flow,
+        )
     except (ValueError, OSError) as exc:
         return fail(exc)
     pngs = [p for p in paths if p.suffix == ".png"]

@@ -28,9 +28,7 @@ def as_hw(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return height, width
 
 
-def check_crop_fits(
-    crop_size: int | tuple[int, int] | list[int], height: int, width: int
-) -> tuple[int, int]:
+def check_crop_fits(crop_size: int | tuple[int, int] | list[int], height: int, width: int) -> tuple[int, int]:
     """Return the crop as (h, w); ValueError naming both sizes when it exceeds the image."""
     crop_h, crop_w = as_hw(crop_size)
     if crop_h > height or crop_w > width:
@@ -38,9 +36,7 @@ def check_crop_fits(
     return crop_h, crop_w
 
 
-def random_crop(
-    sample: dict[str, Any], crop_size: int | tuple[int, int] | list[int]
-) -> dict[str, Any]:
+def random_crop(sample: dict[str, Any], crop_size: int | tuple[int, int] | list[int]) -> dict[str, Any]:
     """Cut the same random (h, w) window out of every spatial tensor of ``sample``."""
     height, width = sample["flow"].shape[-2:]
     crop_h, crop_w = check_crop_fits(crop_size, height, width)

@@ -155,14 +155,11 @@ class BlinkSimSequence(Dataset):
         else:
             num_windows = self._init_h5_flow()
         self._init_events(num_windows)
-        self.crop_size = None if crop_size is None else check_crop_fits(
-            crop_size, self.height, self.width
-        )
+        self.crop_size = None if crop_size is None else check_crop_fits(crop_size, self.height, self.width)
         self._slicer: EventSlicer | None = None
         self._flow_h5: h5py.File | None = None
         self._pid: int | None = None
-        logger.debug("%s: layout %s, %d windows, %dx%d", self.name, self.layout,
-                     len(self), self.height, self.width)
+        logger.debug("%s: layout %s, %d windows, %dx%d", self.name, self.layout, len(self), self.height, self.width)
 
     # -- metadata, read once in __init__ --------------------------------------------------
 
@@ -172,8 +169,8 @@ class BlinkSimSequence(Dataset):
         for file, name in zip(self._npy_files, expected, strict=True):
             if file.name != name:
                 raise DatasetFormatError(
-                    self.flow_path, f"flow maps not numbered 000000.npy onwards without gaps: "
-                    f"expected {name}, found {file.name}"
+                    self.flow_path,
+                    f"flow maps not numbered 000000.npy onwards without gaps: expected {name}, found {file.name}",
                 )
         shape = self._npy_shape(self._npy_files[0])
         self.height, self.width = shape[:2]
@@ -186,9 +183,7 @@ class BlinkSimSequence(Dataset):
         except (OSError, ValueError) as err:
             raise DatasetFormatError(path, f"cannot read as .npy ({err})") from err
         if len(shape) != 3 or shape[-1] not in (2, 3):
-            raise DatasetFormatError(
-                path, f"flow map has shape {shape}, expected [H,W,3] (u,v,valid)"
-            )
+            raise DatasetFormatError(path, f"flow map has shape {shape}, expected [H,W,3] (u,v,valid)")
         return shape
 
     def _init_h5_flow(self) -> int:
@@ -203,28 +198,28 @@ class BlinkSimSequence(Dataset):
             valid = _dataset(f, "flow/valid", path, required=False)
             if valid is not None:
                 if valid.shape[0] != num:
-                    raise DatasetFormatError(path, f"flow/valid holds {valid.shape[0]} maps "
-                                             f"but flow/forward holds {num}")
-                if valid.shape not in ((num, self.height, self.width, 1),
-                                       (num, self.height, self.width)):
-                    raise DatasetFormatError(path, f"flow/valid has shape {valid.shape}, "
-                                             f"expected {(num, self.height, self.width, 1)}")
+                    raise DatasetFormatError(
+                        path, f"flow/valid holds {valid.shape[0]} maps but flow/forward holds {num}"
+                    )
+                if valid.shape not in ((num, self.height, self.width, 1), (num, self.height, self.width)):
+                    raise DatasetFormatError(
+                        path, f"flow/valid has shape {valid.shape}, expected {(num, self.height, self.width, 1)}"
+                    )
             windows = {}
             for name in ("event_start", "event_end", "frame_event_start", "frame_event_end"):
                 dset = _dataset(f, f"flow/{name}", path, required=not name.startswith("frame"))
                 if dset is not None:
                     if dset.shape != (num,):
-                        raise DatasetFormatError(path, f"flow/{name} has shape {dset.shape}, "
-                                                 f"expected ({num},) like flow/forward")
+                        raise DatasetFormatError(
+                            path, f"flow/{name} has shape {dset.shape}, expected ({num},) like flow/forward"
+                        )
                     windows[name] = dset[:].astype(np.int64)
         self._time_windows = np.stack([windows["event_start"], windows["event_end"]], axis=1)
         has_index = ["frame_event_start" in windows, "frame_event_end" in windows]
         if all(has_index):
-            self._index_windows = np.stack(
-                [windows["frame_event_start"], windows["frame_event_end"]], axis=1)
+            self._index_windows = np.stack([windows["frame_event_start"], windows["frame_event_end"]], axis=1)
         elif any(has_index):
-            raise DatasetFormatError(path, "has only one of flow/frame_event_start and "
-                                     "flow/frame_event_end")
+            raise DatasetFormatError(path, "has only one of flow/frame_event_start and flow/frame_event_end")
         return num
 
     def _init_events(self, num_windows: int) -> None:
@@ -235,14 +230,14 @@ class BlinkSimSequence(Dataset):
                 # An empty window may end one before it starts (end is inclusive).
                 if starts.min() < 0 or ends.max() >= n or (ends < starts - 1).any():
                     raise DatasetFormatError(
-                        self.flow_path, f"frame event indices span [{starts.min()}, "
+                        self.flow_path,
+                        f"frame event indices span [{starts.min()}, "
                         f"{ends.max()}] (or end before they start) but {self.events_path} "
-                        f"holds {n} events"
+                        f"holds {n} events",
                     )
             head = slicer.get_events_by_index(0, min(n, _EXTENT_SAMPLE) - 1)
             tail = slicer.get_events_by_index(max(n - _EXTENT_SAMPLE, 0), n - 1)
-            self._check_extent(np.concatenate([head["x"], tail["x"]]),
-                               np.concatenate([head["y"], tail["y"]]))
+            self._check_extent(np.concatenate([head["x"], tail["x"]]), np.concatenate([head["y"], tail["y"]]))
             if self.layout == "C":
                 return
             self._time_windows = self._frame_windows(num_windows, slicer)
@@ -267,13 +262,20 @@ class BlinkSimSequence(Dataset):
                 raise DatasetFormatError(config_path, f"fps must be a positive number, got {fps!r}")
             duration = config.get("duration")
             if isinstance(duration, (int, float)) and num_windows / fps > duration + 0.5 / fps:
-                logger.warning("%s: %d flow maps at %s fps outlast the configured duration %s s",
-                               config_path, num_windows, fps, duration)
+                logger.warning(
+                    "%s: %d flow maps at %s fps outlast the configured duration %s s",
+                    config_path,
+                    num_windows,
+                    fps,
+                    duration,
+                )
             edges = np.round(np.arange(num_windows + 1) * 1e6 / fps).astype(np.int64)
         else:
             if slicer.num_events == 0:
-                raise DatasetFormatError(self.events_path, "holds no events and no config.yaml "
-                                         "gives fps, so the flow windows cannot be timed")
+                raise DatasetFormatError(
+                    self.events_path,
+                    "holds no events and no config.yaml gives fps, so the flow windows cannot be timed",
+                )
             t_first, t_last = slicer.time_range()
             edges = np.linspace(t_first, t_last, num_windows + 1).round().astype(np.int64)
             edges[-1] = t_last + 1  # windows are half-open; keep the last event
@@ -314,8 +316,9 @@ class BlinkSimSequence(Dataset):
             path = self._npy_files[i]
             raw = np.load(path)
             if raw.shape != self._flow_shape[1:]:
-                raise DatasetFormatError(path, f"flow map has shape {raw.shape}, "
-                                         f"expected {self._flow_shape[1:]} like 000000.npy")
+                raise DatasetFormatError(
+                    path, f"flow map has shape {raw.shape}, expected {self._flow_shape[1:]} like 000000.npy"
+                )
             return _split_flow(raw, None)
         if self.layout == "B":
             return _split_flow(self._flow_h5["flow"][i], None)
@@ -341,15 +344,23 @@ class BlinkSimSequence(Dataset):
         x, y = events["x"], events["y"]
         inside = (x >= 0) & (x < self.width) & (y >= 0) & (y < self.height)
         if not inside.all():
-            logger.debug("%s[%d]: dropped %d events outside the image", self.name, i,
-                         int((~inside).sum()))
+            logger.debug("%s[%d]: dropped %d events outside the image", self.name, i, int((~inside).sum()))
             events = {k: v[inside] for k, v in events.items()}
         hw = self.height * self.width
         hits = np.bincount(events["y"] * self.width + events["x"], minlength=hw) > 0
         t_start, t_end = (int(v) for v in self._time_windows[i])
-        tensor = events_to_tensor(self.representation, events["x"], events["y"], events["t"],
-                                  events["p"], self.num_bins, self.height, self.width,
-                                  t_start, max(t_end, t_start + 1))
+        tensor = events_to_tensor(
+            self.representation,
+            events["x"],
+            events["y"],
+            events["t"],
+            events["p"],
+            self.num_bins,
+            self.height,
+            self.width,
+            t_start,
+            max(t_end, t_start + 1),
+        )
         sample = {
             "events": tensor,
             "flow": torch.from_numpy(flow),

@@ -42,9 +42,7 @@ def open_h5(path: str | os.PathLike[str]) -> h5py.File:
     try:
         return h5py.File(path, "r")
     except OSError as err:
-        raise DatasetFormatError(
-            path, f"cannot open as HDF5, the file may be truncated or corrupt ({err})"
-        ) from err
+        raise DatasetFormatError(path, f"cannot open as HDF5, the file may be truncated or corrupt ({err})") from err
 
 
 def _bisect_left(dset: h5py.Dataset, value: int, lo: int, hi: int) -> int:
@@ -86,9 +84,7 @@ class EventSlicer:
             raise DatasetFormatError(self.path, "no 'events' group (expected events/x, y, t, p)")
         missing = [name for name in EVENT_FIELDS if not isinstance(group.get(name), h5py.Dataset)]
         if missing:
-            raise DatasetFormatError(
-                self.path, f"events group lacks dataset(s) {', '.join(missing)}"
-            )
+            raise DatasetFormatError(self.path, f"events group lacks dataset(s) {', '.join(missing)}")
         self._dsets = {name: group[name] for name in EVENT_FIELDS}
         shapes = {name: dset.shape for name, dset in self._dsets.items()}
         if any(len(shape) != 1 for shape in shapes.values()):
@@ -164,9 +160,7 @@ class EventSlicer:
     def get_events_by_index(self, i0: int, i1_inclusive: int) -> dict[str, np.ndarray]:
         """Events ``i0`` to ``i1_inclusive``, both included; empty when i1 < i0."""
         if i0 < 0 or i1_inclusive >= self.num_events:
-            raise IndexError(
-                f"{self.path}: event indices [{i0}, {i1_inclusive}] outside [0, {self.num_events})"
-            )
+            raise IndexError(f"{self.path}: event indices [{i0}, {i1_inclusive}] outside [0, {self.num_events})")
         return self._read(i0, max(i1_inclusive + 1, i0))
 
     def _read(self, i0: int, i1: int) -> dict[str, np.ndarray]:

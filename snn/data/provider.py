@@ -47,19 +47,17 @@ def resolve_split_dir(data_root: str | os.PathLike[str], split: str) -> Path:
         if (root / name).is_dir():
             return root / name
     if _holds_sequences(root):
-        logger.info("%s has no %s folder; using its sequences for the %s split",
-                    root, "/".join(SPLIT_FOLDERS[split]), split)
+        logger.info(
+            "%s has no %s folder; using its sequences for the %s split", root, "/".join(SPLIT_FOLDERS[split]), split
+        )
         return root
     looked_for = ", ".join(f"{name}/" for name in SPLIT_FOLDERS[split])
     raise DatasetFormatError(
-        root, f"has no {looked_for} split folder and no sequence folders "
-        f"(a sequence holds events.h5 or events_left/)"
+        root, f"has no {looked_for} split folder and no sequence folders (a sequence holds events.h5 or events_left/)"
     )
 
 
-def list_sequences(
-    data_root: str | os.PathLike[str], split: str, names: Sequence[str] | None = None
-) -> list[Path]:
+def list_sequences(data_root: str | os.PathLike[str], split: str, names: Sequence[str] | None = None) -> list[Path]:
     """Sorted sequence folders of ``split``; ``names`` keeps only those sequences."""
     split_dir = resolve_split_dir(data_root, split)
     found = sorted(p for p in split_dir.iterdir() if p.is_dir() and is_sequence_dir(p))
@@ -71,8 +69,7 @@ def list_sequences(
     unknown = [n for n in names if n not in by_name]
     if unknown:
         raise DatasetFormatError(
-            split_dir, f"no sequence named {', '.join(unknown)}; "
-            f"available: {', '.join(by_name) or '(none)'}"
+            split_dir, f"no sequence named {', '.join(unknown)}; available: {', '.join(by_name) or '(none)'}"
         )
     wanted = set(names)
     return [p for p in found if p.name in wanted]
@@ -95,8 +92,7 @@ def build_dataset(
             "holds no sequences (a sequence holds events.h5 or events_left/)",
         )
     sequences = [
-        BlinkSimSequence(d, num_bins=num_bins, representation=representation,
-                         crop_size=crop_size, augment=augment)
+        BlinkSimSequence(d, num_bins=num_bins, representation=representation, crop_size=crop_size, augment=augment)
         for d in seq_dirs
     ]
     dataset = ConcatDataset(sequences)

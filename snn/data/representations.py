@@ -127,8 +127,7 @@ def _lookup(representation: str) -> tuple[Callable[..., np.ndarray], int]:
         return _REPRESENTATIONS[representation]
     except KeyError:
         raise ValueError(
-            f"unknown event representation {representation!r}; "
-            f"accepted: {', '.join(REPRESENTATIONS)}"
+            f"unknown event representation {representation!r}; accepted: {', '.join(REPRESENTATIONS)}"
         ) from None
 
 

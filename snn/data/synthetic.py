@@ -90,10 +90,8 @@ def generate_sequence(seed: int, config: SyntheticConfig) -> dict[str, np.ndarra
         cfg.width,
         cfg.num_frames,
         int(rng.integers(cfg.min_foreground, cfg.max_foreground + 1)),
-        MotionRanges(cfg.background_speed, cfg.background_accel, cfg.background_spin,
-                     cfg.background_zoom),
-        MotionRanges(cfg.foreground_speed, cfg.foreground_accel, cfg.foreground_spin,
-                     cfg.foreground_zoom),
+        MotionRanges(cfg.background_speed, cfg.background_accel, cfg.background_spin, cfg.background_zoom),
+        MotionRanges(cfg.foreground_speed, cfg.foreground_accel, cfg.foreground_spin, cfg.foreground_zoom),
     )
     threshold_rng = np.random.default_rng(threshold_seq)
     shape = (cfg.height, cfg.width)
@@ -224,11 +222,9 @@ def generate_dataset(
         ]
         for split in SPLITS:
             (staging / split).mkdir()
-        logger.info("generating %d synthetic sequences in %s with %d worker(s)",
-                    len(tasks), root, workers)
+        logger.info("generating %d synthetic sequences in %s with %d worker(s)", len(tasks), root, workers)
         stats = []
-        with tqdm(total=len(tasks), desc="synthetic dataset", unit="seq",
-                  disable=not progress) as bar:
+        with tqdm(total=len(tasks), desc="synthetic dataset", unit="seq", disable=not progress) as bar:
             if workers > 1 and len(tasks) > 1:
                 context = multiprocessing.get_context("spawn")  # safe if the caller has threads
                 with context.Pool(min(workers, len(tasks)), initializer=_init_worker) as pool:
@@ -254,8 +250,7 @@ def generate_dataset(
         valid_fraction=float(totals[4] / max(totals[3], 1)),
         seconds=time.perf_counter() - start,
     )
-    logger.info("synthetic dataset ready in %s (%.1f s, %d sequences)",
-                root, summary.seconds, summary.num_sequences)
+    logger.info("synthetic dataset ready in %s (%.1f s, %d sequences)", root, summary.seconds, summary.num_sequences)
     return summary
 
 
@@ -322,12 +317,13 @@ def ensure_synthetic_dataset(
             logger.warning(
                 "synthetic dataset in %s was generated with different %s than requested; "
                 "using it as is (regenerate with tools/make_synthetic_dataset.py --force)",
-                root, ", ".join(differing),
+                root,
+                ", ".join(differing),
             )
         return root
     total = num_train + num_val + num_test
-    logger.info("generating the synthetic dataset in %s (first use, ~%.0f s)",
-                root, estimate_seconds(config, total, workers))
-    generate_dataset(root, config, num_train, num_val, num_test, seed=seed, workers=workers,
-                     progress=progress)
+    logger.info(
+        "generating the synthetic dataset in %s (first use, ~%.0f s)", root, estimate_seconds(config, total, workers)
+    )
+    generate_dataset(root, config, num_train, num_val, num_test, seed=seed, workers=workers, progress=progress)
     return root

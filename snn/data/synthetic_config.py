@@ -84,8 +84,7 @@ class SyntheticConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (tuples as lists) for YAML."""
         return {
-            key: list(value) if isinstance(value, tuple) else value
-            for key, value in dataclasses.asdict(self).items()
+            key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()
         }
 
     @classmethod

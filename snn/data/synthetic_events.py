@@ -115,9 +115,7 @@ def noise_events(
     }
 
 
-def finalize_events(
-    parts: list[dict[str, np.ndarray]], width: int, duration_us: int
-) -> dict[str, np.ndarray]:
+def finalize_events(parts: list[dict[str, np.ndarray]], width: int, duration_us: int) -> dict[str, np.ndarray]:
     """Merge event sets, round times to integer microseconds and sort them by time.
 
     Returns x, y (uint16), t (int64, us) and p (uint8, 1 = ON).
@@ -139,6 +137,4 @@ def finalize_events(
 def ms_to_idx(t: np.ndarray, duration_us: int) -> np.ndarray:
     """``out[m]`` = first index with ``t >= m * 1000``, for every ms up to the duration."""
     num_ms = -(-int(duration_us) // 1000) + 1
-    return np.searchsorted(t, np.arange(num_ms, dtype=np.int64) * 1000, side="left").astype(
-        np.uint64
-    )
+    return np.searchsorted(t, np.arange(num_ms, dtype=np.int64) * 1000, side="left").astype(np.uint64)

@@ -22,9 +22,7 @@ import yaml
 from snn.data.synthetic_events import ms_to_idx
 
 
-def window_event_indices(
-    t: np.ndarray, start_us: np.ndarray, end_us: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def window_event_indices(t: np.ndarray, start_us: np.ndarray, end_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """First and last (inclusive) index of the events with ``start <= t <= end``, per window.
 
     An empty window comes out as ``start == end + 1``.

@@ -208,9 +208,7 @@ def sample_scene(
     return layers
 
 
-def render(
-    layers: Sequence[Layer], t: float, height: int, width: int
-) -> tuple[np.ndarray, np.ndarray]:
+def render(layers: Sequence[Layer], t: float, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Composite the layers at time ``t`` (frames).
 
     Returns the log-intensity image (float32 [H, W]) and the index of the topmost layer
@@ -224,14 +222,17 @@ def render(
         inverse = np.linalg.inv(layer.matrix(t))[:2]
         if layer.alpha is None:
             image = cv2.warpAffine(
-                layer.texture, inverse, (width, height), flags=flags,
+                layer.texture,
+                inverse,
+                (width, height),
+                flags=flags,
                 borderMode=cv2.BORDER_REFLECT_101,
             )
             continue
-        tex = cv2.warpAffine(layer.texture, inverse, (width, height), flags=flags,
-                             borderMode=cv2.BORDER_REPLICATE)
-        alpha = cv2.warpAffine(layer.alpha, inverse, (width, height), flags=flags,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+        tex = cv2.warpAffine(layer.texture, inverse, (width, height), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        alpha = cv2.warpAffine(
+            layer.alpha, inverse, (width, height), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0
+        )
         image += alpha * (tex - image)
         label[alpha >= ALPHA_VISIBLE] = index
     return image, label

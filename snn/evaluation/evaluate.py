@@ -68,8 +68,10 @@ def evaluate_model(
     elapsed = time.perf_counter() - t0
     if monitor is not None:
         forward_s -= monitor.hook_seconds - hook_s0
-    result: dict = {"samples_per_s": samples / elapsed if elapsed > 0 else float("nan"),
-                    "model_samples_per_s": samples / forward_s if forward_s > 0 else float("nan")}
+    result: dict = {
+        "samples_per_s": samples / elapsed if elapsed > 0 else float("nan"),
+        "model_samples_per_s": samples / forward_s if forward_s > 0 else float("nan"),
+    }
     for m in masks:
         overall = FlowMetrics()
         for acc in per_seq[m].values():
@@ -97,8 +99,7 @@ def eval_config(path: str | Path, config_path: str | Path | None = None) -> Conf
     known = {f.name for f in dataclasses.fields(Config)}
     dropped = sorted(set(stored) - known)
     if dropped:  # a checkpoint from an older or newer version of the code: keep what we understand
-        logger.warning("%s: ignoring stored config keys this version does not know: %s", path,
-                       ", ".join(dropped))
+        logger.warning("%s: ignoring stored config keys this version does not know: %s", path, ", ".join(dropped))
     return config_from_dict({k: v for k, v in stored.items() if k in known}, f"{path} (stored config)")
 
 
@@ -113,20 +114,28 @@ def load_for_evaluation(path: str | Path, config_path: str | Path | None, device
             f"{cfg.representation!r} gives {channels} (pass a --config with the right representation)"
         )
     if getattr(model, "num_bins", cfg.num_bins) != cfg.num_bins:
-        logger.warning("%s was trained with %d time bins; evaluating with %d", path, model.num_bins,
-                       cfg.num_bins)
+        logger.warning("%s was trained with %d time bins; evaluating with %d", path, model.num_bins, cfg.num_bins)
     return model, cfg
 
 
-def eval_dataset(cfg: Config, data_root: str | Path, split: str,
-                 sequences: Sequence[str] | None = None) -> Dataset:
-    return build_dataset(data_root, split, num_bins=cfg.num_bins, representation=cfg.representation,
-                         names=list(sequences) if sequences else None)
+def eval_dataset(cfg: Config, data_root: str | Path, split: str, sequences: Sequence[str] | None = None) -> Dataset:
+    return build_dataset(
+        data_root,
+        split,
+        num_bins=cfg.num_bins,
+        representation=cfg.representation,
+        names=list(sequences) if sequences else None,
+    )
 
 
 def eval_loader(cfg: Config, dataset: Dataset, batch_size: int | None = None) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size or cfg.batch_size, shuffle=False,
-                      num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available())
+    return DataLoader(
+        dataset,
+        batch_size=batch_size or cfg.batch_size,
+        shuffle=False,
+        num_workers=cfg.num_workers,
+        pin_memory=torch.cuda.is_available(),
+    )
 
 
 @dataclass
@@ -171,11 +180,17 @@ def evaluate_checkpoint(
         metrics = evaluate_model(model, loader, device, masks, progress, monitor)
     size = estimate_model_size(model, verbose=False)
     return CheckpointResult(
-        checkpoint=str(path), model_name=type(model).__name__, bit_width=model_bit_width(model),
-        parameters=size["parameters"], model_bytes=size["model_bytes"],
+        checkpoint=str(path),
+        model_name=type(model).__name__,
+        bit_width=model_bit_width(model),
+        parameters=size["parameters"],
+        model_bytes=size["model_bytes"],
         num_sequences=len(getattr(dataset, "datasets", [dataset])),
-        num_windows=len(dataset), batch_size=loader.batch_size, num_bins=cfg.num_bins,
-        representation=cfg.representation, metrics=metrics,
+        num_windows=len(dataset),
+        batch_size=loader.batch_size,
+        num_bins=cfg.num_bins,
+        representation=cfg.representation,
+        metrics=metrics,
         activity=monitor.summary(),
     )
 
@@ -207,26 +222,40 @@ def compare_checkpoints(
     device = torch.device(device)
     loaded = [load_for_evaluation(p, None, device) for p in paths]  # fail on a bad file before any work
     ref = next((i for i, (m, _) in enumerate(loaded) if model_bit_width(m) == 32), None)
-    note = (f"reference: {paths[ref]} (full precision)" if ref is not None else
-            f"reference: {paths[0]} (no full-precision checkpoint given; the first one stands in)")
+    note = (
+        f"reference: {paths[ref]} (full precision)"
+        if ref is not None
+        else f"reference: {paths[0]} (no full-precision checkpoint given; the first one stands in)"
+    )
     ref = 0 if ref is None else ref
     ref_model, ref_cfg = loaded[ref]
     inputs = first_windows(eval_dataset(ref_cfg, data_root, split), num_inputs)
     rows = []
     for i, (path, (model, _)) in enumerate(zip(paths, loaded, strict=True)):
-        res = evaluate_checkpoint(path, data_root, split, batch_size=batch_size, device=device,
-                                  progress=progress, model=model)
+        res = evaluate_checkpoint(
+            path, data_root, split, batch_size=batch_size, device=device, progress=progress, model=model
+        )
         overall = res.metrics["dense"]["overall"]
         if getattr(model, "in_channels", None) == getattr(ref_model, "in_channels", None):
             diff = compare_model_outputs(ref_model, model, inputs)
         else:
             logger.warning("%s takes other inputs than the reference; no output comparison", path)
             diff = {"mae": float("nan"), "mse": float("nan")}
-        rows.append({"checkpoint": str(path), "reference": i == ref, "bits": res.bit_width,
-                     "parameters": res.parameters, "size_mb": res.model_bytes / 1e6,
-                     "aee": overall["aee"], "outliers": overall["outliers"],
-                     "zero_flow_aee": overall["zero_flow_aee"], "output_mae": diff["mae"],
-                     "output_mse": diff["mse"], "synops_per_sample": res.activity["synops_per_sample"]})
+        rows.append(
+            {
+                "checkpoint": str(path),
+                "reference": i == ref,
+                "bits": res.bit_width,
+                "parameters": res.parameters,
+                "size_mb": res.model_bytes / 1e6,
+                "aee": overall["aee"],
+                "outliers": overall["outliers"],
+                "zero_flow_aee": overall["zero_flow_aee"],
+                "output_mae": diff["mae"],
+                "output_mse": diff["mse"],
+                "synops_per_sample": res.activity["synops_per_sample"],
+            }
+        )
     ref_aee = rows[ref]["aee"]
     for row in rows:
         row["retention"] = ref_aee / row["aee"] if row["aee"] > 0 else float("nan")

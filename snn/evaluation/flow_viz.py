@@ -182,8 +182,7 @@ def arrow_grid_step(height: int, width: int, per_side: int = 10) -> int:
     return max(1, max(height, width) // per_side)
 
 
-def draw_arrows(img: np.ndarray, flow, scale: int, valid=None, gain: float = 1.0,
-                per_side: int = 10) -> np.ndarray:
+def draw_arrows(img: np.ndarray, flow, scale: int, valid=None, gain: float = 1.0, per_side: int = 10) -> np.ndarray:
     """Sparse flow arrows on an image zoomed by ``scale``; ``gain`` stretches them (1: to scale)."""
     f = _as_numpy(flow)
     h, w = f.shape[1:]
@@ -203,9 +202,17 @@ def draw_arrows(img: np.ndarray, flow, scale: int, valid=None, gain: float = 1.0
     return out
 
 
-def render_panels(events, gt, pred, valid=None, scale: int | None = None, arrows: bool = False,
-                  max_flow: float | None = None, max_error: float | None = None,
-                  caption: str | None = None) -> np.ndarray:
+def render_panels(
+    events,
+    gt,
+    pred,
+    valid=None,
+    scale: int | None = None,
+    arrows: bool = False,
+    max_flow: float | None = None,
+    max_error: float | None = None,
+    caption: str | None = None,
+) -> np.ndarray:
     """Events | ground truth | prediction | wheel legend | EPE | colour bar, titled, upscaled.
 
     GT and prediction share one colour normalisation, ``max_flow`` (default: the
@@ -224,16 +231,24 @@ def render_panels(events, gt, pred, valid=None, scale: int | None = None, arrows
     err_img, max_error = error_heatmap(p, g, valid, max_error)
     epe = np.linalg.norm(p - g, axis=0)[ok]
     aee = f"{epe.mean():.2f} px" if epe.size else "n/a"
-    panels = [upscale(event_image(events), scale), upscale(gt_img, scale),
-              upscale(flow_to_color(p, max_flow), scale), upscale(err_img, scale)]
+    panels = [
+        upscale(event_image(events), scale),
+        upscale(gt_img, scale),
+        upscale(flow_to_color(p, max_flow), scale),
+        upscale(err_img, scale),
+    ]
     gain = None
     if arrows:
         # Stretch so that a flow of max_flow spans about one grid cell: small motions stay visible.
         gain = 0.9 * arrow_grid_step(h, w) / max_flow
         panels[1] = draw_arrows(panels[1], g, scale, valid, gain)
         panels[2] = draw_arrows(panels[2], p, scale, None, gain)
-    titles = [[("events ", _BLACK), ("ON", ON_COLOUR), (" / ", _BLACK), ("OFF", OFF_COLOUR)],
-              "ground truth", "prediction", f"EPE (AEE {aee})"]
+    titles = [
+        [("events ", _BLACK), ("ON", ON_COLOUR), (" / ", _BLACK), ("OFF", OFF_COLOUR)],
+        "ground truth",
+        "prediction",
+        f"EPE (AEE {aee})",
+    ]
     # A thin grey frame, so that a panel with white content (no events, zero flow) still has edges.
     panels = [np.pad(img, ((1, 1), (1, 1), (0, 0)), constant_values=180) for img in panels]
     panels = [titled(img, t) for img, t in zip(panels, titles, strict=True)]

@@ -9,11 +9,19 @@ from pathlib import Path
 
 from snn.evaluation.metrics import METRIC_KEYS
 
-MASK_LABELS = {"dense": "dense mask: valid ground truth",
-               "sparse": "sparse mask: valid ground truth with at least one event in the window"}
-_COLUMNS = (("aee", "AEE", "{:.3f}"), ("outliers", "outliers %", "{:.2f}"), ("1pe", "1PE %", "{:.2f}"),
-            ("2pe", "2PE %", "{:.2f}"), ("3pe", "3PE %", "{:.2f}"), ("zero_flow_aee", "zero-flow AEE", "{:.3f}"),
-            ("num_pixels", "pixels", "{:,}"))
+MASK_LABELS = {
+    "dense": "dense mask: valid ground truth",
+    "sparse": "sparse mask: valid ground truth with at least one event in the window",
+}
+_COLUMNS = (
+    ("aee", "AEE", "{:.3f}"),
+    ("outliers", "outliers %", "{:.2f}"),
+    ("1pe", "1PE %", "{:.2f}"),
+    ("2pe", "2PE %", "{:.2f}"),
+    ("3pe", "3PE %", "{:.2f}"),
+    ("zero_flow_aee", "zero-flow AEE", "{:.3f}"),
+    ("num_pixels", "pixels", "{:,}"),
+)
 
 
 def bits_label(bits: int) -> str:
@@ -49,8 +57,7 @@ def _cell(value, fmt: str) -> str:
 def metrics_table(mask_result: dict) -> str:
     """Per-sequence rows and a pooled ``overall`` row of ``{"overall": m, "sequences": {name: m}}``."""
     header = ["sequence", *[label for _, label, _ in _COLUMNS]]
-    rows = [[name, *[_cell(m[k], fmt) for k, _, fmt in _COLUMNS]]
-            for name, m in mask_result["sequences"].items()]
+    rows = [[name, *[_cell(m[k], fmt) for k, _, fmt in _COLUMNS]] for name, m in mask_result["sequences"].items()]
     rows.append(["overall", *[_cell(mask_result["overall"][k], fmt) for k, _, fmt in _COLUMNS]])
     lines = _table(header, rows).splitlines()
     lines.insert(len(lines) - 1, "-" * len(lines[0]))
@@ -61,8 +68,15 @@ def activity_table(activity: dict) -> str:
     """Firing rate, SynOps and dense MACs per layer (per sample), with totals."""
     rates, synops, macs = activity["firing_rates"], activity["synops_per_layer"], activity["dense_macs_per_layer"]
     layers = list(dict.fromkeys([*synops, *rates]))
-    rows = [[name, _cell(100 * rates[name], "{:.2f}") if name in rates else "-",
-             human(synops.get(name, float("nan"))), human(macs.get(name, float("nan")))] for name in layers]
+    rows = [
+        [
+            name,
+            _cell(100 * rates[name], "{:.2f}") if name in rates else "-",
+            human(synops.get(name, float("nan"))),
+            human(macs.get(name, float("nan"))),
+        ]
+        for name in layers
+    ]
     rows.append(["total", "-", human(activity["synops_per_sample"]), human(activity["dense_macs_per_sample"])])
     lines = _table(["layer", "firing rate %", "SynOps/sample", "dense MACs/sample"], rows).splitlines()
     lines.insert(len(lines) - 1, "-" * len(lines[0]))
@@ -87,8 +101,11 @@ def evaluation_report(res, masks: tuple[str, ...], data_root: str, split: str, d
     ]
     for m in masks:
         out += ["", MASK_LABELS[m], metrics_table(res.metrics[m])]
-    out += ["", f"throughput  {res.metrics['samples_per_s']:.1f} samples/s end to end, "
-                f"{res.metrics['model_samples_per_s']:.1f} samples/s in the model (batch {res.batch_size}, {device})"]
+    out += [
+        "",
+        f"throughput  {res.metrics['samples_per_s']:.1f} samples/s end to end, "
+        f"{res.metrics['model_samples_per_s']:.1f} samples/s in the model (batch {res.batch_size}, {device})",
+    ]
     return "\n".join(out)
 
 
@@ -108,9 +125,13 @@ def _metrics_json(m: dict) -> dict:
 def evaluation_json(res, masks: tuple[str, ...]) -> dict:
     """The --output document: one object for one mask, ``{"dense": .., "sparse": ..}`` for both."""
     docs = {
-        m: {"checkpoint": res.checkpoint, "bit_width": res.bit_width, "mask": m,
+        m: {
+            "checkpoint": res.checkpoint,
+            "bit_width": res.bit_width,
+            "mask": m,
             "overall": _metrics_json(res.metrics[m]["overall"]),
-            "sequences": {name: _metrics_json(v) for name, v in res.metrics[m]["sequences"].items()}}
+            "sequences": {name: _metrics_json(v) for name, v in res.metrics[m]["sequences"].items()},
+        }
         for m in masks
     }
     return _finite(docs[masks[0]] if len(masks) == 1 else docs)
@@ -124,21 +145,36 @@ def write_json(doc: dict, path: str | Path) -> None:
 
 # ---------------------------------------------------------------- bit-width comparison
 
-COMPARE_FIELDS = ["checkpoint", "reference", "bits", "parameters", "size_mb", "aee", "outliers", "zero_flow_aee",
-                  "retention", "output_mae", "output_mse", "synops_per_sample"]
+COMPARE_FIELDS = [
+    "checkpoint",
+    "reference",
+    "bits",
+    "parameters",
+    "size_mb",
+    "aee",
+    "outliers",
+    "zero_flow_aee",
+    "retention",
+    "output_mae",
+    "output_mse",
+    "synops_per_sample",
+]
 
 
 def comparison_markdown(rows: list[dict], note: str) -> str:
-    lines = ["| checkpoint | bits | parameters | size (MB) | AEE | outliers (%) | retention (AEE_fp / AEE_q) "
-             "| output MAE | output MSE | SynOps/sample |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| checkpoint | bits | parameters | size (MB) | AEE | outliers (%) | retention (AEE_fp / AEE_q) "
+        "| output MAE | output MSE | SynOps/sample |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         ref = " (reference)" if r["reference"] else ""
         lines.append(
             f"| {r['checkpoint']}{ref} | {bits_label(r['bits'])} | {r['parameters']:,} | {r['size_mb']:.3f} | "
             f"{_cell(r['aee'], '{:.3f}')} | {_cell(r['outliers'], '{:.2f}')} | {_cell(r['retention'], '{:.3f}')} | "
             f"{_cell(r['output_mae'], '{:.4f}')} | {_cell(r['output_mse'], '{:.5f}')} | "
-            f"{human(r['synops_per_sample'])} |")
+            f"{human(r['synops_per_sample'])} |"
+        )
     zero = rows[0]["zero_flow_aee"] if rows else float("nan")
     lines += ["", f"{note}. Zero-flow AEE of the split: {_cell(zero, '{:.3f}')} px (dense mask)."]
     return "\n".join(lines) + "\n"
@@ -185,8 +221,13 @@ def plot_aee_vs_size(rows: list[dict], path: str | Path, title: str = "AEE again
         label = bits_label(r["bits"])
         if counts[r["bits"]] > 1:  # two checkpoints at one width: say which is which
             label += f" ({name})"
-        ax.scatter(r["size_mb"], r["aee"], color="tab:orange" if r["reference"] else "tab:blue", zorder=3,
-                   label="reference" if r["reference"] else None)
+        ax.scatter(
+            r["size_mb"],
+            r["aee"],
+            color="tab:orange" if r["reference"] else "tab:blue",
+            zorder=3,
+            label="reference" if r["reference"] else None,
+        )
         ax.annotate(label, (r["size_mb"], r["aee"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
     zero = rows[0]["zero_flow_aee"]
     if zero is not None and math.isfinite(zero):
@@ -196,8 +237,9 @@ def plot_aee_vs_size(rows: list[dict], path: str | Path, title: str = "AEE again
     ax.margins(x=0.15)  # room for the labels of the outermost points
     # 0.5, 1, 2 rather than 5x10^-1; minor ticks labelled at 2 and 5 only, so labels do not collide.
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(FuncFormatter(
-        lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""))
+    ax.xaxis.set_minor_formatter(
+        FuncFormatter(lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else "")
+    )
     ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_ylim(bottom=0)
     ax.set_xlabel("model size (MB, log scale)")

@@ -50,8 +50,7 @@ def connection_count(conv: nn.Module, x: torch.Tensor) -> float:
     active = (x != 0).view(n, g, c // g, *x.shape[2:]).sum(2, dtype=torch.float32)
     ones = torch.ones(g, 1, *conv.kernel_size, dtype=torch.float32, device=x.device)
     if isinstance(conv, nn.ConvTranspose2d):
-        hits = F.conv_transpose2d(active, ones, None, conv.stride, conv.padding, conv.output_padding,
-                                  g, conv.dilation)
+        hits = F.conv_transpose2d(active, ones, None, conv.stride, conv.padding, conv.output_padding, g, conv.dilation)
     else:
         hits = F.conv2d(active, ones, None, conv.stride, conv.padding, conv.dilation, g)
     return float(hits.double().sum()) * conv.out_channels / g
@@ -169,6 +168,11 @@ class ActivityMonitor:
 
     def summary(self) -> dict:
         """Plain-value summary (JSON-able) of everything measured."""
-        return {"samples": self.samples, "firing_rates": self.firing_rates(),
-                "synops_per_layer": self.synops_per_layer(), "synops_per_sample": self.synops_per_sample(),
-                "dense_macs_per_layer": self.macs_per_layer(), "dense_macs_per_sample": self.macs_per_sample()}
+        return {
+            "samples": self.samples,
+            "firing_rates": self.firing_rates(),
+            "synops_per_layer": self.synops_per_layer(),
+            "synops_per_sample": self.synops_per_sample(),
+            "dense_macs_per_layer": self.macs_per_layer(),
+            "dense_macs_per_sample": self.macs_per_sample(),
+        }

@@ -32,8 +32,10 @@ def parse_frames(text: str | None, num_windows: int) -> range:
     except ValueError:
         raise ValueError(f"--frames {text!r}: expected a:b with integers, e.g. 0:10") from None
     if not 0 <= start < stop <= num_windows:
-        raise ValueError(f"--frames {text!r}: the sequence has windows 0..{num_windows - 1}, "
-                         f"so a:b must satisfy 0 <= a < b <= {num_windows}")
+        raise ValueError(
+            f"--frames {text!r}: the sequence has windows 0..{num_windows - 1}, "
+            f"so a:b must satisfy 0 <= a < b <= {num_windows}"
+        )
     return range(start, stop)
 
 
@@ -78,8 +80,15 @@ def visualize_sequence(
         for i in tqdm(frames, desc=f"render {name}", leave=False, dynamic_ncols=True):
             sample = dataset[i]
             pred = model(sample["events"][None].to(device))[0].float().cpu()
-            img = render_panels(sample["events"], sample["flow"], pred, sample["valid"], arrows=arrows,
-                                max_flow=max_flow, caption=f"{name}  window {i}")
+            img = render_panels(
+                sample["events"],
+                sample["flow"],
+                pred,
+                sample["valid"],
+                arrows=arrows,
+                max_flow=max_flow,
+                caption=f"{name}  window {i}",
+            )
             path = output_dir / f"{name}_{i:05d}.png"
             if not cv2.imwrite(str(path), img[..., ::-1]):
                 raise OSError(f"{path}: could not write the image")

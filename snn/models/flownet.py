@@ -42,8 +42,7 @@ class FlowHead(nn.Module):
 
     def __init__(self, in_channels: int, quantize: bool, quant: QuantSpec | None):
         super().__init__()
-        self.conv = make_conv(quantize, quant, in_channels=in_channels, out_channels=2,
-                              kernel_size=3, padding=1)
+        self.conv = make_conv(quantize, quant, in_channels=in_channels, out_channels=2, kernel_size=3, padding=1)
         nn.init.zeros_(self.conv.weight)  # start at zero flow: a sane first guess
         nn.init.zeros_(self.conv.bias)
         self.quant_layer = make_quant_layer(quantize, quant)
@@ -93,8 +92,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
         super().__init__()
         if base_ch < 1 or num_bins < 1 or in_channels < 1:
             raise ValueError(
-                f"base_ch, num_bins and in_channels must be >= 1 "
-                f"(got {base_ch}, {num_bins}, {in_channels})"
+                f"base_ch, num_bins and in_channels must be >= 1 (got {base_ch}, {num_bins}, {in_channels})"
             )
         self.num_bins = num_bins
         self.in_channels = in_channels
@@ -104,11 +102,14 @@ class EventSNNFlowNetLiteV2(nn.Module):
         q = {"quantize": quantize, "quant": spec}
         # The input layer and flow heads keep at least first_last_bits (common practice: they
         # are a small share of the weights and the most sensitive).
-        self.pinned = {} if first_last_bits is None else {
-            name: first_last_bits for name in ("stem", "head1", "head2", "head3")}
+        self.pinned = (
+            {} if first_last_bits is None else {name: first_last_bits for name in ("stem", "head1", "head2", "head3")}
+        )
         edge_bits = max(bit_width, first_last_bits or 0)
-        edge = {"quantize": quantize,
-                "quant": QuantSpec(edge_bits, binarize and first_last_bits is None, ema_decay, learn_scale)}
+        edge = {
+            "quantize": quantize,
+            "quant": QuantSpec(edge_bits, binarize and first_last_bits is None, ema_decay, learn_scale),
+        }
         n = {"tau": tau, "threshold": threshold, "reset": reset, "alpha": surrogate_alpha}
         self.stem = SpikingConv2d(in_channels, c, 3, norm=True, neuron=n, **edge)
         self.enc1 = SpikingConvBlock(c, 2 * c, stride=2, neuron=n, **q)
@@ -160,11 +161,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
 
     def spiking_layers(self) -> dict[str, nn.Module]:
         """Named layers that end in LIF neurons, in forward order."""
-        return {
-            name: m
-            for name, m in self.named_modules()
-            if isinstance(getattr(m, "neuron", None), LIFNeuron)
-        }
+        return {name: m for name, m in self.named_modules() if isinstance(getattr(m, "neuron", None), LIFNeuron)}
 
     # ------------------------------------------------------------ quantization
     def set_bit_width(self, bit_width: int) -> None:

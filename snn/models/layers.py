@@ -95,8 +95,16 @@ class SpikingConv2d(_SpikingLayer):
         neuron: dict | None = None,
     ) -> None:
         padding = kernel_size // 2 if padding is None else padding
-        conv = make_conv(quantize, quant, in_channels=in_channels, out_channels=out_channels,
-                         kernel_size=kernel_size, stride=stride, padding=padding, bias=not norm)
+        conv = make_conv(
+            quantize,
+            quant,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            kernel_size=kernel_size,
+            stride=stride,
+            padding=padding,
+            bias=not norm,
+        )
         super().__init__(conv, out_channels, norm, quantize, quant, neuron)
 
 
@@ -115,9 +123,17 @@ class SpikingConvTranspose2d(_SpikingLayer):
         quant: QuantSpec | None = None,
         neuron: dict | None = None,
     ) -> None:
-        conv = make_conv(quantize, quant, transposed=True, in_channels=in_channels,
-                         out_channels=out_channels, kernel_size=kernel_size, stride=stride,
-                         padding=padding, bias=not norm)
+        conv = make_conv(
+            quantize,
+            quant,
+            transposed=True,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            kernel_size=kernel_size,
+            stride=stride,
+            padding=padding,
+            bias=not norm,
+        )
         super().__init__(conv, out_channels, norm, quantize, quant, neuron)
 
 

@@ -99,7 +99,11 @@ class _RunningMean:
 def range_statistics(model: nn.Module) -> dict[str, dict[str, float]]:
     """Per-layer observed ranges and scales, for logging."""
     return {
-        name: {"min": float(q.running_min), "max": float(q.running_max), "scale": float(q.scale().detach()),
-               "bits": q.bit_width}
+        name: {
+            "min": float(q.running_min),
+            "max": float(q.running_max),
+            "scale": float(q.scale().detach()),
+            "bits": q.bit_width,
+        }
         for name, q in activation_quantizers(model)
     }

@@ -40,12 +40,18 @@ STEPS = (
     Step("V2_1bit", "event_snn_lite_1bit.yaml", "V2_2bit"),
     Step("V2_progressive", "event_snn_lite_progressive.yaml", "V2", progressive=True),
 )
-CSV_FIELDS = ["step", "bits", "parameters", "size_mb", "aee", "outliers", "zero_flow_aee", "retention",
-              "train_minutes"]
+CSV_FIELDS = ["step", "bits", "parameters", "size_mb", "aee", "outliers", "zero_flow_aee", "retention", "train_minutes"]
 
 
-def run_step(step: Step, output_dir: Path, data_root: str | None, epochs: int, device: torch.device,
-             config_dir: Path = CONFIG_DIR, extra: dict | None = None) -> tuple[Path, float]:
+def run_step(
+    step: Step,
+    output_dir: Path,
+    data_root: str | None,
+    epochs: int,
+    device: torch.device,
+    config_dir: Path = CONFIG_DIR,
+    extra: dict | None = None,
+) -> tuple[Path, float]:
     """Train one step (unless done); returns its best checkpoint and the minutes it took."""
     out = output_dir / step.name
     best = out / "checkpoints" / "best_model.pth"
@@ -71,15 +77,23 @@ def run_step(step: Step, output_dir: Path, data_root: str | None, epochs: int, d
     return best, (time.time() - t0) / 60
 
 
-def run_ladder(output_dir: Path, data_root: str | None, epochs_per_step: int, fp_epochs: int | None,
-               device: torch.device, progressive: bool = True, extra: dict | None = None) -> list[dict]:
+def run_ladder(
+    output_dir: Path,
+    data_root: str | None,
+    epochs_per_step: int,
+    fp_epochs: int | None,
+    device: torch.device,
+    progressive: bool = True,
+    extra: dict | None = None,
+) -> list[dict]:
     """Train (or reuse) every step, evaluate each on the test split, write the reports.
 
     ``extra`` overrides config keys of every step (e.g. ``{"crop_size": None}``).
     """
     output_dir.mkdir(parents=True, exist_ok=True)
-    base = load_config(CONFIG_DIR / STEPS[0].config,
-                       {"data_root": data_root, "dataset": "blinksim"} if data_root else None)
+    base = load_config(
+        CONFIG_DIR / STEPS[0].config, {"data_root": data_root, "dataset": "blinksim"} if data_root else None
+    )
     prepare_data_root(base)  # the synthetic set may be needed before any step trains
     if fp_epochs is None:
         fp_epochs = base.num_epochs
@@ -91,9 +105,18 @@ def run_ladder(output_dir: Path, data_root: str | None, epochs_per_step: int, fp
         best, minutes = run_step(step, output_dir, data_root, epochs, device, extra=extra)
         result = evaluate_checkpoint(best, base.data_root, "test", device=device, progress=False)
         test = result.metrics["dense"]["overall"]
-        rows.append({"step": step.name, "bits": result.bit_width, "parameters": result.parameters,
-                     "size_mb": result.model_bytes / 1e6, "aee": test["aee"], "outliers": test["outliers"],
-                     "zero_flow_aee": test["zero_flow_aee"], "train_minutes": minutes})
+        rows.append(
+            {
+                "step": step.name,
+                "bits": result.bit_width,
+                "parameters": result.parameters,
+                "size_mb": result.model_bytes / 1e6,
+                "aee": test["aee"],
+                "outliers": test["outliers"],
+                "zero_flow_aee": test["zero_flow_aee"],
+                "train_minutes": minutes,
+            }
+        )
         logger.info("%s: test AEE %.3f (zero-flow %.3f)", step.name, test["aee"], test["zero_flow_aee"])
     fp_aee = rows[0]["aee"]
     for row in rows:
@@ -108,13 +131,17 @@ def write_reports(rows: list[dict], output_dir: Path) -> None:
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
-    lines = ["| step | bits | parameters | size (MB) | test AEE | outliers (%) | zero-flow AEE | "
-             "retention (AEE_fp / AEE_q) | train (min) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| step | bits | parameters | size (MB) | test AEE | outliers (%) | zero-flow AEE | "
+        "retention (AEE_fp / AEE_q) | train (min) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['step']} | {'FP32' if r['bits'] == 32 else r['bits']} | {r['parameters']:,} | "
-                     f"{r['size_mb']:.3f} | {r['aee']:.3f} | {r['outliers']:.2f} | {r['zero_flow_aee']:.3f} | "
-                     f"{r['retention']:.3f} | {_minutes(r['train_minutes'])} |")
+        lines.append(
+            f"| {r['step']} | {'FP32' if r['bits'] == 32 else r['bits']} | {r['parameters']:,} | "
+            f"{r['size_mb']:.3f} | {r['aee']:.3f} | {r['outliers']:.2f} | {r['zero_flow_aee']:.3f} | "
+            f"{r['retention']:.3f} | {_minutes(r['train_minutes'])} |"
+        )
     (output_dir / "ladder.md").write_text("\n".join(lines) + "\n")
     plot_aee_vs_size(rows, output_dir / "ladder.png")
 
@@ -137,8 +164,13 @@ def plot_aee_vs_size(rows: list[dict], path: Path) -> None:
         label = "FP32" if r["bits"] == 32 else f"{r['bits']} bit"
         marker = "s" if "progressive" in r["step"] else "o"
         ax.scatter(r["size_mb"], r["aee"], marker=marker, color="tab:orange" if marker == "s" else "tab:blue")
-        ax.annotate(label + (" (progressive)" if marker == "s" else ""), (r["size_mb"], r["aee"]),
-                    textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ax.annotate(
+            label + (" (progressive)" if marker == "s" else ""),
+            (r["size_mb"], r["aee"]),
+            textcoords="offset points",
+            xytext=(5, 5),
+            fontsize=8,
+        )
     ax.axhline(rows[0]["zero_flow_aee"], color="gray", ls="--", lw=1, label="zero flow")
     ax.set_xscale("log")
     # Label the sizes themselves: log-scale minor ticks in scientific notation overlap.

@@ -66,8 +66,9 @@ class QuantizationAwareLayer(nn.Module):
         learn_scale: learn the step size (LSQ) instead of deriving it from the range.
     """
 
-    def __init__(self, bit_width: int = 8, binarize: bool = False, ema_decay: float = 0.99,
-                 learn_scale: bool = False) -> None:
+    def __init__(
+        self, bit_width: int = 8, binarize: bool = False, ema_decay: float = 0.99, learn_scale: bool = False
+    ) -> None:
         super().__init__()
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay!r}")
@@ -162,8 +163,12 @@ class QuantizationAwareLayer(nn.Module):
             # LSQ gradient scale 1/sqrt(N * qmax) keeps the step's updates in proportion.
             grad_factor = 1.0 / math.sqrt(x.numel() / max(1, x.shape[0]) * self.qmax)
             return torch._fake_quantize_learnable_per_tensor_affine(
-                x, self.step.abs().clamp_min(1e-8).reshape(1), torch.zeros(1, device=x.device),
-                -self.qmax, self.qmax, grad_factor,
+                x,
+                self.step.abs().clamp_min(1e-8).reshape(1),
+                torch.zeros(1, device=x.device),
+                -self.qmax,
+                self.qmax,
+                grad_factor,
             )
         return torch.fake_quantize_per_tensor_affine(x, float(self.scale()), 0, -self.qmax, self.qmax)
 

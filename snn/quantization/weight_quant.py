@@ -49,8 +49,7 @@ def weight_codes_and_scale(w: torch.Tensor, bit_width: int, axis: int = 0):
         else:
             qmax = qmax_for(bit_width)
             scale = absw.amax(dim=dims) / qmax
-            codes = torch.clamp(torch.round(w / _channel_view(scale.clamp_min(1e-12), axis, w.dim())),
-                                -qmax, qmax)
+            codes = torch.clamp(torch.round(w / _channel_view(scale.clamp_min(1e-12), axis, w.dim())), -qmax, qmax)
         return codes, scale.clamp_min(1e-12)
 
 
@@ -115,5 +114,13 @@ class QuantConvTranspose2d(_WeightQuantMixin, nn.ConvTranspose2d):
         self._init_quant(bit_width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv_transpose2d(x, self.quantized_weight(), self.bias, self.stride, self.padding,
-                                  self.output_padding, self.groups, self.dilation)
+        return F.conv_transpose2d(
+            x,
+            self.quantized_weight(),
+            self.bias,
+            self.stride,
+            self.padding,
+            self.output_padding,
+            self.groups,
+            self.dilation,
+        )

@@ -52,9 +52,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: not a checkpoint of this project (top level is not a dict)")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
-        raise CheckpointError(
-            f"{path}: not a checkpoint of this project (missing {', '.join(missing)})"
-        )
+        raise CheckpointError(f"{path}: not a checkpoint of this project (missing {', '.join(missing)})")
     return ckpt
 
 
@@ -66,8 +64,9 @@ def is_own_checkpoint(path: str | Path, checkpoint_dir: str | Path) -> bool:
 QUANT_KEY_MARK = "quant_layer."
 
 
-def load_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], path: str | Path,
-                 strict: bool = False) -> list[str]:
+def load_weights(
+    model: torch.nn.Module, state_dict: dict[str, torch.Tensor], path: str | Path, strict: bool = False
+) -> list[str]:
     """Load weights; return the quantizer keys the checkpoint lacked.
 
     Missing ``quant_layer.*`` entries are expected when a full-precision (or

@@ -81,8 +81,11 @@ def check_run_dirs(checkpoint_dir: Path, log_dir: Path, resuming_own_run: bool) 
     """Refuse to start a fresh run on top of another run's checkpoints or CSV log."""
     if resuming_own_run:
         return
-    taken = [p for p in (checkpoint_dir / "last.pth", checkpoint_dir / "best_model.pth",
-                         log_dir / "metrics.csv") if p.exists()]
+    taken = [
+        p
+        for p in (checkpoint_dir / "last.pth", checkpoint_dir / "best_model.pth", log_dir / "metrics.csv")
+        if p.exists()
+    ]
     if taken:
         raise RunDirError(
             f"{taken[0]} already exists: another run wrote there. Resume it with --resume "
@@ -95,8 +98,11 @@ ARCH_KEYS = ("base_ch", "num_bins", "tau", "threshold", "reset", "surrogate_alph
 
 def adopt_architecture(cfg: Config, ckpt: dict, path: Path) -> Config:
     """Take the network's shape from a checkpoint we start from; quantization stays the config's."""
-    changes = {k: ckpt["model_args"][k] for k in ARCH_KEYS
-               if k in ckpt["model_args"] and ckpt["model_args"][k] != getattr(cfg, k)}
+    changes = {
+        k: ckpt["model_args"][k]
+        for k in ARCH_KEYS
+        if k in ckpt["model_args"] and ckpt["model_args"][k] != getattr(cfg, k)
+    }
     rep = ckpt["config"].get("representation")
     if rep is not None and rep != cfg.representation:
         changes["representation"] = rep
@@ -125,17 +131,21 @@ def build_trainer(
     root = prepare_data_root(cfg)
     train_set = make_dataset(cfg, root, "train", train=True)
     val_set = make_dataset(cfg, root, "val", train=False)
-    logger.info("data: %s (%d training windows, %d validation windows)",
-                root, len(train_set), len(val_set))
+    logger.info("data: %s (%d training windows, %d validation windows)", root, len(train_set), len(val_set))
     model_args = cfg.model_args()
     model = build_model(cfg.model, model_args)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     log_dir.mkdir(parents=True, exist_ok=True)
     trainer = trainer_cls(
-        cfg, model, cfg.model, model_args,
+        cfg,
+        model,
+        cfg.model,
+        model_args,
         make_loader(cfg, train_set, train=True, seed=cfg.seed),
         make_loader(cfg, val_set, train=False),
-        device, checkpoint_dir, log_dir,
+        device,
+        checkpoint_dir,
+        log_dir,
     )
     if resume is not None:
         trainer.resume(resume, strict=strict_load, warm_start=warm_start)
@@ -143,19 +153,23 @@ def build_trainer(
     return trainer
 
 
-def train_and_test(cfg: Config, resume: Path | None = None, strict_load: bool = False,
-                   warm_start: bool | None = None) -> str:
+def train_and_test(
+    cfg: Config, resume: Path | None = None, strict_load: bool = False, warm_start: bool | None = None
+) -> str:
     """Train (or fine-tune) on ``cfg.device`` from ``cfg.seed``, then evaluate the best checkpoint
     on the test split; returns a summary."""
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     trainer = build_trainer(cfg, device, resume=resume, strict_load=strict_load, warm_start=warm_start)
     bits = f"{trainer.model.bit_width}-bit" if trainer.quantized else "full-precision"
-    logger.info("training %s on %s, checkpoints in %s, logs in %s", bits, device,
-                trainer.checkpoint_dir, trainer.log_dir)
+    logger.info(
+        "training %s on %s, checkpoints in %s, logs in %s", bits, device, trainer.checkpoint_dir, trainer.log_dir
+    )
     best = trainer.fit()
     best_path = trainer.checkpoint_dir / "best_model.pth"
     test = evaluate_checkpoint(best_path, trainer.cfg.data_root, "test", device=device).metrics["dense"]["overall"]
-    return (f"best validation AEE {best:.3f}\n"
-            f"test AEE {test['aee']:.3f} px (zero-flow AEE {test['zero_flow_aee']:.3f} px, "
-            f"ratio {test['aee'] / test['zero_flow_aee']:.2f}) from {best_path}")
+    return (
+        f"best validation AEE {best:.3f}\n"
+        f"test AEE {test['aee']:.3f} px (zero-flow AEE {test['zero_flow_aee']:.3f} px, "
+        f"ratio {test['aee'] / test['zero_flow_aee']:.2f}) from {best_path}"
+    )

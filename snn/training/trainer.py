@@ -33,8 +33,17 @@ from snn.training.weight_ema import make_weight_ema
 
 logger = logging.getLogger(__name__)
 
-CSV_FIELDS = ["epoch", "train_loss", "val_aee", "val_outliers", "val_1pe", "val_3pe",
-              "val_zero_flow_aee", "lr", "epoch_time_s"]
+CSV_FIELDS = [
+    "epoch",
+    "train_loss",
+    "val_aee",
+    "val_outliers",
+    "val_1pe",
+    "val_3pe",
+    "val_zero_flow_aee",
+    "lr",
+    "epoch_time_s",
+]
 
 
 def lr_lambda_factory(cfg: Config, steps_per_epoch: int):
@@ -59,8 +68,7 @@ def param_groups(model: nn.Module, cfg: Config) -> list[dict]:
     ids = {id(p) for p in steps}
     groups = [{"params": [p for p in model.parameters() if id(p) not in ids]}]
     if steps:
-        groups.append({"params": steps, "lr": cfg.learning_rate * cfg.scale_lr_multiplier,
-                       "weight_decay": 0.0})
+        groups.append({"params": steps, "lr": cfg.learning_rate * cfg.scale_lr_multiplier, "weight_decay": 0.0})
     return groups
 
 
@@ -101,11 +109,10 @@ class Trainer:
         self.device = device
         self.checkpoint_dir = Path(checkpoint_dir)
         self.log_dir = Path(log_dir)
-        self.optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.learning_rate,
-                                           weight_decay=cfg.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_lambda_factory(cfg, len(train_loader))
+        self.optimizer = torch.optim.AdamW(
+            param_groups(model, cfg), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
         )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda_factory(cfg, len(train_loader)))
         self.start_epoch = 0
         self.global_step = 0
         self.best_val_aee = float("inf")
@@ -135,8 +142,13 @@ class Trainer:
             return
         bits = self.cfg.bit_width_at(epoch)
         if bits != self.model.bit_width:
-            logger.info("epoch %d: bit width %d -> %d; best_model.pth now tracks the %d-bit phase",
-                        epoch + 1, self.model.bit_width, bits, bits)
+            logger.info(
+                "epoch %d: bit width %d -> %d; best_model.pth now tracks the %d-bit phase",
+                epoch + 1,
+                self.model.bit_width,
+                bits,
+                bits,
+            )
             for m in self._models():
                 m.set_bit_width(bits)
             # A lower bit width is judged against itself, not against the easier earlier phase.
@@ -168,18 +180,19 @@ class Trainer:
         path = Path(path)
         ckpt = load_checkpoint(path, map_location=self.device)
         if ckpt["model_name"] != self.model_name:
-            raise CheckpointError(
-                f"{path}: holds a {ckpt['model_name']}, this run trains a {self.model_name}"
-            )
+            raise CheckpointError(f"{path}: holds a {ckpt['model_name']}, this run trains a {self.model_name}")
         if warm_start is None:
             warm_start = not is_own_checkpoint(path, self.checkpoint_dir) or ckpt.get("optimizer") is None
         # Continuing a run picks up its raw weights; a warm start takes the weights it was judged by.
         weights = ckpt["state_dict"] if warm_start else ckpt.get("train_state_dict", ckpt["state_dict"])
         missing_quant = load_weights(self.model, weights, path, strict=strict)
         if missing_quant:
-            logger.info("%s has no quantizer state (%d quant_layer.* entries, expected for a "
-                        "full-precision checkpoint): calibration initialises them",
-                        path, len(missing_quant))
+            logger.info(
+                "%s has no quantizer state (%d quant_layer.* entries, expected for a "
+                "full-precision checkpoint): calibration initialises them",
+                path,
+                len(missing_quant),
+            )
         if not warm_start:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -196,8 +209,7 @@ class Trainer:
                 self.ema.n_averaged.fill_(self.global_step)
             logger.info("resuming this run from %s at epoch %d", path, self.start_epoch + 1)
             return
-        logger.info("warm start from %s (another run's checkpoint): weights only, schedule starts "
-                    "at epoch 1", path)
+        logger.info("warm start from %s (another run's checkpoint): weights only, schedule starts at epoch 1", path)
         if self.quantized:
             self.update_quantization(0)
             self.calibrate()
@@ -251,8 +263,13 @@ class Trainer:
             self._log_epoch(epoch, train_loss, val, lr, elapsed)
             logger.info(
                 "epoch %d/%d  loss %.3f  val AEE %.3f (zero-flow %.3f)%s  %.0f s",
-                epoch + 1, cfg.num_epochs, train_loss, val["aee"], val["zero_flow_aee"],
-                "  best" if is_best else "", elapsed,
+                epoch + 1,
+                cfg.num_epochs,
+                train_loss,
+                val["aee"],
+                val["zero_flow_aee"],
+                "  best" if is_best else "",
+                elapsed,
             )
         if self._writer is not None:
             self._writer.close()
@@ -261,13 +278,11 @@ class Trainer:
     def train_one_epoch(self, epoch: int) -> float:
         self.model.train()
         total, count = 0.0, 0
-        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.cfg.num_epochs}",
-                   leave=False, dynamic_ncols=True)
+        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.cfg.num_epochs}", leave=False, dynamic_ncols=True)
         for batch in bar:
             batch = move_batch(batch, self.device)
             preds = self.model.forward_multiscale(batch["events"])
-            flow_loss = multiscale_epe_loss(preds, batch["flow"], batch["valid"],
-                                            self.cfg.scale_weights)
+            flow_loss = multiscale_epe_loss(preds, batch["flow"], batch["valid"], self.cfg.scale_weights)
             extras = self.extra_loss()
             loss = flow_loss + sum(extras.values())
             if not torch.isfinite(loss):
@@ -360,8 +375,16 @@ class Trainer:
             out = csv.writer(f)
             if new:
                 out.writerow(CSV_FIELDS)
-            out.writerow([epoch, f"{train_loss:.5f}", f"{val['aee']:.5f}", f"{val['outliers']:.3f}",
-                          f"{val['1pe']:.3f}", f"{val['3pe']:.3f}", f"{val['zero_flow_aee']:.5f}",
-                          f"{lr:.3e}", f"{elapsed:.1f}"])
-
-
+            out.writerow(
+                [
+                    epoch,
+                    f"{train_loss:.5f}",
+                    f"{val['aee']:.5f}",
+                    f"{val['outliers']:.3f}",
+                    f"{val['1pe']:.3f}",
+                    f"{val['3pe']:.3f}",
+                    f"{val['zero_flow_aee']:.5f}",
+                    f"{lr:.3e}",
+                    f"{elapsed:.1f}",
+                ]
+            )

@@ -1,9 +1,9 @@
 """Load, compare, size and export (quantized) models.
 
-    model_fp = load_model("checkpoints/V2/best_model.pth", quantize=False)
-    model_4 = load_model("checkpoints/V2_4bit/best_model.pth")
-    compare_model_outputs(model_fp, model_4, inputs)   # {"mae", "mse", "max_abs"}
-    estimate_model_size(model_4)                       # prints and returns sizes per bit width
+model_fp = load_model("checkpoints/V2/best_model.pth", quantize=False)
+model_4 = load_model("checkpoints/V2_4bit/best_model.pth")
+compare_model_outputs(model_fp, model_4, inputs)   # {"mae", "mse", "max_abs"}
+estimate_model_size(model_4)                       # prints and returns sizes per bit width
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ SIZE_BIT_WIDTHS = (32, 8, 4, 2, 1)
 FLOAT_BYTES = 4
 
 
-def load_model(path: str | Path, quantize: bool | None = None, bit_width: int | None = None,
-               device: str | torch.device = "cpu") -> nn.Module:
+def load_model(
+    path: str | Path, quantize: bool | None = None, bit_width: int | None = None, device: str | torch.device = "cpu"
+) -> nn.Module:
     """Rebuild a model from a checkpoint alone, in eval mode.
 
     ``quantize=False`` gives the full-precision network (a quantized checkpoint's
@@ -59,8 +60,7 @@ def compare_model_outputs(model_a: nn.Module, model_b: nn.Module, inputs: torch.
     a = model_a(inputs.to(next(model_a.parameters()).device)).float().cpu()
     b = model_b(inputs.to(next(model_b.parameters()).device)).float().cpu()
     diff = a - b
-    return {"mae": float(diff.abs().mean()), "mse": float((diff**2).mean()),
-            "max_abs": float(diff.abs().max())}
+    return {"mae": float(diff.abs().mean()), "mse": float((diff**2).mean()), "max_abs": float(diff.abs().max())}
 
 
 def _conv_layers(model: nn.Module):
@@ -103,8 +103,13 @@ def estimate_model_size(model: nn.Module, bit_widths=SIZE_BIT_WIDTHS, verbose: b
 
     sizes = {b: size(b) for b in bit_widths}
     own = getattr(model, "bit_width", 32) if control.is_quantized(model) else 32
-    result = {"parameters": n_params, "weight_parameters": n_weights, "bytes": sizes,
-              "bit_width": own, "model_bytes": size(own)}
+    result = {
+        "parameters": n_params,
+        "weight_parameters": n_weights,
+        "bytes": sizes,
+        "bit_width": own,
+        "model_bytes": size(own),
+    }
     if verbose:
         print(f"parameters: {n_params:,} ({n_weights:,} in convolution weights)")
         for b in bit_widths:
@@ -113,16 +118,22 @@ def estimate_model_size(model: nn.Module, bit_widths=SIZE_BIT_WIDTHS, verbose: b
     return result
 
 
-def export_quantized_model_info(model: nn.Module, output_path: str | Path,
-                                include_weights: bool = False) -> dict[str, Any]:
+def export_quantized_model_info(
+    model: nn.Module, output_path: str | Path, include_weights: bool = False
+) -> dict[str, Any]:
     """Write the scales, bit widths and (optionally) integer weight codes of every layer as JSON."""
     layers = []
     act = dict(control.activation_quantizers(model))
     for name, conv in _conv_layers(model):
         bits = getattr(conv, "weight_bits", 32)
         axis = 1 if isinstance(conv, nn.ConvTranspose2d) else 0
-        entry: dict[str, Any] = {"name": name, "type": type(conv).__name__, "weight_bits": bits,
-                                 "weight_shape": list(conv.weight.shape), "channel_axis": axis}
+        entry: dict[str, Any] = {
+            "name": name,
+            "type": type(conv).__name__,
+            "weight_bits": bits,
+            "weight_shape": list(conv.weight.shape),
+            "channel_axis": axis,
+        }
         if bits < 32:
             codes, scale = weight_codes_and_scale(conv.weight, bits, axis)
             entry["weight_scales"] = scale.tolist()
@@ -131,9 +142,13 @@ def export_quantized_model_info(model: nn.Module, output_path: str | Path,
         parent = name.rsplit(".", 1)[0]
         if parent + ".quant_layer" in act:
             q = act[parent + ".quant_layer"]
-            entry["activation"] = {"bits": 1 if q.is_binary else q.bit_width, "binary": q.is_binary,
-                                   "scale": float(q.scale().detach()), "running_min": float(q.running_min),
-                                   "running_max": float(q.running_max)}
+            entry["activation"] = {
+                "bits": 1 if q.is_binary else q.bit_width,
+                "binary": q.is_binary,
+                "scale": float(q.scale().detach()),
+                "running_min": float(q.running_min),
+                "running_max": float(q.running_max),
+            }
         layers.append(entry)
     info = {"bit_width": getattr(model, "bit_width", 32), "layers": layers}
     Path(output_path).write_text(json.dumps(info, indent=1))

@@ -105,9 +105,7 @@ def write_sequence_files(
     else:
         raise ValueError(layout)
     if config and layout in "AB":
-        (seq / "config.yaml").write_text(
-            yaml.safe_dump({"fps": FPS, "duration": num_windows / FPS})
-        )
+        (seq / "config.yaml").write_text(yaml.safe_dump({"fps": FPS, "duration": num_windows / FPS}))
     return {
         "dir": seq,
         "events": events,

@@ -70,8 +70,7 @@ def test_crop_is_the_same_window_on_every_tensor() -> None:
         out = random_crop(coordinate_sample(), (2, 3))
         top_left = out["valid"][0, 0, 0]
         y0, x0 = divmod(int(top_left), W)
-        want = torch.tensor([[(y0 + r) * W + x0 + c for c in range(3)] for r in range(2)],
-                            dtype=torch.float32)
+        want = torch.tensor([[(y0 + r) * W + x0 + c for c in range(3)] for r in range(2)], dtype=torch.float32)
         assert torch.equal(out["valid"][0], want)
         assert torch.equal(out["event_mask"][0], want)
         assert torch.equal(out["flow"][0], want) and torch.equal(out["flow"][1], 100 + want)

@@ -61,8 +61,7 @@ def test_layout_b_without_config_spreads_windows_over_events(tmp_path, write_seq
 
 
 def test_voxel_representation_has_one_channel(tmp_path, write_sequence) -> None:
-    seq = BlinkSimSequence(write_sequence(tmp_path, "s", "C")["dir"], num_bins=3,
-                           representation="voxel")
+    seq = BlinkSimSequence(write_sequence(tmp_path, "s", "C")["dir"], num_bins=3, representation="voxel")
     assert tuple(seq[0]["events"].shape) == (3, 1, 6, 8)
 
 
@@ -112,8 +111,12 @@ def test_valid_count_mismatch_is_reported(tmp_path, write_sequence) -> None:
 
 def test_events_from_a_bigger_sensor_are_reported(tmp_path, write_sequence) -> None:
     rng = np.random.default_rng(0)
-    events = {"x": rng.integers(0, 16, 40), "y": rng.integers(0, 12, 40),
-              "t": np.sort(rng.integers(0, 300_000, 40)), "p": rng.integers(0, 2, 40)}
+    events = {
+        "x": rng.integers(0, 16, 40),
+        "y": rng.integers(0, 12, 40),
+        "t": np.sort(rng.integers(0, 300_000, 40)),
+        "p": rng.integers(0, 2, 40),
+    }
     seq = write_sequence(tmp_path, "s", "C", events=events)["dir"]
     with pytest.raises(DatasetFormatError, match=r"events\.h5: .*different sensor sizes"):
         BlinkSimSequence(seq)
@@ -122,8 +125,12 @@ def test_events_from_a_bigger_sensor_are_reported(tmp_path, write_sequence) -> N
 def test_stray_events_outside_the_image_are_dropped(tmp_path, write_sequence) -> None:
     rng = np.random.default_rng(1)
     n = 100
-    events = {"x": rng.integers(0, 8, n), "y": rng.integers(0, 6, n),
-              "t": np.sort(rng.integers(0, 100_000, n)), "p": rng.integers(0, 2, n)}
+    events = {
+        "x": rng.integers(0, 8, n),
+        "y": rng.integers(0, 6, n),
+        "t": np.sort(rng.integers(0, 100_000, n)),
+        "p": rng.integers(0, 2, n),
+    }
     events["x"][10] = 8  # one stray event, 1% of the file
     seq = BlinkSimSequence(write_sequence(tmp_path, "s", "C", num_windows=1, events=events)["dir"])
     assert seq[0]["events"].sum() == n - 1
@@ -149,8 +156,7 @@ def test_files_open_lazily_and_survive_pickling(tmp_path, write_sequence) -> Non
 
 
 def test_crop_and_augment_keep_shapes(tmp_path, write_sequence) -> None:
-    seq = BlinkSimSequence(write_sequence(tmp_path, "s", "A")["dir"], num_bins=2,
-                           crop_size=(4, 5), augment=True)
+    seq = BlinkSimSequence(write_sequence(tmp_path, "s", "A")["dir"], num_bins=2, crop_size=(4, 5), augment=True)
     sample = seq[0]
     assert tuple(sample["events"].shape) == (2, 2, 4, 5)
     assert tuple(sample["flow"].shape) == (2, 4, 5)

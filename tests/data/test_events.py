@@ -12,8 +12,18 @@ from snn.data.events import EventSlicer
 # Times sitting on and next to millisecond marks, with duplicates.
 T = np.array([0, 999, 1000, 1000, 1500, 2000, 2999, 3000, 3000, 5000, 7001])
 BOUNDARY_WINDOWS = [
-    (0, 1000), (999, 1000), (1000, 2000), (1000, 1001), (0, 3000), (2000, 2000),
-    (3000, 5001), (4000, 5000), (5001, 7001), (7001, 9000), (-500, 1), (8000, 20000),
+    (0, 1000),
+    (999, 1000),
+    (1000, 2000),
+    (1000, 1001),
+    (0, 3000),
+    (2000, 2000),
+    (3000, 5001),
+    (4000, 5000),
+    (5001, 7001),
+    (7001, 9000),
+    (-500, 1),
+    (8000, 20000),
 ]
 
 
@@ -64,8 +74,7 @@ def test_get_events_by_index_includes_the_end(slicers) -> None:
 
 def test_t_offset_makes_times_absolute(tmp_path, write_events) -> None:
     t = np.array([0, 500, 1500])
-    write_events(tmp_path / "dsec.h5", x=[0, 1, 2], y=[0, 0, 0], t=t, p=[1, 1, 1],
-                 t_offset=1_000_000)
+    write_events(tmp_path / "dsec.h5", x=[0, 1, 2], y=[0, 0, 0], t=t, p=[1, 1, 1], t_offset=1_000_000)
     with EventSlicer(tmp_path / "dsec.h5") as slicer:
         assert slicer.t_offset == 1_000_000
         events = slicer.get_events(1_000_500, 1_002_000)

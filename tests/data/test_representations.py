@@ -75,8 +75,14 @@ def test_voxel_grid_by_hand() -> None:
 
 def test_voxel_grid_single_instant_goes_to_bin_zero() -> None:
     grid = voxel_grid(
-        np.array([0, 1]), np.array([0, 0]), np.array([7, 7]), np.array([1, 0]),
-        num_bins=4, height=1, width=2, normalize=False,
+        np.array([0, 1]),
+        np.array([0, 0]),
+        np.array([7, 7]),
+        np.array([1, 0]),
+        num_bins=4,
+        height=1,
+        width=2,
+        normalize=False,
     )
     np.testing.assert_array_equal(grid[0], [[1.0, -1.0]])
     assert not grid[1:].any()

@@ -99,9 +99,7 @@ def test_events_spread_over_window_and_follow_intensity_change(seq: dict) -> Non
         window = _window(seq, i)
         t = seq["t"][window] - seq["frame_times_us"][i]
         assert len(np.unique((t // substep_us).astype(int))) >= 10
-        counts = np.bincount(
-            seq["y"][window].astype(int) * w + seq["x"][window], minlength=h * w
-        ).reshape(h, w)
+        counts = np.bincount(seq["y"][window].astype(int) * w + seq["x"][window], minlength=h * w).reshape(h, w)
         change = np.abs(frames[i + 1] - frames[i])
         strong, flat = change > 3 * SMALL.threshold_on, change < 0.02
         assert strong.sum() > 20 and flat.sum() > 20
@@ -113,8 +111,7 @@ def test_written_layout_c(tmp_path: Path, seq: dict) -> None:
     n, h, w = SMALL.num_frames - 1, SMALL.height, SMALL.width
     with h5py.File(tmp_path / "s" / "events.h5", "r") as f:
         ev = f["events"]
-        expected = {"x": np.uint16, "y": np.uint16, "t": np.int64, "p": np.uint8,
-                    "ms_to_idx": np.uint64}
+        expected = {"x": np.uint16, "y": np.uint16, "t": np.int64, "p": np.uint8, "ms_to_idx": np.uint64}
         for name, dtype in expected.items():
             assert ev[name].dtype == dtype, name
             assert ev[name].ndim == 1
@@ -128,8 +125,7 @@ def test_written_layout_c(tmp_path: Path, seq: dict) -> None:
         assert fl["forward"].dtype == np.float32 and fl["forward"].shape == (n, h, w, 2)
         assert fl["valid"].dtype == np.uint8 and fl["valid"].shape == (n, h, w, 1)
         np.testing.assert_array_equal(fl["valid"][..., 0], seq["valid"])
-        times = {k: fl[k][:] for k in
-                 ("event_start", "event_end", "frame_event_start", "frame_event_end")}
+        times = {k: fl[k][:] for k in ("event_start", "event_end", "frame_event_start", "frame_event_end")}
     for k, v in times.items():
         assert v.dtype == np.int64 and v.shape == (n,), k
     np.testing.assert_array_equal(times["event_start"], seq["frame_times_us"][:-1])
@@ -180,13 +176,12 @@ def test_generate_refuses_existing_root(tiny_root: Path) -> None:
         generate_dataset(tiny_root, TINY, 1, 0, 0, workers=1, progress=False)
 
 
-def test_ensure_reuses_and_warns_on_other_config(
-    tiny_root: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_ensure_reuses_and_warns_on_other_config(tiny_root: Path, caplog: pytest.LogCaptureFixture) -> None:
     before = (tiny_root / "dataset.yaml").stat().st_mtime_ns
     with caplog.at_level(logging.WARNING):
-        out = ensure_synthetic_dataset(tiny_root, SyntheticConfig(), num_train=2, num_val=1,
-                                       num_test=1, seed=7, progress=False)
+        out = ensure_synthetic_dataset(
+            tiny_root, SyntheticConfig(), num_train=2, num_val=1, num_test=1, seed=7, progress=False
+        )
     assert out == tiny_root
     assert (tiny_root / "dataset.yaml").stat().st_mtime_ns == before
     assert any("different config" in r.getMessage() for r in caplog.records)
@@ -199,8 +194,7 @@ def test_ensure_reuses_and_warns_on_other_config(
 def test_ensure_generates_on_first_use(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root = tmp_path / "fresh"
     with caplog.at_level(logging.INFO):
-        out = ensure_synthetic_dataset(root, TINY, num_train=1, num_val=0, num_test=0,
-                                       workers=1, progress=False)
+        out = ensure_synthetic_dataset(root, TINY, num_train=1, num_val=0, num_test=0, workers=1, progress=False)
     assert (out / "dataset.yaml").exists() and (out / "train" / "seq_0000" / "flow.h5").exists()
     assert any("first use" in r.getMessage() for r in caplog.records)
 
@@ -225,13 +219,27 @@ def _load_tool():
     return module
 
 
-def test_tool_refuses_to_overwrite_without_force(
-    tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:
+def test_tool_refuses_to_overwrite_without_force(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     tool = _load_tool()
     out = tmp_path / "tool_ds"
-    args = ["--output", str(out), "--height", "32", "--width", "32", "--num-train", "1",
-            "--num-val", "1", "--num-test", "0", "--num-frames", "3", "--workers", "1"]
+    args = [
+        "--output",
+        str(out),
+        "--height",
+        "32",
+        "--width",
+        "32",
+        "--num-train",
+        "1",
+        "--num-val",
+        "1",
+        "--num-test",
+        "0",
+        "--num-frames",
+        "3",
+        "--workers",
+        "1",
+    ]
     assert tool.main(args) == 0
     marker = out / "train" / "seq_0000" / "events.h5"
     before = marker.read_bytes()

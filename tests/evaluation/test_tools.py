@@ -23,18 +23,65 @@ REPO = Path(__file__).resolve().parents[2]
 
 # The flags README.md and QAT_GUIDE.md use: renaming one must fail here, not in a reader's shell.
 DOCUMENTED_FLAGS = {
-    "tools/evaluate.py": ["--checkpoint", "--config", "--data-root", "--split", "--sequence", "--mask",
-                          "--output", "--batch-size", "--device", "dense", "sparse", "both"],
-    "tools/visualize_predictions.py": ["--checkpoint", "--config", "--data-root", "--split", "--sequence",
-                                       "--output-dir", "--frames", "--video", "--arrows", "--max-flow"],
+    "tools/evaluate.py": [
+        "--checkpoint",
+        "--config",
+        "--data-root",
+        "--split",
+        "--sequence",
+        "--mask",
+        "--output",
+        "--batch-size",
+        "--device",
+        "dense",
+        "sparse",
+        "both",
+    ],
+    "tools/visualize_predictions.py": [
+        "--checkpoint",
+        "--config",
+        "--data-root",
+        "--split",
+        "--sequence",
+        "--output-dir",
+        "--frames",
+        "--video",
+        "--arrows",
+        "--max-flow",
+    ],
     "tools/compare_bitwidths.py": ["--checkpoints", "--data-root", "--split", "--output-dir", "--num-inputs"],
-    "tools/qat_ladder.py": ["--output-dir", "--data-root", "--epochs-per-step", "--fp-epochs",
-                            "--no-progressive", "--device"],
+    "tools/qat_ladder.py": [
+        "--output-dir",
+        "--data-root",
+        "--epochs-per-step",
+        "--fp-epochs",
+        "--no-progressive",
+        "--device",
+    ],
     "tools/make_synthetic_dataset.py": ["--output", "--num-train", "--height", "--width", "--force"],
-    "train.py": ["--config", "--data-root", "--epochs", "--batch-size", "--device", "--seed",
-                 "--checkpoint-dir", "--log-dir", "--resume"],
-    "finetune_quantized.py": ["--config", "--pretrained", "--checkpoint-dir", "--log-dir", "--strict-load",
-                              "--data-root", "--epochs", "--batch-size", "--device", "--seed"],
+    "train.py": [
+        "--config",
+        "--data-root",
+        "--epochs",
+        "--batch-size",
+        "--device",
+        "--seed",
+        "--checkpoint-dir",
+        "--log-dir",
+        "--resume",
+    ],
+    "finetune_quantized.py": [
+        "--config",
+        "--pretrained",
+        "--checkpoint-dir",
+        "--log-dir",
+        "--strict-load",
+        "--data-root",
+        "--epochs",
+        "--batch-size",
+        "--device",
+        "--seed",
+    ],
 }
 
 
@@ -49,8 +96,7 @@ def _one_thread():
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
 def _tool(name):
@@ -74,13 +120,22 @@ def test_help_lists_the_documented_flags(script):
 
 
 def _config(root, **extra):
-    return load_config(DEFAULT_CONFIG, {"base_ch": 4, "num_bins": 5, "data_root": str(root), "dataset": "blinksim",
-                                        "batch_size": 3, **extra})
+    return load_config(
+        DEFAULT_CONFIG,
+        {"base_ch": 4, "num_bins": 5, "data_root": str(root), "dataset": "blinksim", "batch_size": 3, **extra},
+    )
 
 
 def _save(model, cfg, path):
-    save_checkpoint({"model_name": "EventSNNFlowNetLiteV2", "model_args": cfg.model_args(),
-                     "config": cfg.to_dict(), "state_dict": model.state_dict()}, path)
+    save_checkpoint(
+        {
+            "model_name": "EventSNNFlowNetLiteV2",
+            "model_args": cfg.model_args(),
+            "config": cfg.to_dict(),
+            "state_dict": model.state_dict(),
+        },
+        path,
+    )
     return path
 
 
@@ -123,10 +178,15 @@ def _pooled_by_hand(ckpt, root, split, sparse):
             epes.append(torch.linalg.vector_norm(pred - gt, dim=0)[mask])
             mags.append(torch.linalg.vector_norm(gt, dim=0)[mask])
     epe, mag = torch.cat(epes), torch.cat(mags)
-    return {"aee": float(epe.mean()), "outliers": 100 * float(((epe > 3) & (epe > 0.05 * mag)).double().mean()),
-            "1pe": 100 * float((epe > 1).double().mean()), "2pe": 100 * float((epe > 2).double().mean()),
-            "3pe": 100 * float((epe > 3).double().mean()), "zero_flow_aee": float(mag.mean()),
-            "num_pixels": len(epe)}
+    return {
+        "aee": float(epe.mean()),
+        "outliers": 100 * float(((epe > 3) & (epe > 0.05 * mag)).double().mean()),
+        "1pe": 100 * float((epe > 1).double().mean()),
+        "2pe": 100 * float((epe > 2).double().mean()),
+        "3pe": 100 * float((epe > 3).double().mean()),
+        "zero_flow_aee": float(mag.mean()),
+        "num_pixels": len(epe),
+    }
 
 
 # ---------------------------------------------------------------- evaluate.py
@@ -134,12 +194,35 @@ def _pooled_by_hand(ckpt, root, split, sparse):
 
 def test_evaluate_both_masks_json_shape_and_pooled_overall(checkpoints, tiny_synthetic_root, tmp_path, capsys):
     out = tmp_path / "res.json"
-    rc = _tool("evaluate").main(["--checkpoint", str(checkpoints["fp"]), "--data-root", str(tiny_synthetic_root),
-                                 "--split", "train", "--mask", "both", "--output", str(out), "--device", "cpu"])
+    rc = _tool("evaluate").main(
+        [
+            "--checkpoint",
+            str(checkpoints["fp"]),
+            "--data-root",
+            str(tiny_synthetic_root),
+            "--split",
+            "train",
+            "--mask",
+            "both",
+            "--output",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
-    for text in ("32 bit", "parameters", "SynOps", "firing rate", "overall", "zero-flow AEE", "samples/s",
-                 "seq_0002", "sparse mask"):
+    for text in (
+        "32 bit",
+        "parameters",
+        "SynOps",
+        "firing rate",
+        "overall",
+        "zero-flow AEE",
+        "samples/s",
+        "seq_0002",
+        "sparse mask",
+    ):
         assert text in printed
     doc = json.loads(out.read_text())
     assert set(doc) == {"dense", "sparse"}
@@ -159,9 +242,26 @@ def test_evaluate_both_masks_json_shape_and_pooled_overall(checkpoints, tiny_syn
 
 def test_evaluate_one_mask_one_sequence_quantized(checkpoints, tiny_synthetic_root, tmp_path):
     out = tmp_path / "res.json"
-    rc = _tool("evaluate").main(["--checkpoint", str(checkpoints["q4"]), "--data-root", str(tiny_synthetic_root),
-                                 "--split", "train", "--sequence", "seq_0001", "--mask", "sparse",
-                                 "--output", str(out), "--batch-size", "2", "--device", "cpu"])
+    rc = _tool("evaluate").main(
+        [
+            "--checkpoint",
+            str(checkpoints["q4"]),
+            "--data-root",
+            str(tiny_synthetic_root),
+            "--split",
+            "train",
+            "--sequence",
+            "seq_0001",
+            "--mask",
+            "sparse",
+            "--output",
+            str(out),
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     doc = json.loads(out.read_text())
     assert (doc["mask"], doc["bit_width"]) == ("sparse", 4)
@@ -188,8 +288,9 @@ def test_data_root_without_the_split_is_an_error(checkpoints, tiny_synthetic_roo
     root = tmp_path / "only_train"
     root.mkdir()
     (root / "train").symlink_to(tiny_synthetic_root / "train", target_is_directory=True)
-    rc = _tool("evaluate").main(["--checkpoint", str(checkpoints["fp"]), "--data-root", str(root),
-                                 "--split", "test", "--device", "cpu"])
+    rc = _tool("evaluate").main(
+        ["--checkpoint", str(checkpoints["fp"]), "--data-root", str(root), "--split", "test", "--device", "cpu"]
+    )
     assert rc == 2
     assert str(root) in _error_line(capsys)
 
@@ -202,8 +303,21 @@ def test_corrupt_checkpoint_and_wrong_representation_are_errors(checkpoints, tin
     assert "bad.pth" in _error_line(capsys)
     voxel = tmp_path / "voxel.yaml"
     voxel.write_text("base_ch: 4\nrepresentation: voxel\n")
-    assert evaluate.main(["--checkpoint", str(checkpoints["fp"]), "--config", str(voxel),
-                          "--data-root", str(tiny_synthetic_root), "--device", "cpu"]) == 2
+    assert (
+        evaluate.main(
+            [
+                "--checkpoint",
+                str(checkpoints["fp"]),
+                "--config",
+                str(voxel),
+                "--data-root",
+                str(tiny_synthetic_root),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     assert "representation" in _error_line(capsys)
 
 
@@ -212,10 +326,26 @@ def test_corrupt_checkpoint_and_wrong_representation_are_errors(checkpoints, tin
 
 def test_visualize_writes_pictures_and_a_video(checkpoints, tiny_synthetic_root, tmp_path, capsys):
     out = tmp_path / "vis"
-    rc = _tool("visualize_predictions").main([
-        "--checkpoint", str(checkpoints["fp"]), "--data-root", str(tiny_synthetic_root), "--split", "test",
-        "--sequence", "seq_0000", "--frames", "1:3", "--output-dir", str(out), "--arrows", "--video",
-        "--device", "cpu"])
+    rc = _tool("visualize_predictions").main(
+        [
+            "--checkpoint",
+            str(checkpoints["fp"]),
+            "--data-root",
+            str(tiny_synthetic_root),
+            "--split",
+            "test",
+            "--sequence",
+            "seq_0000",
+            "--frames",
+            "1:3",
+            "--output-dir",
+            str(out),
+            "--arrows",
+            "--video",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     pngs = sorted(out.glob("*.png"))
     assert [p.name for p in pngs] == ["seq_0000_00001.png", "seq_0000_00002.png"]
@@ -227,9 +357,20 @@ def test_visualize_writes_pictures_and_a_video(checkpoints, tiny_synthetic_root,
 
 
 def test_visualize_unknown_sequence_lists_the_available_ones(checkpoints, tiny_synthetic_root, tmp_path, capsys):
-    rc = _tool("visualize_predictions").main([
-        "--checkpoint", str(checkpoints["fp"]), "--data-root", str(tiny_synthetic_root),
-        "--sequence", "seq_9999", "--output-dir", str(tmp_path), "--device", "cpu"])
+    rc = _tool("visualize_predictions").main(
+        [
+            "--checkpoint",
+            str(checkpoints["fp"]),
+            "--data-root",
+            str(tiny_synthetic_root),
+            "--sequence",
+            "seq_9999",
+            "--output-dir",
+            str(tmp_path),
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 2
     line = _error_line(capsys)
     assert "seq_9999" in line and "available: seq_0000" in line
@@ -241,9 +382,23 @@ def test_visualize_unknown_sequence_lists_the_available_ones(checkpoints, tiny_s
 
 def test_compare_uses_the_full_precision_checkpoint_as_reference(checkpoints, tiny_synthetic_root, tmp_path):
     out = tmp_path / "cmp"
-    rc = _tool("compare_bitwidths").main([
-        "--checkpoints", str(checkpoints["q4"]), str(checkpoints["fp"]), "--data-root", str(tiny_synthetic_root),
-        "--split", "train", "--output-dir", str(out), "--num-inputs", "2", "--device", "cpu"])
+    rc = _tool("compare_bitwidths").main(
+        [
+            "--checkpoints",
+            str(checkpoints["q4"]),
+            str(checkpoints["fp"]),
+            "--data-root",
+            str(tiny_synthetic_root),
+            "--split",
+            "train",
+            "--output-dir",
+            str(out),
+            "--num-inputs",
+            "2",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     rows = list(csv.DictReader(open(out / "compare.csv")))
     assert [int(r["bits"]) for r in rows] == [4, 32]
@@ -262,8 +417,21 @@ def test_compare_uses_the_full_precision_checkpoint_as_reference(checkpoints, ti
 
 def test_compare_without_full_precision_says_which_stands_in(checkpoints, tiny_synthetic_root, tmp_path):
     out = tmp_path / "cmp"
-    rc = _tool("compare_bitwidths").main([
-        "--checkpoints", str(checkpoints["q4"]), "--data-root", str(tiny_synthetic_root), "--split", "test",
-        "--output-dir", str(out), "--num-inputs", "1", "--device", "cpu"])
+    rc = _tool("compare_bitwidths").main(
+        [
+            "--checkpoints",
+            str(checkpoints["q4"]),
+            "--data-root",
+            str(tiny_synthetic_root),
+            "--split",
+            "test",
+            "--output-dir",
+            str(out),
+            "--num-inputs",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     assert "no full-precision checkpoint given" in (out / "compare.md").read_text()

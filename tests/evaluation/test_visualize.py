@@ -83,8 +83,10 @@ def test_flow_panel_keeps_its_signature_for_the_trainer():
     assert img.shape[1] >= 4 * 8 * auto_scale(8, 8)
 
 
-@pytest.mark.parametrize(("text", "expected"), [(None, range(10)), ("2:5", range(2, 5)), ("3", range(3, 4)),
-                                                (":2", range(0, 2)), ("7:", range(7, 10))])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [(None, range(10)), ("2:5", range(2, 5)), ("3", range(3, 4)), (":2", range(0, 2)), ("7:", range(7, 10))],
+)
 def test_parse_frames(text, expected):
     assert parse_frames(text, 10) == expected
 

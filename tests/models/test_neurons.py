@@ -42,8 +42,9 @@ def test_surrogate_gradient_matches_finite_differences(alpha):
     x = torch.linspace(-1.5, 1.5, 31, dtype=torch.float64, requires_grad=True)
     spike_fn(x, alpha).sum().backward()
     eps = 1e-6
-    fd = (atan_surrogate_primitive(x.detach() + eps, alpha)
-          - atan_surrogate_primitive(x.detach() - eps, alpha)) / (2 * eps)
+    fd = (atan_surrogate_primitive(x.detach() + eps, alpha) - atan_surrogate_primitive(x.detach() - eps, alpha)) / (
+        2 * eps
+    )
     torch.testing.assert_close(x.grad, fd, rtol=1e-5, atol=1e-7)
     # Sharper surrogate -> taller peak at the threshold.
     assert x.grad[15] == pytest.approx(alpha / 2)

@@ -68,9 +68,19 @@ def test_quantized_model_output_differs_by_bit_width_and_size_shrinks():
 
 
 def _cfg(root, tmp_path, name, config=DEFAULT_CONFIG, **extra):
-    values = {"data_root": str(root), "dataset": "blinksim", **SMALL, "batch_size": 4,
-              "num_epochs": 1, "augment": False, "crop_size": 32, "image_every": 0, "calibration_batches": 2,
-              "checkpoint_dir": str(tmp_path / name / "ckpt"), "log_dir": str(tmp_path / name / "logs")}
+    values = {
+        "data_root": str(root),
+        "dataset": "blinksim",
+        **SMALL,
+        "batch_size": 4,
+        "num_epochs": 1,
+        "augment": False,
+        "crop_size": 32,
+        "image_every": 0,
+        "calibration_batches": 2,
+        "checkpoint_dir": str(tmp_path / name / "ckpt"),
+        "log_dir": str(tmp_path / name / "logs"),
+    }
     values.update(extra)
     return load_config(config, values)
 
@@ -82,10 +92,16 @@ def fp_checkpoint(tiny_synthetic_root, tmp_path_factory):
     return tmp / "fp" / "ckpt" / "best_model.pth"
 
 
-def test_progressive_schedule_switches_bits_and_freezes_observers(tiny_synthetic_root, tmp_path,
-                                                                  fp_checkpoint, caplog):
-    cfg = _cfg(tiny_synthetic_root, tmp_path, "prog", "snn/configs/event_snn_lite_progressive.yaml",
-               num_epochs=3, quantization_schedule={0: 8, 1: 4, 2: 2}, freeze_observers_epoch=2)
+def test_progressive_schedule_switches_bits_and_freezes_observers(tiny_synthetic_root, tmp_path, fp_checkpoint, caplog):
+    cfg = _cfg(
+        tiny_synthetic_root,
+        tmp_path,
+        "prog",
+        "snn/configs/event_snn_lite_progressive.yaml",
+        num_epochs=3,
+        quantization_schedule={0: 8, 1: 4, 2: 2},
+        freeze_observers_epoch=2,
+    )
     caplog.set_level(logging.INFO)
     trainer = build_trainer(cfg, CPU, resume=fp_checkpoint)
     assert "warm start" in caplog.text and "no quantizer state" in caplog.text
@@ -97,15 +113,23 @@ def test_progressive_schedule_switches_bits_and_freezes_observers(tiny_synthetic
     ckpt = torch.load(tmp_path / "prog" / "ckpt" / "last.pth", weights_only=True)
     assert ckpt["model_args"]["bit_width"] == 2
     # Resuming its own last.pth continues at the saved epoch with the saved ranges and width.
-    cfg4 = _cfg(tiny_synthetic_root, tmp_path, "prog", "snn/configs/event_snn_lite_progressive.yaml",
-                num_epochs=4, quantization_schedule={0: 8, 1: 4, 2: 2})
+    cfg4 = _cfg(
+        tiny_synthetic_root,
+        tmp_path,
+        "prog",
+        "snn/configs/event_snn_lite_progressive.yaml",
+        num_epochs=4,
+        quantization_schedule={0: 8, 1: 4, 2: 2},
+    )
     resumed = build_trainer(cfg4, CPU, resume=tmp_path / "prog" / "ckpt" / "last.pth")
     assert resumed.start_epoch == 3 and resumed.model.bit_width == 2
     # The config's weight EMA is on: the raw ranges continue training, the averaged ones are validated.
     assert float(resumed.model.enc1.quant_layer.running_max) == pytest.approx(
-        float(ckpt["train_state_dict"]["enc1.quant_layer.running_max"]))
+        float(ckpt["train_state_dict"]["enc1.quant_layer.running_max"])
+    )
     assert float(resumed.ema.module.enc1.quant_layer.running_max) == pytest.approx(
-        float(ckpt["state_dict"]["enc1.quant_layer.running_max"]))
+        float(ckpt["state_dict"]["enc1.quant_layer.running_max"])
+    )
     assert resumed.ema.module.bit_width == 2
 
 
@@ -113,9 +137,22 @@ def test_finetune_script_end_to_end_and_errors(tiny_synthetic_root, tmp_path, fp
     out = tmp_path / "q4"
     config = tmp_path / "tiny_4bit.yaml"  # the 4-bit config without its 48x48 training crops
     config.write_text(f"base: {Path('snn/configs/event_snn_lite_4bit.yaml').resolve()}\ncrop_size: 32\n")
-    argv = ["--config", str(config), "--pretrained", str(fp_checkpoint),
-            "--checkpoint-dir", str(out / "ckpt"), "--log-dir", str(out / "logs"),
-            "--data-root", str(tiny_synthetic_root), "--epochs", "1", "--batch-size", "4"]
+    argv = [
+        "--config",
+        str(config),
+        "--pretrained",
+        str(fp_checkpoint),
+        "--checkpoint-dir",
+        str(out / "ckpt"),
+        "--log-dir",
+        str(out / "logs"),
+        "--data-root",
+        str(tiny_synthetic_root),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+    ]
     assert finetune_quantized.main(argv) == 0
     model = load_model(out / "ckpt" / "best_model.pth")
     assert model.bit_width == 4 and model.enc1.conv.weight_bits == 4
@@ -123,8 +160,12 @@ def test_finetune_script_end_to_end_and_errors(tiny_synthetic_root, tmp_path, fp
     # A missing checkpoint and strict loading of an FP checkpoint: one line, exit 2, nothing written.
     assert finetune_quantized.main(argv[:3] + [str(tmp_path / "nope.pth")] + argv[4:5] + [str(tmp_path / "x")]) == 2
     assert "nope.pth: checkpoint file not found" in capsys.readouterr().err
-    strict = argv[:5] + [str(tmp_path / "s" / "ckpt"), "--log-dir", str(tmp_path / "s" / "logs")] \
-        + argv[8:] + ["--strict-load"]
+    strict = (
+        argv[:5]
+        + [str(tmp_path / "s" / "ckpt"), "--log-dir", str(tmp_path / "s" / "logs")]
+        + argv[8:]
+        + ["--strict-load"]
+    )
     assert finetune_quantized.main(strict) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "quant_layer" in err[0]
@@ -133,8 +174,15 @@ def test_finetune_script_end_to_end_and_errors(tiny_synthetic_root, tmp_path, fp
 
 def test_corrupt_checkpoint_is_a_one_line_error(tmp_path, capsys):
     bad = tmp_path / "bad.pth"
-    save_checkpoint({"model_name": "EventSNNFlowNetLiteV2", "model_args": SMALL, "config": {},
-                     "state_dict": EventSNNFlowNetLiteV2(**SMALL).state_dict()}, bad)
+    save_checkpoint(
+        {
+            "model_name": "EventSNNFlowNetLiteV2",
+            "model_args": SMALL,
+            "config": {},
+            "state_dict": EventSNNFlowNetLiteV2(**SMALL).state_dict(),
+        },
+        bad,
+    )
     bad.write_bytes(bad.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="bad.pth: not a loadable checkpoint"):
         load_model(bad)

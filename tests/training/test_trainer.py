@@ -79,8 +79,7 @@ def test_resume_restores_epoch_optimizer_and_rng(tiny_synthetic_root, tmp_path):
 
 def test_warm_start_from_another_runs_checkpoint_starts_at_epoch_zero(tiny_synthetic_root, tmp_path):
     build_trainer(_cfg(tiny_synthetic_root, tmp_path, num_epochs=1), CPU).fit()
-    other = _cfg(tiny_synthetic_root, tmp_path, checkpoint_dir=str(tmp_path / "ckpt2"),
-                 log_dir=str(tmp_path / "logs2"))
+    other = _cfg(tiny_synthetic_root, tmp_path, checkpoint_dir=str(tmp_path / "ckpt2"), log_dir=str(tmp_path / "logs2"))
     trainer = build_trainer(other, CPU, resume=tmp_path / "ckpt" / "best_model.pth")
     assert trainer.start_epoch == 0 and trainer.global_step == 0
     ref = torch.load(tmp_path / "ckpt" / "best_model.pth", weights_only=True)["state_dict"]
@@ -118,12 +117,12 @@ def test_weight_ema_is_validated_saved_and_resumed(tiny_synthetic_root, tmp_path
     assert not torch.equal(saved["state_dict"][key], saved["train_state_dict"][key])
     assert torch.equal(saved["state_dict"][key], first.ema.module.state_dict()[key])
 
-    resumed = build_trainer(_cfg(tiny_synthetic_root, tmp_path, num_epochs=2, weight_ema=0.9), CPU,
-                            resume=tmp_path / "ckpt" / "last.pth")
+    resumed = build_trainer(
+        _cfg(tiny_synthetic_root, tmp_path, num_epochs=2, weight_ema=0.9), CPU, resume=tmp_path / "ckpt" / "last.pth"
+    )
     assert torch.equal(resumed.model.state_dict()[key], saved["train_state_dict"][key])
     assert torch.equal(resumed.ema.module.state_dict()[key], saved["state_dict"][key])
 
-    other = _cfg(tiny_synthetic_root, tmp_path, checkpoint_dir=str(tmp_path / "ckpt2"),
-                 log_dir=str(tmp_path / "logs2"))
+    other = _cfg(tiny_synthetic_root, tmp_path, checkpoint_dir=str(tmp_path / "ckpt2"), log_dir=str(tmp_path / "logs2"))
     warm = build_trainer(other, CPU, resume=tmp_path / "ckpt" / "last.pth")
     assert torch.equal(warm.model.state_dict()[key], saved["state_dict"][key])  # the EMA weights
