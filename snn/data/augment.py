@@ -1,8 +1,8 @@
 """Random crop and flips applied alike to a sample's events, flow and masks.
 
 A sample is the dict a reader returns: ``events`` [B, C, H, W], ``flow`` [2, H, W]
-(u, v), ``valid`` [1, H, W] and ``event_mask`` [1, H, W]. Randomness comes from
-torch's generator so DataLoader worker seeding makes runs repeatable.
+(u, v), ``valid`` [1, H, W] and ``event_mask`` [1, H, W] (docs/formats.md, section 3).
+Randomness comes from torch's generator so DataLoader worker seeding makes runs repeatable.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The one error type raised for data on disk that does not match FORMATS.md."""
+"""The one error type raised for data on disk that does not match docs/formats.md."""
 
 from __future__ import annotations
 

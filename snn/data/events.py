@@ -1,4 +1,4 @@
-"""Time-window slicing of events stored in HDF5 (FORMATS.md sections 1 and 2).
+"""Time-window slicing of events stored in HDF5 (docs/formats.md, section 1).
 
 Expected layout inside the file::
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -32,6 +33,35 @@ EVENT_FIELDS = ("x", "y", "t", "p")
 # Below this many candidates a window is read whole and searched in memory;
 # above it the bisection reads single elements from the file.
 _READ_WHOLE = 4096
+
+
+def in_image(x: np.ndarray, y: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Boolean mask of the events at a pixel of the height x width image (0 <= x < width, 0 <= y < height)."""
+    return (x >= 0) & (x < width) & (y >= 0) & (y < height)
+
+
+@dataclass(frozen=True, eq=False)
+class EventWindow:
+    """The events of one time window: 1-D arrays ``x``, ``y``, ``t`` (microseconds)
+    and ``p`` (``p > 0`` is ON), plus the window [t_start, t_end) they were cut for.
+
+    The arrays are not copied. ``eq=False``: windows compare by identity, since
+    ``==`` on arrays is elementwise.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    t: np.ndarray
+    p: np.ndarray
+    t_start: int
+    t_end: int
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def select(self, keep: np.ndarray) -> EventWindow:
+        """The events where ``keep`` (a boolean mask or an index array) selects, same bounds."""
+        return EventWindow(self.x[keep], self.y[keep], self.t[keep], self.p[keep], self.t_start, self.t_end)
 
 
 def open_h5(path: str | os.PathLike[str]) -> h5py.File:

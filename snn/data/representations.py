@@ -1,23 +1,44 @@
-"""Event-to-tensor representations (FORMATS.md section 4).
+"""Event-to-tensor representations (docs/formats.md, section 4).
 
-Every representation takes the events of one window as 1-D arrays ``x, y, t, p``
-(``p > 0`` is ON; both 0/1 and -1/+1 encodings work) and returns a float32 array
-with the time bins first, because each bin is one SNN time step.
+The numerical cores, :func:`polarity_counts` and :func:`voxel_grid`, take the
+events of one window as 1-D arrays ``x, y, t, p`` (``p > 0`` is ON; both 0/1 and
+-1/+1 encodings work) and return a float32 array with the time bins first,
+because each bin is one SNN time step.
+
+A reader uses them through one small class per representation, each with a
+``name``, its ``channels`` per time bin and one method, ``convert``, from an
+:class:`~snn.data.events.EventWindow` to a float32 tensor [num_bins, C, H, W]::
+
+    rep = make_representation("counts", num_bins=5, height=320, width=320)
+    tensor = rep.convert(window)
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import numpy as np
 import torch
 
+from snn.data.events import EventWindow, in_image
+
 logger = logging.getLogger(__name__)
 
 
-def _inside(x: np.ndarray, y: np.ndarray, height: int, width: int) -> np.ndarray:
-    return (x >= 0) & (x < width) & (y >= 0) & (y < height)
+def _check_num_bins(num_bins: int) -> None:
+    if num_bins < 1:
+        raise ValueError(f"num_bins must be >= 1, got {num_bins}")
+
+
+def _in_image_only(
+    x: np.ndarray, y: np.ndarray, t: np.ndarray, p: np.ndarray, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The four arrays without the events outside the height x width image."""
+    x, y, t, p = (np.asarray(a) for a in (x, y, t, p))
+    keep = in_image(x, y, height, width)
+    return x[keep], y[keep], t[keep], p[keep]
 
 
 def polarity_counts(
@@ -38,13 +59,10 @@ def polarity_counts(
     t_end land in the last bin and events before t_start in the first.
     Events outside the image are ignored.
     """
-    if num_bins < 1:
-        raise ValueError(f"num_bins must be >= 1, got {num_bins}")
+    _check_num_bins(num_bins)
     if t_end <= t_start:
         raise ValueError(f"empty time window: t_start={t_start}, t_end={t_end}")
-    x, y, t, p = (np.asarray(a) for a in (x, y, t, p))
-    keep = _inside(x, y, height, width)
-    x, y, t, p = x[keep], y[keep], t[keep], p[keep]
+    x, y, t, p = _in_image_only(x, y, t, p, height, width)
 
     rel = (t.astype(np.float64) - t_start) / (t_end - t_start)
     bins = np.clip(np.floor(rel * num_bins).astype(np.int64), 0, num_bins - 1)
@@ -74,11 +92,8 @@ def voxel_grid(
     under ``np.std``; E-RAFT uses the unbiased one, a factor sqrt((n-1)/n) that
     vanishes for real windows. Events outside the image are ignored.
     """
-    if num_bins < 1:
-        raise ValueError(f"num_bins must be >= 1, got {num_bins}")
-    x, y, t, p = (np.asarray(a) for a in (x, y, t, p))
-    keep = _inside(x, y, height, width)
-    x, y, t, p = x[keep], y[keep], t[keep], p[keep]
+    _check_num_bins(num_bins)
+    x, y, t, p = _in_image_only(x, y, t, p, height, width)
     grid = np.zeros(num_bins * height * width, dtype=np.float64)
     if len(t):
         t = t.astype(np.float64)
@@ -105,53 +120,75 @@ def voxel_grid(
     return grid.astype(np.float32)
 
 
-def _counts(x, y, t, p, num_bins, height, width, t_start, t_end) -> np.ndarray:
-    return polarity_counts(x, y, t, p, num_bins, height, width, t_start, t_end)
+class Representation(ABC):
+    """One event representation at a fixed size.
+
+    Subclasses set the class attributes ``name`` (what configs call it) and
+    ``channels`` (C, per time bin) and implement :meth:`convert`.
+
+    Args:
+        num_bins: time bins per window, one per SNN time step (>= 1).
+        height, width: the image size; events outside it are ignored.
+    """
+
+    name: ClassVar[str]
+    channels: ClassVar[int]
+
+    def __init__(self, num_bins: int, height: int, width: int) -> None:
+        _check_num_bins(num_bins)
+        self.num_bins = num_bins
+        self.height = height
+        self.width = width
+
+    @abstractmethod
+    def convert(self, events: EventWindow) -> torch.Tensor:
+        """The window's events as a float32 tensor [num_bins, channels, height, width]."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(num_bins={self.num_bins}, height={self.height}, width={self.width})"
 
 
-def _voxel(x, y, t, p, num_bins, height, width, t_start, t_end) -> np.ndarray:
-    # The voxel grid spans the events' own time range, not the window's.
-    return voxel_grid(x, y, t, p, num_bins, height, width)[:, None]
+class PolarityCounts(Representation):
+    """ON and OFF counts per time bin (C=2); the bins cut [t_start, t_end) of the window."""
+
+    name = "counts"
+    channels = 2
+
+    def convert(self, events: EventWindow) -> torch.Tensor:
+        x, y, t, p = events.x, events.y, events.t, events.p
+        counts = polarity_counts(x, y, t, p, self.num_bins, self.height, self.width, events.t_start, events.t_end)
+        return torch.from_numpy(counts)
 
 
-# name -> (function returning [B, C, H, W], C). Read-only: nothing registers at runtime.
-_REPRESENTATIONS: dict[str, tuple[Callable[..., np.ndarray], int]] = {
-    "counts": (_counts, 2),
-    "voxel": (_voxel, 1),
-}
-REPRESENTATIONS: tuple[str, ...] = tuple(_REPRESENTATIONS)
+class VoxelGrid(Representation):
+    """Normalised voxel grid (C=1); the bins span the events' own time range, not the window's."""
+
+    name = "voxel"
+    channels = 1
+
+    def convert(self, events: EventWindow) -> torch.Tensor:
+        grid = voxel_grid(events.x, events.y, events.t, events.p, self.num_bins, self.height, self.width)
+        return torch.from_numpy(grid[:, None])
 
 
-def _lookup(representation: str) -> tuple[Callable[..., np.ndarray], int]:
+# Read-only: nothing registers at runtime.
+_CLASSES: dict[str, type[Representation]] = {cls.name: cls for cls in (PolarityCounts, VoxelGrid)}
+REPRESENTATIONS: tuple[str, ...] = tuple(_CLASSES)
+
+
+def representation_class(name: str) -> type[Representation]:
+    """The class of representation ``name``; ValueError naming the accepted ones otherwise."""
     try:
-        return _REPRESENTATIONS[representation]
+        return _CLASSES[name]
     except KeyError:
-        raise ValueError(
-            f"unknown event representation {representation!r}; accepted: {', '.join(REPRESENTATIONS)}"
-        ) from None
+        raise ValueError(f"unknown event representation {name!r}; accepted: {', '.join(REPRESENTATIONS)}") from None
 
 
 def num_input_channels(representation: str) -> int:
     """Channels per time bin of a representation (2 for "counts", 1 for "voxel")."""
-    return _lookup(representation)[1]
+    return representation_class(representation).channels
 
 
-def events_to_tensor(
-    representation: str,
-    x: np.ndarray,
-    y: np.ndarray,
-    t: np.ndarray,
-    p: np.ndarray,
-    num_bins: int,
-    height: int,
-    width: int,
-    t_start: float,
-    t_end: float,
-) -> torch.Tensor:
-    """Events of one window as a float32 tensor [num_bins, C, height, width].
-
-    ``representation`` is "counts" (C=2, bins over [t_start, t_end)) or "voxel"
-    (C=1, bins over the events' own time span; t_start/t_end are unused).
-    """
-    convert, _ = _lookup(representation)
-    return torch.from_numpy(convert(x, y, t, p, num_bins, height, width, t_start, t_end))
+def make_representation(name: str, num_bins: int, height: int, width: int) -> Representation:
+    """Representation ``name`` ("counts" or "voxel") for num_bins x height x width tensors."""
+    return representation_class(name)(num_bins, height, width)

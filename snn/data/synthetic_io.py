@@ -1,4 +1,4 @@
-"""Writing a generated sequence in BlinkSim layout C (see FORMATS.md, section 1).
+"""Writing a generated sequence in BlinkSim layout C (see docs/formats.md, section 2.3).
 
 ::
 

@@ -25,7 +25,7 @@ def write_events_h5(
     ms_to_idx: bool = True,
     t_offset: int | None = None,
 ) -> None:
-    """events/{x,y,t,p} with the dtypes of FORMATS.md, plus optional ms_to_idx / t_offset."""
+    """events/{x,y,t,p} with the dtypes of docs/formats.md (section 1), plus optional ms_to_idx / t_offset."""
     path.parent.mkdir(parents=True, exist_ok=True)
     t = np.asarray(t, dtype=np.int64)
     with h5py.File(path, "w") as f:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from snn.data.blinksim import BlinkSimSequence, detect_layout
+from snn.data.blinksim import LAYOUT_FILES, BlinkSimSequence, detect_layout
+from snn.data.blinksim_layouts import DECODERS, LayoutA, LayoutB, LayoutC, find_layout
 from snn.data.errors import DatasetFormatError
 
 
@@ -146,10 +147,10 @@ def test_index_out_of_range_and_negative_index(tmp_path, write_sequence) -> None
 def test_files_open_lazily_and_survive_pickling(tmp_path, write_sequence) -> None:
     w = write_sequence(tmp_path, "s", "C")
     seq = BlinkSimSequence(w["dir"])
-    assert seq._slicer is None and seq._flow_h5 is None  # nothing held open by __init__
+    assert seq._slicer is None and seq._decoder._flow_h5 is None  # nothing held open by __init__
     first = seq[0]
     clone = pickle.loads(pickle.dumps(seq))  # what a spawned DataLoader worker receives
-    assert clone._slicer is None
+    assert clone._slicer is None and clone._decoder._flow_h5 is None
     assert torch.equal(clone[0]["events"], first["events"])
     seq.close()
     assert torch.equal(seq[0]["flow"], first["flow"])  # reopens after close
@@ -163,3 +164,27 @@ def test_crop_and_augment_keep_shapes(tmp_path, write_sequence) -> None:
     assert tuple(sample["valid"].shape) == tuple(sample["event_mask"].shape) == (1, 4, 5)
     with pytest.raises(ValueError, match="7x9.*6x8"):
         BlinkSimSequence(seq.seq_dir, crop_size=(7, 9))
+
+
+@pytest.mark.parametrize(("layout", "cls"), [("A", LayoutA), ("B", LayoutB), ("C", LayoutC)])
+def test_each_layout_has_its_decoder(tmp_path, write_sequence, layout: str, cls) -> None:
+    w = write_sequence(tmp_path, "s", layout)
+    found, events_path, flow_path = find_layout(w["dir"])
+    assert found is cls and cls.layout == layout and LAYOUT_FILES[layout] == cls.files
+    decoder = cls(w["dir"], events_path, flow_path)
+    assert (decoder.height, decoder.width, decoder.num_windows) == (w["height"], w["width"], 3)
+    np.testing.assert_array_equal(decoder.time_windows, w["windows"])
+    assert (decoder.index_windows is not None) == (layout == "C")
+    decoder.open()
+    try:
+        uv, valid = decoder.read_flow(1)
+    finally:
+        decoder.close()
+    assert uv.dtype == np.float32 and uv.shape == (2, w["height"], w["width"])
+    assert valid.dtype == bool and valid.shape == (w["height"], w["width"])
+    finite = np.isfinite(w["flow"][1]).all(-1)
+    np.testing.assert_array_equal(valid, w["valid"][1] & finite)
+
+
+def test_decoders_are_tried_newest_first() -> None:
+    assert [cls.layout for cls in DECODERS] == list(LAYOUT_FILES) == ["C", "B", "A"]

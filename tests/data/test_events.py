@@ -1,13 +1,15 @@
-"""EventSlicer: time windows with and without ms_to_idx, index ranges, validation."""
+"""EventSlicer: time windows with and without ms_to_idx, index ranges, validation; EventWindow; in_image."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import h5py
 import numpy as np
 import pytest
 
 from snn.data.errors import DatasetFormatError
-from snn.data.events import EventSlicer
+from snn.data.events import EventSlicer, EventWindow, in_image
 
 # Times sitting on and next to millisecond marks, with duplicates.
 T = np.array([0, 999, 1000, 1000, 1500, 2000, 2999, 3000, 3000, 5000, 7001])
@@ -117,3 +119,20 @@ def test_missing_dataset_is_named(tmp_path) -> None:
             f[f"events/{name}"] = np.zeros(2)
     with pytest.raises(DatasetFormatError, match=r"nop\.h5.*lacks dataset\(s\) p"):
         EventSlicer(path)
+
+
+def test_in_image_keeps_only_pixels_of_the_image() -> None:
+    x = np.array([0, 7, 8, -1, 3, 3, 3])
+    y = np.array([0, 5, 0, 0, 6, -1, 2])
+    np.testing.assert_array_equal(in_image(x, y, height=6, width=8), [1, 1, 0, 0, 0, 0, 1])
+
+
+def test_event_window_selects_events_and_keeps_its_bounds() -> None:
+    window = EventWindow(np.arange(4), np.arange(4) + 10, np.arange(4) * 100, np.array([1, 0, 1, 0]), 0, 400)
+    assert len(window) == 4
+    half = window.select(np.array([True, False, True, False]))
+    np.testing.assert_array_equal(half.t, [0, 200])
+    np.testing.assert_array_equal(half.y, [10, 12])
+    assert (half.t_start, half.t_end, len(half)) == (0, 400, 2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        window.t_end = 500

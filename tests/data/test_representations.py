@@ -6,10 +6,14 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
+from snn.data.events import EventWindow
 from snn.data.representations import (
     REPRESENTATIONS,
-    events_to_tensor,
+    PolarityCounts,
+    VoxelGrid,
+    make_representation,
     num_input_channels,
     polarity_counts,
     voxel_grid,
@@ -95,8 +99,8 @@ def test_voxel_grid_empty_is_zero() -> None:
 
 
 @pytest.mark.parametrize(("name", "channels"), [("counts", 2), ("voxel", 1)])
-def test_events_to_tensor_shapes(name: str, channels: int) -> None:
-    out = events_to_tensor(name, X, Y, T, P, num_bins=3, height=2, width=2, t_start=0, t_end=101)
+def test_converted_shapes(name: str, channels: int) -> None:
+    out = make_representation(name, num_bins=3, height=2, width=2).convert(EventWindow(X, Y, T, P, 0, 101))
     assert tuple(out.shape) == (3, channels, 2, 2)
     assert num_input_channels(name) == channels
     assert out.abs().sum() > 0
@@ -104,11 +108,45 @@ def test_events_to_tensor_shapes(name: str, channels: int) -> None:
 
 def test_unknown_representation_names_it_and_the_choices() -> None:
     with pytest.raises(ValueError, match="'histogram'") as info:
-        events_to_tensor("histogram", X, Y, T, P, 3, 2, 2, 0, 100)
+        make_representation("histogram", 3, 2, 2)
     for name in REPRESENTATIONS:
         assert name in str(info.value)
     with pytest.raises(ValueError, match="histogram"):
         num_input_channels("histogram")
+
+
+@pytest.mark.parametrize(("cls", "name", "channels"), [(PolarityCounts, "counts", 2), (VoxelGrid, "voxel", 1)])
+def test_each_class_has_its_name_and_channels(cls, name: str, channels: int) -> None:
+    assert (cls.name, cls.channels) == (name, channels)
+    rep = make_representation(name, num_bins=4, height=3, width=5)
+    assert type(rep) is cls and (rep.name, rep.channels) == (name, channels)
+    assert (rep.num_bins, rep.height, rep.width) == (4, 3, 5)
+    assert REPRESENTATIONS == ("counts", "voxel")
+
+
+# A window wider than its events' span, with one event outside the 2x2 image.
+WIDE = EventWindow(np.append(X, 2), np.append(Y, 0), np.append(T, 60), np.append(P, 1), t_start=-50, t_end=250)
+
+
+def test_counts_convert_is_polarity_counts_over_the_window() -> None:
+    out = PolarityCounts(num_bins=3, height=2, width=2).convert(WIDE)
+    core = polarity_counts(WIDE.x, WIDE.y, WIDE.t, WIDE.p, 3, 2, 2, t_start=-50, t_end=250)
+    assert out.dtype == torch.float32
+    np.testing.assert_array_equal(out.numpy(), core)
+
+
+def test_voxel_convert_is_voxel_grid_over_the_events_span() -> None:
+    out = VoxelGrid(num_bins=3, height=2, width=2).convert(WIDE)
+    core = voxel_grid(WIDE.x, WIDE.y, WIDE.t, WIDE.p, 3, 2, 2)
+    assert out.dtype == torch.float32
+    np.testing.assert_array_equal(out.numpy(), core[:, None])
+    # Neither the window bounds nor the event outside the image change the grid.
+    np.testing.assert_array_equal(VoxelGrid(3, 2, 2).convert(EventWindow(X, Y, T, P, 0, 101)).numpy(), out.numpy())
+
+
+def test_representation_rejects_no_bins() -> None:
+    with pytest.raises(ValueError, match="num_bins must be >= 1"):
+        PolarityCounts(num_bins=0, height=2, width=2)
 
 
 def test_counts_rejects_empty_window() -> None:
