@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from snn.config import DEFAULT_CONFIG, Config, load_config
+from snn.config import DEFAULT_CONFIG, Config, data_root_overrides, load_config
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +51,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "device": args.device,
         "seed": args.seed,
     }
-    if args.data_root is not None:
-        # An explicit folder is read as it is (the synthetic set is BlinkSim layout C too);
-        # nothing is ever generated into a user's folder.
-        overrides["dataset"] = "blinksim"
+    overrides.update(data_root_overrides(args.data_root))
     return load_config(args.config, overrides)
 
 

@@ -8,6 +8,7 @@ names the key and the file.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -16,6 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from snn.data.representations import REPRESENTATIONS, num_input_channels
+from snn.data.synthetic_config import SyntheticDataset
+from snn.models.factory import MODELS
+from snn.models.neurons import RESET_MODES
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "event_snn_lite.yaml"
@@ -34,18 +40,18 @@ class Config:
     tau: float = 2.0
     threshold: float = 1.0
     reset: str = "subtract"
-    surrogate_alpha: float = 2.0
+    surrogate_alpha: float = 2.0  # the model's own default too: EventSNNFlowNetLiteV2() is this model
     flow_scale: float = 1.0
 
     # Data.
     dataset: str = "synthetic"  # "synthetic" (generated on first use) or "blinksim"
     data_root: str = "data/synthetic"
     representation: str = "counts"  # "counts" or "voxel"
-    crop_size: int | None = None
+    crop_size: int | None = 48  # random training crops (None: whole frames)
     augment: bool = True
     batch_size: int = 8
     num_workers: int = 0
-    synthetic: dict = field(default_factory=dict)  # SyntheticConfig overrides and split sizes
+    synthetic: SyntheticDataset = field(default_factory=SyntheticDataset)  # YAML: one flat mapping, see its class
 
     # Optimisation.
     num_epochs: int = 28
@@ -55,7 +61,12 @@ class Config:
     warmup_epochs: float = 0.5
     min_lr_ratio: float = 0.02
     grad_clip: float = 1.0
-    weight_ema: float = 0.995  # decay of an EMA of the weights that is validated and saved (0: off)
+    # Two different moving averages share the word "EMA":
+    # - weight_ema averages the network's *weights* over training steps; the averaged copy
+    #   (BN statistics and quantizer ranges included) is what is validated and saved (0: off).
+    # - ema_decay (below, a QAT key) is the decay of each quantizer's *range observer*, the
+    #   running min/max of the current it quantizes.
+    weight_ema: float = 0.995
     scale_weights: list = field(default_factory=lambda: [1.0, 0.5, 0.25])
 
     # Quantization-aware training (see QAT_GUIDE.md).
@@ -65,7 +76,7 @@ class Config:
     quant_weight: float = 0.001  # weight of the weight-quantization-error penalty
     quantization_schedule: dict | None = None  # {epoch: bits}; overrides initial_bit_width
     freeze_observers_epoch: int | None = None  # stop range tracking from this epoch on
-    ema_decay: float = 0.99
+    ema_decay: float = 0.99  # range observers' moving-average decay (not weight_ema, see above)
     learn_scale: bool = False  # learned step sizes (LSQ) for the currents
     scale_lr_multiplier: float = 100.0  # the learned steps' LR relative to learning_rate
     first_last_bits: int | None = 8  # stem and flow heads never go below this
@@ -81,8 +92,6 @@ class Config:
 
     def model_args(self) -> dict[str, Any]:
         """Constructor arguments of the model, as stored in checkpoints."""
-        from snn.data.representations import num_input_channels
-
         return {
             "base_ch": self.base_ch,
             "num_bins": self.num_bins,
@@ -111,14 +120,17 @@ class Config:
         return self.quantization_schedule[starts[-1] if starts else first]
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain values only (it is stored in checkpoints and written as YAML)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values = {k: (v.to_dict() if k == "synthetic" else copy.deepcopy(v)) for k, v in values.items()}
+        return values
 
 
 _CHOICES = {
-    "model": ("EventSNNFlowNetLiteV2",),
+    "model": tuple(MODELS),
     "dataset": ("synthetic", "blinksim"),
-    "representation": ("counts", "voxel"),
-    "reset": ("subtract", "zero"),
+    "representation": REPRESENTATIONS,
+    "reset": RESET_MODES,
     "lr_schedule": ("cosine", "constant"),
 }
 _POSITIVE = (
@@ -155,7 +167,12 @@ def _type_ok(value: Any, annotation: Any) -> bool:
 
 
 def validate(cfg: Config, source: str = "config") -> Config:
-    """Check types and values; floats given as ints are converted."""
+    """Check types and values; floats given as ints are converted, nested sections built."""
+    if not isinstance(cfg.synthetic, SyntheticDataset):
+        try:
+            cfg.synthetic = SyntheticDataset.from_dict(cfg.synthetic, f"{source}, key 'synthetic'")
+        except ValueError as exc:
+            raise ConfigError(f"{source}: key 'synthetic': {exc}") from None
     for name, annotation in typing.get_type_hints(Config).items():
         value = getattr(cfg, name)
         if not _type_ok(value, annotation):
@@ -204,6 +221,17 @@ def _validate_quantization(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: key 'ema_decay' must lie in [0, 1), got {cfg.ema_decay}")
     if cfg.quant_weight < 0:
         raise ConfigError(f"{source}: key 'quant_weight' must be >= 0, got {cfg.quant_weight}")
+
+
+def data_root_overrides(data_root: str | Path | None) -> dict[str, Any]:
+    """Config overrides for an explicit data root (None: none).
+
+    An explicit folder is read as it is (the synthetic set is BlinkSim layout C too);
+    nothing is ever generated into a user's folder.
+    """
+    if data_root is None:
+        return {}
+    return {"data_root": str(data_root), "dataset": "blinksim"}
 
 
 def config_from_dict(values: dict[str, Any], source: str = "config") -> Config:

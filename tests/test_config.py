@@ -1,3 +1,5 @@
+import inspect
+
 import pytest
 
 from snn.config import CONFIG_DIR, DEFAULT_CONFIG, ConfigError, load_config
@@ -44,3 +46,38 @@ def test_a_base_loop_is_an_error(tmp_path):
     _write(tmp_path, "base: a.yaml\n", "b.yaml")
     with pytest.raises(ConfigError, match="loops back"):
         load_config(tmp_path / "a.yaml")
+
+
+def test_a_bare_model_is_the_default_configs_model():
+    from snn.models import EventSNNFlowNetLiteV2
+
+    defaults = inspect.signature(EventSNNFlowNetLiteV2).parameters
+    args = load_config(DEFAULT_CONFIG).model_args()
+    differing = {k: (defaults[k].default, v) for k, v in args.items() if defaults[k].default != v}
+    assert not differing, f"model default vs default config: {differing}"
+
+
+def test_the_config_dataclass_defaults_are_the_default_yaml():
+    from snn.config import Config
+
+    assert Config().to_dict() == load_config(DEFAULT_CONFIG).to_dict()
+
+
+def test_synthetic_section_is_typed_and_its_errors_name_the_file(tmp_path):
+    from snn.data.synthetic_config import SyntheticDataset
+
+    cfg = load_config(DEFAULT_CONFIG, {"synthetic": {"num_train": 5, "height": 96}})
+    assert isinstance(cfg.synthetic, SyntheticDataset)
+    assert (cfg.synthetic.num_train, cfg.synthetic.num_test, cfg.synthetic.scene.height) == (5, 16, 96)
+    assert cfg.to_dict()["synthetic"]["height"] == 96  # saved as one flat mapping again
+    for text, match in [
+        ("synthetic: {num_train: -1}", "num_train"),
+        ("synthetic: {hieght: 96}", "hieght"),
+        ("synthetic: {height: 4}", "height"),
+        ("synthetic: [1, 2]", "mapping"),
+    ]:
+        path = tmp_path / "bad.yaml"
+        path.write_text(text + "\n")
+        with pytest.raises(ConfigError, match=match) as err:
+            load_config(path)
+        assert str(path) in str(err.value) and "synthetic" in str(err.value)

@@ -15,8 +15,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from snn.cli import add_device_flag, fail  # noqa: E402
-from snn.quantization.ladder import run_ladder  # noqa: E402
-from snn.utils.runtime import resolve_device, seed_everything, setup_logging  # noqa: E402
+from snn.training.ladder import run_ladder  # noqa: E402
+from snn.utils.runtime import resolve_device, setup_logging  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -39,7 +39,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--no-progressive", action="store_true", help="skip the progressive run")
     add_device_flag(p)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="training seed of every step (default: each config's own seed, 0 in the shipped configs)",
+    )
     return p.parse_args(argv)
 
 
@@ -49,7 +54,6 @@ def main(argv=None) -> int:
     try:
         if args.epochs_per_step < 1 or (args.fp_epochs is not None and args.fp_epochs < 1):
             raise ValueError("--epochs-per-step and --fp-epochs must be >= 1")
-        seed_everything(args.seed)
         rows = run_ladder(
             args.output_dir,
             args.data_root,
@@ -57,6 +61,7 @@ def main(argv=None) -> int:
             args.fp_epochs,
             resolve_device(args.device),
             progressive=not args.no_progressive,
+            seed=args.seed,
         )
     except (ValueError, OSError) as exc:
         return fail(exc)

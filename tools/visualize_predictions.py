@@ -18,7 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from snn.cli import add_device_flag, fail  # noqa: E402
-from snn.evaluation.evaluate import eval_dataset, load_for_evaluation  # noqa: E402
+from snn.data.loaders import make_dataset  # noqa: E402
+from snn.evaluation.evaluate import load_for_evaluation  # noqa: E402
 from snn.evaluation.visualize import parse_frames, visualize_sequence  # noqa: E402
 from snn.utils.runtime import resolve_device, setup_logging  # noqa: E402
 
@@ -69,7 +70,7 @@ def main(argv=None) -> int:
             raise ValueError(f"--fps must be > 0 (got {args.fps})")
         device = resolve_device(args.device)
         model, cfg = load_for_evaluation(args.checkpoint, args.config, device)
-        dataset = eval_dataset(cfg, args.data_root, args.split, [args.sequence])
+        dataset = make_dataset(cfg, args.data_root, args.split, sequences=[args.sequence])
         frames = parse_frames(args.frames, len(dataset))
         paths = visualize_sequence(
             model,

@@ -36,7 +36,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from snn.data.synthetic_config import SyntheticConfig
+from snn.data.synthetic_config import SyntheticConfig, SyntheticDataset
 from snn.data.synthetic_events import (
     EventSimulator,
     draw_thresholds,
@@ -63,7 +63,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_ROOT = Path("data/synthetic")
 SPLITS = ("train", "val", "test")
-DEFAULT_SPLITS = {"num_train": 48, "num_val": 6, "num_test": 6}
+# One source of truth with the run config's `synthetic` section, so the tool regenerates what training expects.
+DEFAULT_SPLITS = {k: v for k, v in SyntheticDataset().split_args().items() if k.startswith("num_")}
 DATASET_FORMAT = "snn-synthetic-flow"
 DATASET_VERSION = 1
 

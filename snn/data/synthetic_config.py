@@ -101,3 +101,50 @@ class SyntheticConfig:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+SPLIT_KEYS = ("num_train", "num_val", "num_test", "seed", "workers")
+
+
+@dataclass(frozen=True)
+class SyntheticDataset:
+    """The run config's ``synthetic`` section: the dataset that training generates on first use.
+
+    In YAML it is one flat mapping: the split sizes, the dataset seed and the worker count,
+    plus any ``SyntheticConfig`` key (the scene, camera and event model), e.g.
+    ``synthetic: {num_train: 64, num_val: 8, num_test: 16, seed: 0, height: 96}``.
+    These defaults are the ones ``python train.py`` uses and ``tools/make_synthetic_dataset.py``
+    offers.
+    """
+
+    num_train: int = 64
+    num_val: int = 8
+    num_test: int = 16
+    seed: int = 0
+    workers: int = 2
+    scene: SyntheticConfig = SyntheticConfig()
+
+    def __post_init__(self) -> None:
+        for key in SPLIT_KEYS:
+            value = getattr(self, key)
+            low = 1 if key == "workers" else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{key} must be an integer >= {low}, got {value!r}")
+
+    def split_args(self) -> dict[str, int]:
+        """Keyword arguments of ``ensure_synthetic_dataset`` besides the scene settings."""
+        return {key: getattr(self, key) for key in SPLIT_KEYS}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat mapping the YAML holds (every scene key written out)."""
+        return {**self.split_args(), **self.scene.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> SyntheticDataset:
+        if not isinstance(data, dict):
+            raise ValueError(f"must be a mapping of keys to values, got {data!r}")
+        scene = SyntheticConfig.from_dict({k: v for k, v in data.items() if k not in SPLIT_KEYS}, source)
+        try:
+            return cls(**{k: v for k, v in data.items() if k in SPLIT_KEYS}, scene=scene)
+        except ValueError as err:
+            raise ValueError(f"{err} (in {source})") from None

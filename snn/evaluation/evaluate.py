@@ -23,12 +23,14 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from snn.config import Config, config_from_dict, load_config
-from snn.data.provider import build_dataset
+from snn.data.loaders import make_dataset, make_loader
 from snn.data.representations import num_input_channels
 from snn.evaluation.metrics import FlowMetrics, evaluation_mask
+from snn.evaluation.report import comparison_labels
 from snn.evaluation.synops import ActivityMonitor
-from snn.training.checkpoint import CheckpointError, load_checkpoint
-from snn.utils.quantization_utils import compare_model_outputs, estimate_model_size, load_model
+from snn.models.checkpoint import CheckpointError, load_checkpoint, load_model
+from snn.quantization.control import model_bit_width
+from snn.utils.quantization_utils import compare_model_outputs, estimate_model_size
 
 logger = logging.getLogger(__name__)
 
@@ -86,11 +88,6 @@ def evaluate_model(
 # ---------------------------------------------------------------- checkpoints
 
 
-def model_bit_width(model: nn.Module) -> int:
-    """32 for a full-precision model, else its (lowest) quantized bit width."""
-    return int(model.bit_width) if getattr(model, "quantize", False) else 32
-
-
 def eval_config(path: str | Path, config_path: str | Path | None = None) -> Config:
     """The checkpoint's stored config, or ``config_path`` when given (its data keys are what matter)."""
     if config_path is not None:
@@ -116,26 +113,6 @@ def load_for_evaluation(path: str | Path, config_path: str | Path | None, device
     if getattr(model, "num_bins", cfg.num_bins) != cfg.num_bins:
         logger.warning("%s was trained with %d time bins; evaluating with %d", path, model.num_bins, cfg.num_bins)
     return model, cfg
-
-
-def eval_dataset(cfg: Config, data_root: str | Path, split: str, sequences: Sequence[str] | None = None) -> Dataset:
-    return build_dataset(
-        data_root,
-        split,
-        num_bins=cfg.num_bins,
-        representation=cfg.representation,
-        names=list(sequences) if sequences else None,
-    )
-
-
-def eval_loader(cfg: Config, dataset: Dataset, batch_size: int | None = None) -> DataLoader:
-    return DataLoader(
-        dataset,
-        batch_size=batch_size or cfg.batch_size,
-        shuffle=False,
-        num_workers=cfg.num_workers,
-        pin_memory=torch.cuda.is_available(),
-    )
 
 
 @dataclass
@@ -174,8 +151,8 @@ def evaluate_checkpoint(
         model, cfg = load_for_evaluation(path, config_path, device)
     else:
         cfg = eval_config(path, config_path)
-    dataset = eval_dataset(cfg, data_root, split, sequences)
-    loader = eval_loader(cfg, dataset, batch_size)
+    dataset = make_dataset(cfg, data_root, split, sequences=sequences)
+    loader = make_loader(cfg, dataset, batch_size=batch_size)
     with ActivityMonitor(model) as monitor:
         metrics = evaluate_model(model, loader, device, masks, progress, monitor)
     size = estimate_model_size(model, verbose=False)
@@ -229,7 +206,7 @@ def compare_checkpoints(
     )
     ref = 0 if ref is None else ref
     ref_model, ref_cfg = loaded[ref]
-    inputs = first_windows(eval_dataset(ref_cfg, data_root, split), num_inputs)
+    inputs = first_windows(make_dataset(ref_cfg, data_root, split), num_inputs)
     rows = []
     for i, (path, (model, _)) in enumerate(zip(paths, loaded, strict=True)):
         res = evaluate_checkpoint(
@@ -257,6 +234,7 @@ def compare_checkpoints(
             }
         )
     ref_aee = rows[ref]["aee"]
-    for row in rows:
+    for row, label in zip(rows, comparison_labels(rows), strict=True):
         row["retention"] = ref_aee / row["aee"] if row["aee"] > 0 else float("nan")
+        row["label"] = label
     return rows, note

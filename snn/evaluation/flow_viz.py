@@ -263,11 +263,3 @@ def render_panels(
         row = titled(row, caption)
     # Even sizes: video encoders want them.
     return np.pad(row, ((0, row.shape[0] % 2), (0, row.shape[1] % 2), (0, 0)), constant_values=255)
-
-
-def flow_panel(events, gt, pred, valid=None) -> np.ndarray:
-    """Events | ground truth | prediction | EPE, titled, with a colour-wheel legend and EPE scale.
-
-    This is the TensorBoard image of the trainer; see ``render_panels`` for the options.
-    """
-    return render_panels(events, gt, pred, valid)

@@ -143,49 +143,120 @@ def write_json(doc: dict, path: str | Path) -> None:
     path.write_text(json.dumps(_finite(doc), indent=2, allow_nan=False) + "\n")
 
 
-# ---------------------------------------------------------------- bit-width comparison
+# ---------------------------------------------------------------- bit-width tables (comparison, ladder)
 
-COMPARE_FIELDS = [
-    "checkpoint",
-    "reference",
-    "bits",
-    "parameters",
-    "size_mb",
-    "aee",
-    "outliers",
-    "zero_flow_aee",
-    "retention",
-    "output_mae",
-    "output_mse",
-    "synops_per_sample",
-]
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub Markdown table of pre-formatted cells."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict], fields: list[str], path: str | Path) -> None:
+    """One line per row with the given columns; floats to 6 significant digits, other keys ignored."""
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in fields})
+
+
+# The columns every bit-width table has, between its own first and last ones.
+BITWIDTH_FIELDS = ["bits", "parameters", "size_mb", "aee", "outliers", "zero_flow_aee", "retention"]
+COMPARE_FIELDS = ["checkpoint", "reference", *BITWIDTH_FIELDS, "output_mae", "output_mse", "synops_per_sample"]
 
 
 def comparison_markdown(rows: list[dict], note: str) -> str:
-    lines = [
-        "| checkpoint | bits | parameters | size (MB) | AEE | outliers (%) | retention (AEE_fp / AEE_q) "
-        "| output MAE | output MSE | SynOps/sample |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+    header = [
+        "checkpoint",
+        "bits",
+        "parameters",
+        "size (MB)",
+        "AEE",
+        "outliers (%)",
+        "retention (AEE_fp / AEE_q)",
+        "output MAE",
+        "output MSE",
+        "SynOps/sample",
     ]
-    for r in rows:
-        ref = " (reference)" if r["reference"] else ""
-        lines.append(
-            f"| {r['checkpoint']}{ref} | {bits_label(r['bits'])} | {r['parameters']:,} | {r['size_mb']:.3f} | "
-            f"{_cell(r['aee'], '{:.3f}')} | {_cell(r['outliers'], '{:.2f}')} | {_cell(r['retention'], '{:.3f}')} | "
-            f"{_cell(r['output_mae'], '{:.4f}')} | {_cell(r['output_mse'], '{:.5f}')} | "
-            f"{human(r['synops_per_sample'])} |"
-        )
+    cells = [
+        [
+            r["checkpoint"] + (" (reference)" if r["reference"] else ""),
+            bits_label(r["bits"]),
+            f"{r['parameters']:,}",
+            f"{r['size_mb']:.3f}",
+            _cell(r["aee"], "{:.3f}"),
+            _cell(r["outliers"], "{:.2f}"),
+            _cell(r["retention"], "{:.3f}"),
+            _cell(r["output_mae"], "{:.4f}"),
+            _cell(r["output_mse"], "{:.5f}"),
+            human(r["synops_per_sample"]),
+        ]
+        for r in rows
+    ]
     zero = rows[0]["zero_flow_aee"] if rows else float("nan")
-    lines += ["", f"{note}. Zero-flow AEE of the split: {_cell(zero, '{:.3f}')} px (dense mask)."]
-    return "\n".join(lines) + "\n"
+    note = f"{note}. Zero-flow AEE of the split: {_cell(zero, '{:.3f}')} px (dense mask)."
+    return markdown_table(header, cells) + "\n\n" + note + "\n"
 
 
 def write_comparison_csv(rows: list[dict], path: str | Path) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COMPARE_FIELDS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in COMPARE_FIELDS})
+    write_csv(rows, COMPARE_FIELDS, path)
+
+
+def comparison_labels(rows: list[dict]) -> list[str]:
+    """Point labels of compared checkpoints: the bit width, plus the path where two share a width."""
+    names = short_labels([r["checkpoint"] for r in rows])
+    counts: dict[int, int] = {}
+    for r in rows:
+        counts[r["bits"]] = counts.get(r["bits"], 0) + 1
+    return [
+        bits_label(r["bits"]) + (f" ({name})" if counts[r["bits"]] > 1 else "")
+        for r, name in zip(rows, names, strict=True)
+    ]
+
+
+LADDER_FIELDS = ["step", *BITWIDTH_FIELDS, "train_minutes"]
+
+
+def _minutes(value: float) -> str:
+    return "reused" if math.isnan(value) else f"{value:.1f}"
+
+
+def ladder_markdown(rows: list[dict]) -> str:
+    header = [
+        "step",
+        "bits",
+        "parameters",
+        "size (MB)",
+        "test AEE",
+        "outliers (%)",
+        "zero-flow AEE",
+        "retention (AEE_fp / AEE_q)",
+        "train (min)",
+    ]
+    cells = [
+        [
+            r["step"],
+            bits_label(r["bits"]),
+            f"{r['parameters']:,}",
+            f"{r['size_mb']:.3f}",
+            f"{r['aee']:.3f}",
+            f"{r['outliers']:.2f}",
+            f"{r['zero_flow_aee']:.3f}",
+            f"{r['retention']:.3f}",
+            _minutes(r["train_minutes"]),
+        ]
+        for r in rows
+    ]
+    return markdown_table(header, cells) + "\n"
+
+
+def write_ladder_reports(rows: list[dict], output_dir: Path) -> None:
+    """ladder.csv, ladder.md and ladder.png (each row also needs ``label`` and ``series`` for the plot)."""
+    write_csv(rows, LADDER_FIELDS, output_dir / "ladder.csv")
+    (output_dir / "ladder.md").write_text(ladder_markdown(rows))
+    plot_aee_vs_size(rows, output_dir / "ladder.png", title="EventSNNFlowNetLiteV2: test AEE against size")
 
 
 def short_labels(paths: list[str]) -> list[str]:
@@ -202,8 +273,15 @@ def short_labels(paths: list[str]) -> list[str]:
     return [str(Path(*p[pre : len(p) - post])) for p in parts]
 
 
+_SERIES_STYLE = {None: ("o", "tab:blue"), "progressive": ("s", "tab:green")}
+
+
 def plot_aee_vs_size(rows: list[dict], path: str | Path, title: str = "AEE against model size") -> None:
-    """One labelled point per checkpoint, log x axis, zero-flow AEE as a dashed line."""
+    """One labelled point per row (``size_mb``, ``aee``, ``label``), log x axis, zero-flow AEE dashed.
+
+    Points of one ``series`` (rows without one form the main series) are joined by a line in
+    order of size; a row with ``reference`` true is drawn in orange.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -211,24 +289,15 @@ def plot_aee_vs_size(rows: list[dict], path: str | Path, title: str = "AEE again
     from matplotlib.ticker import FuncFormatter
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    order = sorted(rows, key=lambda r: r["size_mb"])
-    ax.plot([r["size_mb"] for r in order], [r["aee"] for r in order], "-", color="tab:blue", alpha=0.4)
-    counts: dict[int, int] = {}
-    for r in rows:
-        counts[r["bits"]] = counts.get(r["bits"], 0) + 1
-    names = short_labels([r["checkpoint"] for r in rows])
-    for r, name in zip(rows, names, strict=True):
-        label = bits_label(r["bits"])
-        if counts[r["bits"]] > 1:  # two checkpoints at one width: say which is which
-            label += f" ({name})"
-        ax.scatter(
-            r["size_mb"],
-            r["aee"],
-            color="tab:orange" if r["reference"] else "tab:blue",
-            zorder=3,
-            label="reference" if r["reference"] else None,
-        )
-        ax.annotate(label, (r["size_mb"], r["aee"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    for series in dict.fromkeys(r.get("series") for r in rows):
+        marker, colour = _SERIES_STYLE.get(series, ("^", "tab:purple"))
+        members = sorted((r for r in rows if r.get("series") == series), key=lambda r: r["size_mb"])
+        ax.plot([r["size_mb"] for r in members], [r["aee"] for r in members], "-", color=colour, alpha=0.4)
+        for r in members:
+            ref = bool(r.get("reference"))
+            ax.scatter(r["size_mb"], r["aee"], marker=marker, color="tab:orange" if ref else colour, zorder=3,
+                       label="reference" if ref else None)  # fmt: skip
+            ax.annotate(r["label"], (r["size_mb"], r["aee"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
     zero = rows[0]["zero_flow_aee"]
     if zero is not None and math.isfinite(zero):
         ax.axhline(zero, color="gray", ls="--", lw=1, label=f"zero flow ({zero:.2f} px)")

@@ -1,4 +1,4 @@
-"""Checkpoints that rebuild their model alone and load without running code.
+"""Checkpoints: save, load safely, move weights into a model, rebuild the model alone.
 
 A checkpoint is a dict of tensors and plain Python values only, so it loads
 with ``torch.load(..., weights_only=True)``:
@@ -9,21 +9,28 @@ with ``torch.load(..., weights_only=True)``:
      "train_state_dict": {...}  # only with weight_ema: the raw weights; state_dict is the EMA}
 
 Writes go to a temporary file that is then renamed, so a crash never leaves
-a half-written checkpoint behind.
+a half-written checkpoint behind. This module sits below training and
+evaluation: both load through it, and whether a load continues a run or
+starts a new one is decided once, where a training run is assembled.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from torch import nn
+
+from snn.models.factory import build_model
+
+logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("model_name", "model_args", "config", "state_dict")
+QUANT_KEY_MARK = "quant_layer."
 
 
 class CheckpointError(ValueError):
@@ -56,16 +63,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
-def is_own_checkpoint(path: str | Path, checkpoint_dir: str | Path) -> bool:
-    """Whether ``path`` was written by the run that writes to ``checkpoint_dir`` (resume, not warm start)."""
-    return Path(path).resolve().parent == Path(checkpoint_dir).resolve()
-
-
-QUANT_KEY_MARK = "quant_layer."
-
-
 def load_weights(
-    model: torch.nn.Module, state_dict: dict[str, torch.Tensor], path: str | Path, strict: bool = False
+    model: nn.Module, state_dict: dict[str, torch.Tensor], path: str | Path, strict: bool = False
 ) -> list[str]:
     """Load weights; return the quantizer keys the checkpoint lacked.
 
@@ -103,23 +102,29 @@ def _few(keys: list[str], n: int = 4) -> str:
     return ", ".join(keys[:n]) + more
 
 
-def rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch RNG states as tensors and plain values."""
-    np_state = np.random.get_state()
-    return {
-        "python": list(random.getstate()[1]),
-        "python_gauss": random.getstate()[2],
-        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
-        "numpy_pos": int(np_state[2]),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
+def load_model(
+    path: str | Path,
+    quantize: bool | None = None,
+    bit_width: int | None = None,
+    device: str | torch.device = "cpu",
+) -> nn.Module:
+    """Rebuild a model from a checkpoint alone, in eval mode.
 
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate((3, tuple(state["python"]), state["python_gauss"]))
-    keys = state["numpy_keys"].numpy().astype(np.uint32)
-    np.random.set_state(("MT19937", keys, state["numpy_pos"], 0, 0.0))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    ``quantize=False`` gives the full-precision network (a quantized checkpoint's
+    latent FP32 weights); ``bit_width`` quantizes at that width (ranges missing
+    from the checkpoint are taken from the first batch the model sees).
+    """
+    ckpt = load_checkpoint(path, map_location=device)
+    args = dict(ckpt["model_args"])
+    if bit_width is not None:
+        args["quantize"], args["bit_width"], args["binarize"] = True, bit_width, False
+    elif quantize is not None:
+        args["quantize"] = quantize
+    model = build_model(ckpt["model_name"], args)
+    state = ckpt["state_dict"]
+    if not args.get("quantize"):
+        state = {k: v for k, v in state.items() if QUANT_KEY_MARK not in k}
+    missing = load_weights(model, state, path)
+    if missing:
+        logger.warning("%s: no quantizer ranges stored; they will be set by the first batch", path)
+    return model.to(device).eval()

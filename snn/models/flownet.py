@@ -80,7 +80,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
         tau: float = 2.0,
         threshold: float = 1.0,
         reset: str = "subtract",
-        surrogate_alpha: float = 4.0,
+        surrogate_alpha: float = 2.0,
         flow_scale: float = 1.0,
         quantize: bool = False,
         bit_width: int = 8,
@@ -169,9 +169,6 @@ class EventSNNFlowNetLiteV2(nn.Module):
         control.set_bit_width(self, bit_width, self.pinned)
         self.bit_width = bit_width
 
-    def enable_quantization(self, enabled: bool = True) -> None:
-        control.enable_quantization(self, enabled)
-
     def freeze_observers(self, frozen: bool = True) -> None:
         control.freeze_observers(self, frozen)
 
@@ -182,7 +179,3 @@ class EventSNNFlowNetLiteV2(nn.Module):
 
 def _upsample(flow: torch.Tensor) -> torch.Tensor:
     return F.interpolate(flow, scale_factor=2, mode="bilinear", align_corners=False)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

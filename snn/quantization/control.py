@@ -1,4 +1,4 @@
-"""Switch the quantizers of a whole model: bit width, on/off, observers, calibration."""
+"""Switch the quantizers of a whole model (bit width, observers, calibration) through their own methods."""
 
 from __future__ import annotations
 
@@ -28,6 +28,15 @@ def is_quantized(model: nn.Module) -> bool:
     return any(True for _ in activation_quantizers(model)) or any(True for _ in weight_quantized_convs(model))
 
 
+def model_bit_width(model: nn.Module) -> int:
+    """The bit width a model runs at: 32 when nothing in it is quantized, else its own ``bit_width``.
+
+    The one answer to "how many bits is this model" for reports, sizes and the trainer
+    (pinned edge layers may keep more bits; see ``layer_bits``).
+    """
+    return int(getattr(model, "bit_width", 32)) if is_quantized(model) else 32
+
+
 def layer_bits(name: str, bit_width: int, pinned: dict[str, int] | None) -> int:
     """Bits of module ``name`` when the model runs at ``bit_width``: pinned prefixes keep their floor."""
     floors = [b for prefix, b in (pinned or {}).items() if name == prefix or name.startswith(prefix + ".")]
@@ -43,21 +52,14 @@ def set_bit_width(model: nn.Module, bit_width: int, pinned: dict[str, int] | Non
         conv.set_bit_width(layer_bits(name, bit_width, pinned))
 
 
-def enable_quantization(model: nn.Module, enabled: bool = True) -> None:
-    for _, q in activation_quantizers(model):
-        q.enable_quantization(enabled)
-    for _, conv in weight_quantized_convs(model):
-        conv.weight_quant_enabled = enabled
-
-
 def freeze_observers(model: nn.Module, frozen: bool = True) -> None:
     for _, q in activation_quantizers(model):
-        q.observer_enabled = not frozen
+        q.freeze_observer(frozen)
 
 
 def weight_quantization_error(model: nn.Module) -> torch.Tensor:
     """Sum over quantized convolutions of their relative squared weight error."""
-    terms = [conv.weight_quant_error() for _, conv in weight_quantized_convs(model) if conv.weight_quant_enabled]
+    terms = [conv.weight_quant_error() for _, conv in weight_quantized_convs(model)]
     if not terms:
         return torch.zeros(())
     return torch.stack(terms).sum()
@@ -65,35 +67,18 @@ def weight_quantization_error(model: nn.Module) -> torch.Tensor:
 
 @contextlib.contextmanager
 def calibrating(model: nn.Module):
-    """Observers record ranges as a plain running mean while the model runs in eval mode."""
+    """Inside, the model runs in eval mode and every quantizer's range is the plain mean of the passes seen."""
     layers = [q for _, q in activation_quantizers(model)]
-    saved = [(q.ema_decay, q.calibrating) for q in layers]
     was_training = model.training
     model.eval()
     for q in layers:
-        q.initialized.fill_(False)
-        q.step_initialized.fill_(False)
-        q.calibrating = True
+        q.start_calibration()
     try:
-        yield _RunningMean(layers)
+        yield
     finally:
-        for q, (decay, cal) in zip(layers, saved, strict=True):
-            q.ema_decay, q.calibrating = decay, cal
-            q.step_initialized.fill_(False)  # learned steps start from the calibrated range
+        for q in layers:
+            q.end_calibration()
         model.train(was_training)
-
-
-class _RunningMean:
-    """Sets each observer's decay so that after n batches its range is the mean of n batches."""
-
-    def __init__(self, layers: list[QuantizationAwareLayer]) -> None:
-        self.layers = layers
-        self.n = 0
-
-    def step(self) -> None:
-        self.n += 1
-        for q in self.layers:
-            q.ema_decay = self.n / (self.n + 1)
 
 
 def range_statistics(model: nn.Module) -> dict[str, dict[str, float]]:

@@ -24,6 +24,8 @@ import math
 import torch
 from torch import nn
 
+from snn.quantization.torch_ops import learnable_fake_quantize
+
 MIN_BITS, MAX_BITS = 1, 16
 
 
@@ -79,6 +81,7 @@ class QuantizationAwareLayer(nn.Module):
         self.enabled = True
         self.observer_enabled = True
         self.calibrating = False
+        self._calibration_passes = 0
         self.register_buffer("running_min", torch.zeros(()))
         self.register_buffer("running_max", torch.zeros(()))
         self.register_buffer("running_absmean", torch.zeros(()))
@@ -88,6 +91,7 @@ class QuantizationAwareLayer(nn.Module):
         self.register_buffer("step_initialized", torch.zeros((), dtype=torch.bool))
 
     # ------------------------------------------------------------ switches
+    # The one switch API; snn.quantization.control applies it to every quantizer of a model.
     @property
     def is_binary(self) -> bool:
         return self.binarize or self.bit_width == 1
@@ -103,16 +107,24 @@ class QuantizationAwareLayer(nn.Module):
             self.step_initialized.fill_(False)  # a new grid needs a new step
 
     def enable_quantization(self, enabled: bool = True) -> None:
+        """``False``: pass the current through unchanged."""
         self.enabled = enabled
 
-    def disable_quantization(self) -> None:
-        self.enabled = False
+    def freeze_observer(self, frozen: bool = True) -> None:
+        """``True``: keep the observed range while training (it never moves in eval mode)."""
+        self.observer_enabled = not frozen
 
-    def freeze_observer(self) -> None:
-        self.observer_enabled = False
+    def start_calibration(self) -> None:
+        """Forget the range; until ``end_calibration`` every forward pass, in eval mode too,
+        adds its range to a plain mean over the passes seen."""
+        self.initialized.fill_(False)
+        self.step_initialized.fill_(False)
+        self.calibrating = True
+        self._calibration_passes = 0
 
-    def unfreeze_observer(self) -> None:
-        self.observer_enabled = True
+    def end_calibration(self) -> None:
+        self.calibrating = False
+        self.step_initialized.fill_(False)  # learned steps start from the calibrated range
 
     # --------------------------------------------------------------- range
     @torch.no_grad()
@@ -124,7 +136,11 @@ class QuantizationAwareLayer(nn.Module):
             self.running_absmean.copy_(absmean)
             self.initialized.fill_(True)
             return
-        d = self.ema_decay
+        if self.calibrating:  # the n-th pass weighs 1/n: a plain mean
+            self._calibration_passes += 1
+            d = self._calibration_passes / (self._calibration_passes + 1)
+        else:
+            d = self.ema_decay
         self.running_min.mul_(d).add_((1 - d) * lo)
         self.running_max.mul_(d).add_((1 - d) * hi)
         self.running_absmean.mul_(d).add_((1 - d) * absmean)
@@ -162,14 +178,7 @@ class QuantizationAwareLayer(nn.Module):
         if self.learn_scale:
             # LSQ gradient scale 1/sqrt(N * qmax) keeps the step's updates in proportion.
             grad_factor = 1.0 / math.sqrt(x.numel() / max(1, x.shape[0]) * self.qmax)
-            return torch._fake_quantize_learnable_per_tensor_affine(
-                x,
-                self.step.abs().clamp_min(1e-8).reshape(1),
-                torch.zeros(1, device=x.device),
-                -self.qmax,
-                self.qmax,
-                grad_factor,
-            )
+            return learnable_fake_quantize(x, self.step.abs().clamp_min(1e-8), self.qmax, grad_factor)
         return torch.fake_quantize_per_tensor_affine(x, float(self.scale()), 0, -self.qmax, self.qmax)
 
     def _binary(self, x: torch.Tensor) -> torch.Tensor:

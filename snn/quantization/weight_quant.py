@@ -70,20 +70,17 @@ def fake_quantize_weight(w: torch.Tensor, bit_width: int, axis: int = 0) -> torc
 
 
 class _WeightQuantMixin:
-    """Adds bit width and on/off switches; ``quantized_weight()`` is what the forward uses."""
+    """Adds a bit width; ``quantized_weight()`` is what the forward uses."""
 
     channel_axis = 0
 
     def _init_quant(self, bit_width: int) -> None:
         self.weight_bits = check_bit_width(bit_width)
-        self.weight_quant_enabled = True
 
     def set_bit_width(self, bit_width: int) -> None:
         self.weight_bits = check_bit_width(bit_width)
 
     def quantized_weight(self) -> torch.Tensor:
-        if not self.weight_quant_enabled:
-            return self.weight
         return fake_quantize_weight(self.weight, self.weight_bits, self.channel_axis)
 
     def weight_quant_error(self) -> torch.Tensor:

@@ -10,13 +10,13 @@ import logging
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from snn.config import Config, save_config
-from snn.data.provider import build_dataset
+from snn.data.loaders import make_dataset, make_loader, prepare_data_root
 from snn.evaluation.evaluate import evaluate_checkpoint
+from snn.models.checkpoint import load_checkpoint
 from snn.models.factory import build_model
-from snn.training.checkpoint import is_own_checkpoint, load_checkpoint
+from snn.training.resume import continues_run
 from snn.training.trainer import Trainer
 from snn.utils.runtime import resolve_device, seed_everything
 
@@ -25,56 +25,6 @@ logger = logging.getLogger(__name__)
 
 class RunDirError(ValueError):
     """Starting the run would overwrite another run's checkpoints or logs."""
-
-
-def prepare_data_root(cfg: Config) -> Path:
-    """The data root; the synthetic dataset is generated on first use."""
-    root = Path(cfg.data_root)
-    if cfg.dataset == "synthetic":
-        from snn.data.synthetic import ensure_synthetic_dataset
-
-        ensure_synthetic_dataset(root, synthetic_config(cfg), **synthetic_split_args(cfg))
-    return root
-
-
-_SPLIT_KEYS = ("num_train", "num_val", "num_test", "seed", "workers")
-
-
-def synthetic_config(cfg: Config):
-    """The generator settings of the config's ``synthetic`` section (split sizes aside)."""
-    from snn.data.synthetic_config import SyntheticConfig
-
-    fields = {k: v for k, v in cfg.synthetic.items() if k not in _SPLIT_KEYS}
-    return SyntheticConfig.from_dict(fields, source="config key 'synthetic'")
-
-
-def synthetic_split_args(cfg: Config) -> dict:
-    return {k: v for k, v in cfg.synthetic.items() if k in _SPLIT_KEYS}
-
-
-def make_dataset(cfg: Config, root: Path, split: str, train: bool) -> Dataset:
-    return build_dataset(
-        root,
-        split,
-        num_bins=cfg.num_bins,
-        representation=cfg.representation,
-        crop_size=cfg.crop_size if train else None,
-        augment=cfg.augment and train,
-    )
-
-
-def make_loader(cfg: Config, dataset: Dataset, train: bool, seed: int = 0) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        shuffle=train,
-        drop_last=train and len(dataset) > cfg.batch_size,
-        num_workers=cfg.num_workers,
-        pin_memory=torch.cuda.is_available(),
-        generator=generator,
-        persistent_workers=cfg.num_workers > 0,
-    )
 
 
 def check_run_dirs(checkpoint_dir: Path, log_dir: Path, resuming_own_run: bool) -> None:
@@ -116,39 +66,44 @@ def build_trainer(
     cfg: Config,
     device: torch.device,
     resume: Path | None = None,
-    trainer_cls: type[Trainer] = Trainer,
     strict_load: bool = False,
     warm_start: bool | None = None,
 ) -> Trainer:
-    """Data, model and trainer for ``cfg``; ``resume`` continues or warm-starts (see Trainer.resume)."""
+    """Data, model and trainer for ``cfg``, started from ``resume`` when given.
+
+    Whether ``resume`` continues this run or warm-starts a new one from its
+    weights is decided here, once (``snn.training.resume.continues_run``);
+    ``warm_start`` forces the answer.
+    """
     checkpoint_dir, log_dir = Path(cfg.checkpoint_dir), Path(cfg.log_dir)
-    own = resume is not None and is_own_checkpoint(resume, checkpoint_dir) and not warm_start
-    check_run_dirs(checkpoint_dir, log_dir, own)
-    if resume is not None:
-        ckpt = load_checkpoint(resume)  # fail on a bad file before any data work
-        if not own:
-            cfg = adopt_architecture(cfg, ckpt, resume)
+    ckpt = None if resume is None else load_checkpoint(resume)  # fail on a bad file before any data work
+    continuing = ckpt is not None and continues_run(resume, ckpt, checkpoint_dir, warm_start)
+    check_run_dirs(checkpoint_dir, log_dir, continuing)
+    if ckpt is not None and not continuing:
+        cfg = adopt_architecture(cfg, ckpt, resume)
     root = prepare_data_root(cfg)
     train_set = make_dataset(cfg, root, "train", train=True)
-    val_set = make_dataset(cfg, root, "val", train=False)
+    val_set = make_dataset(cfg, root, "val")
     logger.info("data: %s (%d training windows, %d validation windows)", root, len(train_set), len(val_set))
     model_args = cfg.model_args()
     model = build_model(cfg.model, model_args)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     log_dir.mkdir(parents=True, exist_ok=True)
-    trainer = trainer_cls(
+    trainer = Trainer(
         cfg,
         model,
         cfg.model,
         model_args,
         make_loader(cfg, train_set, train=True, seed=cfg.seed),
-        make_loader(cfg, val_set, train=False),
+        make_loader(cfg, val_set),
         device,
         checkpoint_dir,
         log_dir,
     )
-    if resume is not None:
-        trainer.resume(resume, strict=strict_load, warm_start=warm_start)
+    if continuing:
+        trainer.continue_from(ckpt, resume, strict=strict_load)
+    elif ckpt is not None:
+        trainer.warm_start_from(ckpt, resume, strict=strict_load)
     save_config(cfg, checkpoint_dir / "config.yaml")
     return trainer
 

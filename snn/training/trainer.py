@@ -16,19 +16,12 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from snn.config import Config
-from snn.evaluation.flow_viz import flow_panel
+from snn.evaluation.flow_viz import render_panels
 from snn.evaluation.metrics import FlowMetrics, evaluation_mask
+from snn.models.checkpoint import CheckpointError, load_weights, save_checkpoint
 from snn.quantization import control
-from snn.training.checkpoint import (
-    CheckpointError,
-    is_own_checkpoint,
-    load_checkpoint,
-    load_weights,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
 from snn.training.losses import multiscale_epe_loss
+from snn.training.resume import rng_state, set_rng_state
 from snn.training.weight_ema import make_weight_ema
 
 logger = logging.getLogger(__name__)
@@ -169,23 +162,42 @@ class Trainer:
         return {"quant_loss": self.cfg.quant_weight * control.weight_quantization_error(self.model)}
 
     # ---------------------------------------------------------------- resume
-    def resume(self, path: str | Path, strict: bool = False, warm_start: bool | None = None) -> None:
-        """Continue this run from its own checkpoint, or warm-start from another run's.
-
-        A checkpoint saved in this run's checkpoint dir restores model, optimizer,
-        scheduler, epoch, quantizer ranges and RNG state. Any other checkpoint
-        (or ``warm_start=True``) only provides the weights: the schedule starts
-        at epoch 0 and, when quantizing, a calibration pass sets the ranges.
-        """
-        path = Path(path)
-        ckpt = load_checkpoint(path, map_location=self.device)
+    def _check_model_name(self, ckpt: dict[str, Any], path: Path) -> None:
         if ckpt["model_name"] != self.model_name:
             raise CheckpointError(f"{path}: holds a {ckpt['model_name']}, this run trains a {self.model_name}")
-        if warm_start is None:
-            warm_start = not is_own_checkpoint(path, self.checkpoint_dir) or ckpt.get("optimizer") is None
-        # Continuing a run picks up its raw weights; a warm start takes the weights it was judged by.
-        weights = ckpt["state_dict"] if warm_start else ckpt.get("train_state_dict", ckpt["state_dict"])
-        missing_quant = load_weights(self.model, weights, path, strict=strict)
+
+    def continue_from(self, ckpt: dict[str, Any], path: str | Path, strict: bool = False) -> None:
+        """Continue this run from its own checkpoint ``ckpt`` (read from ``path``).
+
+        Restores the raw weights, optimizer, scheduler, epoch, step, best AEE,
+        bit width, quantizer ranges, RNG state and the weight EMA.
+        """
+        path = Path(path)
+        self._check_model_name(ckpt, path)
+        load_weights(self.model, ckpt.get("train_state_dict", ckpt["state_dict"]), path, strict=strict)
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.start_epoch = int(ckpt["epoch"]) + 1
+        self.global_step = int(ckpt.get("global_step", 0))
+        self.best_val_aee = float(ckpt.get("best_val_aee", float("inf")))
+        if self.quantized:
+            self.model.set_bit_width(int(ckpt["model_args"].get("bit_width", self.model.bit_width)))
+        if ckpt.get("rng"):
+            set_rng_state(ckpt["rng"])
+        if self.cfg.weight_ema > 0 and "train_state_dict" in ckpt:
+            self.start_weight_ema()
+            self.ema.module.load_state_dict(ckpt["state_dict"])
+            self.ema.n_averaged.fill_(self.global_step)
+        logger.info("resuming this run from %s at epoch %d", path, self.start_epoch + 1)
+
+    def warm_start_from(self, ckpt: dict[str, Any], path: str | Path, strict: bool = False) -> None:
+        """Start this run from another run's checkpoint: the weights it was judged by, nothing else.
+
+        The schedule starts at epoch 1; when quantizing, a calibration pass sets the ranges.
+        """
+        path = Path(path)
+        self._check_model_name(ckpt, path)
+        missing_quant = load_weights(self.model, ckpt["state_dict"], path, strict=strict)
         if missing_quant:
             logger.info(
                 "%s has no quantizer state (%d quant_layer.* entries, expected for a "
@@ -193,22 +205,6 @@ class Trainer:
                 path,
                 len(missing_quant),
             )
-        if not warm_start:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            self.scheduler.load_state_dict(ckpt["scheduler"])
-            self.start_epoch = int(ckpt["epoch"]) + 1
-            self.global_step = int(ckpt.get("global_step", 0))
-            self.best_val_aee = float(ckpt.get("best_val_aee", float("inf")))
-            if self.quantized:
-                self.model.set_bit_width(int(ckpt["model_args"].get("bit_width", self.model.bit_width)))
-            if ckpt.get("rng"):
-                set_rng_state(ckpt["rng"])
-            if self.cfg.weight_ema > 0 and "train_state_dict" in ckpt:
-                self.start_weight_ema()
-                self.ema.module.load_state_dict(ckpt["state_dict"])
-                self.ema.n_averaged.fill_(self.global_step)
-            logger.info("resuming this run from %s at epoch %d", path, self.start_epoch + 1)
-            return
         logger.info("warm start from %s (another run's checkpoint): weights only, schedule starts at epoch 1", path)
         if self.quantized:
             self.update_quantization(0)
@@ -221,12 +217,11 @@ class Trainer:
         if n <= 0:
             return
         seen = 0
-        with control.calibrating(self.model) as running:
+        with control.calibrating(self.model):
             for batch in self.train_loader:
                 if seen >= n:
                     break
                 self.model(batch["events"].to(self.device))
-                running.step()
                 seen += 1
         logger.info("calibrated quantizer ranges on %d training batches", seen)
 
@@ -321,7 +316,7 @@ class Trainer:
         every = self.cfg.image_every
         if every and first is not None and (epoch % every == 0 or epoch + 1 == self.cfg.num_epochs):
             batch, pred = first
-            panel = flow_panel(batch["events"][0], batch["flow"][0], pred[0], batch["valid"][0])
+            panel = render_panels(batch["events"][0], batch["flow"][0], pred[0], batch["valid"][0])
             self.writer.add_image("val/flow_gt_vs_pred", panel, epoch, dataformats="HWC")
         return metrics.compute()
 

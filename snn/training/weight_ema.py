@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from snn.quantization.torch_ops import lerp_all_
+
 
 def warmup_ema_fn(decay: float):
     """``multi_avg_fn`` for AveragedModel: lerp floating tensors, copy the rest (counters, flags)."""
@@ -20,7 +22,7 @@ def warmup_ema_fn(decay: float):
         if torch.is_floating_point(averaged[0]):
             n = float(num_averaged)  # the integer buffers' group needs no decay (nor this device sync)
             d = min(decay, (1.0 + n) / (10.0 + n))
-            torch._foreach_lerp_(averaged, current, 1.0 - d)
+            lerp_all_(averaged, current, 1.0 - d)
         else:
             for a, c in zip(averaged, current, strict=True):
                 a.copy_(c)

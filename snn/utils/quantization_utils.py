@@ -9,47 +9,21 @@ estimate_model_size(model_4)                       # prints and returns sizes pe
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from snn.models.factory import build_model
+from snn.models.checkpoint import load_model
 from snn.quantization import control
 from snn.quantization.weight_quant import weight_codes_and_scale
-from snn.training.checkpoint import QUANT_KEY_MARK, load_checkpoint, load_weights
 
-logger = logging.getLogger(__name__)
+# load_model lives with the other checkpoint code; it is re-exported here under the name the QAT guide uses.
+__all__ = ["compare_model_outputs", "estimate_model_size", "export_quantized_model_info", "load_model"]
 
 SIZE_BIT_WIDTHS = (32, 8, 4, 2, 1)
 FLOAT_BYTES = 4
-
-
-def load_model(
-    path: str | Path, quantize: bool | None = None, bit_width: int | None = None, device: str | torch.device = "cpu"
-) -> nn.Module:
-    """Rebuild a model from a checkpoint alone, in eval mode.
-
-    ``quantize=False`` gives the full-precision network (a quantized checkpoint's
-    latent FP32 weights); ``bit_width`` quantizes at that width (ranges missing
-    from the checkpoint are taken from the first batch the model sees).
-    """
-    ckpt = load_checkpoint(path, map_location=device)
-    args = dict(ckpt["model_args"])
-    if bit_width is not None:
-        args["quantize"], args["bit_width"], args["binarize"] = True, bit_width, False
-    elif quantize is not None:
-        args["quantize"] = quantize
-    model = build_model(ckpt["model_name"], args)
-    state = ckpt["state_dict"]
-    if not args.get("quantize"):
-        state = {k: v for k, v in state.items() if QUANT_KEY_MARK not in k}
-    missing = load_weights(model, state, path)
-    if missing:
-        logger.warning("%s: no quantizer ranges stored; they will be set by the first batch", path)
-    return model.to(device).eval()
 
 
 @torch.no_grad()
@@ -102,7 +76,7 @@ def estimate_model_size(model: nn.Module, bit_widths=SIZE_BIT_WIDTHS, verbose: b
         return int(round(total))
 
     sizes = {b: size(b) for b in bit_widths}
-    own = getattr(model, "bit_width", 32) if control.is_quantized(model) else 32
+    own = control.model_bit_width(model)
     result = {
         "parameters": n_params,
         "weight_parameters": n_weights,

@@ -15,8 +15,8 @@ from torch import nn
 from snn.config import DEFAULT_CONFIG, load_config
 from snn.data.provider import build_dataset
 from snn.evaluation.metrics import METRIC_KEYS
+from snn.models.checkpoint import save_checkpoint
 from snn.models.flownet import EventSNNFlowNetLiteV2
-from snn.training.checkpoint import save_checkpoint
 from snn.utils.quantization_utils import load_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -164,12 +164,12 @@ def checkpoints(tiny_synthetic_root, tmp_path_factory):
     return {"fp": fp, "q4": q4}
 
 
-def _pooled_by_hand(ckpt, root, split, sparse):
-    """The metrics of FORMATS.md section 5, pooled over every pixel of the split, without FlowMetrics."""
+def _pooled_by_hand(ckpt, root, split, sparse, names=None):
+    """The metrics of docs/formats.md section 5, pooled over every pixel of the split, without FlowMetrics."""
     model = load_model(ckpt)
     epes, mags = [], []
     with torch.no_grad():
-        for s in build_dataset(root, split, 5):
+        for s in build_dataset(root, split, 5, names=names):
             pred = model(s["events"][None])[0].double()
             gt = s["flow"].double()
             mask = (s["valid"][0] > 0.5) & (torch.linalg.vector_norm(gt, dim=0) < 400)
@@ -266,7 +266,10 @@ def test_evaluate_one_mask_one_sequence_quantized(checkpoints, tiny_synthetic_ro
     doc = json.loads(out.read_text())
     assert (doc["mask"], doc["bit_width"]) == ("sparse", 4)
     assert list(doc["sequences"]) == ["seq_0001"]
-    assert doc["overall"] == pytest.approx(doc["sequences"]["seq_0001"])
+    expected = _pooled_by_hand(checkpoints["q4"], tiny_synthetic_root, "train", sparse=True, names=["seq_0001"])
+    assert doc["overall"] == pytest.approx(expected, rel=1e-5, abs=1e-9)
+    other = _pooled_by_hand(checkpoints["q4"], tiny_synthetic_root, "train", sparse=True, names=["seq_0000"])
+    assert doc["overall"]["num_pixels"] != other["num_pixels"] or doc["overall"]["aee"] != other["aee"]
 
 
 def test_missing_checkpoint_is_one_line_and_exit_2(tiny_synthetic_root):
@@ -404,7 +407,12 @@ def test_compare_uses_the_full_precision_checkpoint_as_reference(checkpoints, ti
     assert [int(r["bits"]) for r in rows] == [4, 32]
     q, fp = rows
     assert (q["reference"], fp["reference"]) == ("False", "True")
-    assert float(fp["retention"]) == 1 and float(fp["output_mae"]) == 0 and float(fp["output_mse"]) == 0
+    # The output error against the reference, by hand on the same first two windows.
+    windows = torch.stack([build_dataset(tiny_synthetic_root, "train", 5)[i]["events"] for i in range(2)])
+    with torch.no_grad():
+        diff = load_model(checkpoints["q4"])(windows) - load_model(checkpoints["fp"])(windows)
+    assert float(q["output_mae"]) == pytest.approx(float(diff.abs().mean()), rel=1e-4)
+    assert float(q["output_mse"]) == pytest.approx(float((diff**2).mean()), rel=1e-4)
     assert float(q["output_mae"]) > 0
     assert float(q["retention"]) == pytest.approx(float(fp["aee"]) / float(q["aee"]), rel=1e-4)
     assert float(q["size_mb"]) < float(fp["size_mb"])

@@ -11,7 +11,6 @@ from snn.evaluation.flow_viz import (
     colorbar,
     error_heatmap,
     event_image,
-    flow_panel,
     flow_to_color,
     render_panels,
 )
@@ -70,16 +69,27 @@ def test_render_panels_share_one_normalisation_and_upscale():
     assert hits.sum() >= 2 * (16 * 4) ** 2
 
 
-def test_render_panels_with_arrows_and_invalid_gt_does_not_fail():
+@pytest.mark.parametrize("valid_gt", [True, False])
+def test_arrows_are_drawn_on_valid_ground_truth_only(valid_gt):
     gt = _uniform(3, 1, 16, 16)
-    valid = torch.zeros(1, 16, 16)  # nothing valid: no GT colour normalisation to take
-    img = render_panels(torch.zeros(3, 2, 16, 16), gt, gt * 0, valid, arrows=True)
-    assert img.ndim == 3
+    valid = torch.full((1, 16, 16), float(valid_gt))  # all invalid: no GT colour normalisation either
+    plain = render_panels(torch.zeros(3, 2, 16, 16), gt, gt * 0, valid, scale=4)
+    drawn = render_panels(torch.zeros(3, 2, 16, 16), gt, gt * 0, valid, scale=4, arrows=True)
+    assert drawn.shape == plain.shape
+    changed = (drawn != plain).any(-1).any(0)
+    # Left to right: events, ground truth, prediction panels (64 px + a 1 px frame each side, 6 px
+    # gaps), then the legend, which shows the arrow scale in both cases.
+    width, gap = 16 * 4 + 2, 6
+    events, gt_panel = changed[:width], changed[width + gap : 2 * width + gap]
+    assert not events.any()
+    assert gt_panel.any() == valid_gt
+    assert changed[3 * (width + gap) :].any()
 
 
-def test_flow_panel_keeps_its_signature_for_the_trainer():
-    img = flow_panel(torch.zeros(3, 2, 8, 8), _uniform(1, 1), _uniform(0, 1), torch.ones(1, 8, 8))
+def test_render_panels_default_scale_upscales_small_inputs():
+    img = render_panels(torch.zeros(3, 2, 8, 8), _uniform(1, 1), _uniform(0, 1), torch.ones(1, 8, 8))
     assert img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8
+    assert auto_scale(8, 8) > 1
     assert img.shape[1] >= 4 * 8 * auto_scale(8, 8)
 
 

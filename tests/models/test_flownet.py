@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from snn.models.flownet import EventSNNFlowNetLiteV2, count_parameters
+from snn.models import EventSNNFlowNetLiteV2
 from snn.models.layers import SpikingConv2d, SpikingConvBlock, SpikingConvTranspose2d
 
 
@@ -34,10 +34,14 @@ def test_model_output_shapes():
     assert all(0.0 <= r <= 1.0 for r in rates.values())
 
 
+def _parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
 def test_parameter_count_at_base_ch_32_and_scaling():
-    n32 = count_parameters(EventSNNFlowNetLiteV2(base_ch=32))
+    n32 = _parameters(EventSNNFlowNetLiteV2(base_ch=32))
     assert 1.0e6 <= n32 <= 1.4e6
-    n16 = count_parameters(EventSNNFlowNetLiteV2(base_ch=16))
+    n16 = _parameters(EventSNNFlowNetLiteV2(base_ch=16))
     assert n32 / n16 == pytest.approx(4.0, rel=0.05)  # convolutions dominate: ~ base_ch^2
 
 

@@ -8,9 +8,9 @@ import torch
 
 import finetune_quantized
 from snn.config import DEFAULT_CONFIG, load_config
+from snn.models.checkpoint import CheckpointError, load_weights, save_checkpoint
 from snn.models.flownet import EventSNNFlowNetLiteV2
 from snn.quantization import control
-from snn.training.checkpoint import CheckpointError, load_weights, save_checkpoint
 from snn.training.run import build_trainer
 from snn.utils.quantization_utils import compare_model_outputs, estimate_model_size, load_model
 

@@ -51,7 +51,7 @@ def test_eval_mode_and_frozen_observer_leave_ranges_untouched():
     q.freeze_observer()
     q(torch.tensor([-10.0, 10.0]))
     assert float(q.running_max) == 1.0
-    q.unfreeze_observer()
+    q.freeze_observer(False)
     q(torch.tensor([-10.0, 10.0]))
     assert float(q.running_max) > 1.0
 
@@ -104,7 +104,7 @@ def test_switches_disable_and_change_bit_width():
     x = torch.randn(1000)
     q.train()
     q(x)
-    q.disable_quantization()
+    q.enable_quantization(False)
     assert torch.equal(q(x), x)
     q.enable_quantization()
     q.set_bit_width(2)
@@ -119,3 +119,15 @@ def test_learned_step_gets_a_gradient_and_stays_on_its_grid():
     y.pow(2).mean().backward()
     assert q.step.grad is not None and q.step.grad.abs() > 0
     assert len((y / q.step.abs()).round().unique()) <= 3
+
+
+def test_calibration_range_is_the_plain_mean_of_the_passes_even_in_eval_mode():
+    q = QuantizationAwareLayer(bit_width=8, ema_decay=0.99)
+    q.eval()
+    q.start_calibration()
+    for hi in (1.0, 2.0, 6.0):
+        q(torch.tensor([-hi, hi]))
+    q.end_calibration()
+    assert float(q.running_max) == pytest.approx(3.0) and float(q.running_min) == pytest.approx(-3.0)
+    q(torch.tensor([-50.0, 50.0]))  # eval mode again: the range stays
+    assert float(q.running_max) == pytest.approx(3.0)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from snn.config import DEFAULT_CONFIG, load_config
-from snn.training.checkpoint import load_checkpoint
+from snn.models.checkpoint import load_checkpoint
 from snn.training.run import RunDirError, build_trainer
 from snn.utils.runtime import seed_everything
 

@@ -1,0 +1,50 @@
+"""The private PyTorch kernels we call, each behind one small function with a fallback.
+
+A torch upgrade that drops or changes a private op breaks here, in one place that a
+test checks against the plain-PyTorch formula, and the fallback keeps the code running.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def learnable_fake_quantize(x: torch.Tensor, step: torch.Tensor, qmax: int, grad_factor: float) -> torch.Tensor:
+    """``clamp(round(x / step), -qmax, qmax) * step`` with LSQ gradients (Esser et al. 2019).
+
+    x gets a straight-through gradient inside the range and none outside; ``step`` (a
+    positive 0-d tensor) gets the LSQ gradient scaled by ``grad_factor``. The fused kernel
+    ``torch._fake_quantize_learnable_per_tensor_affine`` is private API, hence the fallback.
+    """
+    kernel = getattr(torch, "_fake_quantize_learnable_per_tensor_affine", None)
+    if kernel is None:
+        return lsq_reference(x, step, qmax, grad_factor)
+    zero_point = torch.zeros(1, device=x.device)
+    return kernel(x, step.reshape(1), zero_point, -qmax, qmax, grad_factor)
+
+
+def lsq_reference(x: torch.Tensor, step: torch.Tensor, qmax: int, grad_factor: float) -> torch.Tensor:
+    """The same quantizer in plain autograd operations (slower: several full-size temporaries).
+
+    As in the fused kernel, an input counts as inside the range when its rounded code is.
+    """
+    step = step * grad_factor + (step - step * grad_factor).detach()  # value: step; gradient: x grad_factor
+    v = x / step
+    code = torch.round(v).detach()
+    inside = (code >= -qmax) & (code <= qmax)
+    # Inside: value code, gradient 1 to x and (code - x/step) to step. Outside: value +-qmax, gradient +-qmax to step.
+    v = torch.where(inside, v + (code - v).detach(), torch.clamp(code, -qmax, qmax))
+    return v * step
+
+
+def lerp_all_(ends: list[torch.Tensor], targets: list[torch.Tensor], weight: float) -> None:
+    """In place, for every pair: ``end += weight * (target - end)``.
+
+    ``torch._foreach_lerp_`` does it in one fused call; it is private API, hence the loop fallback.
+    """
+    fused = getattr(torch, "_foreach_lerp_", None)
+    if fused is not None:
+        fused(ends, targets, weight)
+        return
+    for end, target in zip(ends, targets, strict=True):
+        end.lerp_(target, weight)

@@ -1,0 +1,44 @@
+"""The private PyTorch kernels behind snn.quantization.torch_ops against their plain formulas."""
+
+import pytest
+import torch
+
+from snn.quantization import torch_ops
+
+
+@pytest.mark.parametrize("qmax", [1, 7, 127])
+def test_learnable_fake_quantize_matches_the_lsq_formula(qmax):
+    assert hasattr(torch, "_fake_quantize_learnable_per_tensor_affine"), "torch dropped the fused LSQ kernel"
+    torch.manual_seed(0)
+    x = (torch.randn(4000) * 2).requires_grad_()
+    step = torch.tensor(0.8 / qmax, requires_grad=True)
+    x2, step2 = x.detach().clone().requires_grad_(), step.detach().clone().requires_grad_()
+    weight = torch.randn(4000)
+    y = torch_ops.learnable_fake_quantize(x, step, qmax, grad_factor=0.01)
+    ref = torch_ops.lsq_reference(x2, step2, qmax, grad_factor=0.01)
+    torch.testing.assert_close(y, ref)
+    (y * weight).sum().backward()
+    (ref * weight).sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad)
+    torch.testing.assert_close(step.grad, step2.grad, rtol=1e-4, atol=1e-4)
+    assert step.grad.abs() > 0
+    assert x.grad[x.detach().abs() > 0.8 * (qmax + 0.5) / qmax].abs().max() == 0  # clipped inputs: no gradient
+
+
+def test_the_fallback_runs_without_the_private_kernel(monkeypatch):
+    x = torch.linspace(-2, 2, 101)
+    fused = torch_ops.learnable_fake_quantize(x, torch.tensor(0.25), 7, 1.0)
+    monkeypatch.delattr(torch, "_fake_quantize_learnable_per_tensor_affine")
+    torch.testing.assert_close(torch_ops.learnable_fake_quantize(x, torch.tensor(0.25), 7, 1.0), fused)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_lerp_all_moves_each_tensor_towards_its_target(fused, monkeypatch):
+    if fused:
+        assert hasattr(torch, "_foreach_lerp_"), "torch dropped _foreach_lerp_"
+    else:
+        monkeypatch.delattr(torch, "_foreach_lerp_")
+    ends = [torch.tensor([0.0, 10.0]), torch.tensor([[4.0]])]
+    targets = [torch.tensor([10.0, 0.0]), torch.tensor([[0.0]])]
+    torch_ops.lerp_all_(ends, targets, 0.25)
+    assert ends[0].tolist() == [2.5, 7.5] and ends[1].item() == 3.0
