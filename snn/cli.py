@@ -1,25 +1,28 @@
-"""Flags shared by the training scripts, and the one-line error exit."""
+"""Flags shared by the training scripts, the one-line error exit and the interrupted-run message."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 
 from snn.config import DEFAULT_CONFIG, Config, data_root_overrides, load_config
+from snn.training.interrupt import TrainingInterrupted
 
 logger = logging.getLogger(__name__)
 
 
 def add_common_flags(parser: argparse.ArgumentParser, default_config: Path | None = DEFAULT_CONFIG):
-    """--config plus the flags that override config keys (None = keep the YAML value)."""
+    """--config plus the flags that override config keys (None = keep the YAML value), --resume and
+    --allow-config-change."""
+    fallback = f"else {default_config}" if default_config is not None else "else it is required"
     parser.add_argument(
         "--config",
         type=Path,
-        default=default_config,
-        required=default_config is None,
-        help=f"YAML config (default: {default_config})",
+        default=None,
+        help=f"YAML config (default: with --resume, the resumed run's own config.yaml; {fallback})",
     )
     parser.add_argument("--checkpoint-dir", help="where checkpoints go (config: checkpoint_dir)")
     parser.add_argument("--log-dir", help="TensorBoard and CSV logs (config: log_dir)")
@@ -28,6 +31,19 @@ def add_common_flags(parser: argparse.ArgumentParser, default_config: Path | Non
     parser.add_argument("--batch-size", type=int, help="batch size (config: batch_size)")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (config: device)")
     parser.add_argument("--seed", type=int, help="random seed (config: seed)")
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        help="continue a run from its own last.pth (exactly, with its own settings); another run's "
+        "checkpoint starts a new run from its weights at epoch 1",
+    )
+    parser.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="let --resume continue a run with settings other than its own (by default only --epochs, "
+        "--device and logging may change)",
+    )
 
 
 def add_device_flag(parser: argparse.ArgumentParser) -> None:
@@ -35,24 +51,38 @@ def add_device_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
 
 
+def check_positive(flag: str, value: int | None) -> None:
+    """An integer flag override (None: the config's) must be at least 1."""
+    if value is not None and value < 1:
+        raise ValueError(f"{flag} must be >= 1 (got {value})")
+
+
 def check_batch_size(batch_size: int | None) -> None:
-    """A --batch-size override (None: the config's) must be at least 1."""
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1 (got {batch_size})")
+    check_positive("--batch-size", batch_size)
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
+def config_from_args(args: argparse.Namespace, default_config: Path | None = DEFAULT_CONFIG) -> Config:
+    """The config of --config (or of the resumed run, or ``default_config``) with the flags on top."""
+    check_positive("--epochs", args.epochs)
+    check_batch_size(args.batch_size)
+    path, own = args.config, False
+    if path is None and args.resume is not None and (Path(args.resume).parent / "config.yaml").is_file():
+        path, own = Path(args.resume).parent / "config.yaml", True
+    if path is None:
+        if default_config is None:
+            raise ValueError("--config is required unless --resume names a run's own checkpoint")
+        path = default_config
     overrides = {
         "checkpoint_dir": args.checkpoint_dir,
         "log_dir": args.log_dir,
-        "data_root": args.data_root,
         "num_epochs": args.epochs,
         "batch_size": args.batch_size,
         "device": args.device,
         "seed": args.seed,
+        **data_root_overrides(args.data_root),
     }
-    overrides.update(data_root_overrides(args.data_root))
-    return load_config(args.config, overrides)
+    # A resumed run keeps its own schedule; a new, shorter run gets it scaled.
+    return load_config(path, overrides, scale_schedule=not own)
 
 
 def fail(exc: BaseException) -> int:
@@ -60,3 +90,26 @@ def fail(exc: BaseException) -> int:
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     print(f"error: {msg}", file=sys.stderr)
     return 2
+
+
+def resume_command(script: str, argv: list[str], checkpoint: Path) -> str:
+    """The command line that continues an interrupted run: the same flags, ``--resume checkpoint``."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--resume", "--pretrained"):
+            skip = True
+            continue
+        if arg.startswith(("--resume=", "--pretrained=")):
+            continue
+        kept.append(arg)
+    return shlex.join(["python", script, *kept, "--resume", str(checkpoint)])
+
+
+def interrupted(stop: TrainingInterrupted, script: str, argv: list[str] | None) -> int:
+    """Print the one line that says what was saved and how to go on; return the shell's exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    print(f"interrupted: {stop}; resume with: {resume_command(script, argv, stop.checkpoint)}", file=sys.stderr)
+    return stop.exit_code

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from snn.models.neurons import RESET_MODES
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "event_snn_lite.yaml"
+
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -166,8 +169,17 @@ def _type_ok(value: Any, annotation: Any) -> bool:
     return isinstance(value, annotation)
 
 
+def _takes_float(annotation: Any) -> bool:
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return float in typing.get_args(annotation)
+    return annotation is float
+
+
 def validate(cfg: Config, source: str = "config") -> Config:
-    """Check types and values; floats given as ints are converted, nested sections built."""
+    """Check types and values; floats given as ints or numeric strings are converted, nested sections built.
+
+    YAML 1.1 reads ``1e-3`` (no dot) as a string; a float key accepts it.
+    """
     if not isinstance(cfg.synthetic, SyntheticDataset):
         try:
             cfg.synthetic = SyntheticDataset.from_dict(cfg.synthetic, f"{source}, key 'synthetic'")
@@ -175,6 +187,12 @@ def validate(cfg: Config, source: str = "config") -> Config:
             raise ConfigError(f"{source}: key 'synthetic': {exc}") from None
     for name, annotation in typing.get_type_hints(Config).items():
         value = getattr(cfg, name)
+        if isinstance(value, str) and _takes_float(annotation):
+            try:
+                value = float(value)
+                setattr(cfg, name, value)
+            except ValueError:
+                pass  # reported as a wrong type below
         if not _type_ok(value, annotation):
             expected = getattr(annotation, "__name__", str(annotation))
             raise ConfigError(f"{source}: key '{name}' must be {expected}, got {value!r} ({type(value).__name__})")
@@ -217,6 +235,12 @@ def _validate_quantization(cfg: Config, source: str) -> None:
         if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
             raise ConfigError(f"{source}: key 'quantization_schedule': epoch {epoch!r} must be an integer >= 0")
         bits(f"quantization_schedule[{epoch}]", b)
+    late = sorted(e for e in (cfg.quantization_schedule or {}) if e >= cfg.num_epochs)
+    if late:
+        raise ConfigError(
+            f"{source}: key 'quantization_schedule' switches bit width at epoch(s) {late}, but num_epochs is "
+            f"{cfg.num_epochs}: those phases would never run (give more epochs or an earlier schedule)"
+        )
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise ConfigError(f"{source}: key 'ema_decay' must lie in [0, 1), got {cfg.ema_decay}")
     if cfg.quant_weight < 0:
@@ -247,9 +271,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if values is None:
+        raise ConfigError(f"{path}: the config file is empty (give at least 'base: event_snn_lite.yaml')")
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
     return values
@@ -270,15 +296,77 @@ def read_with_base(path: str | Path, _seen: tuple = ()) -> dict[str, Any]:
     return {**read_with_base(base_path, (*_seen, base_path)), **values}
 
 
-def load_config(path: str | Path = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None) -> Config:
-    """Read a YAML config (and its ``base``), apply overrides (None values are ignored), validate."""
+def load_config(
+    path: str | Path = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None, scale_schedule: bool = True
+) -> Config:
+    """Read a YAML config (and its ``base``), apply overrides (None values are ignored), validate.
+
+    When ``num_epochs`` is overridden and the YAML's ``quantization_schedule`` is not, the schedule
+    is scaled to the new epoch budget (``scale_schedule=False``: kept as it is, and then an error if
+    a switch falls beyond the budget) so that no phase is silently dropped.
+    """
     values = read_with_base(path)
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    schedule = values.get("quantization_schedule")
+    if scale_schedule and schedule and "num_epochs" in given and "quantization_schedule" not in given:
+        values["quantization_schedule"] = scaled_schedule(
+            schedule, values.get("num_epochs", Config.num_epochs), given["num_epochs"], str(path)
+        )
+    values.update(given)
     return config_from_dict(values, str(path))
+
+
+def scaled_schedule(schedule: dict, from_epochs: Any, to_epochs: int, source: str = "config") -> dict:
+    """``{epoch: bits}`` stretched from ``from_epochs`` to ``to_epochs``, keeping every phase.
+
+    Switch epochs scale in proportion and round: {0: 8, 30: 4, 60: 2} over 90 epochs becomes
+    {0: 8, 8: 4, 16: 2} over 24. Too few epochs for one epoch per phase is an error.
+    """
+    if not isinstance(schedule, dict) or not all(isinstance(e, int) for e in schedule):
+        return schedule  # validation reports it
+    if not isinstance(from_epochs, int) or from_epochs == to_epochs or from_epochs <= 0:
+        return schedule
+    scaled = {round(e * to_epochs / from_epochs): b for e, b in sorted(schedule.items())}
+    if len(scaled) < len(schedule) or max(scaled) >= to_epochs:
+        raise ConfigError(
+            f"{source}: quantization_schedule {schedule} has {len(schedule)} phases, which do not fit in "
+            f"{to_epochs} epoch(s): give at least {len(schedule)} epochs"
+        )
+    logger.info("quantization_schedule scaled from %d to %d epochs: %s -> %s", from_epochs, to_epochs, schedule, scaled)
+    return scaled
+
+
+def config_from_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Config:
+    """The config a checkpoint was trained with; keys this version does not know are dropped with a warning."""
+    stored = dict(ckpt["config"])
+    known = {f.name for f in dataclasses.fields(Config)}
+    dropped = sorted(set(stored) - known)
+    if dropped:  # a checkpoint from an older or newer version of the code: keep what we understand
+        logger.warning("%s: ignoring stored config keys this version does not know: %s", path, ", ".join(dropped))
+    return config_from_dict({k: v for k, v in stored.items() if k in known}, f"{path} (stored config)")
+
+
+# Keys that may differ when a run is continued: the epoch budget, and settings that do not change the numbers.
+RESUMABLE_CHANGES = ("num_epochs", "device", "num_workers", "log_every", "image_every")
+
+
+_PATH_KEYS = ("data_root", "checkpoint_dir", "log_dir")
+
+
+def config_changes(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
+    """``{key: (old, new)}`` for every key but ``RESUMABLE_CHANGES`` whose value differs (paths compared resolved)."""
+    a, b = old.to_dict(), new.to_dict()
+
+    def same(k: str) -> bool:
+        if k in _PATH_KEYS:
+            return Path(a[k]).resolve() == Path(b[k]).resolve()
+        return a[k] == b[k]
+
+    return {k: (a[k], b[k]) for k in a if k not in RESUMABLE_CHANGES and not same(k)}
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
     path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     tmp.replace(path)

@@ -81,3 +81,43 @@ def test_synthetic_section_is_typed_and_its_errors_name_the_file(tmp_path):
         with pytest.raises(ConfigError, match=match) as err:
             load_config(path)
         assert str(path) in str(err.value) and "synthetic" in str(err.value)
+
+
+def test_yaml_1_1_exponent_strings_are_read_as_floats(tmp_path):
+    path = tmp_path / "lr.yaml"
+    path.write_text("learning_rate: 1e-3\nweight_decay: 5e-5\n")  # YAML 1.1 reads both as strings
+    cfg = load_config(path)
+    assert cfg.learning_rate == 0.001 and cfg.weight_decay == 5e-5
+    path.write_text("learning_rate: fast\n")
+    with pytest.raises(ConfigError, match="learning_rate' must be float, got 'fast'"):
+        load_config(path)
+
+
+def test_an_empty_config_file_is_an_error(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("# nothing here\n")
+    with pytest.raises(ConfigError, match=f"{path}: the config file is empty"):
+        load_config(path)
+
+
+def test_an_epoch_budget_scales_the_schedule_and_keeps_every_phase():
+    progressive = CONFIG_DIR / "event_snn_lite_progressive.yaml"
+    assert load_config(progressive).quantization_schedule == {0: 8, 30: 4, 60: 2}
+    assert load_config(progressive, {"num_epochs": 24}).quantization_schedule == {0: 8, 8: 4, 16: 2}
+    assert load_config(progressive, {"num_epochs": 3}).quantization_schedule == {0: 8, 1: 4, 2: 2}
+    with pytest.raises(ConfigError, match="3 phases.*at least 3 epochs"):
+        load_config(progressive, {"num_epochs": 2})
+    # An explicit schedule is taken as given, and one that cannot run is an error.
+    with pytest.raises(ConfigError, match=r"epoch\(s\) \[30, 60\].*num_epochs is 20"):
+        load_config(progressive, {"num_epochs": 20}, scale_schedule=False)
+
+
+def test_config_changes_ignore_the_epoch_budget_and_compare_paths_resolved(tmp_path, monkeypatch):
+    from snn.config import config_changes
+
+    monkeypatch.chdir(tmp_path)
+    a = load_config(DEFAULT_CONFIG, {"checkpoint_dir": "ck"})
+    b = load_config(DEFAULT_CONFIG, {"checkpoint_dir": str(tmp_path / "ck"), "num_epochs": 40, "device": "cpu"})
+    assert config_changes(a, b) == {}
+    c = load_config(DEFAULT_CONFIG, {"checkpoint_dir": "ck", "learning_rate": 1e-3})
+    assert config_changes(a, c) == {"learning_rate": (0.006, 0.001)}

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from snn.cli import add_device_flag, check_batch_size, fail  # noqa: E402
 from snn.evaluation.evaluate import evaluate_checkpoint  # noqa: E402
 from snn.evaluation.metrics import MASKS  # noqa: E402
-from snn.evaluation.report import evaluation_json, evaluation_report, write_json  # noqa: E402
+from snn.evaluation.report import check_writable, evaluation_json, evaluation_report, write_json  # noqa: E402
 from snn.utils.runtime import resolve_device, setup_logging  # noqa: E402
 
 
@@ -49,7 +49,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         choices=(*MASKS, "both"),
         help="dense: valid ground truth; sparse: also an event at the pixel; both (default: dense)",
     )
-    p.add_argument("--output", type=Path, default=None, help="write the metrics as JSON to this file")
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="also write everything printed (model, activity, throughput, metrics) as JSON to this file",
+    )
     p.add_argument("--batch-size", type=int, default=None, help="default: the config's batch_size")
     add_device_flag(p)
     return p.parse_args(argv)
@@ -61,13 +66,15 @@ def main(argv=None) -> int:
     masks = MASKS if args.mask == "both" else (args.mask,)
     try:
         check_batch_size(args.batch_size)
+        if args.output is not None:
+            check_writable(args.output)
         device = resolve_device(args.device)
         res = evaluate_checkpoint(
             args.checkpoint, args.data_root, args.split, args.config, masks, args.sequence, args.batch_size, device
         )
         print(evaluation_report(res, masks, str(args.data_root), args.split, str(device)))
         if args.output is not None:
-            write_json(evaluation_json(res, masks), args.output)
+            write_json(evaluation_json(res, masks, str(args.data_root), args.split, str(device)), args.output)
             print(f"wrote {args.output}")
     except (ValueError, OSError) as exc:
         return fail(exc)

@@ -1,9 +1,12 @@
 """Run the whole QAT ladder (FP -> 8 -> 4 -> 2 -> 1 bit, plus the progressive run) and report it.
 
     python tools/qat_ladder.py --output-dir results/ladder
+    python tools/qat_ladder.py --output-dir results/ladder --fp-checkpoint checkpoints/V2/best_model.pth
 
 Writes ladder.md, ladder.csv and ladder.png (test AEE against model size) into
-the output dir; steps already trained there are reused.
+the output dir. A step that finished there with the same settings is reused, an
+interrupted one continues from its last.pth, and one trained with other settings
+stops the ladder with an error naming what differs (--reuse reports it as it is).
 """
 
 from __future__ import annotations
@@ -38,6 +41,19 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="epochs of the full-precision step (default: num_epochs of event_snn_lite.yaml)",
     )
     p.add_argument("--no-progressive", action="store_true", help="skip the progressive run")
+    p.add_argument(
+        "--fp-checkpoint",
+        type=Path,
+        default=None,
+        help="use this full-precision checkpoint (e.g. checkpoints/V2/best_model.pth of python train.py) "
+        "instead of training the FP step",
+    )
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="report finished steps in --output-dir as they are, even where they were trained with other "
+        "settings than this command's (the report lists the settings each was trained with)",
+    )
     add_device_flag(p)
     p.add_argument(
         "--seed",
@@ -62,6 +78,8 @@ def main(argv=None) -> int:
             resolve_device(args.device),
             progressive=not args.no_progressive,
             seed=args.seed,
+            fp_checkpoint=args.fp_checkpoint,
+            reuse=args.reuse,
         )
     except (ValueError, OSError) as exc:
         return fail(exc)

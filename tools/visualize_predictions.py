@@ -1,9 +1,13 @@
 """Draw a checkpoint's flow predictions on one sequence: events, ground truth, prediction, EPE.
 
     python tools/visualize_predictions.py --checkpoint checkpoints/V2/best_model.pth \\
-        --data-root data/synthetic --sequence seq_0000 --frames 0:4 --arrows --video
+        --data-root data/synthetic --sequence seq_0000 --frames 0:4 --arrows --gif
 
-Writes one PNG per flow window (and <sequence>.mp4 with --video) into --output-dir.
+Writes one PNG per flow window into --output-dir, with --video also <sequence>.mp4 and
+with --gif <sequence>.gif (both, if both are given) of the same pictures at --fps. The MP4
+is H.264 where this OpenCV can encode it; the pip opencv-python(-headless) wheels usually
+cannot, and then it is mp4v, which browsers do not play (a warning says so). The animated
+GIF plays in every browser.
 Ground truth and prediction share one colour normalisation (the colour wheel's
 rim, in px, is printed beside it); the EPE map has its own colour bar in px.
 """
@@ -45,8 +49,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--frames", default=None, metavar="A:B", help="flow windows A..B-1 to draw, e.g. 0:10 (default: all)"
     )
-    p.add_argument("--video", action="store_true", help="also write <sequence>.mp4 of the pictures")
-    p.add_argument("--fps", type=float, default=5.0, help="video frame rate (default: 5)")
+    p.add_argument(
+        "--video",
+        action="store_true",
+        help="also write <sequence>.mp4 of the pictures (H.264 where OpenCV has it, else mp4v, "
+        "which browsers do not play)",
+    )
+    p.add_argument(
+        "--gif",
+        action="store_true",
+        help="also write <sequence>.gif, an animated GIF of the pictures every browser plays",
+    )
+    p.add_argument("--fps", type=float, default=5.0, help="frame rate of --video and --gif (default: 5)")
     p.add_argument("--arrows", action="store_true", help="draw sparse flow arrows on the flow panels")
     p.add_argument(
         "--max-flow",
@@ -70,7 +84,9 @@ def main(argv=None) -> int:
             raise ValueError(f"--fps must be > 0 (got {args.fps})")
         device = resolve_device(args.device)
         model, cfg = load_for_evaluation(args.checkpoint, args.config, device)
-        dataset = make_dataset(cfg, args.data_root, args.split, sequences=[args.sequence])
+        dataset = make_dataset(
+            cfg, args.data_root, args.split, sequences=[args.sequence], size_multiple=model.downsample_factor
+        )
         frames = parse_frames(args.frames, len(dataset))
         paths = visualize_sequence(
             model,
@@ -83,13 +99,15 @@ def main(argv=None) -> int:
             video=args.video,
             fps=args.fps,
             max_flow=args.max_flow,
+            gif=args.gif,
         )
     except (ValueError, OSError) as exc:
         return fail(exc)
     pngs = [p for p in paths if p.suffix == ".png"]
-    print(f"wrote {len(pngs)} pictures to {args.output_dir} ({pngs[0].name} .. {pngs[-1].name})")
-    if args.video:
-        print(f"wrote {paths[-1]}")
+    names = pngs[0].name if len(pngs) == 1 else f"{pngs[0].name} .. {pngs[-1].name}"
+    print(f"wrote {len(pngs)} pictures to {args.output_dir} ({names})")
+    for path in paths[len(pngs) :]:
+        print(f"wrote {path}")
     return 0
 
 

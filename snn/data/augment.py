@@ -2,7 +2,8 @@
 
 A sample is the dict a reader returns: ``events`` [B, C, H, W], ``flow`` [2, H, W]
 (u, v), ``valid`` [1, H, W] and ``event_mask`` [1, H, W] (docs/formats.md, section 3).
-Randomness comes from torch's generator so DataLoader worker seeding makes runs repeatable.
+Training draws each sample's crop and flips from its own generator (``snn.data.sampling``), so a run
+is repeatable whatever the worker count and however often it is interrupted.
 """
 
 from __future__ import annotations
@@ -36,12 +37,14 @@ def check_crop_fits(crop_size: int | tuple[int, int] | list[int], height: int, w
     return crop_h, crop_w
 
 
-def random_crop(sample: dict[str, Any], crop_size: int | tuple[int, int] | list[int]) -> dict[str, Any]:
+def random_crop(
+    sample: dict[str, Any], crop_size: int | tuple[int, int] | list[int], generator: torch.Generator | None = None
+) -> dict[str, Any]:
     """Cut the same random (h, w) window out of every spatial tensor of ``sample``."""
     height, width = sample["flow"].shape[-2:]
     crop_h, crop_w = check_crop_fits(crop_size, height, width)
-    top = int(torch.randint(0, height - crop_h + 1, (1,)))
-    left = int(torch.randint(0, width - crop_w + 1, (1,)))
+    top = int(torch.randint(0, height - crop_h + 1, (1,), generator=generator))
+    left = int(torch.randint(0, width - crop_w + 1, (1,), generator=generator))
     out = dict(sample)
     for key in SPATIAL_KEYS:
         out[key] = sample[key][..., top : top + crop_h, left : left + crop_w].contiguous()
@@ -62,11 +65,11 @@ def vflip(sample: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def random_flips(sample: dict[str, Any], p: float = 0.5) -> dict[str, Any]:
+def random_flips(sample: dict[str, Any], p: float = 0.5, generator: torch.Generator | None = None) -> dict[str, Any]:
     """Horizontal and vertical flips, each applied independently with probability ``p``."""
-    if float(torch.rand(())) < p:
+    if float(torch.rand((), generator=generator)) < p:
         sample = hflip(sample)
-    if float(torch.rand(())) < p:
+    if float(torch.rand((), generator=generator)) < p:
         sample = vflip(sample)
     return sample
 
@@ -75,10 +78,14 @@ def augment_sample(
     sample: dict[str, Any],
     crop_size: int | tuple[int, int] | list[int] | None = None,
     flip: bool = True,
+    generator: torch.Generator | None = None,
 ) -> dict[str, Any]:
-    """Crop (when ``crop_size`` is set), then random flips (when ``flip``)."""
+    """Crop (when ``crop_size`` is set), then random flips (when ``flip``).
+
+    ``generator`` draws the crop position and flips (None: torch's global generator).
+    """
     if crop_size is not None:
-        sample = random_crop(sample, crop_size)
+        sample = random_crop(sample, crop_size, generator)
     if flip:
-        sample = random_flips(sample)
+        sample = random_flips(sample, generator=generator)
     return sample

@@ -7,9 +7,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from snn.data.augment import as_hw
+from snn.data.errors import DatasetFormatError
 from snn.data.provider import build_dataset
+from snn.data.sampling import EpochSampler, SeededAugmentation
 
 if TYPE_CHECKING:
     from snn.config import Config
@@ -25,37 +28,72 @@ def prepare_data_root(cfg: Config) -> Path:
     return root
 
 
+def check_frame_sizes(dataset: Dataset, split: str, size_multiple: int, crop_size: int | None = None) -> None:
+    """Fail now, naming the sequence, if the network cannot take the split's frames (or crops).
+
+    Whole frames need height and width divisible by ``size_multiple``; a crop must fit every frame.
+    """
+    for seq in sequences_of(dataset):
+        h, w = seq.height, seq.width
+        if crop_size is not None:
+            ch, cw = as_hw(crop_size)
+            if ch > h or cw > w:
+                raise DatasetFormatError(seq.seq_dir, f"frames are {h}x{w}, smaller than the {ch}x{cw} training crop")
+        elif h % size_multiple or w % size_multiple:
+            raise DatasetFormatError(
+                seq.seq_dir,
+                f"frames are {h}x{w} but the network takes only sizes divisible by {size_multiple} "
+                f"({split} split{'; set crop_size to train on crops' if split == 'train' else ''})",
+            )
+
+
 def make_dataset(
     cfg: Config,
     data_root: str | Path,
     split: str,
     train: bool = False,
     sequences: Sequence[str] | None = None,
+    size_multiple: int = 1,
 ) -> Dataset:
-    """All windows of ``split``; training sets get the config's random crops and flips, others whole frames."""
-    return build_dataset(
+    """All windows of ``split``, their frame sizes checked against ``size_multiple`` (the network's).
+
+    A training set (``train=True``) is read with ``EpochSampler`` keys (see ``make_loader``) and
+    gets the config's random crops and flips, each drawn from the key's seed.
+    """
+    dataset = build_dataset(
         data_root,
         split,
         num_bins=cfg.num_bins,
         representation=cfg.representation,
-        crop_size=cfg.crop_size if train else None,
-        augment=cfg.augment and train,
         names=list(sequences) if sequences else None,
     )
+    crop = cfg.crop_size if train else None
+    check_frame_sizes(dataset, split, size_multiple, crop)
+    if train:
+        return SeededAugmentation(dataset, crop, cfg.augment)
+    return dataset
 
 
 def make_loader(
     cfg: Config, dataset: Dataset, train: bool = False, batch_size: int | None = None, seed: int = 0
 ) -> DataLoader:
-    """Shuffled batches (the last partial one dropped) for training, the dataset in order otherwise."""
+    """Shuffled batches (the last partial one dropped) for training, the dataset in order otherwise.
+
+    A training loader's ``sampler`` is an ``EpochSampler``: the trainer sets its epoch.
+    """
     batch_size = batch_size or cfg.batch_size
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=train,
+        sampler=EpochSampler(len(dataset), seed) if train else None,
         drop_last=train and len(dataset) > batch_size,
         num_workers=cfg.num_workers,
         pin_memory=torch.cuda.is_available(),
-        generator=torch.Generator().manual_seed(seed),
         persistent_workers=cfg.num_workers > 0,
     )
+
+
+def sequences_of(dataset: Dataset) -> list[Dataset]:
+    """The per-sequence datasets inside what ``make_dataset`` returned."""
+    inner = getattr(dataset, "dataset", dataset)
+    return list(inner.datasets) if isinstance(inner, ConcatDataset) else [inner]

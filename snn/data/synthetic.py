@@ -288,6 +288,20 @@ def estimate_seconds(config: SyntheticConfig, num_sequences: int, workers: int =
     return startup + num_sequences * work * _SECONDS_PER_PIXEL_SUBSTEP / max(workers, 1)
 
 
+def regenerate_hint(root: Path, config: SyntheticConfig, sizes: dict[str, int], seed: int) -> str:
+    """The command that writes exactly the requested dataset, or, where the tool lacks a flag, what to do instead."""
+    flags = {"height": config.height, "width": config.width, "num_frames": config.num_frames}
+    others = sorted(k for k, v in config.to_dict().items() if k not in flags and v != SyntheticConfig().to_dict()[k])
+    if others:  # settings the tool has no flag for: let training regenerate it from the config
+        return f"remove {root}; the next training run generates it from the config"
+    args = [
+        f"--output {root}",
+        f"--num-train {sizes['train']} --num-val {sizes['val']} --num-test {sizes['test']} --seed {seed}",
+        f"--height {config.height} --width {config.width} --num-frames {config.num_frames} --force",
+    ]
+    return "python tools/make_synthetic_dataset.py " + " ".join(args)
+
+
 def ensure_synthetic_dataset(
     root: str | os.PathLike = DEFAULT_ROOT,
     config: SyntheticConfig | None = None,
@@ -302,8 +316,7 @@ def ensure_synthetic_dataset(
     """Return ``root``, generating the synthetic dataset there first if it is not there yet.
 
     An existing dataset (``root/dataset.yaml``) is used as is; if it was generated with other
-    settings than the ones asked for, a warning says so (regenerate with
-    ``tools/make_synthetic_dataset.py --force`` to change it).
+    settings than the ones asked for, a warning says so and gives the command that regenerates it.
     """
     root = Path(root)
     config = config or SyntheticConfig()
@@ -316,10 +329,11 @@ def ensure_synthetic_dataset(
         differing = sorted(key for key in wanted if found.get(key) != wanted[key])
         if differing:
             logger.warning(
-                "synthetic dataset in %s was generated with different %s than requested; "
-                "using it as is (regenerate with tools/make_synthetic_dataset.py --force)",
+                "synthetic dataset in %s was generated with different %s than requested; using it as is "
+                "(to regenerate it as requested: %s)",
                 root,
                 ", ".join(differing),
+                regenerate_hint(root, config, sizes, seed),
             )
         return root
     total = num_train + num_val + num_test

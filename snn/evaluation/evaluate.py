@@ -9,7 +9,6 @@ and SynOps (see ``snn.evaluation.synops``) on the way.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections import defaultdict
@@ -22,8 +21,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from snn.config import Config, config_from_dict, load_config
-from snn.data.loaders import make_dataset, make_loader
+from snn.config import Config, config_from_checkpoint, load_config
+from snn.data.loaders import make_dataset, make_loader, sequences_of
 from snn.data.representations import num_input_channels
 from snn.evaluation.metrics import FlowMetrics, evaluation_mask
 from snn.evaluation.report import comparison_labels
@@ -92,12 +91,7 @@ def eval_config(path: str | Path, config_path: str | Path | None = None) -> Conf
     """The checkpoint's stored config, or ``config_path`` when given (its data keys are what matter)."""
     if config_path is not None:
         return load_config(config_path)
-    stored = dict(load_checkpoint(path)["config"])
-    known = {f.name for f in dataclasses.fields(Config)}
-    dropped = sorted(set(stored) - known)
-    if dropped:  # a checkpoint from an older or newer version of the code: keep what we understand
-        logger.warning("%s: ignoring stored config keys this version does not know: %s", path, ", ".join(dropped))
-    return config_from_dict({k: v for k, v in stored.items() if k in known}, f"{path} (stored config)")
+    return config_from_checkpoint(load_checkpoint(path), path)
 
 
 def load_for_evaluation(path: str | Path, config_path: str | Path | None, device: torch.device):
@@ -151,7 +145,7 @@ def evaluate_checkpoint(
         model, cfg = load_for_evaluation(path, config_path, device)
     else:
         cfg = eval_config(path, config_path)
-    dataset = make_dataset(cfg, data_root, split, sequences=sequences)
+    dataset = make_dataset(cfg, data_root, split, sequences=sequences, size_multiple=model.downsample_factor)
     loader = make_loader(cfg, dataset, batch_size=batch_size)
     with ActivityMonitor(model) as monitor:
         metrics = evaluate_model(model, loader, device, masks, progress, monitor)
@@ -162,7 +156,7 @@ def evaluate_checkpoint(
         bit_width=model_bit_width(model),
         parameters=size["parameters"],
         model_bytes=size["model_bytes"],
-        num_sequences=len(getattr(dataset, "datasets", [dataset])),
+        num_sequences=len(sequences_of(dataset)),
         num_windows=len(dataset),
         batch_size=loader.batch_size,
         num_bins=cfg.num_bins,

@@ -122,19 +122,66 @@ def _metrics_json(m: dict) -> dict:
     return {k: (int(m[k]) if k == "num_pixels" else float(m[k])) for k in METRIC_KEYS}
 
 
-def evaluation_json(res, masks: tuple[str, ...]) -> dict:
-    """The --output document: one object for one mask, ``{"dense": .., "sparse": ..}`` for both."""
-    docs = {
-        m: {
-            "checkpoint": res.checkpoint,
+def evaluation_json(res, masks: tuple[str, ...], data_root: str, split: str, device: str = "cpu") -> dict:
+    """The --output document: everything ``evaluation_report`` prints, as plain values.
+
+    ``{"checkpoint", "bit_width", "model", "data", "activity", "throughput", <mask>: {"overall",
+    "sequences"} for each evaluated mask}``; figures of an empty mask are null.
+    """
+    act = res.activity
+    rates = act["firing_rates"]
+    doc = {
+        "checkpoint": res.checkpoint,
+        "bit_width": res.bit_width,
+        "model": {
+            "name": res.model_name,
             "bit_width": res.bit_width,
-            "mask": m,
+            "parameters": res.parameters,
+            "size_bytes": res.model_bytes,
+        },
+        "data": {
+            "data_root": str(data_root),
+            "split": split,
+            "num_sequences": res.num_sequences,
+            "num_windows": res.num_windows,
+            "num_bins": res.num_bins,
+            "representation": res.representation,
+        },
+        "activity": {
+            "mean_firing_rate": sum(rates.values()) / len(rates) if rates else float("nan"),
+            "firing_rates": rates,
+            "synops_per_sample": act["synops_per_sample"],
+            "synops_per_layer": act["synops_per_layer"],
+            "dense_macs_per_sample": act["dense_macs_per_sample"],
+            "dense_macs_per_layer": act["dense_macs_per_layer"],
+        },
+        "throughput": {
+            "samples_per_s": res.metrics["samples_per_s"],
+            "model_samples_per_s": res.metrics["model_samples_per_s"],
+            "batch_size": res.batch_size,
+            "device": device,
+        },
+    }
+    for m in masks:
+        doc[m] = {
             "overall": _metrics_json(res.metrics[m]["overall"]),
             "sequences": {name: _metrics_json(v) for name, v in res.metrics[m]["sequences"].items()},
         }
-        for m in masks
-    }
-    return _finite(docs[masks[0]] if len(masks) == 1 else docs)
+    return _finite(doc)
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail now, not after a long run, if ``path`` cannot be written (a folder, no permission, ...)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OSError(f"{path}: is a directory; --output takes a file name, e.g. {path / 'results.json'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.with_name(f".{path.name}.probe")
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OSError(f"{path}: cannot write there ({exc.strerror or exc})") from None
 
 
 def write_json(doc: dict, path: str | Path) -> None:
@@ -249,7 +296,41 @@ def ladder_markdown(rows: list[dict]) -> str:
         ]
         for r in rows
     ]
-    return markdown_table(header, cells) + "\n"
+    return markdown_table(header, cells) + "\n" + _reused_notes(rows)
+
+
+def _reused_notes(rows: list[dict]) -> str:
+    """For every step this call did not train: the settings it was trained with, from its record."""
+    notes = []
+    for r in rows:
+        if not math.isnan(r["train_minutes"]):
+            continue
+        settings = r.get("reused_settings")
+        if not settings:
+            notes.append(f"- {r['step']}: no record of its settings (trained by an older version)")
+            continue
+        if "checkpoint" in settings:  # a given checkpoint stood in for the step
+            notes.append(
+                f"- {r['step']}: the given checkpoint {settings['checkpoint']} (sha256 {settings['sha256'][:12]})"
+            )
+            continue
+        cfg = settings.get("config", {})
+        start = settings.get("start_from") or {}
+        minutes = r.get("reused_minutes")
+        notes.append(
+            f"- {r['step']}: {settings.get('epochs')} epochs, seed {settings.get('seed')}, "
+            f"data {settings.get('data_root')}, learning rate {cfg.get('learning_rate')}, "
+            f"batch {cfg.get('batch_size')}, crop {cfg.get('crop_size')}"
+            + (f", from {start.get('path')} (sha256 {str(start.get('sha256'))[:12]})" if start else ", from scratch")
+            + (f"; took {minutes:.1f} min" if isinstance(minutes, (int, float)) else "")
+        )
+    if not notes:
+        return ""
+    return (
+        "\nReused steps (trained by an earlier call), with the settings they were trained with:\n\n"
+        + "\n".join(notes)
+        + "\n"
+    )
 
 
 def write_ladder_reports(rows: list[dict], output_dir: Path) -> None:
@@ -276,12 +357,67 @@ def short_labels(paths: list[str]) -> list[str]:
 _SERIES_STYLE = {None: ("o", "tab:blue"), "progressive": ("s", "tab:green")}
 
 
-def plot_aee_vs_size(rows: list[dict], path: str | Path, title: str = "AEE against model size") -> None:
-    """One labelled point per row (``size_mb``, ``aee``, ``label``), log x axis, zero-flow AEE dashed.
+# Label offsets from a point (in points), tried in this order: up-right, down-right, up-left,
+# down-left, then the same further out. The text is aligned to grow away from the point.
+_LABEL_OFFSETS = tuple(
+    (sx * dx, sy * dy, "left" if sx > 0 else "right", "bottom" if sy > 0 else "top")
+    for dx, dy in ((5, 4), (5, 14), (16, 4), (5, 24), (16, 24))
+    for sx, sy in ((1, 1), (1, -1), (-1, 1), (-1, -1))
+)
 
-    Points of one ``series`` (rows without one form the main series) are joined by a line in
-    order of size; a row with ``reference`` true is drawn in orange.
+
+def _overlap_area(a, b) -> float:
+    w = min(a.x1, b.x1) - max(a.x0, b.x0)
+    h = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return w * h if w > 0 and h > 0 else 0.0
+
+
+def _place_labels(fig, ax, rows: list[dict]) -> list:
+    """Label each row's point with the first of ``_LABEL_OFFSETS`` that keeps the text inside the
+    axes and clear of the labels placed so far, the legend and the markers (or, where none does,
+    the offset with the least overlap). Highest point first, so of two close points the upper one
+    gets the label above. Needs the final layout (call after ``tight_layout``). Returns the texts,
+    in the order of ``rows`` (rows whose point is not finite get none).
     """
+    from matplotlib.transforms import Bbox
+
+    renderer = fig.canvas.get_renderer()
+    inside = ax.get_window_extent(renderer).padded(-2)
+    points = [r for r in rows if math.isfinite(r["size_mb"]) and r["size_mb"] > 0 and math.isfinite(r["aee"])]
+    half = 3 * fig.dpi / 72  # half a default scatter marker (6 pt across), in pixels
+    obstacles = [
+        Bbox.from_extents(x - half, y - half, x + half, y + half)
+        for x, y in ax.transData.transform([(r["size_mb"], r["aee"]) for r in points]).reshape(-1, 2)
+    ]
+    if ax.get_legend() is not None:
+        obstacles.append(ax.get_legend().get_window_extent(renderer))
+    texts = {}
+    for i in sorted(range(len(points)), key=lambda i: -points[i]["aee"]):
+        r = points[i]
+        text = ax.annotate(r["label"], (r["size_mb"], r["aee"]), xytext=(0, 0), textcoords="offset points", fontsize=8)
+        text.set_in_layout(False)
+        best = None
+        for dx, dy, ha, va in _LABEL_OFFSETS:
+            text.set(position=(dx, dy), ha=ha, va=va)
+            box = text.get_window_extent(renderer)
+            outside = box.width * box.height - _overlap_area(box, inside)
+            cost = 10 * outside + sum(_overlap_area(box, o) for o in obstacles)
+            if best is None or cost < best[0]:
+                best = (cost, (dx, dy, ha, va), box)
+            if cost == 0:
+                break
+        _, (dx, dy, ha, va), box = best
+        text.set(position=(dx, dy), ha=ha, va=va)
+        if (abs(dx), abs(dy)) != _LABEL_OFFSETS[0][:2]:  # further out: a thin leader line to the point
+            leader = {"arrowstyle": "-", "color": "0.5", "lw": 0.6, "shrinkA": 0, "shrinkB": 3}
+            ax.annotate("", (r["size_mb"], r["aee"]), xytext=(dx, dy), textcoords="offset points", arrowprops=leader)
+        obstacles.append(box.padded(1))
+        texts[i] = text
+    return [texts[i] for i in range(len(points))]
+
+
+def _aee_figure(rows: list[dict], title: str):
+    """The figure of ``plot_aee_vs_size``, laid out and labelled: (figure, axes, label texts)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -297,7 +433,6 @@ def plot_aee_vs_size(rows: list[dict], path: str | Path, title: str = "AEE again
             ref = bool(r.get("reference"))
             ax.scatter(r["size_mb"], r["aee"], marker=marker, color="tab:orange" if ref else colour, zorder=3,
                        label="reference" if ref else None)  # fmt: skip
-            ax.annotate(r["label"], (r["size_mb"], r["aee"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
     zero = rows[0]["zero_flow_aee"]
     if zero is not None and math.isfinite(zero):
         ax.axhline(zero, color="gray", ls="--", lw=1, label=f"zero flow ({zero:.2f} px)")
@@ -310,11 +445,27 @@ def plot_aee_vs_size(rows: list[dict], path: str | Path, title: str = "AEE again
         FuncFormatter(lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else "")
     )
     ax.tick_params(axis="x", which="minor", labelsize=7)
-    ax.set_ylim(bottom=0)
+    # Headroom above the highest point or zero-flow line, so labels above it stay below the title.
+    heights = [v for v in [*(r["aee"] for r in rows), zero] if v is not None and math.isfinite(v) and v > 0]
+    ax.set_ylim(0, 1.15 * max(heights) if heights else None)
     ax.set_xlabel("model size (MB, log scale)")
     ax.set_ylabel("AEE (px)")
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
+    labels = _place_labels(fig, ax, rows)
+    return fig, ax, labels
+
+
+def plot_aee_vs_size(rows: list[dict], path: str | Path, title: str = "AEE against model size") -> None:
+    """One labelled point per row (``size_mb``, ``aee``, ``label``), log x axis, zero-flow AEE dashed.
+
+    Points of one ``series`` (rows without one form the main series) are joined by a line in
+    order of size; a row with ``reference`` true is drawn in orange. Labels are placed clear of
+    each other and inside the axes (see ``_place_labels``).
+    """
+    fig, _, _ = _aee_figure(rows, title)
+    import matplotlib.pyplot as plt
+
     fig.savefig(path)
     plt.close(fig)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +55,58 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, pickle with code in it, not a torch file, ...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a loadable checkpoint ({reason[:200]})") from None
+        raise CheckpointError(f"{path}: {_load_problem(path, exc)}") from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: not a checkpoint of this project (top level is not a dict)")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: not a checkpoint of this project (missing {', '.join(missing)})")
     return ckpt
+
+
+def _load_problem(path: Path, exc: Exception) -> str:
+    """Why ``torch.load`` refused ``path``, in a sentence (torch's own messages run to many lines)."""
+    if path.stat().st_size == 0:
+        return "empty file (0 bytes), not a checkpoint"
+    with path.open("rb") as f:
+        head = f.read(4)
+    is_zip = zipfile.is_zipfile(path)
+    if head.startswith(b"PK") and not is_zip:
+        return "truncated or corrupt: the zip archive that torch.save writes is incomplete"
+    if not is_zip and not head.startswith(b"\x80"):
+        return "not a PyTorch checkpoint (neither the zip archive torch.save writes nor a pickle)"
+    if isinstance(exc, pickle.UnpicklingError) or "weights only" in str(exc).lower():
+        return (
+            "holds code or Python objects that a safe load (weights_only=True) does not run, so we refuse it; "
+            "checkpoints of this project hold tensors and plain values only"
+        )
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    return f"not a loadable checkpoint ({type(exc).__name__}: {reason})"
+
+
+def checkpoint_bit_width(ckpt: dict[str, Any]) -> int:
+    """The bit width of the model a checkpoint holds: 32 unless it was quantized."""
+    args = ckpt["model_args"]
+    if not args.get("quantize"):
+        return 32
+    return 1 if args.get("binarize") else int(args.get("bit_width", 8))
+
+
+def keep_best_of_other_width(path: Path, bits: int) -> None:
+    """Before a best checkpoint at ``bits`` replaces ``path``: an existing one of another width
+    is kept as ``best_model_<b>bit.pth`` beside it (never overwritten, never lost)."""
+    if not path.exists():
+        return
+    try:
+        old_bits = checkpoint_bit_width(load_checkpoint(path))
+    except CheckpointError:
+        return  # not ours or unreadable: replaced as before
+    if old_bits == bits:
+        return
+    kept = path.with_name(f"{path.stem}_{old_bits}bit{path.suffix}")
+    if not kept.exists():
+        os.replace(path, kept)
+        logger.warning("%s held a %d-bit model; kept as %s before a %d-bit one replaces it", path, old_bits, kept, bits)
 
 
 def load_weights(

@@ -1,21 +1,29 @@
 """The QAT ladder: FP -> 8 -> 4 -> 2 -> 1 bit (each from the previous) and a progressive run.
 
-Every step trains into ``<output>/<name>/`` and is evaluated on the test split;
-a step whose ``best_model.pth`` already exists is reused, so an interrupted
-ladder continues where it stopped. The reports (table, CSV, plot) are written
-by ``snn.evaluation.report``.
+Every step trains into ``<output>/<name>/`` and is evaluated on the test split. Beside
+its checkpoints each step keeps ``ladder_step.json``: the settings it was trained with
+(its resolved config, epochs, data root, seed, and a hash of the checkpoint it started
+from) and whether it finished. A later call reuses a step only when it finished with
+the same settings, continues a half-finished one from its own ``last.pth``, and stops
+with an error naming what differs otherwise (``reuse=True`` reports such steps as they
+are, with the settings they were trained with). The reports (table, CSV, plot) are
+written by ``snn.evaluation.report``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from snn.config import CONFIG_DIR, config_from_dict, data_root_overrides, load_config
+from snn.config import CONFIG_DIR, Config, config_from_dict, data_root_overrides, load_config
 from snn.data.loaders import prepare_data_root
 from snn.evaluation.evaluate import evaluate_checkpoint
 from snn.evaluation.report import bits_label, write_ladder_reports
@@ -23,6 +31,12 @@ from snn.training.run import build_trainer
 from snn.utils.runtime import seed_everything
 
 logger = logging.getLogger(__name__)
+
+RECORD = "ladder_step.json"
+
+
+class LadderError(ValueError):
+    """A step's folder holds results that do not match the command; the message says what differs."""
 
 
 @dataclass
@@ -43,8 +57,16 @@ STEPS = (
 )
 
 
-def step_overrides(step: Step, output_dir: Path, data_root: str | None, epochs: int, seed: int | None) -> dict:
-    """The config keys the ladder sets for ``step`` on top of its YAML (None values keep the YAML's)."""
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def step_config(step: Step, output_dir: Path, data_root: str | None, epochs: int, seed: int | None, extra: dict | None):
+    """The step's resolved config: its YAML, the ladder's folders, epochs (a schedule scaled to them), seed."""
     out = output_dir / step.name
     overrides = {
         "checkpoint_dir": str(out / "checkpoints"),
@@ -53,11 +75,50 @@ def step_overrides(step: Step, output_dir: Path, data_root: str | None, epochs: 
         "seed": seed,
         **data_root_overrides(data_root),
     }
-    if step.progressive:
-        # The schedule keeps its shape: equal thirds at 8, 4 and 2 bit.
-        third = max(1, epochs // 3)
-        overrides["quantization_schedule"] = {0: 8, third: 4, 2 * third: 2}
-    return overrides
+    cfg = load_config(CONFIG_DIR / step.config, overrides)
+    if extra:  # applied after loading, so that an explicit None (e.g. no crop) counts
+        cfg = config_from_dict({**cfg.to_dict(), **extra}, f"{step.config} + ladder overrides")
+    return cfg
+
+
+def _read_record(folder: Path) -> dict | None:
+    path = folder / RECORD
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise LadderError(f"{path}: unreadable step record ({exc})") from None
+
+
+def _write_record(folder: Path, record: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{RECORD}.tmp"
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, folder / RECORD)
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every leaf that differs."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+def settings_of(cfg: Config, epochs: int, start: Path | None) -> dict[str, Any]:
+    """What decides a step's result: its whole config and the exact checkpoint it started from."""
+    return {
+        "epochs": epochs,
+        "data_root": str(Path(cfg.data_root).resolve()),
+        "seed": cfg.seed,
+        "config": json.loads(json.dumps(cfg.to_dict(), default=str)),
+        "start_from": None if start is None else {"path": str(start), "sha256": sha256(start)},
+    }
 
 
 def run_step(
@@ -68,22 +129,58 @@ def run_step(
     device: torch.device,
     seed: int | None = None,
     extra: dict | None = None,
-) -> tuple[Path, float]:
-    """Train one step (unless done); returns its best checkpoint and the minutes it took."""
-    best = output_dir / step.name / "checkpoints" / "best_model.pth"
-    if best.exists():
-        logger.info("%s: reusing %s", step.name, best)
-        return best, float("nan")
-    cfg = load_config(CONFIG_DIR / step.config, step_overrides(step, output_dir, data_root, epochs, seed))
-    if extra:  # applied after loading, so that an explicit None (e.g. no crop) counts
-        cfg = config_from_dict({**cfg.to_dict(), **extra}, f"{step.config} + ladder overrides")
-    resume = output_dir / step.start_from / "checkpoints" / "best_model.pth" if step.start_from else None
+    start: Path | None = None,
+    reuse: bool = False,
+) -> tuple[Path, float, dict | None]:
+    """Train one step unless it finished with the same settings; continue it if it was interrupted.
+
+    Returns its best checkpoint, the minutes this call spent training (nan: reused) and, for a
+    reused step, its record.
+    """
+    folder = output_dir / step.name
+    best = folder / "checkpoints" / "best_model.pth"
+    last = folder / "checkpoints" / "last.pth"
+    cfg = step_config(step, output_dir, data_root, epochs, seed, extra)
+    settings = settings_of(cfg, epochs, start)
+    record = _read_record(folder)
+    if record is None and (best.exists() or last.exists()):
+        if reuse and best.exists():
+            logger.warning("%s: reusing %s, which has no record of its settings", step.name, best)
+            return best, float("nan"), {"settings": None, "status": "unknown"}
+        raise LadderError(
+            f"{folder}: holds checkpoints but no {RECORD} (made by an older version?), so nothing says how they "
+            f"were trained; use another --output-dir, remove the folder, or pass --reuse to report them as they are"
+        )
+    if record is not None:
+        differs = _differences(record.get("settings") or {}, settings)
+        finished = record.get("status") == "finished" and best.exists()
+        if differs and not (reuse and finished):
+            shown = "; ".join(differs[:6]) + (f"; and {len(differs) - 6} more" if len(differs) > 6 else "")
+            raise LadderError(
+                f"{folder}: this step was trained with other settings than the command's ({shown}); use another "
+                f"--output-dir, remove the folder, or pass --reuse to report the finished step as it is"
+            )
+        if finished:
+            logger.info(
+                "%s: finished earlier with %s settings; reusing %s", step.name, "other" if differs else "the same", best
+            )
+            return best, float("nan"), record
+    resume, warm = start, True
+    if record is not None and last.exists():
+        resume, warm = last, None  # a half-finished step continues from its own last.pth
+        logger.info("%s: continuing the interrupted step from %s", step.name, last)
+    elif record is not None:  # killed before its first last.pth: start it over
+        for leftover in (best, folder / "logs" / "metrics.csv"):
+            leftover.unlink(missing_ok=True)
+    _write_record(folder, {"settings": settings, "status": "running"})
     logger.info("%s: %d epochs from %s, seed %d", step.name, epochs, resume or "scratch", cfg.seed)
     t0 = time.time()
     seed_everything(cfg.seed)
-    trainer = build_trainer(cfg, device, resume=resume, warm_start=True if resume else None)
+    trainer = build_trainer(cfg, device, resume=resume, warm_start=warm if resume is not None else None)
     trainer.fit()
-    return best, (time.time() - t0) / 60
+    minutes = (time.time() - t0) / 60
+    _write_record(folder, {"settings": settings, "status": "finished", "train_minutes": minutes})
+    return best, minutes, None
 
 
 def run_ladder(
@@ -95,23 +192,32 @@ def run_ladder(
     progressive: bool = True,
     seed: int | None = None,
     extra: dict | None = None,
+    fp_checkpoint: Path | None = None,
+    reuse: bool = False,
 ) -> list[dict]:
     """Train (or reuse) every step, evaluate each on the test split, write the reports.
 
     ``seed`` replaces every step's config seed (None: each config's own); ``extra``
-    overrides config keys of every step (e.g. ``{"crop_size": None}``).
+    overrides config keys of every step (e.g. ``{"crop_size": None}``); ``fp_checkpoint``
+    stands in for the full-precision step (e.g. the checkpoint of ``python train.py``).
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     base = load_config(CONFIG_DIR / STEPS[0].config, data_root_overrides(data_root))
     prepare_data_root(base)  # the synthetic set may be needed before any step trains
     if fp_epochs is None:
         fp_epochs = base.num_epochs
-    rows = []
+    rows, bests = [], {}
     for step in STEPS:
         if step.progressive and not progressive:
             continue
-        epochs = fp_epochs if step.start_from is None else epochs_per_step * (3 if step.progressive else 1)
-        best, minutes = run_step(step, output_dir, data_root, epochs, device, seed=seed, extra=extra)
+        if step.start_from is None and fp_checkpoint is not None:
+            best, minutes = Path(fp_checkpoint), float("nan")
+            record = {"settings": {"checkpoint": str(fp_checkpoint), "sha256": sha256(Path(fp_checkpoint))}}
+        else:
+            epochs = fp_epochs if step.start_from is None else epochs_per_step * (3 if step.progressive else 1)
+            start = bests.get(step.start_from)
+            best, minutes, record = run_step(step, output_dir, data_root, epochs, device, seed, extra, start, reuse)
+        bests[step.name] = best
         result = evaluate_checkpoint(best, base.data_root, "test", device=device, progress=False)
         test = result.metrics["dense"]["overall"]
         rows.append(
@@ -126,6 +232,8 @@ def run_ladder(
                 "train_minutes": minutes,
                 "label": bits_label(result.bit_width) + (" (progressive)" if step.progressive else ""),
                 "series": "progressive" if step.progressive else None,
+                "reused_settings": None if record is None else record.get("settings"),
+                "reused_minutes": None if record is None else record.get("train_minutes"),
             }
         )
         logger.info("%s: test AEE %.3f (zero-flow %.3f)", step.name, test["aee"], test["zero_flow_aee"])

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
-from snn.config import Config, save_config
+from snn.config import Config, config_changes, config_from_checkpoint, save_config
 from snn.data.loaders import make_dataset, make_loader, prepare_data_root
 from snn.evaluation.evaluate import evaluate_checkpoint
 from snn.models.checkpoint import load_checkpoint
-from snn.models.factory import build_model
+from snn.models.factory import MODELS, build_model
 from snn.training.resume import continues_run
 from snn.training.trainer import Trainer
 from snn.utils.runtime import resolve_device, seed_everything
@@ -37,9 +37,10 @@ def check_run_dirs(checkpoint_dir: Path, log_dir: Path, resuming_own_run: bool) 
         if p.exists()
     ]
     if taken:
+        last = checkpoint_dir / "last.pth"
+        hint = f"Resume it with --resume {last}, or choose" if last.exists() else "Choose"
         raise RunDirError(
-            f"{taken[0]} already exists: another run wrote there. Resume it with --resume "
-            f"{checkpoint_dir / 'last.pth'}, or choose another --checkpoint-dir/--log-dir"
+            f"{taken[0]} already exists: another run wrote there. {hint} another --checkpoint-dir/--log-dir"
         )
 
 
@@ -62,28 +63,53 @@ def adopt_architecture(cfg: Config, ckpt: dict, path: Path) -> Config:
     return cfg
 
 
+def check_same_settings(cfg: Config, ckpt: dict, path: Path) -> None:
+    """Continuing a run with other settings would mix two experiments in one folder: refuse, naming the keys."""
+    changes = config_changes(config_from_checkpoint(ckpt, path), cfg)
+    if changes:
+        listed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
+        raise RunDirError(
+            f"{path}: this run was trained with other settings ({listed}); resume it with its own config "
+            f"(omit --config, or --config {Path(path).parent / 'config.yaml'}), start a new run in another "
+            f"--checkpoint-dir, or pass --allow-config-change"
+        )
+
+
+def remove_partial_files(checkpoint_dir: Path) -> None:
+    """A process killed while saving leaves ``.<name>.tmp``; the file it replaced is intact, so drop the partial one."""
+    for tmp in sorted(checkpoint_dir.glob(".*.tmp")):
+        logger.info("removing %s, left by a save that was interrupted", tmp)
+        tmp.unlink()
+
+
 def build_trainer(
     cfg: Config,
     device: torch.device,
     resume: Path | None = None,
     strict_load: bool = False,
     warm_start: bool | None = None,
+    allow_config_change: bool = False,
 ) -> Trainer:
     """Data, model and trainer for ``cfg``, started from ``resume`` when given.
 
     Whether ``resume`` continues this run or warm-starts a new one from its
     weights is decided here, once (``snn.training.resume.continues_run``);
-    ``warm_start`` forces the answer.
+    ``warm_start`` forces the answer. Continuing with settings other than the
+    run's own is an error unless ``allow_config_change``.
     """
     checkpoint_dir, log_dir = Path(cfg.checkpoint_dir), Path(cfg.log_dir)
     ckpt = None if resume is None else load_checkpoint(resume)  # fail on a bad file before any data work
     continuing = ckpt is not None and continues_run(resume, ckpt, checkpoint_dir, warm_start)
+    if continuing and not allow_config_change:
+        check_same_settings(cfg, ckpt, resume)
     check_run_dirs(checkpoint_dir, log_dir, continuing)
+    remove_partial_files(checkpoint_dir)
     if ckpt is not None and not continuing:
         cfg = adopt_architecture(cfg, ckpt, resume)
     root = prepare_data_root(cfg)
-    train_set = make_dataset(cfg, root, "train", train=True)
-    val_set = make_dataset(cfg, root, "val")
+    multiple = MODELS[cfg.model].downsample_factor
+    train_set = make_dataset(cfg, root, "train", train=True, size_multiple=multiple)
+    val_set = make_dataset(cfg, root, "val", size_multiple=multiple)
     logger.info("data: %s (%d training windows, %d validation windows)", root, len(train_set), len(val_set))
     model_args = cfg.model_args()
     model = build_model(cfg.model, model_args)
@@ -109,13 +135,19 @@ def build_trainer(
 
 
 def train_and_test(
-    cfg: Config, resume: Path | None = None, strict_load: bool = False, warm_start: bool | None = None
+    cfg: Config,
+    resume: Path | None = None,
+    strict_load: bool = False,
+    warm_start: bool | None = None,
+    allow_config_change: bool = False,
 ) -> str:
     """Train (or fine-tune) on ``cfg.device`` from ``cfg.seed``, then evaluate the best checkpoint
-    on the test split; returns a summary."""
+    on the test split; returns a summary. SIGINT/SIGTERM raise ``TrainingInterrupted`` after saving."""
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    trainer = build_trainer(cfg, device, resume=resume, strict_load=strict_load, warm_start=warm_start)
+    # The test split is read only after training: check now that it is there and the network takes its frames.
+    make_dataset(cfg, prepare_data_root(cfg), "test", size_multiple=MODELS[cfg.model].downsample_factor)
+    trainer = build_trainer(cfg, device, resume, strict_load, warm_start, allow_config_change)
     bits = f"{trainer.model.bit_width}-bit" if trainer.quantized else "full-precision"
     logger.info(
         "training %s on %s, checkpoints in %s, logs in %s", bits, device, trainer.checkpoint_dir, trainer.log_dir

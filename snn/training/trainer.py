@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,10 @@ from tqdm import tqdm
 from snn.config import Config
 from snn.evaluation.flow_viz import render_panels
 from snn.evaluation.metrics import FlowMetrics, evaluation_mask
-from snn.models.checkpoint import CheckpointError, load_weights, save_checkpoint
+from snn.models.checkpoint import CheckpointError, keep_best_of_other_width, load_weights, save_checkpoint
 from snn.quantization import control
+from snn.quantization.control import model_bit_width
+from snn.training.interrupt import StopRequests, TrainingInterrupted
 from snn.training.losses import multiscale_epe_loss
 from snn.training.resume import rng_state, set_rng_state
 from snn.training.weight_ema import make_weight_ema
@@ -112,6 +115,9 @@ class Trainer:
         self._observers_frozen = False
         self._writer: SummaryWriter | None = None
         self.ema = None  # made at the start of fit(), after any resume or calibration
+        self._stop: StopRequests | None = None
+        self._resume_progress: dict = {}  # how far a mid-epoch checkpoint got into its epoch
+        self._last_val: dict[str, float] = {}
 
     @property
     def eval_model(self) -> nn.Module:
@@ -175,7 +181,13 @@ class Trainer:
         path = Path(path)
         self._check_model_name(ckpt, path)
         load_weights(self.model, ckpt.get("train_state_dict", ckpt["state_dict"]), path, strict=strict)
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except ValueError:
+            raise CheckpointError(
+                f"{path}: its optimizer state does not fit this config's parameters (quantization switched "
+                f"on or off?); to start a new run from its weights use finetune_quantized.py --pretrained"
+            ) from None
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.start_epoch = int(ckpt["epoch"]) + 1
         self.global_step = int(ckpt.get("global_step", 0))
@@ -188,7 +200,13 @@ class Trainer:
             self.start_weight_ema()
             self.ema.module.load_state_dict(ckpt["state_dict"])
             self.ema.n_averaged.fill_(self.global_step)
-        logger.info("resuming this run from %s at epoch %d", path, self.start_epoch + 1)
+        self._last_val = dict(ckpt.get("val_metrics") or {})
+        self._resume_progress = dict(ckpt.get("epoch_progress") or {})
+        self._truncate_csv(self.start_epoch)
+        where = f"epoch {self.start_epoch + 1}"
+        if self._resume_progress:
+            where += f", after its first {self._resume_progress['batches']} batches"
+        logger.info("resuming this run from %s at %s", path, where)
 
     def warm_start_from(self, ckpt: dict[str, Any], path: str | Path, strict: bool = False) -> None:
         """Start this run from another run's checkpoint: the weights it was judged by, nothing else.
@@ -236,43 +254,59 @@ class Trainer:
         self.ema = make_weight_ema(self.model, self.cfg.weight_ema)
 
     def fit(self) -> float:
-        """Train to ``num_epochs``; returns the best validation AEE."""
+        """Train to ``num_epochs``; returns the best validation AEE.
+
+        SIGINT/SIGTERM save a resumable ``last.pth`` and raise ``TrainingInterrupted``.
+        """
         cfg = self.cfg
         if cfg.weight_ema > 0 and self.ema is None:
             self.start_weight_ema()
-        for epoch in range(self.start_epoch, cfg.num_epochs):
-            self.update_quantization(epoch)
-            t0 = time.time()
-            train_loss = self.train_one_epoch(epoch)
-            val = self.validate(epoch)
-            elapsed = time.time() - t0
-            is_best = val["aee"] < self.best_val_aee
-            if is_best:
-                self.best_val_aee = val["aee"]
-            self.save("last.pth", epoch, val)
-            if is_best:
-                self.save("best_model.pth", epoch, val)
-                if self.quantized and self.cfg.quantization_schedule:
-                    self.save(f"best_model_{self.model.bit_width}bit.pth", epoch, val)
-            lr = self.optimizer.param_groups[0]["lr"]
-            self._log_epoch(epoch, train_loss, val, lr, elapsed)
-            logger.info(
-                "epoch %d/%d  loss %.3f  val AEE %.3f (zero-flow %.3f)%s  %.0f s",
-                epoch + 1,
-                cfg.num_epochs,
-                train_loss,
-                val["aee"],
-                val["zero_flow_aee"],
-                "  best" if is_best else "",
-                elapsed,
-            )
+        with StopRequests() as self._stop:
+            for epoch in range(self.start_epoch, cfg.num_epochs):
+                self.update_quantization(epoch)
+                t0 = time.time()
+                train_loss = self.train_one_epoch(epoch)
+                val = self.validate(epoch)
+                elapsed = time.time() - t0
+                is_best = val["aee"] < self.best_val_aee
+                if is_best:
+                    self.best_val_aee = val["aee"]
+                lr = self.optimizer.param_groups[0]["lr"]
+                # The CSV row first and last.pth last: whatever a kill interrupts, the resume
+                # from last.pth redoes it (and drops CSV rows past last.pth's epoch).
+                self._log_epoch(epoch, train_loss, val, lr, elapsed)
+                if is_best:
+                    self.save("best_model.pth", epoch, val)
+                    if self.quantized and self.cfg.quantization_schedule:
+                        self.save(f"best_model_{self.model.bit_width}bit.pth", epoch, val)
+                self.save("last.pth", epoch, val)
+                self._last_val = val
+                logger.info(
+                    "epoch %d/%d  loss %.3f  val AEE %.3f (zero-flow %.3f)%s  %.0f s",
+                    epoch + 1,
+                    cfg.num_epochs,
+                    train_loss,
+                    val["aee"],
+                    val["zero_flow_aee"],
+                    "  best" if is_best else "",
+                    elapsed,
+                )
+                if self._stop.signum is not None and epoch + 1 < cfg.num_epochs:
+                    raise TrainingInterrupted(self._stop.signum, self.checkpoint_dir / "last.pth", epoch + 1, 0)
         if self._writer is not None:
             self._writer.close()
         return self.best_val_aee
 
     def train_one_epoch(self, epoch: int) -> float:
+        """One pass over the training batches of ``epoch`` (the rest of it, when resuming mid-epoch)."""
         self.model.train()
-        total, count = 0.0, 0
+        progress = self._resume_progress if self._resume_progress.get("epoch") == epoch else {}
+        self._resume_progress = {}
+        done = int(progress.get("batches", 0))
+        total, count = float(progress.get("loss_sum", 0.0)), int(progress.get("count", 0))
+        sampler = self.train_loader.sampler
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch, skip=done * self.train_loader.batch_size)
         bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.cfg.num_epochs}", leave=False, dynamic_ncols=True)
         for batch in bar:
             batch = move_batch(batch, self.device)
@@ -295,10 +329,16 @@ class Trainer:
                 self.ema.update_parameters(self.model)
             total += flow_loss.item() * len(batch["events"])
             count += len(batch["events"])
+            done += 1
             bar.set_postfix(loss=f"{flow_loss.item():.3f}")
             if self.global_step % max(1, self.cfg.log_every) == 0:
                 self._log_step(flow_loss, loss, extras)
             self.global_step += 1
+            if self._stop is not None and self._stop.signum is not None:
+                bar.close()
+                progress = {"epoch": epoch, "batches": done, "loss_sum": total, "count": count}
+                self.save("last.pth", epoch - 1, self._last_val, progress)
+                raise TrainingInterrupted(self._stop.signum, self.checkpoint_dir / "last.pth", epoch + 1, done)
         return total / max(1, count)
 
     @torch.no_grad()
@@ -321,7 +361,9 @@ class Trainer:
         return metrics.compute()
 
     # ------------------------------------------------------------ persisting
-    def checkpoint_payload(self, epoch: int, val: dict[str, float]) -> dict[str, Any]:
+    def checkpoint_payload(self, epoch: int, val: dict[str, float], progress: dict | None = None) -> dict[str, Any]:
+        """Everything that rebuilds the model and continues the run; ``epoch`` is the last finished one,
+        ``progress`` how far the next one got (batches done, loss so far) when saved mid-epoch."""
         model_args = dict(self.model_args)
         if self.quantized:
             model_args["bit_width"] = self.model.bit_width  # a progressive run's current width
@@ -337,13 +379,17 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": rng_state(),
+            "epoch_progress": progress or {},
         }
         if self.ema is not None:
             payload["train_state_dict"] = self.model.state_dict()
         return payload
 
-    def save(self, name: str, epoch: int, val: dict[str, float]) -> None:
-        save_checkpoint(self.checkpoint_payload(epoch, val), self.checkpoint_dir / name)
+    def save(self, name: str, epoch: int, val: dict[str, float], progress: dict | None = None) -> None:
+        path = self.checkpoint_dir / name
+        if name == "best_model.pth":
+            keep_best_of_other_width(path, model_bit_width(self.model))
+        save_checkpoint(self.checkpoint_payload(epoch, val, progress), path)
 
     def _log_step(self, flow_loss, loss, extras) -> None:
         w, step = self.writer, self.global_step
@@ -360,6 +406,20 @@ class Trainer:
                 w.add_scalar(f"quant_range/{name}/min", stats["min"], step)
                 w.add_scalar(f"quant_scale/{name}", stats["scale"], step)
 
+    def _truncate_csv(self, epochs_done: int) -> None:
+        """Drop metrics.csv rows of epochs after ``epochs_done``: the resumed run writes them again."""
+        path = self.log_dir / "metrics.csv"
+        if not path.exists():
+            return
+        with path.open(newline="") as f:
+            rows = list(csv.reader(f))
+        kept = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= epochs_done]
+        if len(kept) < len(rows):
+            tmp = path.with_name(f".{path.name}.tmp")
+            with tmp.open("w", newline="") as f:
+                csv.writer(f).writerows(kept)
+            os.replace(tmp, path)
+
     def _log_epoch(self, epoch, train_loss, val, lr, elapsed) -> None:
         for key in ("aee", "outliers", "1pe", "3pe", "zero_flow_aee"):
             self.writer.add_scalar(f"val/{key}", val[key], epoch)
@@ -372,7 +432,7 @@ class Trainer:
                 out.writerow(CSV_FIELDS)
             out.writerow(
                 [
-                    epoch,
+                    epoch + 1,
                     f"{train_loss:.5f}",
                     f"{val['aee']:.5f}",
                     f"{val['outliers']:.3f}",

@@ -184,7 +184,10 @@ def test_ensure_reuses_and_warns_on_other_config(tiny_root: Path, caplog: pytest
         )
     assert out == tiny_root
     assert (tiny_root / "dataset.yaml").stat().st_mtime_ns == before
-    assert any("different config" in r.getMessage() for r in caplog.records)
+    (warning,) = [r.getMessage() for r in caplog.records if "different config" in r.getMessage()]
+    # The advice regenerates what was asked for: the requested sizes, seed and frame size.
+    assert f"make_synthetic_dataset.py --output {tiny_root} --num-train 2 --num-val 1 --num-test 1 --seed 7" in warning
+    assert "--height 64 --width 64 --num-frames 16 --force" in warning
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         ensure_synthetic_dataset(tiny_root, TINY, num_train=2, num_val=1, num_test=1, seed=7)

@@ -46,6 +46,7 @@ DOCUMENTED_FLAGS = {
         "--output-dir",
         "--frames",
         "--video",
+        "--gif",
         "--arrows",
         "--max-flow",
     ],
@@ -57,6 +58,9 @@ DOCUMENTED_FLAGS = {
         "--fp-epochs",
         "--no-progressive",
         "--device",
+        "--seed",
+        "--fp-checkpoint",
+        "--reuse",
     ],
     "tools/make_synthetic_dataset.py": ["--output", "--num-train", "--height", "--width", "--force"],
     "train.py": [
@@ -69,6 +73,7 @@ DOCUMENTED_FLAGS = {
         "--checkpoint-dir",
         "--log-dir",
         "--resume",
+        "--allow-config-change",
     ],
     "finetune_quantized.py": [
         "--config",
@@ -76,6 +81,8 @@ DOCUMENTED_FLAGS = {
         "--checkpoint-dir",
         "--log-dir",
         "--strict-load",
+        "--resume",
+        "--allow-config-change",
         "--data-root",
         "--epochs",
         "--batch-size",
@@ -225,11 +232,21 @@ def test_evaluate_both_masks_json_shape_and_pooled_overall(checkpoints, tiny_syn
     ):
         assert text in printed
     doc = json.loads(out.read_text())
-    assert set(doc) == {"dense", "sparse"}
+    assert set(doc) == {"checkpoint", "bit_width", "model", "data", "activity", "throughput", "dense", "sparse"}
+    assert (doc["bit_width"], doc["checkpoint"]) == (32, str(checkpoints["fp"]))
+    # What the tool prints is in the file too.
+    n_params = sum(p.numel() for p in load_model(checkpoints["fp"]).parameters())
+    assert doc["model"]["parameters"] == n_params and f"{n_params:,} parameters" in printed
+    assert f"{doc['model']['size_bytes'] / 1e6:.3f} MB" in printed
+    assert (doc["data"]["split"], doc["data"]["num_sequences"], doc["data"]["num_windows"]) == ("train", 3, 12)
+    rates = doc["activity"]["firing_rates"]
+    assert set(rates) >= {"stem", "enc1", "dec1"} and all(0 <= r <= 1 for r in rates.values())
+    assert f"firing rate {100 * doc['activity']['mean_firing_rate']:.2f} %" in printed
+    assert doc["activity"]["synops_per_sample"] == pytest.approx(sum(doc["activity"]["synops_per_layer"].values()))
+    assert f"{doc['throughput']['samples_per_s']:.1f} samples/s end to end" in printed
     for mask in ("dense", "sparse"):
         d = doc[mask]
-        assert set(d) == {"checkpoint", "bit_width", "mask", "overall", "sequences"}
-        assert (d["mask"], d["bit_width"], d["checkpoint"]) == (mask, 32, str(checkpoints["fp"]))
+        assert set(d) == {"overall", "sequences"}
         assert set(d["sequences"]) == {"seq_0000", "seq_0001", "seq_0002"}
         for m in (d["overall"], *d["sequences"].values()):
             assert set(m) == set(METRIC_KEYS) and isinstance(m["num_pixels"], int)
@@ -264,12 +281,35 @@ def test_evaluate_one_mask_one_sequence_quantized(checkpoints, tiny_synthetic_ro
     )
     assert rc == 0
     doc = json.loads(out.read_text())
-    assert (doc["mask"], doc["bit_width"]) == ("sparse", 4)
-    assert list(doc["sequences"]) == ["seq_0001"]
+    assert doc["bit_width"] == 4 and "dense" not in doc
+    assert (doc["throughput"]["batch_size"], doc["data"]["num_sequences"]) == (2, 1)
+    d = doc["sparse"]
+    assert list(d["sequences"]) == ["seq_0001"]
     expected = _pooled_by_hand(checkpoints["q4"], tiny_synthetic_root, "train", sparse=True, names=["seq_0001"])
-    assert doc["overall"] == pytest.approx(expected, rel=1e-5, abs=1e-9)
+    assert d["overall"] == pytest.approx(expected, rel=1e-5, abs=1e-9)
     other = _pooled_by_hand(checkpoints["q4"], tiny_synthetic_root, "train", sparse=True, names=["seq_0000"])
-    assert doc["overall"]["num_pixels"] != other["num_pixels"] or doc["overall"]["aee"] != other["aee"]
+    assert d["overall"]["num_pixels"] != other["num_pixels"] or d["overall"]["aee"] != other["aee"]
+
+
+@pytest.mark.parametrize("target", ["folder", "unwritable"])
+def test_evaluate_output_that_cannot_be_written_fails_before_evaluating(
+    checkpoints, tiny_synthetic_root, tmp_path, capsys, target
+):
+    if target == "folder":
+        out = tmp_path / "results"
+        out.mkdir()
+    else:
+        blocker = tmp_path / "a_file"
+        blocker.write_text("x")
+        out = blocker / "sub" / "res.json"  # a folder cannot be made inside a file
+    rc = _tool("evaluate").main(
+        ["--checkpoint", str(checkpoints["fp"]), "--data-root", str(tiny_synthetic_root), "--output", str(out)]
+    )
+    assert rc == 2
+    captured = capsys.readouterr()
+    assert "overall" not in captured.out  # nothing was evaluated
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(out) in errors[0]
 
 
 def test_missing_checkpoint_is_one_line_and_exit_2(tiny_synthetic_root):
@@ -357,6 +397,48 @@ def test_visualize_writes_pictures_and_a_video(checkpoints, tiny_synthetic_root,
     video = cv2.VideoCapture(str(out / "seq_0000.mp4"))
     assert video.isOpened() and int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 2
     video.release()
+    assert f"wrote {out / 'seq_0000.mp4'}" in capsys.readouterr().out
+    assert not (out / "seq_0000.gif").exists()
+
+
+def test_visualize_writes_a_gif_with_the_video(checkpoints, tiny_synthetic_root, tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "vis"
+    rc = _tool("visualize_predictions").main(
+        [
+            "--checkpoint",
+            str(checkpoints["fp"]),
+            "--data-root",
+            str(tiny_synthetic_root),
+            "--split",
+            "test",
+            "--sequence",
+            "seq_0000",
+            "--frames",
+            "1:3",
+            "--output-dir",
+            str(out),
+            "--device",
+            "cpu",
+            "--video",
+            "--gif",
+            "--fps",
+            "4",
+        ]
+    )
+    assert rc == 0
+    printed = capsys.readouterr().out
+    for name in ("seq_0000.mp4", "seq_0000.gif"):  # the printout names every file written
+        assert f"wrote {out / name}" in printed
+    assert "seq_0000_00001.png .. seq_0000_00002.png" in printed
+    png = cv2.imread(str(out / "seq_0000_00001.png"))
+    with Image.open(out / "seq_0000.gif") as gif:
+        assert gif.format == "GIF" and gif.n_frames == 2
+        assert gif.size == (png.shape[1], png.shape[0])
+        assert gif.info["duration"] == 250 and gif.info["loop"] == 0
+        gif.seek(1)
+        assert gif.size == (png.shape[1], png.shape[0])
 
 
 def test_visualize_unknown_sequence_lists_the_available_ones(checkpoints, tiny_synthetic_root, tmp_path, capsys):

@@ -120,6 +120,7 @@ def test_progressive_schedule_switches_bits_and_freezes_observers(tiny_synthetic
         "snn/configs/event_snn_lite_progressive.yaml",
         num_epochs=4,
         quantization_schedule={0: 8, 1: 4, 2: 2},
+        freeze_observers_epoch=2,
     )
     resumed = build_trainer(cfg4, CPU, resume=tmp_path / "prog" / "ckpt" / "last.pth")
     assert resumed.start_epoch == 3 and resumed.model.bit_width == 2
@@ -170,6 +171,18 @@ def test_finetune_script_end_to_end_and_errors(tiny_synthetic_root, tmp_path, fp
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "quant_layer" in err[0]
     assert not (tmp_path / "s" / "ckpt" / "last.pth").exists()
+    # The refusal to overwrite a finished run gives a hint that works, and --resume continues it.
+    assert finetune_quantized.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"Resume it with --resume {out / 'ckpt' / 'last.pth'}" in err
+    assert finetune_quantized.main(["--resume", str(out / "ckpt" / "last.pth"), "--epochs", "2"]) == 0
+    assert load_model(out / "ckpt" / "last.pth").bit_width == 4
+    assert torch.load(out / "ckpt" / "last.pth", weights_only=True)["epoch"] == 1  # one more epoch, not a new run
+    # A fresh checkpoint folder but the old log folder: no --resume hint to a file that does not exist.
+    other = argv[:5] + [str(tmp_path / "new" / "ckpt")] + argv[6:]
+    assert finetune_quantized.main(other) == 2
+    err = capsys.readouterr().err
+    assert "metrics.csv already exists" in err and "--resume" not in err and "Choose another" in err
 
 
 def test_corrupt_checkpoint_is_a_one_line_error(tmp_path, capsys):
@@ -184,7 +197,7 @@ def test_corrupt_checkpoint_is_a_one_line_error(tmp_path, capsys):
         bad,
     )
     bad.write_bytes(bad.read_bytes()[:1000])
-    with pytest.raises(CheckpointError, match="bad.pth: not a loadable checkpoint"):
+    with pytest.raises(CheckpointError, match="bad.pth: truncated or corrupt"):
         load_model(bad)
 
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from snn.config import DEFAULT_CONFIG, load_config
+from snn.evaluation.evaluate import evaluate_checkpoint
 from snn.models.checkpoint import load_checkpoint
 from snn.training.run import RunDirError, build_trainer
 from snn.utils.runtime import seed_everything
@@ -41,8 +42,11 @@ def test_short_training_run_lowers_the_loss(tiny_synthetic_root, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "logs" / "metrics.csv")))
     last = float(rows[-1]["train_loss"])
     assert last < 0.8 * first, (first, last)
-    best = load_checkpoint(tmp_path / "ckpt" / "best_model.pth")
-    assert best["val_metrics"]["aee"] < best["val_metrics"]["zero_flow_aee"]
+    # The network fits what it trained on: well below the zero-flow AEE on the training windows.
+    # (One 4-window validation sequence is too small to show learning: it passes or fails with the shuffle.)
+    train = evaluate_checkpoint(tmp_path / "ckpt" / "last.pth", tiny_synthetic_root, "train", progress=False)
+    overall = train.metrics["dense"]["overall"]
+    assert overall["aee"] < 0.7 * overall["zero_flow_aee"], overall
 
 
 def test_checkpoints_rebuild_the_model_and_load_weights_only(tiny_synthetic_root, tmp_path):
@@ -126,3 +130,19 @@ def test_weight_ema_is_validated_saved_and_resumed(tiny_synthetic_root, tmp_path
     other = _cfg(tiny_synthetic_root, tmp_path, checkpoint_dir=str(tmp_path / "ckpt2"), log_dir=str(tmp_path / "logs2"))
     warm = build_trainer(other, CPU, resume=tmp_path / "ckpt" / "last.pth")
     assert torch.equal(warm.model.state_dict()[key], saved["state_dict"][key])  # the EMA weights
+
+
+def test_frames_the_network_cannot_take_fail_before_training(tmp_path):
+    from snn.data.errors import DatasetFormatError
+    from snn.data.synthetic import generate_dataset
+    from snn.data.synthetic_config import SyntheticConfig
+
+    root = tmp_path / "odd"
+    generate_dataset(root, SyntheticConfig(height=36, width=32, num_frames=3), 1, 1, 1, workers=1, progress=False)
+    cfg = _cfg(root, tmp_path, num_epochs=1)  # 32x32 training crops fit; whole 36x32 frames do not
+    with pytest.raises(DatasetFormatError, match=r"val/seq_0000: frames are 36x32 .* divisible by 8"):
+        build_trainer(cfg, CPU)
+    assert not (tmp_path / "ckpt").exists() and not (tmp_path / "logs").exists()
+    big_crop = _cfg(root, tmp_path, num_epochs=1, crop_size=40)
+    with pytest.raises(DatasetFormatError, match=r"train/seq_0000: frames are 36x32, smaller than the 40x40"):
+        build_trainer(big_crop, CPU)

@@ -1,0 +1,79 @@
+"""Training order and augmentation that depend on (seed, epoch, position) alone.
+
+A resumed or interrupted run must see exactly the batches an uninterrupted one
+sees. So the shuffle of every epoch and every sample's augmentation seed are
+drawn from a generator seeded with (run seed, epoch), not from a global RNG whose
+state depends on the past: ``EpochSampler`` yields ``(index, sample_seed)`` keys,
+and ``SeededAugmentation`` crops and flips each sample with a generator seeded
+from its key. Worker count and worker seeding then do not matter either, and an
+epoch can be resumed mid-way by skipping the batches already done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from snn.data.augment import augment_sample
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A generator whose state is a function of (seed, epoch) only."""
+    state = np.random.SeedSequence([seed & 0xFFFFFFFF, seed >> 32 & 0xFFFFFFFF, epoch]).generate_state(1, np.uint64)
+    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+
+
+class EpochSampler(Sampler):
+    """``(index, sample_seed)`` keys in a fresh order each epoch; call ``set_epoch`` before iterating.
+
+    ``set_epoch(epoch, skip=k)`` starts the epoch at position ``k`` (for resuming mid-epoch:
+    the batches before it were already trained on).
+    """
+
+    def __init__(self, num_samples: int, seed: int, shuffle: bool = True) -> None:
+        self.num_samples = num_samples
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        if not 0 <= skip <= self.num_samples:
+            raise ValueError(f"cannot skip {skip} of {self.num_samples} samples")
+        self.epoch, self.skip = epoch, skip
+
+    def keys(self) -> list[tuple[int, int]]:
+        """Every key of the current epoch, from position 0."""
+        g = epoch_generator(self.seed, self.epoch)
+        order = torch.randperm(self.num_samples, generator=g) if self.shuffle else torch.arange(self.num_samples)
+        seeds = torch.randint(0, 2**62, (self.num_samples,), generator=g)
+        return list(zip(order.tolist(), seeds.tolist(), strict=True))
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter(self.keys()[self.skip :])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.skip
+
+
+class SeededAugmentation(Dataset):
+    """A dataset read with ``(index, seed)`` keys: random crop and flips drawn from the key's seed."""
+
+    def __init__(self, dataset: Dataset, crop_size: int | tuple[int, int] | None, flip: bool) -> None:
+        self.dataset = dataset
+        self.crop_size = crop_size
+        self.flip = flip
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        index, seed = key
+        sample = self.dataset[index]
+        if self.crop_size is None and not self.flip:
+            return sample
+        return augment_sample(sample, self.crop_size, self.flip, generator=torch.Generator().manual_seed(seed))

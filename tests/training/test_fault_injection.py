@@ -1,0 +1,269 @@
+"""Interruptions and bad input, as a user meets them: each run is a real `train.py` process.
+
+A small driver starts train.py in a subprocess and, to inject a fault at a chosen
+moment, sends itself a signal (SIGINT, SIGTERM, SIGKILL) from inside the n-th loss
+computation or the n-th checkpoint write. Resumed runs must end with weights
+bitwise equal to an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import shlex
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+
+DRIVER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    sys.path.insert(0, {repo!r})
+    os.chdir({repo!r})
+    import torch
+    torch.set_num_threads(1)
+    mode, at = os.environ.get("FAULT", ""), int(os.environ.get("FAULT_AT", "0"))
+    SIGNALS = {{"sigint": signal.SIGINT, "sigterm": signal.SIGTERM, "kill": signal.SIGKILL}}
+    if mode in SIGNALS:
+        import snn.training.trainer as trainer
+        real_loss, calls = trainer.multiscale_epe_loss, [0]
+        def loss(*args, **kwargs):
+            calls[0] += 1
+            if calls[0] == at:
+                os.kill(os.getpid(), SIGNALS[mode])
+            return real_loss(*args, **kwargs)
+        trainer.multiscale_epe_loss = loss
+    elif mode == "kill_in_save":
+        real_save, saves = torch.save, [0]
+        def save(obj, f, *args, **kwargs):
+            saves[0] += 1
+            if saves[0] == at:
+                Path(f).write_bytes(b"PK\\x03\\x04 half a checkpoint")
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real_save(obj, f, *args, **kwargs)
+        torch.save = save
+    import train
+    sys.exit(train.main(sys.argv[1:]))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory):
+    path = tmp_path_factory.mktemp("driver") / "driver.py"
+    path.write_text(DRIVER.format(repo=str(REPO)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def config(tiny_synthetic_root, tmp_path_factory):
+    """A tiny run: 3 epochs of 3 steps, random crops and flips on, weight EMA on."""
+    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    path.write_text(
+        f"base: {REPO / 'snn/configs/event_snn_lite.yaml'}\n"
+        f"data_root: {tiny_synthetic_root}\ndataset: blinksim\n"
+        "base_ch: 4\nnum_bins: 3\nbatch_size: 4\nnum_epochs: 3\ncrop_size: 16\naugment: true\n"
+        "learning_rate: 0.003\nweight_ema: 0.9\nimage_every: 0\n"
+    )
+    return path
+
+
+def _train(driver, args, fault="", at=0):
+    env = {**os.environ, "FAULT": fault, "FAULT_AT": str(at), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, str(driver), *map(str, args)], capture_output=True, text=True, timeout=300, env=env
+    )
+
+
+def _run_args(config, tmp, name):
+    return ["--config", config, "--checkpoint-dir", tmp / name / "ckpt", "--log-dir", tmp / name / "logs"]
+
+
+def _weights(path):
+    ckpt = torch.load(path, weights_only=True)
+    return {**{f"ema.{k}": v for k, v in ckpt["state_dict"].items()}, **ckpt["train_state_dict"]}
+
+
+def _assert_bitwise_equal(a, b):
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    differing = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not differing, f"{len(differing)} tensors differ, e.g. {differing[:3]}"
+
+
+def _csv_without_times(path):
+    rows = list(csv.DictReader(open(path)))
+    return [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]
+
+
+def _checksums(*folders):
+    return {
+        str(p): hashlib.sha256(p.read_bytes()).hexdigest()
+        for folder in folders
+        for p in sorted(Path(folder).rglob("*"))
+        if p.is_file()
+    }
+
+
+def _error_lines(stderr):
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.fixture(scope="module")
+def reference(driver, config, tmp_path_factory):
+    """The uninterrupted run every resumed one must reproduce."""
+    tmp = tmp_path_factory.mktemp("reference")
+    r = _train(driver, _run_args(config, tmp, "run"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    return tmp / "run"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "code"), [("sigint", 130), ("sigterm", 143)])
+def test_a_signal_saves_prints_the_resume_command_and_the_resume_is_exact(
+    driver, config, reference, tmp_path, sig, code
+):
+    args = _run_args(config, tmp_path, "run")
+    r = _train(driver, args, sig, at=5)  # second step of the second epoch
+    assert r.returncode == code, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.startswith("interrupted:")]
+    assert len(lines) == 1, r.stderr[-2000:]
+    assert "epoch 2, step 2" in lines[0]
+    command = shlex.split(lines[0].split("resume with: ", 1)[1])
+    assert command[:2] == ["python", "train.py"] and command[-2:] == ["--resume", str(tmp_path / "run/ckpt/last.pth")]
+    saved = torch.load(tmp_path / "run/ckpt/last.pth", weights_only=True)
+    assert saved["epoch_progress"] == {
+        "epoch": 1,
+        "batches": 2,
+        "loss_sum": pytest.approx(saved["epoch_progress"]["loss_sum"]),
+        "count": 8,
+    }
+    resumed = _train(driver, command[2:])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    _assert_bitwise_equal(tmp_path / "run/ckpt/last.pth", reference / "ckpt/last.pth")
+    _assert_bitwise_equal(tmp_path / "run/ckpt/best_model.pth", reference / "ckpt/best_model.pth")
+    assert _csv_without_times(tmp_path / "run/logs/metrics.csv") == _csv_without_times(reference / "logs/metrics.csv")
+
+
+@pytest.mark.slow
+def test_kill_9_during_training_then_resume_is_exact(driver, config, reference, tmp_path):
+    args = _run_args(config, tmp_path, "run")
+    r = _train(driver, args, "kill", at=8)  # in the third epoch: last.pth holds epoch 2
+    assert r.returncode == -9
+    assert torch.load(tmp_path / "run/ckpt/last.pth", weights_only=True)["epoch"] == 1
+    resumed = _train(driver, ["--resume", tmp_path / "run/ckpt/last.pth"])  # its own config.yaml is found
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    _assert_bitwise_equal(tmp_path / "run/ckpt/last.pth", reference / "ckpt/last.pth")
+    assert _csv_without_times(tmp_path / "run/logs/metrics.csv") == _csv_without_times(reference / "logs/metrics.csv")
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_save_leaves_the_old_file_and_the_next_start_cleans_up(driver, config, reference, tmp_path):
+    args = _run_args(config, tmp_path, "run")
+    r = _train(driver, args, "kill_in_save", at=3)  # the first checkpoint write of epoch 2
+    assert r.returncode == -9
+    ckpt = tmp_path / "run/ckpt"
+    partial = sorted(p.name for p in ckpt.glob(".*.tmp"))
+    assert partial and partial[0] in (".best_model.pth.tmp", ".last.pth.tmp")
+    assert torch.load(ckpt / "last.pth", weights_only=True)["epoch"] == 0  # the old one, whole
+    resumed = _train(driver, [*args, "--resume", ckpt / "last.pth"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "removing" in resumed.stderr and not list(ckpt.glob(".*.tmp"))
+    _assert_bitwise_equal(ckpt / "last.pth", reference / "ckpt/last.pth")
+
+
+@pytest.mark.slow
+def test_resuming_with_another_config_is_refused_and_changes_nothing(driver, config, reference, tmp_path):
+    other = tmp_path / "other.yaml"
+    other.write_text(config.read_text().replace("learning_rate: 0.003", "learning_rate: 0.001"))
+    before = _checksums(reference)
+    r = _train(driver, [*_run_args(other, reference.parent, "run"), "--resume", reference / "ckpt/last.pth"])
+    assert r.returncode == 2
+    (line,) = _error_lines(r.stderr)
+    assert "learning_rate 0.003 -> 0.001" in line and "--allow-config-change" in line
+    assert _checksums(reference) == before
+
+
+@pytest.mark.slow
+def test_resuming_a_full_precision_run_with_a_4_bit_config_names_the_keys(driver, config, reference, tmp_path):
+    q4 = tmp_path / "q4.yaml"
+    q4.write_text(config.read_text() + "quantization_enabled: true\ninitial_bit_width: 4\n")
+    before = _checksums(reference)
+    r = _train(driver, [*_run_args(q4, reference.parent, "run"), "--resume", reference / "ckpt/last.pth"])
+    assert r.returncode == 2
+    (line,) = _error_lines(r.stderr)
+    assert "quantization_enabled False -> True" in line and "initial_bit_width 8 -> 4" in line
+    assert "parameter groups" not in line
+    assert _checksums(reference) == before
+
+
+@pytest.mark.slow
+def test_progressive_schedule_that_cannot_fit_the_epochs_is_an_error(driver, tiny_synthetic_root, tmp_path):
+    r = _train(
+        driver,
+        [
+            "--config", REPO / "snn/configs/event_snn_lite_progressive.yaml", "--epochs", "2",
+            "--data-root", tiny_synthetic_root, "--checkpoint-dir", tmp_path / "ck", "--log-dir", tmp_path / "logs",
+        ],
+    )  # fmt: skip
+    assert r.returncode == 2
+    (line,) = _error_lines(r.stderr)
+    assert "3 phases" in line and "at least 3 epochs" in line
+    assert not (tmp_path / "ck").exists() and not (tmp_path / "logs").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--batch-size", "0"], "--batch-size must be >= 1 (got 0)"),
+        (["--epochs", "0"], "--epochs must be >= 1 (got 0)"),
+    ],
+)
+def test_bad_flags_blame_the_flag(driver, config, tmp_path, args, expected):
+    r = _train(driver, [*_run_args(config, tmp_path, "run"), *args])
+    assert r.returncode == 2
+    assert _error_lines(r.stderr) == [f"error: {expected}"]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"just some text\n", "not a PyTorch checkpoint (neither the zip archive torch.save writes nor a pickle)"),
+        (b"", "empty file (0 bytes), not a checkpoint"),
+        ("truncated", "truncated or corrupt: the zip archive that torch.save writes is incomplete"),
+        (
+            "pickle",
+            "holds code or Python objects that a safe load (weights_only=True) does not run, so we refuse it; "
+            "checkpoints of this project hold tensors and plain values only",
+        ),
+    ],
+)
+def test_bad_checkpoints_get_a_whole_sentence_that_says_what_is_wrong(
+    driver, config, reference, tmp_path, content, expected
+):
+    bad = tmp_path / "bad.pth"
+    if content == "truncated":
+        data = (reference / "ckpt/last.pth").read_bytes()
+        bad.write_bytes(data[: len(data) // 2])
+    elif content == "pickle":
+        import argparse
+
+        torch.save({"args": argparse.Namespace(lr=1)}, bad)
+    else:
+        bad.write_bytes(content)
+    r = _train(driver, [*_run_args(config, tmp_path, "run"), "--resume", bad])
+    assert r.returncode == 2
+    assert _error_lines(r.stderr) == [f"error: {bad}: {expected}"]
+    assert not (tmp_path / "run").exists()
