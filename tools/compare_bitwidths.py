@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from snn.cli import add_device_flag, check_batch_size, fail  # noqa: E402
 from snn.evaluation.evaluate import compare_checkpoints  # noqa: E402
-from snn.evaluation.report import comparison_markdown, plot_aee_vs_size, write_comparison_csv  # noqa: E402
+from snn.evaluation.plots import plot_aee_vs_size  # noqa: E402
+from snn.evaluation.report import comparison_markdown, write_comparison_csv  # noqa: E402
 from snn.utils.runtime import resolve_device, setup_logging  # noqa: E402
 
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import logging
-import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -22,50 +19,14 @@ from snn.evaluation.metrics import FlowMetrics, evaluation_mask
 from snn.models.checkpoint import CheckpointError, keep_best_of_other_width, load_weights, save_checkpoint
 from snn.quantization import control
 from snn.quantization.control import model_bit_width
+from snn.training.epoch_csv import append_epoch_row, truncate_epoch_rows
 from snn.training.interrupt import StopRequests, TrainingInterrupted
 from snn.training.losses import multiscale_epe_loss
+from snn.training.optim import lr_lambda_factory, param_groups
 from snn.training.resume import rng_state, set_rng_state
 from snn.training.weight_ema import make_weight_ema
 
 logger = logging.getLogger(__name__)
-
-CSV_FIELDS = [
-    "epoch",
-    "train_loss",
-    "val_aee",
-    "val_outliers",
-    "val_1pe",
-    "val_3pe",
-    "val_zero_flow_aee",
-    "lr",
-    "epoch_time_s",
-]
-
-
-def lr_lambda_factory(cfg: Config, steps_per_epoch: int):
-    """Per-step LR factor: linear warm-up, then cosine decay to ``min_lr_ratio``."""
-    warmup = max(1, int(cfg.warmup_epochs * steps_per_epoch))
-    total = max(warmup + 1, cfg.num_epochs * steps_per_epoch)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if cfg.lr_schedule == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup) / (total - warmup))
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
-def param_groups(model: nn.Module, cfg: Config) -> list[dict]:
-    """Weights, and the learned quantizer steps (own LR multiplier, no weight decay)."""
-    steps = [p for n, p in model.named_parameters() if n.endswith("quant_layer.step")]
-    ids = {id(p) for p in steps}
-    groups = [{"params": [p for p in model.parameters() if id(p) not in ids]}]
-    if steps:
-        groups.append({"params": steps, "lr": cfg.learning_rate * cfg.scale_lr_multiplier, "weight_decay": 0.0})
-    return groups
 
 
 def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -202,7 +163,7 @@ class Trainer:
             self.ema.n_averaged.fill_(self.global_step)
         self._last_val = dict(ckpt.get("val_metrics") or {})
         self._resume_progress = dict(ckpt.get("epoch_progress") or {})
-        self._truncate_csv(self.start_epoch)
+        truncate_epoch_rows(self.log_dir / "metrics.csv", self.start_epoch)
         where = f"epoch {self.start_epoch + 1}"
         if self._resume_progress:
             where += f", after its first {self._resume_progress['batches']} batches"
@@ -406,40 +367,21 @@ class Trainer:
                 w.add_scalar(f"quant_range/{name}/min", stats["min"], step)
                 w.add_scalar(f"quant_scale/{name}", stats["scale"], step)
 
-    def _truncate_csv(self, epochs_done: int) -> None:
-        """Drop metrics.csv rows of epochs after ``epochs_done``: the resumed run writes them again."""
-        path = self.log_dir / "metrics.csv"
-        if not path.exists():
-            return
-        with path.open(newline="") as f:
-            rows = list(csv.reader(f))
-        kept = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= epochs_done]
-        if len(kept) < len(rows):
-            tmp = path.with_name(f".{path.name}.tmp")
-            with tmp.open("w", newline="") as f:
-                csv.writer(f).writerows(kept)
-            os.replace(tmp, path)
-
     def _log_epoch(self, epoch, train_loss, val, lr, elapsed) -> None:
         for key in ("aee", "outliers", "1pe", "3pe", "zero_flow_aee"):
             self.writer.add_scalar(f"val/{key}", val[key], epoch)
         self.writer.flush()
-        path = self.log_dir / "metrics.csv"
-        new = not path.exists()
-        with path.open("a", newline="") as f:
-            out = csv.writer(f)
-            if new:
-                out.writerow(CSV_FIELDS)
-            out.writerow(
-                [
-                    epoch + 1,
-                    f"{train_loss:.5f}",
-                    f"{val['aee']:.5f}",
-                    f"{val['outliers']:.3f}",
-                    f"{val['1pe']:.3f}",
-                    f"{val['3pe']:.3f}",
-                    f"{val['zero_flow_aee']:.5f}",
-                    f"{lr:.3e}",
-                    f"{elapsed:.1f}",
-                ]
-            )
+        append_epoch_row(
+            self.log_dir / "metrics.csv",
+            [
+                epoch + 1,
+                f"{train_loss:.5f}",
+                f"{val['aee']:.5f}",
+                f"{val['outliers']:.3f}",
+                f"{val['1pe']:.3f}",
+                f"{val['3pe']:.3f}",
+                f"{val['zero_flow_aee']:.5f}",
+                f"{lr:.3e}",
+                f"{elapsed:.1f}",
+            ],
+        )

@@ -19,7 +19,7 @@ from snn.evaluation.flow_viz import (
     flow_to_color,
     render_panels,
 )
-from snn.evaluation.report import _aee_figure, plot_aee_vs_size
+from snn.evaluation.plots import _aee_figure, plot_aee_vs_size
 from snn.evaluation.visualize import H264, MP4V, VideoSink, parse_frames
 
 

@@ -1,0 +1,35 @@
+"""The optimiser's parameter groups and the LR schedule of a run."""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from snn.config import Config
+
+
+def lr_lambda_factory(cfg: Config, steps_per_epoch: int):
+    """Per-step LR factor: linear warm-up, then cosine decay to ``min_lr_ratio``."""
+    warmup = max(1, int(cfg.warmup_epochs * steps_per_epoch))
+    total = max(warmup + 1, cfg.num_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if cfg.lr_schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / (total - warmup))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def param_groups(model: nn.Module, cfg: Config) -> list[dict]:
+    """Weights, and the learned quantizer steps (own LR multiplier, no weight decay)."""
+    steps = [p for n, p in model.named_parameters() if n.endswith("quant_layer.step")]
+    ids = {id(p) for p in steps}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in ids]}]
+    if steps:
+        groups.append({"params": steps, "lr": cfg.learning_rate * cfg.scale_lr_multiplier, "weight_decay": 0.0})
+    return groups
