@@ -61,6 +61,11 @@ class BlinkSimSequence(Dataset):
     representation), ``flow`` float32 [2, H, W] (u, v pixels), ``valid`` and
     ``event_mask`` float32 [1, H, W] of 0/1, ``sequence`` (name), ``index`` (i).
     HDF5 files are opened on the first ``__getitem__`` of each process.
+
+    ``num_valid_pixels`` is the number of valid ground-truth pixels over all
+    windows (the sum of every sample's ``valid``), counted when the sequence is
+    opened, out of ``num_flow_pixels`` (N x H x W); a sequence with none logs a
+    warning.
     """
 
     def __init__(
@@ -87,6 +92,15 @@ class BlinkSimSequence(Dataset):
         self.crop_size = None if crop_size is None else check_crop_fits(crop_size, self.height, self.width)
         self._slicer: EventSlicer | None = None
         self._pid: int | None = None
+        # Ground truth that supervises nothing is reported here, not found after a training run.
+        self.num_flow_pixels = len(self) * self.height * self.width
+        self.num_valid_pixels = self._decoder.count_valid_pixels()
+        if self.num_valid_pixels == 0:
+            logger.warning(
+                "%s: 0 of %s ground-truth pixels are valid: this sequence adds nothing to training or evaluation",
+                self.seq_dir,
+                f"{self.num_flow_pixels:,}",
+            )
         logger.debug("%s: layout %s, %d windows, %dx%d", self.name, self.layout, len(self), self.height, self.width)
 
     # -- per-process file handles ---------------------------------------------------------

@@ -20,9 +20,18 @@ from typing import Any, ClassVar
 
 import h5py
 import numpy as np
-import yaml
 
-from snn.data.errors import DatasetFormatError
+from snn.data.blinksim_files import (
+    check_dtype,
+    check_flow_shape,
+    flow_validity,
+    frame_windows,
+    h5_dataset,
+    open_npy,
+    split_flow,
+    window_chunks,
+)
+from snn.data.errors import DatasetFormatError, reading
 from snn.data.events import EventSlicer, in_image, open_h5
 
 logger = logging.getLogger(__name__)
@@ -50,6 +59,9 @@ class LayoutDecoder(ABC):
             replaced, not closed.
         ``read_flow(i)``: window i's flow as (uv float32 [2, H, W] in pixels,
             valid bool [H, W]); call :meth:`open` first.
+        ``count_valid_pixels()``: how many pixels, over all windows, ``read_flow``
+            marks valid; opens and closes the flow file(s) itself and reads a
+            bounded chunk of windows at a time.
         ``close()``: closes the handles :meth:`open` opened.
     A decoder pickles without its handles.
 
@@ -57,7 +69,7 @@ class LayoutDecoder(ABC):
     as error messages list it), ``events_files`` and ``flow_file`` (what the
     default :meth:`find` looks for; override :meth:`_has_flow` or :meth:`find`
     for other tests), and implements ``_read_flow_metadata``, ``_window_times``,
-    ``open``, ``read_flow`` and ``close``.
+    ``open``, ``read_flow``, ``count_valid_pixels`` and ``close``.
     """
 
     layout: ClassVar[str]
@@ -103,6 +115,10 @@ class LayoutDecoder(ABC):
     @abstractmethod
     def read_flow(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(uv float32 [2, H, W], valid bool [H, W]) of window i."""
+
+    @abstractmethod
+    def count_valid_pixels(self) -> int:
+        """Pixels valid in ``read_flow``'s sense, summed over all N windows."""
 
     @abstractmethod
     def open(self) -> None:
@@ -174,30 +190,43 @@ class LayoutC(_FlowFileDecoder):
 
     def _read_flow_metadata(self) -> int:
         path = self.flow_path
-        with open_h5(path) as f:
-            flow = _dataset(f, "flow/forward", path)
-            _check_flow_shape(flow.shape, path, flow.name)
+        with open_h5(path) as f, reading(path, "the flow metadata"):
+            flow = h5_dataset(f, "flow/forward", path)
+            check_flow_shape(flow, path)
             num, self.height, self.width = flow.shape[:3]
-            valid = _dataset(f, "flow/valid", path, required=False)
+            valid = h5_dataset(f, "flow/valid", path, required=False)
             if valid is not None:
-                if valid.shape[0] != num:
+                if not valid.shape or valid.shape[0] != num:
                     raise DatasetFormatError(
-                        path, f"flow/valid holds {valid.shape[0]} maps but flow/forward holds {num}"
+                        path, f"flow/valid holds {(valid.shape or (0,))[0]} maps but flow/forward holds {num}"
                     )
                 if valid.shape not in ((num, self.height, self.width, 1), (num, self.height, self.width)):
                     raise DatasetFormatError(
                         path, f"flow/valid has shape {valid.shape}, expected {(num, self.height, self.width, 1)}"
                     )
+                check_dtype(valid, path, "biuf", "bool or numbers")
             windows = {}
             for name in ("event_start", "event_end", "frame_event_start", "frame_event_end"):
-                dset = _dataset(f, f"flow/{name}", path, required=not name.startswith("frame"))
+                dset = h5_dataset(f, f"flow/{name}", path, required=not name.startswith("frame"))
                 if dset is not None:
                     if dset.shape != (num,):
                         raise DatasetFormatError(
                             path, f"flow/{name} has shape {dset.shape}, expected ({num},) like flow/forward"
                         )
-                    windows[name] = dset[:].astype(np.int64)
+                    check_dtype(dset, path, "iu", "integers")
+                    values = dset[:]
+                    if values.dtype == np.uint64 and num and values.max() > np.iinfo(np.int64).max:
+                        raise DatasetFormatError(path, f"flow/{name} holds values beyond int64")
+                    windows[name] = values.astype(np.int64)
         self._stored_windows = np.stack([windows["event_start"], windows["event_end"]], axis=1)
+        inverted = np.flatnonzero(windows["event_end"] < windows["event_start"])
+        if len(inverted):
+            i = int(inverted[0])
+            raise DatasetFormatError(
+                path,
+                f"window {i} ends before it starts (flow/event_start {windows['event_start'][i]}, "
+                f"flow/event_end {windows['event_end'][i]}); {len(inverted)} window(s) so",
+            )
         has_index = ["frame_event_start" in windows, "frame_event_end" in windows]
         if all(has_index):
             self.index_windows = np.stack([windows["frame_event_start"], windows["frame_event_end"]], axis=1)
@@ -210,7 +239,19 @@ class LayoutC(_FlowFileDecoder):
 
     def read_flow(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         valid = self._flow_h5.get("flow/valid")
-        return _split_flow(self._flow_h5["flow/forward"][i], None if valid is None else valid[i])
+        with reading(self.flow_path, f"flow map {i}"):
+            return split_flow(self._flow_h5["flow/forward"][i], None if valid is None else valid[i])
+
+    def count_valid_pixels(self) -> int:
+        count = 0
+        with open_h5(self.flow_path) as f, reading(self.flow_path, "the flow maps"):
+            flow, valid = f["flow/forward"], f.get("flow/valid")
+            for part in window_chunks(flow):
+                flags = None if valid is None else valid[part]
+                if flags is not None and not np.any(flags != 0):
+                    continue  # no pixel flagged valid: no need to read the flow
+                count += int(np.count_nonzero(flow_validity(flow[part], flags)[2]))
+        return count
 
 
 class LayoutB(_FlowFileDecoder):
@@ -222,9 +263,9 @@ class LayoutB(_FlowFileDecoder):
     flow_file = "forward_flow/flow_gt.h5"
 
     def _read_flow_metadata(self) -> int:
-        with open_h5(self.flow_path) as f:
-            flow = _dataset(f, "flow", self.flow_path)
-            _check_flow_shape(flow.shape, self.flow_path, flow.name)
+        with open_h5(self.flow_path) as f, reading(self.flow_path, "the flow metadata"):
+            flow = h5_dataset(f, "flow", self.flow_path)
+            check_flow_shape(flow, self.flow_path)
             num, self.height, self.width = flow.shape[:3]
         return num
 
@@ -232,7 +273,16 @@ class LayoutB(_FlowFileDecoder):
         return frame_windows(self.seq_dir, num_maps, self.events_path, events)
 
     def read_flow(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        return _split_flow(self._flow_h5["flow"][i], None)
+        with reading(self.flow_path, f"flow map {i}"):
+            return split_flow(self._flow_h5["flow"][i], None)
+
+    def count_valid_pixels(self) -> int:
+        count = 0
+        with open_h5(self.flow_path) as f, reading(self.flow_path, "the flow maps"):
+            flow = f["flow"]
+            for part in window_chunks(flow):
+                count += int(np.count_nonzero(flow_validity(flow[part], None)[2]))
+        return count
 
 
 class LayoutA(LayoutDecoder):
@@ -257,12 +307,12 @@ class LayoutA(LayoutDecoder):
                     f"flow maps not numbered 000000.npy onwards without gaps: expected {name}, found {file.name}",
                 )
         path = self._npy_files[0]
-        try:
-            shape = np.load(path, mmap_mode="r").shape  # reads the header only
-        except (OSError, ValueError) as err:
-            raise DatasetFormatError(path, f"cannot read as .npy ({err})") from err
-        if len(shape) != 3 or shape[-1] not in (2, 3):
-            raise DatasetFormatError(path, f"flow map has shape {shape}, expected [H,W,3] (u,v,valid)")
+        with open_npy(path) as first:
+            shape = first.shape
+            if len(shape) != 3 or shape[-1] not in (2, 3) or 0 in shape:
+                raise DatasetFormatError(path, f"flow map has shape {shape}, expected [H,W,3] (u,v,valid)")
+            if first.dtype.kind not in "biuf":
+                raise DatasetFormatError(path, f"flow map has dtype {first.dtype}, expected numbers")
         self.height, self.width = shape[:2]
         self._map_shape = shape
         return len(self._npy_files)
@@ -276,14 +326,26 @@ class LayoutA(LayoutDecoder):
     def close(self) -> None:
         pass
 
-    def read_flow(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+    def _load_map(self, i: int) -> np.ndarray:
+        """Flow map i, checked to have the first map's shape and a numeric dtype."""
         path = self._npy_files[i]
-        raw = np.load(path)
-        if raw.shape != self._map_shape:
-            raise DatasetFormatError(
-                path, f"flow map has shape {raw.shape}, expected {self._map_shape} like 000000.npy"
-            )
-        return _split_flow(raw, None)
+        with open_npy(path) as mapped:
+            if mapped.shape != self._map_shape:
+                raise DatasetFormatError(
+                    path, f"flow map has shape {mapped.shape}, expected {self._map_shape} like 000000.npy"
+                )
+            if mapped.dtype.kind not in "biuf":
+                raise DatasetFormatError(path, f"flow map has dtype {mapped.dtype}, expected numbers")
+            try:
+                return np.array(mapped)
+            except OSError as err:
+                raise DatasetFormatError(path, f"cannot read as .npy ({err})") from err
+
+    def read_flow(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return split_flow(self._load_map(i), None)
+
+    def count_valid_pixels(self) -> int:
+        return sum(int(np.count_nonzero(flow_validity(self._load_map(i), None)[2])) for i in range(self.num_windows))
 
 
 DECODERS: tuple[type[LayoutDecoder], ...] = (LayoutC, LayoutB, LayoutA)  # newest first
@@ -301,79 +363,3 @@ def find_layout(seq_dir: Path) -> tuple[type[LayoutDecoder], Path, Path]:
             return cls, *found
     expected = "; ".join(f"layout {k}: {v}" for k, v in LAYOUT_FILES.items())
     raise DatasetFormatError(seq_dir, f"matches no BlinkSim layout (expected {expected})")
-
-
-def frame_windows(seq_dir: Path, num_windows: int, events_path: Path, events: EventSlicer) -> np.ndarray:
-    """[N, 2] window times of layouts A and B: frame k at k / fps, else the event span cut evenly.
-
-    The fps comes from ``seq_dir/config.yaml`` when it gives one; ``events`` is
-    the open ``events_path``.
-    """
-    config_path = seq_dir / "config.yaml"
-    config = _read_config(config_path)
-    fps = config.get("fps")
-    if fps is not None:
-        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or fps <= 0:
-            raise DatasetFormatError(config_path, f"fps must be a positive number, got {fps!r}")
-        duration = config.get("duration")
-        if isinstance(duration, (int, float)) and num_windows / fps > duration + 0.5 / fps:
-            logger.warning(
-                "%s: %d flow maps at %s fps outlast the configured duration %s s",
-                config_path,
-                num_windows,
-                fps,
-                duration,
-            )
-        edges = np.round(np.arange(num_windows + 1) * 1e6 / fps).astype(np.int64)
-    else:
-        if events.num_events == 0:
-            raise DatasetFormatError(
-                events_path,
-                "holds no events and no config.yaml gives fps, so the flow windows cannot be timed",
-            )
-        t_first, t_last = events.time_range()
-        edges = np.linspace(t_first, t_last, num_windows + 1).round().astype(np.int64)
-        edges[-1] = t_last + 1  # windows are half-open; keep the last event
-    return np.stack([edges[:-1], edges[1:]], axis=1)
-
-
-def _check_flow_shape(shape: tuple[int, ...], path: Path, name: str) -> None:
-    if len(shape) != 4 or shape[-1] not in (2, 3):
-        raise DatasetFormatError(path, f"{name} has shape {shape}, expected [N,H,W,2] or [N,H,W,3]")
-
-
-def _dataset(f: h5py.File, name: str, path: Path, required: bool = True) -> h5py.Dataset | None:
-    dset = f.get(name)
-    if dset is None and not required:
-        return None
-    if not isinstance(dset, h5py.Dataset):
-        raise DatasetFormatError(path, f"missing dataset '{name}'")
-    return dset
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise DatasetFormatError(path, f"is not valid YAML ({' '.join(str(err).split())})") from err
-    if config is None:
-        return {}
-    if not isinstance(config, dict):
-        raise DatasetFormatError(path, f"expected a mapping, got {type(config).__name__}")
-    return config
-
-
-def _split_flow(raw: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """[H,W,2|3] flow (+ optional validity) -> (uv [2,H,W] float32, valid [H,W] bool)."""
-    uv = np.asarray(raw[..., :2], dtype=np.float32)
-    ok = np.ones(uv.shape[:2], dtype=bool)
-    if raw.shape[-1] == 3:
-        ok &= raw[..., 2] > 0  # NaN compares False: invalid
-    if valid is not None:
-        ok &= valid.reshape(ok.shape) != 0
-    finite = np.isfinite(uv).all(axis=-1)
-    ok &= finite
-    uv = np.where(finite[..., None], uv, np.float32(0.0))
-    return np.ascontiguousarray(uv.transpose(2, 0, 1)), ok

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class DatasetFormatError(ValueError):
@@ -24,3 +26,16 @@ class DatasetFormatError(ValueError):
         # Rebuild from the finished message so the error survives pickling
         # (DataLoader workers pass exceptions back to the main process).
         return (type(self), (self.args[0],))
+
+
+@contextmanager
+def reading(path: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """Turn the OSError h5py raises for unreadable bytes into a DatasetFormatError naming ``path``.
+
+    HDF5 reports a damaged or truncated file only when the damaged part is read,
+    which may be long after the file was opened; wrap each read in this.
+    """
+    try:
+        yield
+    except OSError as err:
+        raise DatasetFormatError(path, f"cannot read {what}, the file may be truncated or corrupt ({err})") from err

@@ -9,6 +9,10 @@ Expected layout inside the file::
     events/ms_to_idx  uint64 [M]  (optional) first index with t >= m * 1000
     t_offset          scalar int  (optional, DSEC) absolute time = t + t_offset
 
+x, y and t may be of any integer dtype, p of any number type. Anything else, a
+decreasing or out-of-range ms_to_idx, or bytes h5py cannot read raise
+DatasetFormatError naming the file.
+
 All times given to and returned by :class:`EventSlicer` are absolute, i.e. the
 stored ``t`` plus ``t_offset`` (0 when the file has none). BlinkSim files have
 no ``t_offset``, so for them absolute time is the stored time.
@@ -24,7 +28,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from snn.data.errors import DatasetFormatError
+from snn.data.errors import DatasetFormatError, reading
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +37,9 @@ EVENT_FIELDS = ("x", "y", "t", "p")
 # Below this many candidates a window is read whole and searched in memory;
 # above it the bisection reads single elements from the file.
 _READ_WHOLE = 4096
+# Absolute event times must lie within +-2^62 us, far inside int64, so that adding
+# t_offset or 1 us to a time never overflows.
+_MAX_TIME = 2**62
 
 
 def in_image(x: np.ndarray, y: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -109,6 +116,10 @@ class EventSlicer:
             raise
 
     def _validate(self) -> None:
+        with reading(self.path, "the events"):
+            self._validate_layout()
+
+    def _validate_layout(self) -> None:
         group = self._file.get("events")
         if not isinstance(group, h5py.Group):
             raise DatasetFormatError(self.path, "no 'events' group (expected events/x, y, t, p)")
@@ -117,25 +128,50 @@ class EventSlicer:
             raise DatasetFormatError(self.path, f"events group lacks dataset(s) {', '.join(missing)}")
         self._dsets = {name: group[name] for name in EVENT_FIELDS}
         shapes = {name: dset.shape for name, dset in self._dsets.items()}
-        if any(len(shape) != 1 for shape in shapes.values()):
+        if any(shape is None or len(shape) != 1 for shape in shapes.values()):
             raise DatasetFormatError(self.path, f"events datasets must be 1-D, got {shapes}")
         lengths = {shape[0] for shape in shapes.values()}
         if len(lengths) != 1:
             raise DatasetFormatError(self.path, f"events datasets differ in length: {shapes}")
+        for name, dset in self._dsets.items():
+            kinds = "biuf" if name == "p" else "iu"  # p only needs "> 0"; x, y, t are integers
+            if dset.dtype.kind not in kinds:
+                expected = "numbers" if name == "p" else "integers"
+                raise DatasetFormatError(self.path, f"events/{name} has dtype {dset.dtype}, expected {expected}")
         self.num_events = lengths.pop()
 
         ms_to_idx = group.get("ms_to_idx")
         if ms_to_idx is not None and (
-            not isinstance(ms_to_idx, h5py.Dataset) or ms_to_idx.ndim != 1 or len(ms_to_idx) == 0
+            not isinstance(ms_to_idx, h5py.Dataset)
+            or ms_to_idx.ndim != 1
+            or len(ms_to_idx) == 0
+            or ms_to_idx.dtype.kind not in "iu"
         ):
-            raise DatasetFormatError(self.path, "events/ms_to_idx must be a non-empty 1-D dataset")
-        # ms_to_idx has one entry per millisecond: small enough to hold in memory.
-        self.ms_to_idx = None if ms_to_idx is None else ms_to_idx[:].astype(np.int64)
+            raise DatasetFormatError(self.path, "events/ms_to_idx must be a non-empty 1-D dataset of integers")
+        self.ms_to_idx = None
+        if ms_to_idx is not None:
+            # One entry per millisecond: small enough to hold in memory. A wrong one would
+            # bracket the wrong events, so check what can be checked without reading t.
+            marks = ms_to_idx[:]
+            if marks.min() < 0 or marks.max() > self.num_events or (np.diff(marks.astype(np.int64)) < 0).any():
+                raise DatasetFormatError(
+                    self.path, f"events/ms_to_idx must be non-decreasing event indices in [0, {self.num_events}]"
+                )
+            self.ms_to_idx = marks.astype(np.int64)
 
         t_offset = self._file.get("t_offset")
-        if t_offset is not None and (not isinstance(t_offset, h5py.Dataset) or t_offset.size != 1):
-            raise DatasetFormatError(self.path, "t_offset must be a scalar dataset")
+        if t_offset is not None and (
+            not isinstance(t_offset, h5py.Dataset) or t_offset.size != 1 or t_offset.dtype.kind not in "iu"
+        ):
+            raise DatasetFormatError(self.path, "t_offset must be a single integer")
         self.t_offset = 0 if t_offset is None else int(np.asarray(t_offset[()]).reshape(()))
+        if abs(self.t_offset) > _MAX_TIME:
+            raise DatasetFormatError(self.path, f"t_offset {self.t_offset} lies beyond +-2^62 us")
+        if self.num_events:
+            t = self._dsets["t"]
+            first, last = int(t[0]) + self.t_offset, int(t[self.num_events - 1]) + self.t_offset
+            if abs(first) > _MAX_TIME or abs(last) > _MAX_TIME:
+                raise DatasetFormatError(self.path, f"event times {first} to {last} us lie beyond +-2^62 us")
 
     def close(self) -> None:
         """Close the file if this slicer opened it."""
@@ -149,11 +185,12 @@ class EventSlicer:
         self.close()
 
     def time_range(self) -> tuple[int, int]:
-        """Absolute times of the first and last event; ValueError when there are none."""
+        """Absolute times of the first and last event; DatasetFormatError when there are none."""
         if self.num_events == 0:
-            raise ValueError(f"{self.path}: holds no events")
+            raise DatasetFormatError(self.path, "holds no events")
         t = self._dsets["t"]
-        return int(t[0]) + self.t_offset, int(t[self.num_events - 1]) + self.t_offset
+        with reading(self.path, "events/t"):
+            return int(t[0]) + self.t_offset, int(t[self.num_events - 1]) + self.t_offset
 
     def _index_bounds(self, t_start: int, t_end: int) -> tuple[int, int]:
         """Index range that certainly holds every event with t_start <= t < t_end (file time)."""
@@ -164,7 +201,7 @@ class EventSlicer:
         ms_hi = -(-t_end // 1000)  # ceil: the first millisecond mark at or after t_end
         lo = 0 if ms_lo < 0 else int(self.ms_to_idx[min(ms_lo, last)])
         hi = self.num_events if ms_hi > last else int(self.ms_to_idx[max(ms_hi, 0)])
-        return min(lo, self.num_events), min(max(hi, lo), self.num_events)
+        return lo, max(hi, lo)  # _validate keeps ms_to_idx non-decreasing inside [0, num_events]
 
     def index_range(self, t_start_us: int, t_end_us: int) -> tuple[int, int]:
         """Half-open index range [i0, i1) of the events with t_start_us <= t < t_end_us."""
@@ -174,8 +211,9 @@ class EventSlicer:
             return 0, 0
         lo, hi = self._index_bounds(t_start, t_end)
         t = self._dsets["t"]
-        i0 = _bisect_left(t, t_start, lo, hi)
-        i1 = _bisect_left(t, t_end, i0, hi)
+        with reading(self.path, "events/t"):
+            i0 = _bisect_left(t, t_start, lo, hi)
+            i1 = _bisect_left(t, t_end, i0, hi)
         return i0, i1
 
     def get_events(self, t_start_us: int, t_end_us: int) -> dict[str, np.ndarray]:
@@ -188,16 +226,20 @@ class EventSlicer:
         return self._read(i0, i1)
 
     def get_events_by_index(self, i0: int, i1_inclusive: int) -> dict[str, np.ndarray]:
-        """Events ``i0`` to ``i1_inclusive``, both included; empty when i1 < i0."""
+        """Events ``i0`` to ``i1_inclusive``, both included; empty when i1 < i0.
+
+        IndexError when ``i0 < 0`` or ``i1_inclusive >= num_events``.
+        """
         if i0 < 0 or i1_inclusive >= self.num_events:
             raise IndexError(f"{self.path}: event indices [{i0}, {i1_inclusive}] outside [0, {self.num_events})")
         return self._read(i0, max(i1_inclusive + 1, i0))
 
     def _read(self, i0: int, i1: int) -> dict[str, np.ndarray]:
         d = self._dsets
-        return {
-            "x": d["x"][i0:i1].astype(np.int64),
-            "y": d["y"][i0:i1].astype(np.int64),
-            "t": d["t"][i0:i1].astype(np.int64) + self.t_offset,
-            "p": d["p"][i0:i1],
-        }
+        with reading(self.path, f"events {i0} to {i1 - 1}"):
+            return {
+                "x": d["x"][i0:i1].astype(np.int64),
+                "y": d["y"][i0:i1].astype(np.int64),
+                "t": d["t"][i0:i1].astype(np.int64) + self.t_offset,
+                "p": d["p"][i0:i1],
+            }

@@ -59,7 +59,10 @@ def resolve_split_dir(data_root: str | os.PathLike[str], split: str) -> Path:
 
 def list_sequences(data_root: str | os.PathLike[str], split: str, names: Sequence[str] | None = None) -> list[Path]:
     """Sorted sequence folders of ``split``; ``names`` keeps only those sequences."""
-    split_dir = resolve_split_dir(data_root, split)
+    return _sequences_in(resolve_split_dir(data_root, split), names)
+
+
+def _sequences_in(split_dir: Path, names: Sequence[str] | None) -> list[Path]:
     found = sorted(p for p in split_dir.iterdir() if p.is_dir() and is_sequence_dir(p))
     if names is None:
         return found
@@ -84,17 +87,27 @@ def build_dataset(
     augment: bool = False,
     names: Sequence[str] | None = None,
 ) -> ConcatDataset:
-    """All windows of the split's sequences as one dataset (BlinkSim layouts A, B, C)."""
-    seq_dirs = list_sequences(data_root, split, names)
+    """All windows of the split's sequences as one dataset (BlinkSim layouts A, B, C).
+
+    Logs a warning when no window of the split has a valid ground-truth pixel.
+    """
+    split_dir = resolve_split_dir(data_root, split)
+    seq_dirs = _sequences_in(split_dir, names)
     if not seq_dirs:
-        raise DatasetFormatError(
-            resolve_split_dir(data_root, split),
-            "holds no sequences (a sequence holds events.h5 or events_left/)",
-        )
+        raise DatasetFormatError(split_dir, "holds no sequences (a sequence holds events.h5 or events_left/)")
     sequences = [
         BlinkSimSequence(d, num_bins=num_bins, representation=representation, crop_size=crop_size, augment=augment)
         for d in seq_dirs
     ]
     dataset = ConcatDataset(sequences)
     logger.info("%s split: %d sequences, %d windows", split, len(sequences), len(dataset))
+    if sum(seq.num_valid_pixels for seq in sequences) == 0:
+        logger.warning(
+            "%s: none of the %d windows of its %d sequence(s) has a valid ground-truth pixel: the %s split has "
+            "no supervision",
+            split_dir,
+            len(dataset),
+            len(sequences),
+            split,
+        )
     return dataset

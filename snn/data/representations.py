@@ -16,6 +16,8 @@ A reader uses them through one small class per representation, each with a
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
@@ -35,10 +37,44 @@ def _check_num_bins(num_bins: int) -> None:
 def _in_image_only(
     x: np.ndarray, y: np.ndarray, t: np.ndarray, p: np.ndarray, height: int, width: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The four arrays without the events outside the height x width image."""
+    """The four arrays without the events outside the height x width image.
+
+    ValueError unless they are 1-D arrays of one length with finite times.
+    """
     x, y, t, p = (np.asarray(a) for a in (x, y, t, p))
+    shapes = [a.shape for a in (x, y, t, p)]
+    if any(len(shape) != 1 for shape in shapes) or len(set(shapes)) != 1:
+        raise ValueError(f"x, y, t, p must be 1-D arrays of one length, got shapes {shapes}")
+    if t.dtype.kind == "f" and not np.isfinite(t).all():
+        raise ValueError("event times must be finite, got NaN or infinity")
     keep = in_image(x, y, height, width)
     return x[keep], y[keep], t[keep], p[keep]
+
+
+def _window_bounds(t_start: float, t_end: float) -> tuple[float, float, float]:
+    """(start, end, end - start) as floats; ValueError unless both are finite and t_end > t_start."""
+    try:
+        start, end = float(t_start), float(t_end)
+    except OverflowError:  # a Python int beyond float64
+        start = end = math.inf
+    if not (math.isfinite(start) and math.isfinite(end)):
+        raise ValueError(f"time window bounds must be finite: t_start={t_start}, t_end={t_end}")
+    if isinstance(t_start, numbers.Integral) and isinstance(t_end, numbers.Integral):
+        # Exact: two large integers a microsecond apart may round to the same float.
+        span = int(t_end) - int(t_start)
+    else:
+        span = end - start
+    if not span > 0:
+        raise ValueError(f"empty time window: t_start={t_start}, t_end={t_end}")
+    return start, end, float(span)
+
+
+def _fraction(t: np.ndarray, start: float, end: float, span: float) -> np.ndarray:
+    """(t - start) / span as float64 for finite t; ±inf far outside [start, end], never NaN."""
+    t = t.astype(np.float64)
+    if math.isinf(span):  # start and end near the float64 limits: halve all to avoid inf / inf
+        return (t * 0.5 - start * 0.5) / (end * 0.5 - start * 0.5)
+    return (t - start) / span
 
 
 def polarity_counts(
@@ -54,19 +90,21 @@ def polarity_counts(
 ) -> np.ndarray:
     """ON/OFF event counts per time bin, float32 [num_bins, 2, height, width].
 
-    Channel 0 counts ON events (p > 0), channel 1 OFF events. The window
-    [t_start, t_end) is cut into ``num_bins`` equal bins; events at or past
-    t_end land in the last bin and events before t_start in the first.
-    Events outside the image are ignored.
+    Channel 0 counts ON events (p > 0), channel 1 OFF events (every other p, NaN
+    included). The window [t_start, t_end) is cut into ``num_bins`` equal bins;
+    events at or past t_end land in the last bin and events before t_start in
+    the first. Events outside the image are ignored.
+
+    ValueError when num_bins < 1, when t_start or t_end is not finite or t_end <=
+    t_start, or when x, y, t, p are not 1-D arrays of one length with finite t.
     """
     _check_num_bins(num_bins)
-    if t_end <= t_start:
-        raise ValueError(f"empty time window: t_start={t_start}, t_end={t_end}")
+    start, end, span = _window_bounds(t_start, t_end)
     x, y, t, p = _in_image_only(x, y, t, p, height, width)
 
-    rel = (t.astype(np.float64) - t_start) / (t_end - t_start)
-    bins = np.clip(np.floor(rel * num_bins).astype(np.int64), 0, num_bins - 1)
-    channel = (p <= 0).astype(np.int64)  # 0 = ON, 1 = OFF
+    # Clip before the cast: the bin of an event far outside the window may not fit an int64.
+    bins = np.clip(np.floor(_fraction(t, start, end, span) * num_bins), 0, num_bins - 1).astype(np.int64)
+    channel = (~(p > 0)).astype(np.int64)  # 0 = ON, 1 = OFF
     flat = ((bins * 2 + channel) * height + y.astype(np.int64)) * width + x.astype(np.int64)
     counts = np.bincount(flat, minlength=num_bins * 2 * height * width)
     return counts.reshape(num_bins, 2, height, width).astype(np.float32)
@@ -91,15 +129,23 @@ def voxel_grid(
     The population standard deviation is used, so the result has std exactly 1
     under ``np.std``; E-RAFT uses the unbiased one, a factor sqrt((n-1)/n) that
     vanishes for real windows. Events outside the image are ignored.
+
+    ValueError when num_bins < 1 or when x, y, t, p are not 1-D arrays of one
+    length with finite t.
     """
     _check_num_bins(num_bins)
     x, y, t, p = _in_image_only(x, y, t, p, height, width)
     grid = np.zeros(num_bins * height * width, dtype=np.float64)
     if len(t):
         t = t.astype(np.float64)
-        span = t.max() - t.min()
-        # All events at one instant: they all belong to bin 0.
-        t_norm = (num_bins - 1) * (t - t.min()) / span if span > 0 else np.zeros_like(t)
+        t_min, t_max = float(t.min()), float(t.max())
+        span = t_max - t_min
+        if span > 0 and math.isfinite((num_bins - 1) * span):
+            t_norm = (num_bins - 1) * (t - t_min) / span
+        elif span > 0:  # times near the float64 limits
+            t_norm = (num_bins - 1) * _fraction(t, t_min, t_max, span)
+        else:  # all events at one instant: they all belong to bin 0
+            t_norm = np.zeros_like(t)
         polarity = np.where(p > 0, 1.0, -1.0)
         left = np.floor(t_norm).astype(np.int64)
         pixel = y.astype(np.int64) * width + x.astype(np.int64)
