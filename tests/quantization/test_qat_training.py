@@ -219,3 +219,16 @@ def test_export_lists_integer_codes_and_scales_that_rebuild_the_weights(tmp_path
     rebuilt = codes * torch.tensor(enc2["weight_scales"]).view(-1, 1, 1, 1)
     torch.testing.assert_close(rebuilt, fake_quantize_weight(q.enc2.conv.weight, 2).detach())
     assert enc2["activation"]["bits"] == 2
+
+
+def test_a_best_checkpoint_of_another_bit_width_is_kept_not_overwritten(tmp_path):
+    from snn.models.checkpoint import keep_best_of_other_width
+
+    path = tmp_path / "best_model.pth"
+    q4 = {**SMALL, "quantize": True, "bit_width": 4}
+    save_checkpoint({"model_name": "EventSNNFlowNetLiteV2", "model_args": q4, "config": {}, "state_dict": {}}, path)
+    before = path.read_bytes()
+    keep_best_of_other_width(path, 4)  # same width: replaced in place later, nothing to keep
+    assert path.read_bytes() == before and not (tmp_path / "best_model_4bit.pth").exists()
+    keep_best_of_other_width(path, 8)
+    assert (tmp_path / "best_model_4bit.pth").read_bytes() == before and not path.exists()
