@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -77,7 +78,16 @@ class Config:
     initial_bit_width: int = 8
     binarize: bool = False  # 1-bit: sign x scale for weights and currents
     quant_weight: float = 0.001  # weight of the weight-quantization-error penalty
-    quantization_schedule: dict | None = None  # {epoch: bits}; overrides initial_bit_width
+    # Distillation: a loss between the model's flow and its teacher's at every scale, weighted by
+    # distill_weight (0: off). The teacher is the checkpoint a fine-tune starts from; the run records
+    # its path in distill_from (set it by hand only to pick another teacher).
+    distill_weight: float = 0.0
+    distill_from: str | None = None
+    # {epoch: bits} or {epoch: "W2A4"} (weights 2 bit, currents 4 bit); overrides initial_bit_width.
+    quantization_schedule: dict | None = None
+    # Bits of the current quantizers (the input current of every spiking neuron); None: the same as
+    # the weights'. With initial_bit_width 1 and current_bits 4 the network is W1A4.
+    current_bits: int | None = None
     freeze_observers_epoch: int | None = None  # stop range tracking from this epoch on
     ema_decay: float = 0.99  # range observers' moving-average decay (not weight_ema, see above)
     learn_scale: bool = False  # learned step sizes (LSQ) for the currents
@@ -105,22 +115,32 @@ class Config:
             "surrogate_alpha": self.surrogate_alpha,
             "flow_scale": self.flow_scale,
             "quantize": self.quantization_enabled,
-            "bit_width": self.bit_width_at(0),
+            "bit_width": self.widths_at(0)[0],
+            # None: the currents have the weights' width (the model's own default).
+            "current_bits": None if self.widths_at(0)[1] == self.widths_at(0)[0] else self.widths_at(0)[1],
             "binarize": self.binarize,
             "ema_decay": self.ema_decay,
             "learn_scale": self.learn_scale,
             "first_last_bits": self.first_last_bits,
         }
 
-    def bit_width_at(self, epoch: int) -> int:
-        """The bit width the schedule gives for ``epoch`` (1 when binarized)."""
+    def widths_at(self, epoch: int) -> tuple[int, int]:
+        """(weight bits, current bits) for ``epoch``: the schedule's entry (or initial_bit_width),
+        ``current_bits`` where set; (1, 1) when binarized."""
         if self.binarize:
-            return 1
-        if not self.quantization_schedule:
-            return self.initial_bit_width
-        starts = [e for e in sorted(self.quantization_schedule) if e <= epoch]
-        first = min(self.quantization_schedule)
-        return self.quantization_schedule[starts[-1] if starts else first]
+            return 1, 1
+        value: Any = self.initial_bit_width
+        if self.quantization_schedule:
+            starts = [e for e in sorted(self.quantization_schedule) if e <= epoch]
+            value = self.quantization_schedule[starts[-1] if starts else min(self.quantization_schedule)]
+        weights, currents = parse_widths(value)
+        if currents is None:
+            currents = weights if self.current_bits is None else self.current_bits
+        return weights, currents
+
+    def bit_width_at(self, epoch: int) -> int:
+        """The weights' bit width for ``epoch`` (see ``widths_at``)."""
+        return self.widths_at(epoch)[0]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values only (it is stored in checkpoints and written as YAML)."""
@@ -167,6 +187,16 @@ def _type_ok(value: Any, annotation: Any) -> bool:
     if annotation is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, annotation)
+
+
+def parse_widths(value: Any) -> tuple[int, int | None]:
+    """A bit-width entry: ``4`` -> (4, None: currents as configured), ``"W2A4"`` -> (2, 4)."""
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*[wW](\d+)\s*[aA](\d+)\s*", value)
+        if m is None:
+            raise ValueError(f"expected bits (e.g. 4) or 'W<bits>A<bits>' (e.g. 'W2A4'), got {value!r}")
+        return int(m.group(1)), int(m.group(2))
+    return value, None
 
 
 def _takes_float(annotation: Any) -> bool:
@@ -231,10 +261,23 @@ def _validate_quantization(cfg: Config, source: str) -> None:
     bits("initial_bit_width", cfg.initial_bit_width)
     if cfg.first_last_bits is not None:
         bits("first_last_bits", cfg.first_last_bits)
+    if cfg.current_bits is not None:
+        bits("current_bits", cfg.current_bits)
+        if cfg.binarize:
+            raise ConfigError(
+                f"{source}: key 'current_bits' cannot go with binarize: true, which binarizes weights and "
+                "currents (W1A1); for binary weights with wider currents set initial_bit_width: 1, binarize: false"
+            )
     for epoch, b in (cfg.quantization_schedule or {}).items():
         if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
             raise ConfigError(f"{source}: key 'quantization_schedule': epoch {epoch!r} must be an integer >= 0")
-        bits(f"quantization_schedule[{epoch}]", b)
+        try:
+            weights, currents = parse_widths(b)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: key 'quantization_schedule[{epoch}]': {exc}") from None
+        bits(f"quantization_schedule[{epoch}]", weights)
+        if currents is not None:
+            bits(f"quantization_schedule[{epoch}]", currents)
     late = sorted(e for e in (cfg.quantization_schedule or {}) if e >= cfg.num_epochs)
     if late:
         raise ConfigError(
@@ -243,6 +286,8 @@ def _validate_quantization(cfg: Config, source: str) -> None:
         )
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise ConfigError(f"{source}: key 'ema_decay' must lie in [0, 1), got {cfg.ema_decay}")
+    if cfg.distill_weight < 0:
+        raise ConfigError(f"{source}: key 'distill_weight' must be >= 0, got {cfg.distill_weight}")
     if cfg.quant_weight < 0:
         raise ConfigError(f"{source}: key 'quant_weight' must be >= 0, got {cfg.quant_weight}")
 

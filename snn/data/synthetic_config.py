@@ -148,3 +148,11 @@ class SyntheticDataset:
             return cls(**{k: v for k, v in data.items() if k in SPLIT_KEYS}, scene=scene)
         except ValueError as err:
             raise ValueError(f"{err} (in {source})") from None
+
+
+# A test set no ladder step trains on: new scenes (another dataset seed), frames twice as large
+# (128x128 instead of 64x64, so motions in pixels are twice as large, since they scale with the
+# image) and only a test split. The textures come from the same generator, drawn anew.
+UNSEEN_TEST_SET = SyntheticDataset(
+    num_train=0, num_val=0, num_test=16, seed=1, scene=SyntheticConfig(height=128, width=128)
+)

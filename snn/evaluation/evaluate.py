@@ -28,7 +28,7 @@ from snn.evaluation.metrics import FlowMetrics, evaluation_mask
 from snn.evaluation.report import comparison_labels
 from snn.evaluation.synops import ActivityMonitor
 from snn.models.checkpoint import CheckpointError, load_checkpoint, load_model
-from snn.quantization.control import model_bit_width
+from snn.quantization.control import model_bit_width, model_widths
 from snn.utils.quantization_utils import compare_model_outputs, estimate_model_size
 
 logger = logging.getLogger(__name__)
@@ -115,7 +115,8 @@ class CheckpointResult:
 
     checkpoint: str
     model_name: str
-    bit_width: int
+    bit_width: int  # the weights'
+    current_bits: int
     parameters: int
     model_bytes: int
     num_sequences: int
@@ -153,7 +154,8 @@ def evaluate_checkpoint(
     return CheckpointResult(
         checkpoint=str(path),
         model_name=type(model).__name__,
-        bit_width=model_bit_width(model),
+        bit_width=model_widths(model)[0],
+        current_bits=model_widths(model)[1],
         parameters=size["parameters"],
         model_bytes=size["model_bytes"],
         num_sequences=len(sequences_of(dataset)),
@@ -217,6 +219,7 @@ def compare_checkpoints(
                 "checkpoint": str(path),
                 "reference": i == ref,
                 "bits": res.bit_width,
+                "current_bits": res.current_bits,
                 "parameters": res.parameters,
                 "size_mb": res.model_bytes / 1e6,
                 "aee": overall["aee"],

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from snn.evaluation.metrics import METRIC_KEYS
 from snn.evaluation.plots import plot_aee_vs_size
+from snn.quantization.control import widths_tag
 
 MASK_LABELS = {
     "dense": "dense mask: valid ground truth",
@@ -25,8 +26,9 @@ _COLUMNS = (
 )
 
 
-def bits_label(bits: int) -> str:
-    return "FP32" if bits >= 32 else f"{bits} bit"
+def bits_label(bits: int, current_bits: int | None = None) -> str:
+    """'FP32', or weights and currents as 'W4A4', 'W1A4' (``current_bits`` None: the weights')."""
+    return widths_tag(bits, bits if current_bits is None else current_bits)
 
 
 def human(n: float) -> str:
@@ -91,7 +93,8 @@ def evaluation_report(res, masks: tuple[str, ...], data_root: str, split: str, d
     mean_rate = (sum(act["firing_rates"].values()) / len(act["firing_rates"])) if act["firing_rates"] else float("nan")
     out = [
         f"checkpoint  {res.checkpoint}",
-        f"model       {res.model_name}, {res.bit_width} bit{' (full precision)' if res.bit_width >= 32 else ''}, "
+        f"model       {res.model_name}, {bits_label(res.bit_width, res.current_bits)}"
+        f"{' (full precision)' if res.bit_width >= 32 else ' (weight bits W, current bits A)'}, "
         f"{res.parameters:,} parameters, {res.model_bytes / 1e6:.3f} MB",
         f"data        {data_root}, {split} split: {res.num_sequences} sequences, {res.num_windows} windows, "
         f"{res.num_bins} bins ({res.representation})",
@@ -134,9 +137,11 @@ def evaluation_json(res, masks: tuple[str, ...], data_root: str, split: str, dev
     doc = {
         "checkpoint": res.checkpoint,
         "bit_width": res.bit_width,
+        "current_bits": res.current_bits,
         "model": {
             "name": res.model_name,
             "bit_width": res.bit_width,
+            "current_bits": res.current_bits,
             "parameters": res.parameters,
             "size_bytes": res.model_bytes,
         },
@@ -202,16 +207,17 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def write_csv(rows: list[dict], fields: list[str], path: str | Path) -> None:
-    """One line per row with the given columns; floats to 6 significant digits, other keys ignored."""
+    """One line per row with the given columns (empty where a row lacks one); floats to 6 significant
+    digits, other keys ignored."""
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         for r in rows:
-            w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in fields})
+            w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in fields if k in r})
 
 
 # The columns every bit-width table has, between its own first and last ones.
-BITWIDTH_FIELDS = ["bits", "parameters", "size_mb", "aee", "outliers", "zero_flow_aee", "retention"]
+BITWIDTH_FIELDS = ["bits", "current_bits", "parameters", "size_mb", "aee", "outliers", "zero_flow_aee", "retention"]
 COMPARE_FIELDS = ["checkpoint", "reference", *BITWIDTH_FIELDS, "output_mae", "output_mse", "synops_per_sample"]
 
 
@@ -231,7 +237,7 @@ def comparison_markdown(rows: list[dict], note: str) -> str:
     cells = [
         [
             r["checkpoint"] + (" (reference)" if r["reference"] else ""),
-            bits_label(r["bits"]),
+            bits_label(r["bits"], r["current_bits"]),
             f"{r['parameters']:,}",
             f"{r['size_mb']:.3f}",
             _cell(r["aee"], "{:.3f}"),
@@ -255,16 +261,22 @@ def write_comparison_csv(rows: list[dict], path: str | Path) -> None:
 def comparison_labels(rows: list[dict]) -> list[str]:
     """Point labels of compared checkpoints: the bit width, plus the path where two share a width."""
     names = short_labels([r["checkpoint"] for r in rows])
-    counts: dict[int, int] = {}
-    for r in rows:
-        counts[r["bits"]] = counts.get(r["bits"], 0) + 1
+    labels = [bits_label(r["bits"], r["current_bits"]) for r in rows]
     return [
-        bits_label(r["bits"]) + (f" ({name})" if counts[r["bits"]] > 1 else "")
-        for r, name in zip(rows, names, strict=True)
+        label + (f" ({name})" if labels.count(label) > 1 else "") for label, name in zip(labels, names, strict=True)
     ]
 
 
-LADDER_FIELDS = ["step", *BITWIDTH_FIELDS, "train_minutes"]
+LADDER_FIELDS = [
+    "step", *BITWIDTH_FIELDS, "ptq_aee", "ptq_retention", "unseen_aee", "unseen_zero_flow_aee", "unseen_retention",
+    "train_minutes",
+]  # fmt: skip
+
+
+def _ptq(row: dict) -> str:
+    """The post-training (calibration-only) figure of a quantized step: what the fine-tune started from."""
+    aee = row.get("ptq_aee", float("nan"))
+    return "-" if not math.isfinite(aee) else f"{aee:.3f} ({row['ptq_retention']:.3f})"
 
 
 def _minutes(value: float) -> str:
@@ -281,23 +293,35 @@ def ladder_markdown(rows: list[dict]) -> str:
         "outliers (%)",
         "zero-flow AEE",
         "retention (AEE_fp / AEE_q)",
+        "calibration only: AEE (retention)",
         "train (min)",
     ]
+    unseen = all("unseen_aee" in r for r in rows)
+    if unseen:
+        header.insert(-1, "unseen set: AEE (retention)")
     cells = [
         [
             r["step"],
-            bits_label(r["bits"]),
+            bits_label(r["bits"], r["current_bits"]),
             f"{r['parameters']:,}",
             f"{r['size_mb']:.3f}",
             f"{r['aee']:.3f}",
             f"{r['outliers']:.2f}",
             f"{r['zero_flow_aee']:.3f}",
             f"{r['retention']:.3f}",
+            _ptq(r),
+            *([f"{r['unseen_aee']:.3f} ({r['unseen_retention']:.3f})"] if unseen else []),
             _minutes(r["train_minutes"]),
         ]
         for r in rows
     ]
-    return markdown_table(header, cells) + "\n" + _reused_notes(rows)
+    note = ""
+    if unseen:
+        note = (
+            f"\nUnseen set: a test set no step trained on (zero-flow AEE {rows[0]['unseen_zero_flow_aee']:.3f} px); "
+            "retention there is the full-precision step's AEE on it over the step's.\n"
+        )
+    return markdown_table(header, cells) + "\n" + note + _reused_notes(rows)
 
 
 def _reused_notes(rows: list[dict]) -> str:
@@ -339,6 +363,34 @@ def write_ladder_reports(rows: list[dict], output_dir: Path) -> None:
     write_csv(rows, LADDER_FIELDS, output_dir / "ladder.csv")
     (output_dir / "ladder.md").write_text(ladder_markdown(rows))
     plot_aee_vs_size(rows, output_dir / "ladder.png", title="EventSNNFlowNetLiteV2: test AEE against size")
+
+
+SEED_SUMMARY_FIELDS = [
+    "step", "bits", "current_bits", "parameters", "size_mb", "zero_flow_aee", "seeds",
+    "aee_mean", "aee_std", "retention_mean", "retention_std",
+    "ptq_aee_mean", "ptq_aee_std", "ptq_retention_mean", "ptq_retention_std",
+    "unseen_aee_mean", "unseen_aee_std", "unseen_retention_mean", "unseen_retention_std",
+]  # fmt: skip
+
+
+def _mean_std(row: dict, key: str, fmt: str = "{:.3f}") -> str:
+    mean, std = row[f"{key}_mean"], row[f"{key}_std"]
+    return "-" if not math.isfinite(mean) else f"{fmt.format(mean)} ± {fmt.format(std)}"
+
+
+def write_seed_reports(rows: list[dict], output_dir: Path, seeds: list[int]) -> None:
+    """ladder_seeds.csv/.md/.png: each step's mean ± standard deviation over the seeds' ladders."""
+    write_csv(rows, SEED_SUMMARY_FIELDS, output_dir / "ladder_seeds.csv")
+    header = ["step", "bits", "size (MB)", "test AEE", "retention", "calibration only: retention",
+              "unseen set: retention"]  # fmt: skip
+    cells = [
+        [r["step"], bits_label(r["bits"], r["current_bits"]), f"{r['size_mb']:.3f}", _mean_std(r, "aee"),
+         _mean_std(r, "retention"), _mean_std(r, "ptq_retention"), _mean_std(r, "unseen_retention")]
+        for r in rows
+    ]  # fmt: skip
+    note = f"\nMean ± standard deviation over {len(seeds)} seeds ({', '.join(map(str, seeds))}); one ladder per seed.\n"
+    (output_dir / "ladder_seeds.md").write_text(markdown_table(header, cells) + "\n" + note)
+    plot_aee_vs_size(rows, output_dir / "ladder_seeds.png", title=f"Test AEE against size, mean of {len(seeds)} seeds")
 
 
 def short_labels(paths: list[str]) -> list[str]:

@@ -84,29 +84,39 @@ def _load_problem(path: Path, exc: Exception) -> str:
     return f"not a loadable checkpoint ({type(exc).__name__}: {reason})"
 
 
-def checkpoint_bit_width(ckpt: dict[str, Any]) -> int:
-    """The bit width of the model a checkpoint holds: 32 unless it was quantized."""
+def checkpoint_widths(ckpt: dict[str, Any]) -> tuple[int, int]:
+    """(weight bits, current bits) of the model a checkpoint holds: (32, 32) unless it was quantized."""
     args = ckpt["model_args"]
     if not args.get("quantize"):
-        return 32
-    return 1 if args.get("binarize") else int(args.get("bit_width", 8))
+        return 32, 32
+    if args.get("binarize"):
+        return 1, 1
+    weights = int(args.get("bit_width", 8))
+    current = args.get("current_bits")  # older checkpoints: currents had the weights' width
+    return weights, weights if current is None else int(current)
 
 
-def keep_best_of_other_width(path: Path, bits: int) -> None:
-    """Before a best checkpoint at ``bits`` replaces ``path``: an existing one of another width
-    is kept as ``best_model_<b>bit.pth`` beside it (never overwritten, never lost)."""
+def phase_name(weight_bits: int, current_bits: int) -> str:
+    """'4bit' when weights and currents share a width, else 'W2A4' (names best_model_<...>.pth)."""
+    return f"{weight_bits}bit" if weight_bits == current_bits else f"W{weight_bits}A{current_bits}"
+
+
+def keep_best_of_other_width(path: Path, widths: tuple[int, int]) -> None:
+    """Before a best checkpoint at ``widths`` replaces ``path``: an existing one of other widths
+    is kept as ``best_model_<phase>.pth`` beside it (never overwritten, never lost)."""
     if not path.exists():
         return
     try:
-        old_bits = checkpoint_bit_width(load_checkpoint(path))
+        old = checkpoint_widths(load_checkpoint(path))
     except CheckpointError:
         return  # not ours or unreadable: replaced as before
-    if old_bits == bits:
+    if old == tuple(widths):
         return
-    kept = path.with_name(f"{path.stem}_{old_bits}bit{path.suffix}")
+    kept = path.with_name(f"{path.stem}_{phase_name(*old)}{path.suffix}")
     if not kept.exists():
         os.replace(path, kept)
-        logger.warning("%s held a %d-bit model; kept as %s before a %d-bit one replaces it", path, old_bits, kept, bits)
+        logger.warning("%s held a %s model; kept as %s before a %s one replaces it", path, phase_name(*old), kept,
+                       phase_name(*widths))  # fmt: skip
 
 
 def load_weights(
@@ -153,17 +163,20 @@ def load_model(
     quantize: bool | None = None,
     bit_width: int | None = None,
     device: str | torch.device = "cpu",
+    current_bits: int | None = None,
 ) -> nn.Module:
     """Rebuild a model from a checkpoint alone, in eval mode.
 
     ``quantize=False`` gives the full-precision network (a quantized checkpoint's
-    latent FP32 weights); ``bit_width`` quantizes at that width (ranges missing
-    from the checkpoint are taken from the first batch the model sees).
+    latent FP32 weights); ``bit_width`` quantizes the weights at that width and the
+    currents at ``current_bits`` (None: the same); ranges missing from the checkpoint are
+    taken from the first batch the model sees.
     """
     ckpt = load_checkpoint(path, map_location=device)
     args = dict(ckpt["model_args"])
     if bit_width is not None:
         args["quantize"], args["bit_width"], args["binarize"] = True, bit_width, False
+        args["current_bits"] = current_bits
     elif quantize is not None:
         args["quantize"] = quantize
     model = build_model(ckpt["model_name"], args)

@@ -65,7 +65,10 @@ class EventSNNFlowNetLiteV2(nn.Module):
         quantize: build every layer with per-channel weight fake-quantization and a
             ``QuantizationAwareLayer`` after its convolution.
         bit_width, binarize, ema_decay, learn_scale: quantizer settings (see
-            ``snn.quantization``); ``binarize`` or ``bit_width=1`` is binary.
+            ``snn.quantization``); ``bit_width`` is the weights' width; ``binarize`` makes
+            weights and currents binary (W1A1).
+        current_bits: the width of the current quantizers (None: ``bit_width``), e.g.
+            ``bit_width=1, current_bits=4`` is W1A4: binary weights, 4-bit currents.
         first_last_bits: the input layer (stem) and the flow heads never go below
             this many bits (None: they follow ``bit_width`` like the rest).
     """
@@ -88,6 +91,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
         ema_decay: float = 0.99,
         learn_scale: bool = False,
         first_last_bits: int | None = 8,
+        current_bits: int | None = None,
     ) -> None:
         super().__init__()
         if base_ch < 1 or num_bins < 1 or in_channels < 1:
@@ -98,7 +102,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
         self.in_channels = in_channels
         self.flow_scale = flow_scale
         c = base_ch
-        spec = QuantSpec(bit_width, binarize, ema_decay, learn_scale)
+        spec = QuantSpec(bit_width, binarize, ema_decay, learn_scale, current_bits)
         q = {"quantize": quantize, "quant": spec}
         # The input layer and flow heads keep at least first_last_bits (common practice: they
         # are a small share of the weights and the most sensitive).
@@ -106,9 +110,10 @@ class EventSNNFlowNetLiteV2(nn.Module):
             {} if first_last_bits is None else {name: first_last_bits for name in ("stem", "head1", "head2", "head3")}
         )
         edge_bits = max(bit_width, first_last_bits or 0)
+        edge_current = None if current_bits is None else max(current_bits, first_last_bits or 0)
         edge = {
             "quantize": quantize,
-            "quant": QuantSpec(edge_bits, binarize and first_last_bits is None, ema_decay, learn_scale),
+            "quant": QuantSpec(edge_bits, binarize and first_last_bits is None, ema_decay, learn_scale, edge_current),
         }
         n = {"tau": tau, "threshold": threshold, "reset": reset, "alpha": surrogate_alpha}
         self.stem = SpikingConv2d(in_channels, c, 3, norm=True, neuron=n, **edge)
@@ -125,6 +130,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
         self.head1 = FlowHead(2 * c, **edge)
         self.quantize = quantize
         self.bit_width = bit_width if not binarize else 1
+        self.current_bits = 1 if binarize else (bit_width if current_bits is None else current_bits)
 
     def check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 5:
@@ -164,10 +170,12 @@ class EventSNNFlowNetLiteV2(nn.Module):
         return {name: m for name, m in self.named_modules() if isinstance(getattr(m, "neuron", None), LIFNeuron)}
 
     # ------------------------------------------------------------ quantization
-    def set_bit_width(self, bit_width: int) -> None:
-        """Switch weights and currents to ``bit_width`` (the pinned edge layers keep their floor)."""
-        control.set_bit_width(self, bit_width, self.pinned)
+    def set_bit_width(self, bit_width: int, current_bits: int | None = None) -> None:
+        """Switch the weights to ``bit_width`` and the currents to ``current_bits`` (None: the same);
+        the pinned edge layers keep their floor."""
+        control.set_bit_width(self, bit_width, self.pinned, current_bits)
         self.bit_width = bit_width
+        self.current_bits = bit_width if current_bits is None else current_bits
 
     def freeze_observers(self, frozen: bool = True) -> None:
         control.freeze_observers(self, frozen)

@@ -25,13 +25,15 @@ from snn.quantization.weight_quant import QuantConv2d, QuantConvTranspose2d
 class QuantSpec:
     """How a layer built with ``quantize=True`` quantizes its weights and output current."""
 
-    bit_width: int = 8
+    bit_width: int = 8  # the weights'
     binarize: bool = False
     ema_decay: float = 0.99
     learn_scale: bool = False
+    current_bits: int | None = None  # the current quantizer's (None: bit_width)
 
     def activation_quantizer(self) -> QuantizationAwareLayer:
-        return QuantizationAwareLayer(self.bit_width, self.binarize, self.ema_decay, self.learn_scale)
+        bits = self.bit_width if self.current_bits is None else self.current_bits
+        return QuantizationAwareLayer(bits, self.binarize, self.ema_decay, self.learn_scale)
 
 
 def make_quant_layer(quantize: bool, spec: QuantSpec | None) -> nn.Module:

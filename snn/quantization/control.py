@@ -28,13 +28,26 @@ def is_quantized(model: nn.Module) -> bool:
     return any(True for _ in activation_quantizers(model)) or any(True for _ in weight_quantized_convs(model))
 
 
-def model_bit_width(model: nn.Module) -> int:
-    """The bit width a model runs at: 32 when nothing in it is quantized, else its own ``bit_width``.
+def model_widths(model: nn.Module) -> tuple[int, int]:
+    """(weight bits, current bits) a model runs at: (32, 32) when nothing in it is quantized.
 
     The one answer to "how many bits is this model" for reports, sizes and the trainer
     (pinned edge layers may keep more bits; see ``layer_bits``).
     """
-    return int(getattr(model, "bit_width", 32)) if is_quantized(model) else 32
+    if not is_quantized(model):
+        return 32, 32
+    weights = int(getattr(model, "bit_width", 32))
+    return weights, int(getattr(model, "current_bits", weights))
+
+
+def model_bit_width(model: nn.Module) -> int:
+    """The weight bit width (what the model's size follows); 32 when nothing is quantized."""
+    return model_widths(model)[0]
+
+
+def widths_tag(weight_bits: int, current_bits: int) -> str:
+    """'W4A8' (weights W bits, currents A bits), 'FP32' when not quantized."""
+    return "FP32" if weight_bits >= 32 else f"W{weight_bits}A{current_bits}"
 
 
 def layer_bits(name: str, bit_width: int, pinned: dict[str, int] | None) -> int:
@@ -43,11 +56,15 @@ def layer_bits(name: str, bit_width: int, pinned: dict[str, int] | None) -> int:
     return max([bit_width, *floors])
 
 
-def set_bit_width(model: nn.Module, bit_width: int, pinned: dict[str, int] | None = None) -> None:
-    """Set every quantizer to ``bit_width``; modules under a pinned prefix keep at least its bits."""
+def set_bit_width(
+    model: nn.Module, bit_width: int, pinned: dict[str, int] | None = None, current_bits: int | None = None
+) -> None:
+    """Weights to ``bit_width``, current quantizers to ``current_bits`` (None: the same);
+    modules under a pinned prefix keep at least its bits."""
     check_bit_width(bit_width)
+    currents = bit_width if current_bits is None else check_bit_width(current_bits)
     for name, q in activation_quantizers(model):
-        q.set_bit_width(layer_bits(name, bit_width, pinned))
+        q.set_bit_width(layer_bits(name, currents, pinned))
     for name, conv in weight_quantized_convs(model):
         conv.set_bit_width(layer_bits(name, bit_width, pinned))
 

@@ -6,8 +6,11 @@ its checkpoints each step keeps ``ladder_step.json``: the settings it was traine
 from) and whether it finished. A later call reuses a step only when it finished with
 the same settings, continues a half-finished one from its own ``last.pth``, and stops
 with an error naming what differs otherwise (``reuse=True`` reports such steps as they
-are, with the settings they were trained with). The reports (table, CSV, plot) are
-written by ``snn.evaluation.report``.
+are, with the settings they were trained with). Each quantized step is also evaluated
+right after calibration, before its fine-tune (post-training quantization), and, given
+an unseen data root, on that root's test split. ``run_ladder_seeds`` repeats the ladder
+per seed and reports mean and spread. The reports (table, CSV, plot) are written by
+``snn.evaluation.report``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import torch
 from snn.config import CONFIG_DIR, Config, config_from_dict, data_root_overrides, load_config
 from snn.data.loaders import prepare_data_root
 from snn.evaluation.evaluate import evaluate_checkpoint
-from snn.evaluation.report import bits_label, write_ladder_reports
+from snn.evaluation.report import bits_label, write_ladder_reports, write_seed_reports
 from snn.training.run import build_trainer
 from snn.utils.runtime import seed_everything
 
@@ -134,8 +137,8 @@ def run_step(
 ) -> tuple[Path, float, dict | None]:
     """Train one step unless it finished with the same settings; continue it if it was interrupted.
 
-    Returns its best checkpoint, the minutes this call spent training (nan: reused) and, for a
-    reused step, its record.
+    Returns its best checkpoint, the minutes this call spent training (nan: reused) and its record
+    (settings, status, minutes, and the calibration-only test AEE of a quantized step as "ptq").
     """
     folder = output_dir / step.name
     best = folder / "checkpoints" / "best_model.pth"
@@ -165,22 +168,31 @@ def run_step(
                 "%s: finished earlier with %s settings; reusing %s", step.name, "other" if differs else "the same", best
             )
             return best, float("nan"), record
-    resume, warm = start, True
+    resume, warm, ptq = start, True, None
     if record is not None and last.exists():
-        resume, warm = last, None  # a half-finished step continues from its own last.pth
+        resume, warm, ptq = last, None, record.get("ptq")  # a half-finished step continues from its last.pth
         logger.info("%s: continuing the interrupted step from %s", step.name, last)
     elif record is not None:  # killed before its first last.pth: start it over
         for leftover in (best, folder / "logs" / "metrics.csv"):
             leftover.unlink(missing_ok=True)
-    _write_record(folder, {"settings": settings, "status": "running"})
+    _write_record(folder, {"settings": settings, "status": "running", "ptq": ptq})
     logger.info("%s: %d epochs from %s, seed %d", step.name, epochs, resume or "scratch", cfg.seed)
     t0 = time.time()
     seed_everything(cfg.seed)
     trainer = build_trainer(cfg, device, resume=resume, warm_start=warm if resume is not None else None)
+    if warm and start is not None and trainer.quantized:
+        # What calibration alone gives (post-training quantization), before any fine-tuning.
+        calibrated = evaluate_checkpoint(
+            start, cfg.data_root, "test", device=device, progress=False, model=trainer.model
+        )
+        ptq = {"aee": calibrated.metrics["dense"]["overall"]["aee"]}
+        logger.info("%s: calibration only (no fine-tuning): test AEE %.3f", step.name, ptq["aee"])
+        _write_record(folder, {"settings": settings, "status": "running", "ptq": ptq})
     trainer.fit()
     minutes = (time.time() - t0) / 60
-    _write_record(folder, {"settings": settings, "status": "finished", "train_minutes": minutes})
-    return best, minutes, None
+    record = {"settings": settings, "status": "finished", "train_minutes": minutes, "ptq": ptq}
+    _write_record(folder, record)
+    return best, minutes, record
 
 
 def run_ladder(
@@ -194,8 +206,12 @@ def run_ladder(
     extra: dict | None = None,
     fp_checkpoint: Path | None = None,
     reuse: bool = False,
+    unseen_root: str | Path | None = None,
 ) -> list[dict]:
     """Train (or reuse) every step, evaluate each on the test split, write the reports.
+
+    With ``unseen_root`` every step is also evaluated on that data root's test split (a set no
+    step trained on, e.g. ``UNSEEN_TEST_SET``), reported as ``unseen_aee`` and ``unseen_retention``.
 
     ``seed`` replaces every step's config seed (None: each config's own); ``extra``
     overrides config keys of every step (e.g. ``{"crop_size": None}``); ``fp_checkpoint``
@@ -224,21 +240,64 @@ def run_ladder(
             {
                 "step": step.name,
                 "bits": result.bit_width,
+                "current_bits": result.current_bits,
                 "parameters": result.parameters,
                 "size_mb": result.model_bytes / 1e6,
                 "aee": test["aee"],
                 "outliers": test["outliers"],
                 "zero_flow_aee": test["zero_flow_aee"],
                 "train_minutes": minutes,
-                "label": bits_label(result.bit_width) + (" (progressive)" if step.progressive else ""),
+                "label": bits_label(result.bit_width, result.current_bits)
+                + (" (progressive)" if step.progressive else ""),
                 "series": "progressive" if step.progressive else None,
-                "reused_settings": None if record is None else record.get("settings"),
-                "reused_minutes": None if record is None else record.get("train_minutes"),
+                "reused_settings": record.get("settings"),
+                "reused_minutes": record.get("train_minutes"),
+                "ptq_aee": (record.get("ptq") or {}).get("aee", float("nan")),
             }
         )
+        if unseen_root is not None:
+            other = evaluate_checkpoint(best, unseen_root, "test", device=device, progress=False)
+            rows[-1]["unseen_aee"] = other.metrics["dense"]["overall"]["aee"]
+            rows[-1]["unseen_zero_flow_aee"] = other.metrics["dense"]["overall"]["zero_flow_aee"]
         logger.info("%s: test AEE %.3f (zero-flow %.3f)", step.name, test["aee"], test["zero_flow_aee"])
     fp_aee = rows[0]["aee"]
     for row in rows:
         row["retention"] = fp_aee / row["aee"]
+        row["ptq_retention"] = fp_aee / row["ptq_aee"]
+        if unseen_root is not None:
+            row["unseen_retention"] = rows[0]["unseen_aee"] / row["unseen_aee"]
     write_ladder_reports(rows, output_dir)
     return rows
+
+
+SEED_FIELDS = ("aee", "retention", "ptq_aee", "ptq_retention", "unseen_aee", "unseen_retention")
+
+
+def summarize_seeds(per_seed: list[list[dict]]) -> list[dict]:
+    """One row per step over several seeds' ladders: mean and standard deviation (ddof 1) of the
+    AEE, the retention and the calibration-only figures; the step's other facts from the first seed."""
+    steps = [r["step"] for r in per_seed[0]]
+    if any([r["step"] for r in rows] != steps for rows in per_seed):
+        raise ValueError("the seeds' ladders ran different steps")
+    summary = []
+    for i, first in enumerate(per_seed[0]):
+        row = {k: first[k] for k in ("step", "bits", "current_bits", "parameters", "size_mb", "zero_flow_aee")}
+        row.update(label=first["label"], series=first["series"], seeds=len(per_seed))
+        for key in SEED_FIELDS:
+            values = torch.tensor([rows[i].get(key, float("nan")) for rows in per_seed], dtype=torch.float64)
+            row[f"{key}_mean"] = float(values.mean())
+            row[f"{key}_std"] = float(values.std()) if len(values) > 1 else 0.0
+        row["aee"] = row["aee_mean"]  # what the plot draws
+        summary.append(row)
+    return summary
+
+
+def run_ladder_seeds(output_dir: Path, seeds: list[int], **kwargs) -> list[dict]:
+    """The ladder once per seed (into ``<output>/seed_<s>/``), then the mean and spread over seeds
+    in ``<output>/ladder_seeds.md``, ``.csv`` and ``.png``."""
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds has repeats: {seeds}")
+    per_seed = [run_ladder(output_dir / f"seed_{s}", seed=s, **kwargs) for s in seeds]
+    summary = summarize_seeds(per_seed)
+    write_seed_reports(summary, output_dir, seeds)
+    return summary

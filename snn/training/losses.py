@@ -29,3 +29,20 @@ def multiscale_epe_loss(
     if len(weights) < len(preds):
         raise ValueError(f"{len(preds)} flow scales but only {len(weights)} scale weights")
     return sum(w * masked_epe(p, gt, valid) for p, w in zip(preds, weights, strict=False))
+
+
+def distillation_loss(
+    student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor], weights: Sequence[float]
+) -> torch.Tensor:
+    """Weighted mean EPE between the student's and the teacher's flow at every scale, finest first.
+
+    The teacher's flow is a label at every pixel, those without events or valid ground truth too.
+    """
+    if len(student) != len(teacher):
+        raise ValueError(f"{len(student)} student scales but {len(teacher)} teacher scales")
+    if len(weights) < len(student):
+        raise ValueError(f"{len(student)} flow scales but only {len(weights)} scale weights")
+    return sum(
+        w * masked_epe(s, t.detach(), torch.ones_like(t[:, :1]))
+        for s, t, w in zip(student, teacher, weights, strict=False)
+    )

@@ -14,8 +14,9 @@ import torch
 from snn.config import Config, config_changes, config_from_checkpoint, save_config
 from snn.data.loaders import make_dataset, make_loader, prepare_data_root
 from snn.evaluation.evaluate import evaluate_checkpoint
-from snn.models.checkpoint import load_checkpoint
+from snn.models.checkpoint import load_checkpoint, load_model
 from snn.models.factory import MODELS, build_model
+from snn.quantization.control import model_widths, widths_tag
 from snn.training.resume import continues_run
 from snn.training.trainer import Trainer
 from snn.utils.runtime import resolve_device, seed_everything
@@ -63,6 +64,14 @@ def adopt_architecture(cfg: Config, ckpt: dict, path: Path) -> Config:
     return cfg
 
 
+def load_teacher(path: Path, device: torch.device) -> torch.nn.Module:
+    """The distillation teacher: the checkpoint's model in eval mode, without gradients, loaded once."""
+    teacher = load_model(path, device=device)
+    teacher.requires_grad_(False)
+    logger.info("distilling from %s (%s)", path, widths_tag(*model_widths(teacher)))
+    return teacher
+
+
 def check_same_settings(cfg: Config, ckpt: dict, path: Path) -> None:
     """Continuing a run with other settings would mix two experiments in one folder: refuse, naming the keys."""
     changes = config_changes(config_from_checkpoint(ckpt, path), cfg)
@@ -106,6 +115,13 @@ def build_trainer(
     remove_partial_files(checkpoint_dir)
     if ckpt is not None and not continuing:
         cfg = adopt_architecture(cfg, ckpt, resume)
+        if cfg.distill_weight > 0 and cfg.distill_from is None:
+            cfg = dataclasses.replace(cfg, distill_from=str(resume))  # the model we start from teaches
+    if cfg.distill_weight > 0 and cfg.distill_from is None:
+        raise RunDirError(
+            "distill_weight > 0 needs a teacher: start from a trained checkpoint (--pretrained, or --resume "
+            "with another run's checkpoint) or set distill_from"
+        )
     root = prepare_data_root(cfg)
     multiple = MODELS[cfg.model].downsample_factor
     train_set = make_dataset(cfg, root, "train", train=True, size_multiple=multiple)
@@ -126,6 +142,8 @@ def build_trainer(
         checkpoint_dir,
         log_dir,
     )
+    if cfg.distill_weight > 0:
+        trainer.teacher = load_teacher(Path(cfg.distill_from), device)
     if continuing:
         trainer.continue_from(ckpt, resume, strict=strict_load)
     elif ckpt is not None:

@@ -16,12 +16,19 @@ from tqdm import tqdm
 from snn.config import Config
 from snn.evaluation.flow_viz import render_panels
 from snn.evaluation.metrics import FlowMetrics, evaluation_mask
-from snn.models.checkpoint import CheckpointError, keep_best_of_other_width, load_weights, save_checkpoint
+from snn.models.checkpoint import (
+    CheckpointError,
+    checkpoint_widths,
+    keep_best_of_other_width,
+    load_weights,
+    phase_name,
+    save_checkpoint,
+)
 from snn.quantization import control
-from snn.quantization.control import model_bit_width
+from snn.quantization.control import model_widths, widths_tag
 from snn.training.epoch_csv import append_epoch_row, truncate_epoch_rows
 from snn.training.interrupt import StopRequests, TrainingInterrupted
-from snn.training.losses import multiscale_epe_loss
+from snn.training.losses import distillation_loss, multiscale_epe_loss
 from snn.training.optim import lr_lambda_factory, param_groups
 from snn.training.resume import rng_state, set_rng_state
 from snn.training.weight_ema import make_weight_ema
@@ -77,6 +84,7 @@ class Trainer:
         self._writer: SummaryWriter | None = None
         self.ema = None  # made at the start of fit(), after any resume or calibration
         self._stop: StopRequests | None = None
+        self.teacher: nn.Module | None = None  # with distill_weight > 0: the model this run started from
         self._resume_progress: dict = {}  # how far a mid-epoch checkpoint got into its epoch
         self._last_val: dict[str, float] = {}
 
@@ -100,17 +108,18 @@ class Trainer:
         """
         if not self.quantized:
             return
-        bits = self.cfg.bit_width_at(epoch)
-        if bits != self.model.bit_width:
+        widths = self.cfg.widths_at(epoch)
+        current = model_widths(self.model)
+        if widths != current:
             logger.info(
-                "epoch %d: bit width %d -> %d; best_model.pth now tracks the %d-bit phase",
+                "epoch %d: %s -> %s; best_model.pth now tracks the %s phase",
                 epoch + 1,
-                self.model.bit_width,
-                bits,
-                bits,
+                widths_tag(*current),
+                widths_tag(*widths),
+                widths_tag(*widths),
             )
             for m in self._models():
-                m.set_bit_width(bits)
+                m.set_bit_width(*widths)
             # A lower bit width is judged against itself, not against the easier earlier phase.
             self.best_val_aee = float("inf")
         frozen_from = self.cfg.freeze_observers_epoch
@@ -120,7 +129,8 @@ class Trainer:
         self._observers_frozen = freeze
         for m in self._models():
             m.freeze_observers(freeze)
-        self.writer.add_scalar("quant/bit_width", bits, epoch)
+        self.writer.add_scalar("quant/bit_width", widths[0], epoch)
+        self.writer.add_scalar("quant/current_bits", widths[1], epoch)
 
     def extra_loss(self) -> dict[str, torch.Tensor]:
         """Loss terms added to the flow loss: the quantization penalty when quantizing."""
@@ -154,7 +164,9 @@ class Trainer:
         self.global_step = int(ckpt.get("global_step", 0))
         self.best_val_aee = float(ckpt.get("best_val_aee", float("inf")))
         if self.quantized:
-            self.model.set_bit_width(int(ckpt["model_args"].get("bit_width", self.model.bit_width)))
+            saved = checkpoint_widths(ckpt)
+            if saved[0] < 32:
+                self.model.set_bit_width(*saved)
         if ckpt.get("rng"):
             set_rng_state(ckpt["rng"])
         if self.cfg.weight_ema > 0 and "train_state_dict" in ckpt:
@@ -239,7 +251,7 @@ class Trainer:
                 if is_best:
                     self.save("best_model.pth", epoch, val)
                     if self.quantized and self.cfg.quantization_schedule:
-                        self.save(f"best_model_{self.model.bit_width}bit.pth", epoch, val)
+                        self.save(f"best_model_{phase_name(*model_widths(self.model))}.pth", epoch, val)
                 self.save("last.pth", epoch, val)
                 self._last_val = val
                 logger.info(
@@ -274,6 +286,12 @@ class Trainer:
             preds = self.model.forward_multiscale(batch["events"])
             flow_loss = multiscale_epe_loss(preds, batch["flow"], batch["valid"], self.cfg.scale_weights)
             extras = self.extra_loss()
+            if self.teacher is not None:
+                with torch.no_grad():
+                    taught = self.teacher.forward_multiscale(batch["events"])
+                extras["distill_loss"] = self.cfg.distill_weight * distillation_loss(
+                    preds, taught, self.cfg.scale_weights
+                )
             loss = flow_loss + sum(extras.values())
             if not torch.isfinite(loss):
                 raise FloatingPointError(
@@ -327,7 +345,8 @@ class Trainer:
         ``progress`` how far the next one got (batches done, loss so far) when saved mid-epoch."""
         model_args = dict(self.model_args)
         if self.quantized:
-            model_args["bit_width"] = self.model.bit_width  # a progressive run's current width
+            # A progressive run's current widths.
+            model_args["bit_width"], model_args["current_bits"] = model_widths(self.model)
         payload = {
             "model_name": self.model_name,
             "model_args": model_args,
@@ -349,7 +368,7 @@ class Trainer:
     def save(self, name: str, epoch: int, val: dict[str, float], progress: dict | None = None) -> None:
         path = self.checkpoint_dir / name
         if name == "best_model.pth":
-            keep_best_of_other_width(path, model_bit_width(self.model))
+            keep_best_of_other_width(path, model_widths(self.model))
         save_checkpoint(self.checkpoint_payload(epoch, val, progress), path)
 
     def _log_step(self, flow_loss, loss, extras) -> None:

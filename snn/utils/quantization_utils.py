@@ -124,6 +124,7 @@ def export_quantized_model_info(
                 "running_max": float(q.running_max),
             }
         layers.append(entry)
-    info = {"bit_width": getattr(model, "bit_width", 32), "layers": layers}
+    weights, currents = control.model_widths(model)
+    info = {"bit_width": weights, "current_bits": currents, "layers": layers}
     Path(output_path).write_text(json.dumps(info, indent=1))
     return info

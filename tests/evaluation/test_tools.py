@@ -61,6 +61,9 @@ DOCUMENTED_FLAGS = {
         "--seed",
         "--fp-checkpoint",
         "--reuse",
+        "--seeds",
+        "--unseen-root",
+        "--no-unseen",
     ],
     "tools/make_synthetic_dataset.py": ["--output", "--num-train", "--height", "--width", "--force"],
     "train.py": [
@@ -220,7 +223,7 @@ def test_evaluate_both_masks_json_shape_and_pooled_overall(checkpoints, tiny_syn
     assert rc == 0
     printed = capsys.readouterr().out
     for text in (
-        "32 bit",
+        "FP32 (full precision)",
         "parameters",
         "SynOps",
         "firing rate",
@@ -232,7 +235,9 @@ def test_evaluate_both_masks_json_shape_and_pooled_overall(checkpoints, tiny_syn
     ):
         assert text in printed
     doc = json.loads(out.read_text())
-    assert set(doc) == {"checkpoint", "bit_width", "model", "data", "activity", "throughput", "dense", "sparse"}
+    assert set(doc) == {
+        "checkpoint", "bit_width", "current_bits", "model", "data", "activity", "throughput", "dense", "sparse"
+    }  # fmt: skip
     assert (doc["bit_width"], doc["checkpoint"]) == (32, str(checkpoints["fp"]))
     # What the tool prints is in the file too.
     n_params = sum(p.numel() for p in load_model(checkpoints["fp"]).parameters())
@@ -281,7 +286,7 @@ def test_evaluate_one_mask_one_sequence_quantized(checkpoints, tiny_synthetic_ro
     )
     assert rc == 0
     doc = json.loads(out.read_text())
-    assert doc["bit_width"] == 4 and "dense" not in doc
+    assert (doc["bit_width"], doc["current_bits"]) == (4, 4) and "dense" not in doc
     assert (doc["throughput"]["batch_size"], doc["data"]["num_sequences"]) == (2, 1)
     d = doc["sparse"]
     assert list(d["sequences"]) == ["seq_0001"]
@@ -501,7 +506,7 @@ def test_compare_uses_the_full_precision_checkpoint_as_reference(checkpoints, ti
     expected = _pooled_by_hand(checkpoints["fp"], tiny_synthetic_root, "train", sparse=False)
     assert float(fp["aee"]) == pytest.approx(expected["aee"], rel=1e-4)
     md = (out / "compare.md").read_text()
-    assert "FP32" in md and "4 bit" in md and f"reference: {checkpoints['fp']} (full precision)" in md
+    assert "FP32" in md and "W4A4" in md and f"reference: {checkpoints['fp']} (full precision)" in md
     assert cv2.imread(str(out / "compare.png")) is not None
 
 

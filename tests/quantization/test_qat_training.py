@@ -11,6 +11,7 @@ from snn.config import DEFAULT_CONFIG, load_config
 from snn.models.checkpoint import CheckpointError, load_weights, save_checkpoint
 from snn.models.flownet import EventSNNFlowNetLiteV2
 from snn.quantization import control
+from snn.quantization.weight_quant import weight_codes_and_scale
 from snn.training.run import build_trainer
 from snn.utils.quantization_utils import compare_model_outputs, estimate_model_size, load_model
 
@@ -109,7 +110,7 @@ def test_progressive_schedule_switches_bits_and_freezes_observers(tiny_synthetic
     trainer.fit()
     assert trainer.model.bit_width == 2 and trainer.model.enc1.quant_layer.bit_width == 2
     assert not trainer.model.enc1.quant_layer.observer_enabled
-    assert "bit width 8 -> 4" in caplog.text and "bit width 4 -> 2" in caplog.text
+    assert "W8A8 -> W4A4" in caplog.text and "W4A4 -> W2A2" in caplog.text
     ckpt = torch.load(tmp_path / "prog" / "ckpt" / "last.pth", weights_only=True)
     assert ckpt["model_args"]["bit_width"] == 2
     # Resuming its own last.pth continues at the saved epoch with the saved ranges and width.
@@ -228,7 +229,92 @@ def test_a_best_checkpoint_of_another_bit_width_is_kept_not_overwritten(tmp_path
     q4 = {**SMALL, "quantize": True, "bit_width": 4}
     save_checkpoint({"model_name": "EventSNNFlowNetLiteV2", "model_args": q4, "config": {}, "state_dict": {}}, path)
     before = path.read_bytes()
-    keep_best_of_other_width(path, 4)  # same width: replaced in place later, nothing to keep
+    keep_best_of_other_width(path, (4, 4))  # same widths: replaced in place later, nothing to keep
     assert path.read_bytes() == before and not (tmp_path / "best_model_4bit.pth").exists()
-    keep_best_of_other_width(path, 8)
+    keep_best_of_other_width(path, (8, 8))
     assert (tmp_path / "best_model_4bit.pth").read_bytes() == before and not path.exists()
+
+
+def test_weight_and_current_bits_are_set_independently():
+    """W1A4: binary per-channel weight codes, currents on a 4-bit grid; edge layers stay at 8."""
+    torch.manual_seed(0)
+    model = EventSNNFlowNetLiteV2(**SMALL, quantize=True, bit_width=1, current_bits=4).train()
+    assert control.model_widths(model) == (1, 4)
+    codes, _ = weight_codes_and_scale(model.enc2.conv.weight, model.enc2.conv.weight_bits)
+    assert model.enc2.conv.weight_bits == 1 and set(codes.unique().tolist()) == {-1.0, 1.0}
+    q = model.enc2.quant_layer
+    assert q.bit_width == 4 and not q.is_binary
+    current = q(torch.randn(20000) * 3)
+    steps = (current / q.scale()).round()
+    assert torch.allclose(current / q.scale(), steps, atol=1e-4) and len(steps.unique()) == 15  # -7..7
+    assert model.stem.conv.weight_bits == 8 and model.head1.quant_layer.bit_width == 8
+    model.set_bit_width(2, current_bits=8)
+    assert (model.enc2.conv.weight_bits, model.enc2.quant_layer.bit_width) == (2, 8)
+    assert control.model_widths(model) == (2, 8)
+    model.set_bit_width(4)  # one width for both again
+    assert (model.enc2.conv.weight_bits, model.enc2.quant_layer.bit_width) == (4, 4)
+
+
+def test_config_gives_weight_and_current_bits_per_epoch(tmp_path):
+    from snn.config import CONFIG_DIR, ConfigError
+
+    cfg = load_config(CONFIG_DIR / "event_snn_lite_2bit.yaml", {"current_bits": 4})
+    assert cfg.widths_at(0) == (2, 4) and cfg.model_args()["current_bits"] == 4
+    assert load_config(CONFIG_DIR / "event_snn_lite_2bit.yaml").model_args()["current_bits"] is None  # = weights
+    prog = load_config(CONFIG_DIR / "event_snn_lite_progressive.yaml", {"quantization_schedule": {0: 8, 2: "W2A4"}})
+    assert [prog.widths_at(e) for e in (0, 1, 2, 5)] == [(8, 8), (8, 8), (2, 4), (2, 4)]
+    assert load_config(CONFIG_DIR / "event_snn_lite_1bit.yaml").widths_at(0) == (1, 1)  # binarize: W1A1
+    with pytest.raises(ConfigError, match=r"quantization_schedule\[2\].*'W2'"):
+        load_config(CONFIG_DIR / "event_snn_lite_progressive.yaml", {"quantization_schedule": {0: 8, 2: "W2"}})
+    with pytest.raises(ConfigError, match="current_bits.*binarize"):
+        load_config(CONFIG_DIR / "event_snn_lite_1bit.yaml", {"current_bits": 4})
+
+
+def test_a_resumed_weight_and_current_schedule_restores_both_widths(tiny_synthetic_root, tmp_path, fp_checkpoint):
+    extra = {"num_epochs": 2, "quantization_schedule": {0: 8, 1: "W2A4"}, "freeze_observers_epoch": None}
+    cfg = _cfg(tiny_synthetic_root, tmp_path, "wa", "snn/configs/event_snn_lite_progressive.yaml", **extra)
+    trainer = build_trainer(cfg, CPU, resume=fp_checkpoint)
+    trainer.fit()
+    assert control.model_widths(trainer.model) == (2, 4)
+    assert (tmp_path / "wa" / "ckpt" / "best_model_W2A4.pth").exists()
+    cfg3 = _cfg(tiny_synthetic_root, tmp_path, "wa", "snn/configs/event_snn_lite_progressive.yaml", **{
+        **extra, "num_epochs": 3})  # fmt: skip
+    resumed = build_trainer(cfg3, CPU, resume=tmp_path / "wa" / "ckpt" / "last.pth")
+    assert resumed.start_epoch == 2
+    for model in (resumed.model, resumed.ema.module):
+        assert control.model_widths(model) == (2, 4)
+        assert (model.enc1.conv.weight_bits, model.enc1.quant_layer.bit_width) == (2, 4)
+        assert (model.stem.conv.weight_bits, model.stem.quant_layer.bit_width) == (8, 8)
+
+
+def test_distillation_takes_the_start_checkpoint_as_teacher_and_keeps_it_on_resume(
+    tiny_synthetic_root, tmp_path, fp_checkpoint
+):
+    from snn.training.run import RunDirError
+
+    cfg = _cfg(tiny_synthetic_root, tmp_path, "kd", "snn/configs/event_snn_lite_4bit.yaml", num_epochs=1,
+               distill_weight=0.5)  # fmt: skip
+    trainer = build_trainer(cfg, CPU, resume=fp_checkpoint)
+    assert trainer.cfg.distill_from == str(fp_checkpoint)
+    assert control.model_widths(trainer.teacher) == (32, 32) and not trainer.teacher.training
+    assert not any(p.requires_grad for p in trainer.teacher.parameters())
+    trainer.fit()
+    saved = torch.load(tmp_path / "kd" / "ckpt" / "last.pth", weights_only=True)
+    assert saved["config"]["distill_from"] == str(fp_checkpoint)
+    resumed = build_trainer(
+        _cfg(
+            tiny_synthetic_root,
+            tmp_path,
+            "kd",
+            "snn/configs/event_snn_lite_4bit.yaml",
+            num_epochs=2,
+            distill_weight=0.5,
+            distill_from=str(fp_checkpoint),
+        ),  # fmt: skip
+        CPU,
+        resume=tmp_path / "kd" / "ckpt" / "last.pth",
+    )
+    assert resumed.teacher is not None and resumed.start_epoch == 1
+    scratch = _cfg(tiny_synthetic_root, tmp_path, "kd0", distill_weight=0.5)
+    with pytest.raises(RunDirError, match="needs a teacher"):
+        build_trainer(scratch, CPU)

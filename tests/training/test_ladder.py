@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from snn.data.provider import build_dataset
+from snn.data.synthetic import generate_dataset
+from snn.data.synthetic_config import SyntheticConfig
 from snn.models.checkpoint import load_checkpoint
 from snn.training import ladder
 from snn.training.ladder import RECORD, STEPS, LadderError, run_ladder
@@ -54,7 +56,13 @@ def test_ladder_runs_every_step_and_writes_reports(trained_ladder, tiny_syntheti
         assert (out / name).stat().st_size > 0
     table = list(csv.DictReader(open(out / "ladder.csv")))
     assert float(table[3]["retention"]) == pytest.approx(rows[0]["aee"] / rows[3]["aee"], rel=1e-3)
-    assert "| V2_progressive | 2 bit |" in (out / "ladder.md").read_text()
+    assert "| V2_progressive | W2A2 |" in (out / "ladder.md").read_text()
+    # Every quantized step also reports what calibration alone gave, before its fine-tune.
+    assert table[0]["ptq_aee"] == "nan"
+    for row, step in zip(table[1:], STEPS[1:], strict=True):
+        ptq = json.loads((out / step.name / RECORD).read_text())["ptq"]["aee"]
+        assert float(row["ptq_aee"]) == pytest.approx(ptq, rel=1e-5) and ptq > 0
+        assert float(row["ptq_retention"]) == pytest.approx(rows[0]["aee"] / ptq, rel=1e-4)
 
 
 @pytest.mark.slow
@@ -136,3 +144,49 @@ def test_an_interrupted_step_continues_from_its_last_checkpoint(tiny_synthetic_r
     assert epochs == ["1", "2"]
     assert _checksums(out / "V2_4bit") == four_bit
     assert [r["bits"] for r in rows] == [32, 8, 4, 2, 1]
+
+
+def test_seeds_summary_gives_mean_and_spread_per_step(tmp_path):
+    from snn.evaluation.report import write_seed_reports
+    from snn.training.ladder import summarize_seeds
+
+    def ladder(fp, q, ptq):
+        common = {"parameters": 10, "zero_flow_aee": 2.0, "series": None}
+        return [
+            {"step": "V2", "bits": 32, "current_bits": 32, "size_mb": 4.0, "label": "FP32", "aee": fp,
+             "retention": 1.0, "ptq_aee": float("nan"), "ptq_retention": float("nan"), **common},
+            {"step": "V2_4bit", "bits": 4, "current_bits": 4, "size_mb": 0.6, "label": "W4A4", "aee": q,
+             "retention": fp / q, "ptq_aee": ptq, "ptq_retention": fp / ptq, **common},
+        ]  # fmt: skip
+
+    rows = summarize_seeds([ladder(1.0, 1.25, 2.0), ladder(1.0, 1.0, 2.5), ladder(1.0, 1.0, 2.0)])
+    q = rows[1]
+    assert q["seeds"] == 3 and q["aee_mean"] == pytest.approx(1.25 / 3 + 2 / 3)
+    assert q["retention_mean"] == pytest.approx((0.8 + 1 + 1) / 3)
+    assert q["retention_std"] == pytest.approx(torch.tensor([0.8, 1.0, 1.0]).std().item())
+    assert q["ptq_aee_std"] > 0 and rows[0]["aee_std"] == 0
+    write_seed_reports(rows, tmp_path, [0, 1, 2])
+    md = (tmp_path / "ladder_seeds.md").read_text()
+    assert "| V2_4bit | W4A4 | 0.600 | 1.083 ± 0.144 | 0.933 ± 0.115 |" in md and "3 seeds (0, 1, 2)" in md
+    assert (tmp_path / "ladder_seeds.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="different steps"):
+        summarize_seeds([ladder(1, 1, 1), ladder(1, 1, 1)[:1]])
+
+
+@pytest.mark.slow
+def test_an_unseen_test_set_is_evaluated_for_every_step(trained_ladder, tiny_synthetic_root, tmp_path):
+    from snn.evaluation.evaluate import evaluate_checkpoint
+
+    out, _ = trained_ladder
+    unseen = tmp_path / "unseen"
+    generate_dataset(unseen, SyntheticConfig(height=40, width=40, num_frames=3), 0, 0, 2, seed=9, workers=1,
+                     progress=False)  # fmt: skip
+    rows = run_ladder(out, str(tiny_synthetic_root), 1, 1, CPU, progressive=False, seed=5, extra=NO_CROP,
+                      unseen_root=unseen)  # fmt: skip
+    by_hand = evaluate_checkpoint(out / "V2_2bit" / "checkpoints" / "best_model.pth", unseen, "test", progress=False)
+    assert rows[3]["unseen_aee"] == pytest.approx(by_hand.metrics["dense"]["overall"]["aee"], rel=1e-6)
+    assert rows[3]["unseen_retention"] == pytest.approx(rows[0]["unseen_aee"] / rows[3]["unseen_aee"])
+    assert "unseen set: AEE (retention)" in (out / "ladder.md").read_text()
+    assert float(list(csv.DictReader(open(out / "ladder.csv")))[3]["unseen_aee"]) == pytest.approx(
+        rows[3]["unseen_aee"], rel=1e-5
+    )
