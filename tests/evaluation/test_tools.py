@@ -372,27 +372,16 @@ def test_corrupt_checkpoint_and_wrong_representation_are_errors(checkpoints, tin
 # ---------------------------------------------------------------- visualize_predictions.py
 
 
+def _windows_1_2(checkpoints, root, out):
+    """visualize_predictions.py flags for windows 1 and 2 of the first test sequence, on the CPU."""
+    return ["--checkpoint", str(checkpoints["fp"]), "--data-root", str(root), "--split", "test",
+            "--sequence", "seq_0000", "--frames", "1:3", "--output-dir", str(out), "--device", "cpu"]  # fmt: skip
+
+
 def test_visualize_writes_pictures_and_a_video(checkpoints, tiny_synthetic_root, tmp_path, capsys):
     out = tmp_path / "vis"
     rc = _tool("visualize_predictions").main(
-        [
-            "--checkpoint",
-            str(checkpoints["fp"]),
-            "--data-root",
-            str(tiny_synthetic_root),
-            "--split",
-            "test",
-            "--sequence",
-            "seq_0000",
-            "--frames",
-            "1:3",
-            "--output-dir",
-            str(out),
-            "--arrows",
-            "--video",
-            "--device",
-            "cpu",
-        ]
+        _windows_1_2(checkpoints, tiny_synthetic_root, out) + ["--arrows", "--video"]
     )
     assert rc == 0
     pngs = sorted(out.glob("*.png"))
@@ -411,26 +400,7 @@ def test_visualize_writes_a_gif_with_the_video(checkpoints, tiny_synthetic_root,
 
     out = tmp_path / "vis"
     rc = _tool("visualize_predictions").main(
-        [
-            "--checkpoint",
-            str(checkpoints["fp"]),
-            "--data-root",
-            str(tiny_synthetic_root),
-            "--split",
-            "test",
-            "--sequence",
-            "seq_0000",
-            "--frames",
-            "1:3",
-            "--output-dir",
-            str(out),
-            "--device",
-            "cpu",
-            "--video",
-            "--gif",
-            "--fps",
-            "4",
-        ]
+        _windows_1_2(checkpoints, tiny_synthetic_root, out) + ["--video", "--gif", "--fps", "4"]
     )
     assert rc == 0
     printed = capsys.readouterr().out
