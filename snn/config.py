@@ -105,6 +105,7 @@ class Config:
 
     def model_args(self) -> dict[str, Any]:
         """Constructor arguments of the model, as stored in checkpoints."""
+        weights, currents = self.widths_at(0)
         return {
             "base_ch": self.base_ch,
             "num_bins": self.num_bins,
@@ -115,9 +116,8 @@ class Config:
             "surrogate_alpha": self.surrogate_alpha,
             "flow_scale": self.flow_scale,
             "quantize": self.quantization_enabled,
-            "bit_width": self.widths_at(0)[0],
-            # None: the currents have the weights' width (the model's own default).
-            "current_bits": None if self.widths_at(0)[1] == self.widths_at(0)[0] else self.widths_at(0)[1],
+            "bit_width": weights,
+            "current_bits": None if currents == weights else currents,  # None: the model's default
             "binarize": self.binarize,
             "ema_decay": self.ema_decay,
             "learn_scale": self.learn_scale,
