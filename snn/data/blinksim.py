@@ -38,7 +38,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from snn.data.augment import augment_sample, check_crop_fits
 from snn.data.blinksim_layouts import LAYOUT_FILES, MAX_OUTSIDE_SHARE, LayoutDecoder, find_layout
 from snn.data.errors import DatasetFormatError
 from snn.data.events import EventSlicer, EventWindow, in_image
@@ -60,7 +59,8 @@ class BlinkSimSequence(Dataset):
     Sample ``i`` is a dict: ``events`` float32 [num_bins, C, H, W] (C from the
     representation), ``flow`` float32 [2, H, W] (u, v pixels), ``valid`` and
     ``event_mask`` float32 [1, H, W] of 0/1, ``sequence`` (name), ``index`` (i).
-    HDF5 files are opened on the first ``__getitem__`` of each process.
+    HDF5 files are opened on the first ``__getitem__`` of each process. Samples are whole
+    frames; training crops and flips them (``snn.data.sampling.SeededAugmentation``).
 
     ``num_valid_pixels`` is the number of valid ground-truth pixels over all
     windows (the sum of every sample's ``valid``), counted when the sequence is
@@ -73,8 +73,6 @@ class BlinkSimSequence(Dataset):
         seq_dir: str | os.PathLike[str],
         num_bins: int = 5,
         representation: str = "counts",
-        crop_size: int | tuple[int, int] | None = None,
-        augment: bool = False,
     ) -> None:
         self.seq_dir = Path(seq_dir)
         self.name = self.seq_dir.name
@@ -83,13 +81,11 @@ class BlinkSimSequence(Dataset):
         num_input_channels(representation)  # unknown names fail here, not in a worker
         self.num_bins = num_bins
         self.representation = representation
-        self.augment = augment
         decoder_class, self.events_path, self.flow_path = find_layout(self.seq_dir)
         self._decoder: LayoutDecoder = decoder_class(self.seq_dir, self.events_path, self.flow_path)
         self.layout = self._decoder.layout
         self.height, self.width = self._decoder.height, self._decoder.width
         self._converter = make_representation(representation, num_bins, self.height, self.width)
-        self.crop_size = None if crop_size is None else check_crop_fits(crop_size, self.height, self.width)
         self._slicer: EventSlicer | None = None
         self._pid: int | None = None
         # Ground truth that supervises nothing is reported here, not found after a training run.
@@ -166,6 +162,4 @@ class BlinkSimSequence(Dataset):
             "sequence": self.name,
             "index": i,
         }
-        if self.crop_size is not None or self.augment:
-            sample = augment_sample(sample, self.crop_size, flip=self.augment)
         return sample

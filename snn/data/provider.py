@@ -83,8 +83,6 @@ def build_dataset(
     split: str,
     num_bins: int = 5,
     representation: str = "counts",
-    crop_size: int | tuple[int, int] | None = None,
-    augment: bool = False,
     names: Sequence[str] | None = None,
 ) -> ConcatDataset:
     """All windows of the split's sequences as one dataset (BlinkSim layouts A, B, C).
@@ -95,10 +93,7 @@ def build_dataset(
     seq_dirs = _sequences_in(split_dir, names)
     if not seq_dirs:
         raise DatasetFormatError(split_dir, "holds no sequences (a sequence holds events.h5 or events_left/)")
-    sequences = [
-        BlinkSimSequence(d, num_bins=num_bins, representation=representation, crop_size=crop_size, augment=augment)
-        for d in seq_dirs
-    ]
+    sequences = [BlinkSimSequence(d, num_bins=num_bins, representation=representation) for d in seq_dirs]
     dataset = ConcatDataset(sequences)
     logger.info("%s split: %d sequences, %d windows", split, len(sequences), len(dataset))
     if sum(seq.num_valid_pixels for seq in sequences) == 0:

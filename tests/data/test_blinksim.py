@@ -12,6 +12,8 @@ import torch
 from snn.data.blinksim import LAYOUT_FILES, BlinkSimSequence, detect_layout
 from snn.data.blinksim_layouts import DECODERS, LayoutA, LayoutB, LayoutC, find_layout
 from snn.data.errors import DatasetFormatError
+from snn.data.loaders import check_frame_sizes
+from snn.data.sampling import SeededAugmentation
 
 
 def expected_counts(events, t0, t1, num_bins, height, width) -> np.ndarray:
@@ -156,14 +158,19 @@ def test_files_open_lazily_and_survive_pickling(tmp_path, write_sequence) -> Non
     assert torch.equal(seq[0]["flow"], first["flow"])  # reopens after close
 
 
-def test_crop_and_augment_keep_shapes(tmp_path, write_sequence) -> None:
-    seq = BlinkSimSequence(write_sequence(tmp_path, "s", "A")["dir"], num_bins=2, crop_size=(4, 5), augment=True)
-    sample = seq[0]
+def test_crop_and_augment_keep_shapes_and_follow_the_key_seed(tmp_path, write_sequence) -> None:
+    seq = BlinkSimSequence(write_sequence(tmp_path, "s", "A")["dir"], num_bins=2)
+    train = SeededAugmentation(seq, crop_size=(4, 5), flip=True)
+    sample = train[(0, 7)]
     assert tuple(sample["events"].shape) == (2, 2, 4, 5)
     assert tuple(sample["flow"].shape) == (2, 4, 5)
     assert tuple(sample["valid"].shape) == tuple(sample["event_mask"].shape) == (1, 4, 5)
-    with pytest.raises(ValueError, match="7x9.*6x8"):
-        BlinkSimSequence(seq.seq_dir, crop_size=(7, 9))
+    # The same key gives the same sample; another seed (almost surely) another crop or flip.
+    again = train[(0, 7)]
+    assert all(torch.equal(sample[k], again[k]) for k in ("events", "flow", "valid"))
+    assert any(not torch.equal(sample["flow"], train[(0, s)]["flow"]) for s in range(8, 16))
+    with pytest.raises(DatasetFormatError, match="6x8, smaller than the 7x9"):
+        check_frame_sizes(seq, "train", 8, crop_size=(7, 9))
 
 
 @pytest.mark.parametrize(("layout", "cls"), [("A", LayoutA), ("B", LayoutB), ("C", LayoutC)])
