@@ -83,6 +83,10 @@ class Config:
     # its path in distill_from (set it by hand only to pick another teacher).
     distill_weight: float = 0.0
     distill_from: str | None = None
+    # Keeping layers alive at low bits: a penalty, weighted by firing_rate_weight (0: off), on every
+    # spiking layer whose mean firing rate leaves firing_rate_band = [low, high].
+    firing_rate_weight: float = 0.0
+    firing_rate_band: list = field(default_factory=lambda: [0.002, 0.5])
     # {epoch: bits} or {epoch: "W2A4"} (weights 2 bit, currents 4 bit); overrides initial_bit_width.
     quantization_schedule: dict | None = None
     # Bits of the current quantizers (the input current of every spiking neuron); None: the same as
@@ -92,6 +96,9 @@ class Config:
     ema_decay: float = 0.99  # range observers' moving-average decay (not weight_ema, see above)
     learn_scale: bool = False  # learned step sizes (LSQ) for the currents
     scale_lr_multiplier: float = 100.0  # the learned steps' LR relative to learning_rate
+    # The batch-norm shift and scale before each spiking layer act as its per-channel threshold and
+    # gain; their LR relative to learning_rate (the guide's low-bit rates barely move them).
+    norm_lr_multiplier: float = 1.0
     first_last_bits: int | None = 8  # stem and flow heads never go below this
     calibration_batches: int = 20  # batches that initialise the ranges before QAT starts
 
@@ -165,6 +172,7 @@ _POSITIVE = (
     "tau",
     "threshold",
     "scale_lr_multiplier",
+    "norm_lr_multiplier",
 )
 _NON_NEGATIVE = (
     "num_workers",
@@ -288,6 +296,15 @@ def _validate_quantization(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: key 'ema_decay' must lie in [0, 1), got {cfg.ema_decay}")
     if cfg.distill_weight < 0:
         raise ConfigError(f"{source}: key 'distill_weight' must be >= 0, got {cfg.distill_weight}")
+    if cfg.firing_rate_weight < 0:
+        raise ConfigError(f"{source}: key 'firing_rate_weight' must be >= 0, got {cfg.firing_rate_weight}")
+    band = cfg.firing_rate_band
+    if not (
+        len(band) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in band)
+        and 0 < band[0] < band[1] <= 1
+    ):
+        raise ConfigError(f"{source}: key 'firing_rate_band' must be [low, high] with 0 < low < high <= 1, got {band}")
     if cfg.quant_weight < 0:
         raise ConfigError(f"{source}: key 'quant_weight' must be >= 0, got {cfg.quant_weight}")
 

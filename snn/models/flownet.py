@@ -36,6 +36,10 @@ from snn.models.layers import (
 from snn.models.neurons import LIFNeuron, NonSpikingIntegrator
 from snn.quantization import control
 
+# A binary current of +-step fires its neuron only if step reaches the least firing input; the
+# margin makes a current that stays positive over all time bins fire at the last one for sure.
+BINARY_FLOOR_MARGIN = 1.01
+
 
 class FlowHead(nn.Module):
     """3x3 convolution on spikes -> time-integrated 2-channel flow."""
@@ -128,6 +132,9 @@ class EventSNNFlowNetLiteV2(nn.Module):
         self.head3 = FlowHead(8 * c, **edge)
         self.head2 = FlowHead(4 * c, **edge)
         self.head1 = FlowHead(2 * c, **edge)
+        for layer in self.spiking_layers().values():
+            if quantize:  # a binary current step below this keeps the layer silent by construction
+                layer.quant_layer.binary_floor = layer.neuron.least_firing_input(num_bins) * BINARY_FLOOR_MARGIN
         self.quantize = quantize
         self.bit_width = bit_width if not binarize else 1
         self.current_bits = 1 if binarize else (bit_width if current_bits is None else current_bits)

@@ -3,7 +3,7 @@
 The neuron follows the usual charge / fire / reset template:
 
     charge:  v[t] = beta * v[t-1] + x[t],      beta = 1 - 1 / tau
-    fire:    s[t] = H(v[t] - threshold)
+    fire:    s[t] = H(v[t] - threshold * (1 - FIRE_MARGIN))
     reset:   v[t] -= s[t] * threshold           ("subtract")
              v[t] *= 1 - s[t]                   ("zero")
 
@@ -19,6 +19,12 @@ import torch
 from torch import nn
 
 RESET_MODES = ("subtract", "zero")
+# A neuron fires at v >= threshold * (1 - FIRE_MARGIN). With integer current codes and a leak
+# of 1/2 the membrane often lands exactly on the threshold (e.g. codes that cancel plus one
+# residual spike), and float rounding would then decide at random; the margin makes such ties
+# fire, as exact integer arithmetic does (see snn.deploy.fold), and is far too small to matter
+# otherwise (1e-5 of the threshold).
+FIRE_MARGIN = 1e-5
 
 
 def atan_surrogate_primitive(x: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -85,10 +91,16 @@ class LIFNeuron(nn.Module):
     def decay(self) -> float:
         return 1.0 - 1.0 / self.tau
 
+    def least_firing_input(self, steps: int) -> float:
+        """The smallest constant input current that makes the neuron fire within ``steps`` steps
+        from rest: ``threshold * (1 - decay) / (1 - decay**steps)``."""
+        d = self.decay
+        return self.threshold * (1.0 - d) / (1.0 - d**steps)
+
     def single_step(self, x: torch.Tensor, v: torch.Tensor | None = None):
         """One time step: returns ``(spikes, new_membrane)``."""
         v = x if v is None else self.decay * v + x
-        spikes = spike_fn(v - self.threshold, self.alpha)
+        spikes = spike_fn(v - self.threshold * (1 - FIRE_MARGIN), self.alpha)
         s = spikes.detach() if self.detach_reset else spikes
         if self.reset == "subtract":
             v = v - s * self.threshold

@@ -14,7 +14,8 @@ Per-tensor symmetric quantization around zero, built from small parts:
 
 At 1 bit (or ``binarize=True``) the output is ``sign(x) * scale`` with a clipped
 straight-through gradient (1 where |x| <= the clip level, else 0); the binary
-scale is the running mean of |x| (as in XNOR-Net), or learned.
+scale is the running mean of |x| (as in XNOR-Net), or learned, and never below
+``binary_floor``, the least current that lets the neuron behind it fire.
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ class QuantizationAwareLayer(nn.Module):
         # The learned step (used only with learn_scale); re-seeded from the range when needed.
         self.step = nn.Parameter(torch.ones(()))
         self.register_buffer("step_initialized", torch.zeros((), dtype=torch.bool))
+        # The smallest binary step: the model sets it to the least current with which its neuron
+        # can ever fire (below it a +-step current keeps the layer silent whatever comes in).
+        self.binary_floor = 0.0
 
     # ------------------------------------------------------------ switches
     # The one switch API; snn.quantization.control applies it to every quantizer of a model.
@@ -148,20 +152,20 @@ class QuantizationAwareLayer(nn.Module):
     def range_scale(self) -> torch.Tensor:
         """The scale the observed range gives (no learning)."""
         if self.is_binary:
-            return self.running_absmean.clamp_min(1e-8)
+            return self.running_absmean.clamp_min(max(1e-8, self.binary_floor))
         amax = torch.maximum(self.running_min.abs(), self.running_max.abs())
         return (amax / self.qmax).clamp_min(1e-8)
 
     def scale(self) -> torch.Tensor:
         if self.learn_scale:
-            return self.step.abs().clamp_min(1e-8)
+            return self.step.abs().clamp_min(max(1e-8, self.binary_floor if self.is_binary else 0.0))
         return self.range_scale()
 
     @torch.no_grad()
     def _seed_step(self, x: torch.Tensor) -> None:
         """LSQ's initial step 2*mean|x|/sqrt(qmax), or the range scale when it is smaller."""
         lsq = 2 * x.abs().mean() / math.sqrt(self.qmax)
-        seed = self.running_absmean if self.is_binary else torch.minimum(lsq, self.range_scale())
+        seed = self.range_scale() if self.is_binary else torch.minimum(lsq, self.range_scale())
         self.step.copy_(seed.clamp_min(1e-6))
         self.step_initialized.fill_(True)
 

@@ -25,11 +25,22 @@ def lr_lambda_factory(cfg: Config, steps_per_epoch: int):
     return factor
 
 
+def norm_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The shift and scale of every batch norm (per-channel thresholds and gains of the neurons after it)."""
+    return [p for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()]
+
+
 def param_groups(model: nn.Module, cfg: Config) -> list[dict]:
-    """Weights, and the learned quantizer steps (own LR multiplier, no weight decay)."""
+    """Weights; the learned quantizer steps (own LR multiplier, no weight decay); with
+    ``norm_lr_multiplier != 1`` the batch norms (own LR multiplier, no weight decay)."""
     steps = [p for n, p in model.named_parameters() if n.endswith("quant_layer.step")]
-    ids = {id(p) for p in steps}
+    norms = norm_parameters(model) if cfg.norm_lr_multiplier != 1 else []
+    ids = {id(p) for p in steps + norms}
+    # Group order is part of the optimizer state: new groups go last, and only when used, so
+    # that runs saved before them still resume.
     groups = [{"params": [p for p in model.parameters() if id(p) not in ids]}]
     if steps:
         groups.append({"params": steps, "lr": cfg.learning_rate * cfg.scale_lr_multiplier, "weight_decay": 0.0})
+    if norms:
+        groups.append({"params": norms, "lr": cfg.learning_rate * cfg.norm_lr_multiplier, "weight_decay": 0.0})
     return groups

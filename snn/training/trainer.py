@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from snn.models.checkpoint import (
 )
 from snn.quantization import control
 from snn.quantization.control import model_widths, widths_tag
+from snn.training.activity import firing_rate_penalty, recording_firing_rates
 from snn.training.epoch_csv import append_epoch_row, truncate_epoch_rows
 from snn.training.interrupt import StopRequests, TrainingInterrupted
 from snn.training.losses import distillation_loss, multiscale_epe_loss
@@ -283,9 +285,14 @@ class Trainer:
         bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.cfg.num_epochs}", leave=False, dynamic_ncols=True)
         for batch in bar:
             batch = move_batch(batch, self.device)
-            preds = self.model.forward_multiscale(batch["events"])
+            with recording_firing_rates(self.model) if self.cfg.firing_rate_weight > 0 else nullcontext() as rates:
+                preds = self.model.forward_multiscale(batch["events"])
             flow_loss = multiscale_epe_loss(preds, batch["flow"], batch["valid"], self.cfg.scale_weights)
             extras = self.extra_loss()
+            if rates is not None:
+                extras["rate_loss"] = self.cfg.firing_rate_weight * firing_rate_penalty(
+                    rates, *self.cfg.firing_rate_band
+                )
             if self.teacher is not None:
                 with torch.no_grad():
                     taught = self.teacher.forward_multiscale(batch["events"])

@@ -318,3 +318,26 @@ def test_distillation_takes_the_start_checkpoint_as_teacher_and_keeps_it_on_resu
     scratch = _cfg(tiny_synthetic_root, tmp_path, "kd0", distill_weight=0.5)
     with pytest.raises(RunDirError, match="needs a teacher"):
         build_trainer(scratch, CPU)
+
+
+def test_the_firing_rate_term_sees_every_layer_only_when_weighted(tiny_synthetic_root, tmp_path, fp_checkpoint,
+                                                                  monkeypatch):  # fmt: skip
+    from snn.training import trainer as trainer_module
+
+    calls = []
+    real = trainer_module.firing_rate_penalty
+
+    def spy(rates, low, high):
+        calls.append((set(rates), low, high, all(r.requires_grad for r in rates.values())))
+        return real(rates, low, high)
+
+    monkeypatch.setattr(trainer_module, "firing_rate_penalty", spy)
+    one_bit = "snn/configs/event_snn_lite_1bit.yaml"
+    off = build_trainer(_cfg(tiny_synthetic_root, tmp_path, "off", one_bit), CPU, resume=fp_checkpoint)
+    off.fit()
+    assert calls == []
+    cfg = _cfg(tiny_synthetic_root, tmp_path, "alive", one_bit, firing_rate_weight=0.5, firing_rate_band=[0.02, 0.4])
+    trainer = build_trainer(cfg, CPU, resume=fp_checkpoint)
+    trainer.fit()
+    assert len(calls) == len(trainer.train_loader)
+    assert all(call == (set(trainer.model.spiking_layers()), 0.02, 0.4, True) for call in calls)
