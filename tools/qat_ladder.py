@@ -1,4 +1,4 @@
-"""Run the whole QAT ladder (FP -> 8 -> 4 -> 2 -> 1 bit, plus the progressive run) and report it.
+"""Run the whole QAT ladder (FP -> W8A8 -> W4A4 -> W2A4 -> W1A4 -> W1A1, plus the progressive run) and report it.
 
     python tools/qat_ladder.py --output-dir results/ladder
     python tools/qat_ladder.py --output-dir results/ladder --fp-checkpoint checkpoints/V2/best_model.pth
@@ -71,6 +71,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--no-unseen", action="store_true", help="skip the unseen test set")
     p.add_argument(
+        "--low-current-bits",
+        type=int,
+        default=4,
+        metavar="A",
+        help="current (accumulator) bits of the 2-bit and 1-bit weight steps, W2A<A> and W1A<A>; the guide's "
+        "W1A1 runs after them (default: %(default)s)",
+    )
+    p.add_argument(
         "--seeds",
         type=int,
         nargs="+",
@@ -99,6 +107,7 @@ def main(argv=None) -> int:
             "fp_checkpoint": args.fp_checkpoint,
             "reuse": args.reuse,
             "unseen_root": None if args.no_unseen else args.unseen_root,
+            "low_current_bits": args.low_current_bits,
         }
         if not args.no_unseen and args.unseen_root == Path("data/synthetic_unseen"):
             prepare_unseen_test_set(args.unseen_root)

@@ -213,7 +213,13 @@ def write_csv(rows: list[dict], fields: list[str], path: str | Path) -> None:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         for r in rows:
-            w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in fields if k in r})
+            w.writerow({k: _csv_value(r[k]) for k in fields if k in r})
+
+
+def _csv_value(value):
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return " ".join(map(str, value)) if isinstance(value, list) else value
 
 
 # The columns every bit-width table has, between its own first and last ones.
@@ -269,7 +275,7 @@ def comparison_labels(rows: list[dict]) -> list[str]:
 
 LADDER_FIELDS = [
     "step", *BITWIDTH_FIELDS, "ptq_aee", "ptq_retention", "unseen_aee", "unseen_zero_flow_aee", "unseen_retention",
-    "train_minutes",
+    "min_firing_rate", "silent_layers", "synops_per_sample", "train_minutes",
 ]  # fmt: skip
 
 
@@ -294,6 +300,8 @@ def ladder_markdown(rows: list[dict]) -> str:
         "zero-flow AEE",
         "retention (AEE_fp / AEE_q)",
         "calibration only: AEE (retention)",
+        "lowest firing rate (%)",
+        "SynOps/sample",
         "train (min)",
     ]
     unseen = all("unseen_aee" in r for r in rows)
@@ -310,6 +318,8 @@ def ladder_markdown(rows: list[dict]) -> str:
             f"{r['zero_flow_aee']:.3f}",
             f"{r['retention']:.3f}",
             _ptq(r),
+            _firing(r),
+            human(r["synops_per_sample"]) if "synops_per_sample" in r else "-",
             *([f"{r['unseen_aee']:.3f} ({r['unseen_retention']:.3f})"] if unseen else []),
             _minutes(r["train_minutes"]),
         ]
@@ -321,7 +331,20 @@ def ladder_markdown(rows: list[dict]) -> str:
             f"\nUnseen set: a test set no step trained on (zero-flow AEE {rows[0]['unseen_zero_flow_aee']:.3f} px); "
             "retention there is the full-precision step's AEE on it over the step's.\n"
         )
-    return markdown_table(header, cells) + "\n" + note + _reused_notes(rows)
+    return markdown_table(header, cells) + "\n" + note + _override_notes(rows) + _reused_notes(rows)
+
+
+def _firing(row: dict) -> str:
+    """The least active spiking layer's rate, and the silent ones by name."""
+    if "min_firing_rate" not in row:
+        return "-"
+    silent = row.get("silent_layers") or []
+    return f"{100 * row['min_firing_rate']:.2f}" + (f" (silent: {', '.join(silent)})" if silent else "")
+
+
+def _override_notes(rows: list[dict]) -> str:
+    lines = [f"- {r['step']} ({r['config']}): {'; '.join(r['overrides'])}" for r in rows if r.get("overrides")]
+    return "\nWhat the ladder changed in each step's config:\n\n" + "\n".join(lines) + "\n" if lines else ""
 
 
 def _reused_notes(rows: list[dict]) -> str:

@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,16 +48,30 @@ class Step:
     config: str
     start_from: str | None  # name of the step whose best checkpoint this one starts from
     progressive: bool = False
+    overrides: dict = field(default_factory=dict)  # the ladder's changes to the config (printed)
 
 
-STEPS = (
-    Step("V2", "event_snn_lite.yaml", None),
-    Step("V2_8bit", "event_snn_lite_8bit.yaml", "V2"),
-    Step("V2_4bit", "event_snn_lite_4bit.yaml", "V2_8bit"),
-    Step("V2_2bit", "event_snn_lite_2bit.yaml", "V2_4bit"),
-    Step("V2_1bit", "event_snn_lite_1bit.yaml", "V2_2bit"),
-    Step("V2_progressive", "event_snn_lite_progressive.yaml", "V2", progressive=True),
-)
+def ladder_steps(low_current_bits: int = 4) -> tuple[Step, ...]:
+    """FP -> W8A8 -> W4A4 -> W2A<a> -> W1A<a> -> W1A1 (the guide's binarize), and the progressive run.
+
+    The 2- and 1-bit weights keep ``low_current_bits``-bit currents: the current is an
+    accumulator sum on integer hardware, and 2-bit or binary currents are what collapses.
+    """
+    a = low_current_bits
+    if not 2 <= a <= 16:
+        raise ValueError(f"the low steps' current bits must lie in 2..16, got {a}")
+    return (
+        Step("V2", "event_snn_lite.yaml", None),
+        Step("V2_W8A8", "event_snn_lite_8bit.yaml", "V2"),
+        Step("V2_W4A4", "event_snn_lite_4bit.yaml", "V2_W8A8"),
+        Step(f"V2_W2A{a}", "event_snn_lite_2bit.yaml", "V2_W4A4", overrides={"current_bits": a}),
+        Step(f"V2_W1A{a}", "event_snn_lite_1bit.yaml", f"V2_W2A{a}", overrides={"binarize": False, "current_bits": a}),
+        Step("V2_W1A1", "event_snn_lite_1bit.yaml", f"V2_W1A{a}"),
+        Step("V2_progressive", "event_snn_lite_progressive.yaml", "V2", progressive=True),
+    )
+
+
+STEPS = ladder_steps()
 
 
 def sha256(path: Path) -> str:
@@ -69,7 +83,8 @@ def sha256(path: Path) -> str:
 
 
 def step_config(step: Step, output_dir: Path, data_root: str | None, epochs: int, seed: int | None, extra: dict | None):
-    """The step's resolved config: its YAML, the ladder's folders, epochs (a schedule scaled to them), seed."""
+    """The step's resolved config: its YAML, the ladder's folders, epochs (a schedule scaled to them), seed,
+    the step's own overrides, then ``extra``."""
     out = output_dir / step.name
     overrides = {
         "checkpoint_dir": str(out / "checkpoints"),
@@ -79,9 +94,17 @@ def step_config(step: Step, output_dir: Path, data_root: str | None, epochs: int
         **data_root_overrides(data_root),
     }
     cfg = load_config(CONFIG_DIR / step.config, overrides)
-    if extra:  # applied after loading, so that an explicit None (e.g. no crop) counts
-        cfg = config_from_dict({**cfg.to_dict(), **extra}, f"{step.config} + ladder overrides")
+    changes = {**step.overrides, **(extra or {})}
+    if changes:  # applied after loading, so that an explicit None (e.g. no crop) counts
+        cfg = config_from_dict({**cfg.to_dict(), **changes}, f"{step.config} + ladder overrides")
     return cfg
+
+
+def overridden(step: Step, cfg: Config) -> list[str]:
+    """``key: yaml value -> ladder value`` for every key the ladder changed (folders aside)."""
+    own = load_config(CONFIG_DIR / step.config).to_dict()
+    new = cfg.to_dict()
+    return [f"{k} {own[k]!r} -> {new[k]!r}" for k in own if own[k] != new[k] and k not in ("checkpoint_dir", "log_dir")]
 
 
 def _read_record(folder: Path) -> dict | None:
@@ -144,6 +167,7 @@ def run_step(
     best = folder / "checkpoints" / "best_model.pth"
     last = folder / "checkpoints" / "last.pth"
     cfg = step_config(step, output_dir, data_root, epochs, seed, extra)
+    logger.info("%s: %s, ladder overrides: %s", step.name, step.config, "; ".join(overridden(step, cfg)) or "none")
     settings = settings_of(cfg, epochs, start)
     record = _read_record(folder)
     if record is None and (best.exists() or last.exists()):
@@ -207,12 +231,14 @@ def run_ladder(
     fp_checkpoint: Path | None = None,
     reuse: bool = False,
     unseen_root: str | Path | None = None,
+    low_current_bits: int = 4,
 ) -> list[dict]:
     """Train (or reuse) every step, evaluate each on the test split, write the reports.
 
     With ``unseen_root`` every step is also evaluated on that data root's test split (a set no
     step trained on, e.g. ``UNSEEN_TEST_SET``), reported as ``unseen_aee`` and ``unseen_retention``.
 
+    ``low_current_bits`` is the current width of the W2 and W1 steps (see ``ladder_steps``).
     ``seed`` replaces every step's config seed (None: each config's own); ``extra``
     overrides config keys of every step (e.g. ``{"crop_size": None}``); ``fp_checkpoint``
     stands in for the full-precision step (e.g. the checkpoint of ``python train.py``).
@@ -223,15 +249,17 @@ def run_ladder(
     if fp_epochs is None:
         fp_epochs = base.num_epochs
     rows, bests = [], {}
-    for step in STEPS:
+    for step in ladder_steps(low_current_bits):
         if step.progressive and not progressive:
             continue
+        changes = []
         if step.start_from is None and fp_checkpoint is not None:
             best, minutes = Path(fp_checkpoint), float("nan")
             record = {"settings": {"checkpoint": str(fp_checkpoint), "sha256": sha256(Path(fp_checkpoint))}}
         else:
             epochs = fp_epochs if step.start_from is None else epochs_per_step * (3 if step.progressive else 1)
             start = bests.get(step.start_from)
+            changes = overridden(step, step_config(step, output_dir, data_root, epochs, seed, extra))
             best, minutes, record = run_step(step, output_dir, data_root, epochs, device, seed, extra, start, reuse)
         bests[step.name] = best
         result = evaluate_checkpoint(best, base.data_root, "test", device=device, progress=False)
@@ -253,6 +281,11 @@ def run_ladder(
                 "reused_settings": record.get("settings"),
                 "reused_minutes": record.get("train_minutes"),
                 "ptq_aee": (record.get("ptq") or {}).get("aee", float("nan")),
+                "config": step.config,
+                "overrides": changes,
+                "min_firing_rate": min(result.activity["firing_rates"].values()),
+                "silent_layers": [k for k, r in result.activity["firing_rates"].items() if r == 0],
+                "synops_per_sample": result.activity["synops_per_sample"],
             }
         )
         if unseen_root is not None:

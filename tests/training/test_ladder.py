@@ -42,7 +42,7 @@ def trained_ladder(tiny_synthetic_root, tmp_path_factory):
 def test_ladder_runs_every_step_and_writes_reports(trained_ladder, tiny_synthetic_root):
     out, rows = trained_ladder
     assert [r["step"] for r in rows] == [s.name for s in STEPS]
-    assert [r["bits"] for r in rows] == [32, 8, 4, 2, 1, 2]
+    assert [(r["bits"], r["current_bits"]) for r in rows] == [(32, 32), (8, 8), (4, 4), (2, 4), (1, 4), (1, 1), (2, 2)]
     # Every step was trained with the ladder's seed, not its config's, and recorded as finished.
     for step in STEPS:
         assert load_checkpoint(out / step.name / "checkpoints" / "best_model.pth")["config"]["seed"] == 5
@@ -50,13 +50,23 @@ def test_ladder_runs_every_step_and_writes_reports(trained_ladder, tiny_syntheti
         assert record["status"] == "finished" and record["settings"]["seed"] == 5
     zero = _zero_flow_aee(tiny_synthetic_root, "test")
     assert all(r["zero_flow_aee"] == pytest.approx(zero, rel=1e-5) for r in rows)
-    sizes = [r["size_mb"] for r in rows[:5]]
+    sizes = [r["size_mb"] for r in rows[:6]]
     assert sizes == sorted(sizes, reverse=True)
     for name in ("ladder.md", "ladder.csv", "ladder.png"):
         assert (out / name).stat().st_size > 0
     table = list(csv.DictReader(open(out / "ladder.csv")))
     assert float(table[3]["retention"]) == pytest.approx(rows[0]["aee"] / rows[3]["aee"], rel=1e-3)
-    assert "| V2_progressive | W2A2 |" in (out / "ladder.md").read_text()
+    md = (out / "ladder.md").read_text()
+    assert "| V2_progressive | W2A2 |" in md
+    # What the ladder changed in the guide's configs is printed, not silent.
+    assert "- V2_W1A4 (event_snn_lite_1bit.yaml): " in md
+    assert "binarize True -> False" in md and "current_bits None -> 4" in md and "num_epochs 50 -> 1" in md
+    w1a1 = next(line for line in md.splitlines() if line.startswith("- V2_W1A1 (event_snn_lite_1bit.yaml): "))
+    assert "num_epochs 50 -> 1" in w1a1 and "seed 0 -> 5" in w1a1 and "binarize" not in w1a1
+    # Firing and SynOps beside the AEE: the lowest rate of each step, and which layers were silent.
+    for row in table:
+        assert 0 <= float(row["min_firing_rate"]) <= 1 and float(row["synops_per_sample"]) >= 0
+        assert (float(row["min_firing_rate"]) == 0) == bool(row["silent_layers"])
     # Every quantized step also reports what calibration alone gave, before its fine-tune.
     assert table[0]["ptq_aee"] == "nan"
     for row, step in zip(table[1:], STEPS[1:], strict=True):
@@ -68,12 +78,12 @@ def test_ladder_runs_every_step_and_writes_reports(trained_ladder, tiny_syntheti
 @pytest.mark.slow
 def test_same_settings_reuse_every_step_and_the_report_says_how_they_were_trained(trained_ladder, tiny_synthetic_root):
     out, _ = trained_ladder
-    before = _checksums(out / "V2_4bit")
+    before = _checksums(out / "V2_W4A4")
     rows = run_ladder(out, str(tiny_synthetic_root), 1, 1, CPU, progressive=False, seed=5, extra=NO_CROP)
-    assert _checksums(out / "V2_4bit") == before
+    assert _checksums(out / "V2_W4A4") == before
     assert all(r["train_minutes"] != r["train_minutes"] for r in rows)  # nan: nothing trained
     md = (out / "ladder.md").read_text()
-    assert "Reused steps" in md and "- V2_4bit: 1 epochs, seed 5" in md and "sha256" in md
+    assert "Reused steps" in md and "- V2_W4A4: 1 epochs, seed 5" in md and "sha256" in md
 
 
 @pytest.mark.slow
@@ -96,8 +106,8 @@ def test_other_settings_stop_with_an_error_naming_them_and_change_nothing(
 def test_reuse_flag_reports_mismatched_steps_with_their_recorded_settings(trained_ladder, tiny_synthetic_root):
     out, _ = trained_ladder
     rows = run_ladder(out, str(tiny_synthetic_root), 3, 1, CPU, progressive=False, seed=5, extra=NO_CROP, reuse=True)
-    assert len(rows) == 5
-    assert "- V2_2bit: 1 epochs, seed 5" in (out / "ladder.md").read_text()  # what it was, not what was asked
+    assert len(rows) == 6
+    assert "- V2_W2A4: 1 epochs, seed 5" in (out / "ladder.md").read_text()  # what it was, not what was asked
 
 
 @pytest.mark.slow
@@ -120,11 +130,11 @@ def test_an_interrupted_step_continues_from_its_last_checkpoint(tiny_synthetic_r
     real = Trainer.train_one_epoch
 
     def dies_in_2bit_epoch_2(self, epoch):
-        if self.checkpoint_dir.parent.name == "V2_2bit" and epoch == 1:
+        if self.checkpoint_dir.parent.name == "V2_W2A4" and epoch == 1:
             raise KeyboardInterrupt
         return real(self, epoch)
 
-    for step in ("V2_2bit", "V2_1bit"):
+    for step in ("V2_W2A4", "V2_W1A4", "V2_W1A1"):
         (out / step / RECORD).unlink()
         for f in (out / step).rglob("*"):
             if f.is_file():
@@ -132,18 +142,27 @@ def test_an_interrupted_step_continues_from_its_last_checkpoint(tiny_synthetic_r
     monkeypatch.setattr(Trainer, "train_one_epoch", dies_in_2bit_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         run_ladder(out, str(tiny_synthetic_root), 2, 1, CPU, progressive=False, seed=5, extra=NO_CROP)
-    assert json.loads((out / "V2_2bit" / RECORD).read_text())["status"] == "running"
-    assert load_checkpoint(out / "V2_2bit" / "checkpoints" / "last.pth")["epoch"] == 0
-    four_bit = _checksums(out / "V2_4bit")
+    assert json.loads((out / "V2_W2A4" / RECORD).read_text())["status"] == "running"
+    assert load_checkpoint(out / "V2_W2A4" / "checkpoints" / "last.pth")["epoch"] == 0
+    four_bit = _checksums(out / "V2_W4A4")
     monkeypatch.setattr(Trainer, "train_one_epoch", real)
     caplog.set_level(logging.INFO, logger=ladder.__name__)
     rows = run_ladder(out, str(tiny_synthetic_root), 2, 1, CPU, progressive=False, seed=5, extra=NO_CROP)
-    assert "V2_2bit: continuing the interrupted step" in caplog.text
-    assert json.loads((out / "V2_2bit" / RECORD).read_text())["status"] == "finished"
-    epochs = [row["epoch"] for row in csv.DictReader(open(out / "V2_2bit" / "logs" / "metrics.csv"))]
+    assert "V2_W2A4: continuing the interrupted step" in caplog.text
+    assert json.loads((out / "V2_W2A4" / RECORD).read_text())["status"] == "finished"
+    epochs = [row["epoch"] for row in csv.DictReader(open(out / "V2_W2A4" / "logs" / "metrics.csv"))]
     assert epochs == ["1", "2"]
-    assert _checksums(out / "V2_4bit") == four_bit
-    assert [r["bits"] for r in rows] == [32, 8, 4, 2, 1]
+    assert _checksums(out / "V2_W4A4") == four_bit
+    assert [r["bits"] for r in rows] == [32, 8, 4, 2, 1, 1]
+
+
+def test_low_steps_take_the_current_width_given_and_name_it():
+    names = [s.name for s in ladder.ladder_steps(8)]
+    assert names == ["V2", "V2_W8A8", "V2_W4A4", "V2_W2A8", "V2_W1A8", "V2_W1A1", "V2_progressive"]
+    w1 = ladder.ladder_steps(8)[4]
+    assert w1.start_from == "V2_W2A8" and w1.overrides == {"binarize": False, "current_bits": 8}
+    with pytest.raises(ValueError, match="2..16"):
+        ladder.ladder_steps(1)
 
 
 def test_seeds_summary_gives_mean_and_spread_per_step(tmp_path):
@@ -155,7 +174,7 @@ def test_seeds_summary_gives_mean_and_spread_per_step(tmp_path):
         return [
             {"step": "V2", "bits": 32, "current_bits": 32, "size_mb": 4.0, "label": "FP32", "aee": fp,
              "retention": 1.0, "ptq_aee": float("nan"), "ptq_retention": float("nan"), **common},
-            {"step": "V2_4bit", "bits": 4, "current_bits": 4, "size_mb": 0.6, "label": "W4A4", "aee": q,
+            {"step": "V2_W4A4", "bits": 4, "current_bits": 4, "size_mb": 0.6, "label": "W4A4", "aee": q,
              "retention": fp / q, "ptq_aee": ptq, "ptq_retention": fp / ptq, **common},
         ]  # fmt: skip
 
@@ -167,7 +186,7 @@ def test_seeds_summary_gives_mean_and_spread_per_step(tmp_path):
     assert q["ptq_aee_std"] > 0 and rows[0]["aee_std"] == 0
     write_seed_reports(rows, tmp_path, [0, 1, 2])
     md = (tmp_path / "ladder_seeds.md").read_text()
-    assert "| V2_4bit | W4A4 | 0.600 | 1.083 ± 0.144 | 0.933 ± 0.115 |" in md and "3 seeds (0, 1, 2)" in md
+    assert "| V2_W4A4 | W4A4 | 0.600 | 1.083 ± 0.144 | 0.933 ± 0.115 |" in md and "3 seeds (0, 1, 2)" in md
     assert (tmp_path / "ladder_seeds.png").stat().st_size > 0
     with pytest.raises(ValueError, match="different steps"):
         summarize_seeds([ladder(1, 1, 1), ladder(1, 1, 1)[:1]])
@@ -183,7 +202,7 @@ def test_an_unseen_test_set_is_evaluated_for_every_step(trained_ladder, tiny_syn
                      progress=False)  # fmt: skip
     rows = run_ladder(out, str(tiny_synthetic_root), 1, 1, CPU, progressive=False, seed=5, extra=NO_CROP,
                       unseen_root=unseen)  # fmt: skip
-    by_hand = evaluate_checkpoint(out / "V2_2bit" / "checkpoints" / "best_model.pth", unseen, "test", progress=False)
+    by_hand = evaluate_checkpoint(out / "V2_W2A4" / "checkpoints" / "best_model.pth", unseen, "test", progress=False)
     assert rows[3]["unseen_aee"] == pytest.approx(by_hand.metrics["dense"]["overall"]["aee"], rel=1e-6)
     assert rows[3]["unseen_retention"] == pytest.approx(rows[0]["unseen_aee"] / rows[3]["unseen_aee"])
     assert "unseen set: AEE (retention)" in (out / "ladder.md").read_text()
