@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 SNN = Path(__file__).resolve().parents[1] / "snn"
-LOWER = ("models", "quantization", "data", "utils", "evaluation")
+LOWER = ("models", "quantization", "data", "utils", "evaluation", "deploy")
 
 
 def _imported_modules(path: Path) -> set[str]:
@@ -34,3 +34,11 @@ def test_the_check_sees_an_import_of_training(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("def f():\n    from snn.training.run import build_trainer\n")
     assert "snn.training.run" in _imported_modules(probe)
+
+
+@pytest.mark.parametrize("module", ["reference.py", "packing.py", "export.py"])
+def test_the_integer_reference_and_the_export_reader_need_numpy_only(module):
+    """A hardware engineer runs these without torch."""
+    imported = _imported_modules(SNN / "deploy" / module)
+    assert not {m for m in imported if m.split(".")[0] == "torch"}
+    assert {m for m in imported if m.startswith("snn.")} <= {"snn.deploy.packing"}

@@ -1,0 +1,70 @@
+"""From a checkpoint to a checked export: what tools/export.py runs."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from itertools import islice
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from snn.config import Config, config_from_checkpoint
+from snn.data.loaders import make_dataset, make_loader
+from snn.deploy.export import INDEX, Export, load_export, write_export
+from snn.deploy.fold import fold_network
+from snn.deploy.verify import Agreement, compare
+from snn.models.checkpoint import load_checkpoint, load_model
+from snn.quantization.control import model_widths, widths_tag
+
+logger = logging.getLogger(__name__)
+
+
+def export_checkpoint(
+    checkpoint: str | Path, out_dir: str | Path, input_size: tuple[int, int] | None = None, force: bool = False
+) -> tuple[Export, nn.Module, Config]:
+    """Fold and write the checkpoint's quantized model; print what was written and its size."""
+    out_dir = Path(out_dir)
+    if (out_dir / INDEX).exists() and not force:
+        raise ValueError(f"{out_dir / INDEX} already exists: another export is there (pass --force to replace it)")
+    cfg = config_from_checkpoint(load_checkpoint(checkpoint), checkpoint)
+    model = load_model(checkpoint)
+    if not getattr(model, "quantize", False):
+        raise ValueError(f"{checkpoint}: a full-precision model; export a QAT checkpoint (finetune_quantized.py)")
+    height, width = input_size or (cfg.synthetic.scene.height, cfg.synthetic.scene.width)
+    if height % 8 or width % 8 or height < 8 or width < 8:
+        raise ValueError(f"--input-size {height} {width}: height and width must be positive multiples of 8")
+    description, tensors = fold_network(model, height, width)
+    export = write_export(description, tensors, out_dir)
+    weights_bits = model_widths(model)[0]
+    parameters = sum(p.numel() for p in model.parameters() if not p.dim() == 0)
+    estimate = parameters * weights_bits / 8
+    constants = sum(2 * len(layer["current"]["multiplier"]) for layer in description["layers"])
+    print(f"{checkpoint} ({widths_tag(*model_widths(model))}) -> {out_dir}")
+    print(
+        f"payload: {export.payload_bytes:,} bytes of packed weights (weights.bin) + {constants:,} folded per-channel "
+        f"constants (network.json; {4 * constants:,} bytes at 32 bits); "
+        f"parameters x bits / 8 = {parameters:,} x {weights_bits} / 8 = {estimate:,.0f} bytes"
+    )
+    return load_export(out_dir), model, cfg
+
+
+def verify_export(
+    model: nn.Module, export: Export, cfg: Config, data_root: str | Path, split: str, windows: int
+) -> dict[str, Agreement]:
+    """The integer reference against the PyTorch model on the first ``windows`` windows of a split.
+
+    Returns the agreement with the fake-quant model evaluated in float64 (``"float64"``: what the
+    bounds judge; the same arithmetic without float32 rounding) and as it runs, in float32
+    (``"float32"``: its rounding flips a current code now and then, which can flip a spike).
+    """
+    dataset = make_dataset(cfg, data_root, split, size_multiple=model.downsample_factor)
+    loader = make_loader(cfg, dataset, batch_size=min(windows, cfg.batch_size))
+    needed = -(-windows // loader.batch_size)
+    batches = (b["events"][: windows - i * loader.batch_size] for i, b in enumerate(islice(loader, needed)))
+    model = model.cpu().eval()
+    models = {"float64": copy.deepcopy(model).double(), "float32": model}
+    with torch.no_grad():
+        return compare(models, export, tqdm(batches, total=needed, desc="verify", leave=False))

@@ -1,0 +1,90 @@
+"""The folded integer network against the PyTorch fake-quant model it came from."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from snn.deploy import reference
+from snn.deploy.export import ExportError, load_export, write_export
+from snn.deploy.fold import WIRING, FoldError, fold_network
+from snn.deploy.verify import compare, torch_spikes_and_flow
+from snn.models.flownet import EventSNNFlowNetLiteV2
+from snn.models.layers import seq_apply
+
+
+def test_integer_reference_reproduces_pytorch_at_every_width(lively, tmp_path):
+    model, events = lively
+    description, tensors = fold_network(model, 16, 16)
+    write_export(description, tensors, tmp_path)
+    export = load_export(tmp_path)
+    other = torch.poisson(torch.full((2, 3, 2, 16, 16), 1.5))  # windows it was not calibrated on
+    agreement = compare({"float64": copy.deepcopy(model).double()}, export, [events, other])["float64"]
+    _, spikes = torch_spikes_and_flow(model, other)
+    assert all(s.mean() > 0 for s in spikes.values()), "every layer must fire for the comparison to mean much"
+    assert agreement.spike_agreement >= 0.999, agreement.summary()
+    assert agreement.flow_max_abs <= 0.01, agreement.summary()
+    assert agreement.passed
+
+
+def test_folded_currents_match_the_fake_quant_currents(lively):
+    """Before rounding: acc x M / 2^S + B / 2^S is the float current over the step."""
+    model, events = lively
+    description, tensors = fold_network(model, 16, 16)
+    layer = next(entry for entry in description["layers"] if entry["name"] == "enc1")
+    spikes = model.stem(events.transpose(0, 1)).detach()
+    with torch.no_grad():
+        want = seq_apply(lambda x: model.enc1.norm(model.enc1.conv(x)), spikes).flatten(0, 1).double().numpy()
+    acc = reference.conv2d_int(spikes.flatten(0, 1).numpy().astype(np.int64), tensors["enc1.weight"][0], 2, 1)
+    current = layer["current"]
+    mult = np.asarray(current["multiplier"], dtype=np.float64)[None, :, None, None]
+    add = np.asarray(current["offset"], dtype=np.float64)[None, :, None, None]
+    got = (acc * mult + add) / 2 ** current["shift"] * current["step"]
+    assert np.abs(got - want).max() < 1e-4 * max(1.0, np.abs(want).max())
+
+
+def test_description_matches_the_model(lively):
+    model, _ = lively
+    description, tensors = fold_network(model, 24, 32)
+    layers = {entry["name"]: entry for entry in description["layers"]}
+    assert [entry["name"] for entry in description["layers"]] == [name for name, _, _ in WIRING]
+    assert description["time_bins"] == model.num_bins and description["input"]["height"] == 24
+    for name, entry in layers.items():
+        conv = getattr(model, name).conv
+        assert tensors[entry["weight"]["tensor"]][0].shape == tuple(conv.weight.shape)
+        assert entry["weight"]["bits"] == conv.weight_bits
+        assert entry["stride"] == list(conv.stride) and entry["padding"] == list(conv.padding)
+        assert entry["out_channels"] == conv.out_channels and entry["in_channels"] == conv.in_channels
+        assert entry["current"]["bits"] == (1 if getattr(model, name).quant_layer.is_binary else
+                                            getattr(model, name).quant_layer.bit_width)  # fmt: skip
+        assert len(entry["current"]["multiplier"]) == conv.out_channels
+    assert layers["enc3"]["output_shape"] == [16, 3, 4] and layers["head1"]["output_shape"] == [2, 24, 32]
+    assert layers["res1"]["residual"] and not layers["enc3"]["residual"]
+    assert layers["dec2"]["inputs"] == ["dec3", "enc2"] and layers["dec3"]["type"] == "spiking_conv_transpose"
+    assert layers["enc1"]["neuron"]["decay"] == {"multiplier": 2**15, "shift": 16, "tau": 2.0}  # tau 2: a shift
+    assert layers["stem"]["weight"]["bits"] == 8  # pinned edge layer
+
+
+def test_a_full_precision_model_cannot_be_folded():
+    with pytest.raises(FoldError, match="not quantized"):
+        fold_network(EventSNNFlowNetLiteV2(base_ch=4, num_bins=2), 16, 16)
+
+
+def test_corrupt_or_truncated_exports_are_refused(tmp_path):
+    model, _ = __import__("tests.deploy.conftest", fromlist=["lively_model"]).lively_model(4, 4)
+    write_export(*fold_network(model, 16, 16), tmp_path)
+    blob = (tmp_path / "weights.bin").read_bytes()
+    (tmp_path / "weights.bin").write_bytes(blob[:-3])
+    with pytest.raises(ExportError, match="weights.bin: .* bytes, the index says"):
+        load_export(tmp_path)
+    (tmp_path / "weights.bin").write_bytes(bytes([blob[0] ^ 1]) + blob[1:])
+    with pytest.raises(ExportError, match="sha256"):
+        load_export(tmp_path)
+    (tmp_path / "weights.bin").write_bytes(blob)
+    (tmp_path / "index.json").write_text("{not json")
+    with pytest.raises(ExportError, match="index.json: unreadable JSON"):
+        load_export(tmp_path)
+    (tmp_path / "index.json").unlink()
+    with pytest.raises(ExportError, match="index.json: not found"):
+        load_export(tmp_path)

@@ -1,0 +1,70 @@
+"""Export a quantized checkpoint for hardware: bit-packed weights, their index, the folded layer description.
+
+    python tools/export.py --checkpoint checkpoints/V2_4bit/best_model.pth --output-dir export/V2_4bit
+    python tools/export.py --checkpoint checkpoints/V2_4bit/best_model.pth --output-dir export/V2_4bit \\
+        --verify --data-root data/synthetic
+
+Writes weights.bin, index.json and network.json into the output dir (QAT_GUIDE.md,
+"Deploying", gives the arithmetic). --verify runs the numpy integer reference on
+test windows of --data-root beside the PyTorch model, prints how often their spikes
+agree and how far their flows differ, and exits with 1 when the bounds are missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from snn.cli import fail  # noqa: E402
+from snn.utils.runtime import setup_logging  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", type=Path, required=True, help="quantized checkpoint (.pth) of a QAT run")
+    p.add_argument("--output-dir", type=Path, required=True, help="folder for weights.bin, index.json, network.json")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("H", "W"),
+        help="input frame size the description's shapes are given for (multiples of 8; "
+        "default: the frame size of the checkpoint's synthetic data)",
+    )
+    p.add_argument("--force", action="store_true", help="replace an export already in --output-dir")
+    p.add_argument("--verify", action="store_true", help="compare the integer reference with PyTorch on real windows")
+    p.add_argument("--data-root", type=Path, default=None, help="dataset whose windows --verify runs")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split --verify reads")
+    p.add_argument("--windows", type=int, default=32, help="windows --verify compares (default: %(default)s)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    setup_logging()
+    try:
+        if args.verify and args.data_root is None:
+            raise ValueError("--verify needs --data-root")
+        if args.windows < 1:
+            raise ValueError("--windows must be >= 1")
+        from snn.deploy.pipeline import export_checkpoint, verify_export
+
+        export, model, cfg = export_checkpoint(args.checkpoint, args.output_dir, args.input_size, args.force)
+        if args.verify:
+            agreements = verify_export(model, export, cfg, args.data_root, args.split, args.windows)
+            print(f"verify on {args.data_root} ({args.split}), against the PyTorch model in float64:")
+            print(f"  {agreements['float64'].summary()}")
+            print("and, for information, against it in float32 (its rounding flips a code now and then):")
+            print(f"  {agreements['float32'].summary()}")
+            return 0 if agreements["float64"].passed else 1
+    except (ValueError, OSError) as exc:
+        return fail(exc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
