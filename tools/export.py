@@ -5,7 +5,7 @@
         --verify --data-root data/synthetic
 
 Writes weights.bin, index.json and network.json into the output dir (QAT_GUIDE.md,
-"Deploying", gives the arithmetic). --verify runs the numpy integer reference on
+"Deploying", gives the arithmetic), and with --onnx step.onnx (W8A8 only). --verify runs the numpy integer reference on
 test windows of --data-root beside the PyTorch model, prints how often their spikes
 agree and how far their flows differ, and exits with 1 when the bounds are missed.
 """
@@ -40,6 +40,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-root", type=Path, default=None, help="dataset whose windows --verify runs")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split --verify reads")
     p.add_argument("--windows", type=int, default=32, help="windows --verify compares (default: %(default)s)")
+    p.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also write step.onnx, one time step of a W8A8 model with the state as inputs and outputs, and "
+        "check it with onnxruntime against PyTorch over all time bins (needs: python -m pip install onnx onnxruntime)",
+    )
     return p.parse_args(argv)
 
 
@@ -54,6 +60,10 @@ def main(argv=None) -> int:
         from snn.deploy.pipeline import export_checkpoint, verify_export
 
         export, model, cfg = export_checkpoint(args.checkpoint, args.output_dir, args.input_size, args.force)
+        if args.onnx:
+            from snn.deploy.pipeline import export_step_onnx
+
+            export_step_onnx(model, export, args.output_dir / "step.onnx")
         if args.verify:
             agreements = verify_export(model, export, cfg, args.data_root, args.split, args.windows)
             print(f"verify on {args.data_root} ({args.split}), against the PyTorch model in float64:")

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from snn.models.neurons import FIRE_MARGIN
-from snn.quantization.control import model_widths
+from snn.quantization.control import activation_quantizers, model_widths
 from snn.quantization.weight_quant import weight_codes_and_scale
 
 FORMAT = "snn-flow-int/1"
@@ -114,6 +114,8 @@ def fold_network(model: nn.Module, height: int, width: int) -> tuple[dict[str, A
     if not getattr(model, "quantize", False):
         raise FoldError("the model is not quantized: export a QAT checkpoint (finetune_quantized.py)")
     model = model.eval()
+    for _, q in activation_quantizers(model):
+        _current_step(q)  # before the shape pass, which would otherwise seed missing ranges from zeros
     shapes = _shapes(model, height, width)
     shapes["events"] = [model.in_channels, height, width]
     tensors: dict[str, tuple[np.ndarray, int]] = {}

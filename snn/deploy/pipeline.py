@@ -15,6 +15,7 @@ from snn.config import Config, config_from_checkpoint
 from snn.data.loaders import make_dataset, make_loader
 from snn.deploy.export import INDEX, Export, load_export, write_export
 from snn.deploy.fold import fold_network
+from snn.deploy.onnx_step import OneStepNetwork
 from snn.deploy.verify import Agreement, compare
 from snn.models.checkpoint import load_checkpoint, load_model
 from snn.quantization.control import model_widths, widths_tag
@@ -68,3 +69,25 @@ def verify_export(
     models = {"float64": copy.deepcopy(model).double(), "float32": model}
     with torch.no_grad():
         return compare(models, export, tqdm(batches, total=needed, desc="verify", leave=False))
+
+
+def export_step_onnx(model: nn.Module, export: Export, path: Path) -> float:
+    """Write the one-step ONNX graph and check it with onnxruntime against PyTorch on one window of the
+    export's input size (Poisson events, seed 0); returns and prints the largest flow difference."""
+    from snn.deploy.onnx_step import export_onnx, run_onnx
+
+    size = export.description["input"]
+    export_onnx(model, path, size["height"], size["width"])
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        print(f"wrote {path}; not checked: onnxruntime is not installed")
+        return float("nan")
+    generator = torch.Generator().manual_seed(0)
+    shape = (1, model.num_bins, model.in_channels, size["height"], size["width"])
+    events = torch.poisson(torch.full(shape, 0.5), generator=generator)
+    with torch.no_grad():
+        want = model.cpu().eval()(events)
+    difference = float((run_onnx(path, OneStepNetwork(model), events) - want).abs().max())
+    print(f"wrote {path}; onnxruntime over {model.num_bins} steps against PyTorch: flow max |diff| {difference:.2e} px")
+    return difference

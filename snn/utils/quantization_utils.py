@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from snn.deploy.fold import FoldError, fold_network
 from snn.models.checkpoint import load_model
 from snn.quantization import control
 from snn.quantization.weight_quant import weight_codes_and_scale
@@ -93,9 +94,11 @@ def estimate_model_size(model: nn.Module, bit_widths=SIZE_BIT_WIDTHS, verbose: b
 
 
 def export_quantized_model_info(
-    model: nn.Module, output_path: str | Path, include_weights: bool = False
+    model: nn.Module, output_path: str | Path, include_weights: bool = False, input_size: tuple[int, int] = (64, 64)
 ) -> dict[str, Any]:
-    """Write the scales, bit widths and (optionally) integer weight codes of every layer as JSON."""
+    """Write the scales, bit widths and (optionally) integer weight codes of every layer as JSON,
+    and under ``"network"`` the folded layer description of ``tools/export.py`` (shapes for an
+    ``input_size`` frame; it needs calibrated current ranges, else ``"network_error"`` says why)."""
     layers = []
     act = dict(control.activation_quantizers(model))
     for name, conv in _conv_layers(model):
@@ -126,5 +129,9 @@ def export_quantized_model_info(
         layers.append(entry)
     weights, currents = control.model_widths(model)
     info = {"bit_width": weights, "current_bits": currents, "layers": layers}
+    try:
+        info["network"] = fold_network(model, *input_size)[0]
+    except FoldError as exc:
+        info["network_error"] = str(exc)
     Path(output_path).write_text(json.dumps(info, indent=1))
     return info

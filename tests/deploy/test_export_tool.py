@@ -36,7 +36,8 @@ def _run(root, tmp, name, config="snn/configs/event_snn_lite.yaml", resume=None)
 def checkpoints(tiny_synthetic_root, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export")
     fp = _run(tiny_synthetic_root, tmp, "fp")
-    return fp, _run(tiny_synthetic_root, tmp, "w2", "snn/configs/event_snn_lite_2bit.yaml", resume=fp)
+    w2 = _run(tiny_synthetic_root, tmp, "w2", "snn/configs/event_snn_lite_2bit.yaml", resume=fp)
+    return fp, w2, _run(tiny_synthetic_root, tmp, "w8", "snn/configs/event_snn_lite_8bit.yaml", resume=fp)
 
 
 def test_export_writes_the_files_prints_the_payload_and_verifies(checkpoints, tiny_synthetic_root, tmp_path, capsys):
@@ -61,7 +62,7 @@ def test_export_writes_the_files_prints_the_payload_and_verifies(checkpoints, ti
 def test_export_errors_are_one_line(checkpoints, tmp_path, capsys):
     export = _tool()
 
-    fp, quantized = checkpoints
+    fp, quantized, _ = checkpoints
     assert export.main(["--checkpoint", str(fp), "--output-dir", str(tmp_path / "a")]) == 2
     assert "full-precision" in capsys.readouterr().err
     assert export.main(["--checkpoint", str(quantized), "--output-dir", str(tmp_path / "b"), "--verify"]) == 2
@@ -70,3 +71,17 @@ def test_export_errors_are_one_line(checkpoints, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "none.pth" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+
+
+def test_onnx_step_graph_is_written_and_checked_for_w8a8_only(checkpoints, tmp_path, capsys):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (python -m pip install onnx onnxruntime)")
+    export = _tool()
+    _, w2, w8 = checkpoints
+    argv = ["--output-dir", str(tmp_path / "w8"), "--input-size", "32", "32", "--onnx"]
+    assert export.main(["--checkpoint", str(w8), *argv]) == 0
+    printed = capsys.readouterr().out
+    assert (tmp_path / "w8" / "step.onnx").stat().st_size > 0
+    difference = float(printed.split("flow max |diff| ")[1].split(" px")[0])
+    assert difference < 1e-3
+    assert export.main(["--checkpoint", str(w2), "--output-dir", str(tmp_path / "w2"), "--onnx"]) == 2
+    assert "W8A8" in capsys.readouterr().err

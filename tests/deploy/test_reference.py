@@ -12,6 +12,7 @@ from snn.deploy.fold import WIRING, FoldError, fold_network
 from snn.deploy.verify import compare, torch_spikes_and_flow
 from snn.models.flownet import EventSNNFlowNetLiteV2
 from snn.models.layers import seq_apply
+from tests.deploy.lively import lively_model
 
 
 def test_integer_reference_reproduces_pytorch_at_every_width(lively, tmp_path):
@@ -72,7 +73,7 @@ def test_a_full_precision_model_cannot_be_folded():
 
 
 def test_corrupt_or_truncated_exports_are_refused(tmp_path):
-    model, _ = __import__("tests.deploy.conftest", fromlist=["lively_model"]).lively_model(4, 4)
+    model, _ = lively_model(4, 4)
     write_export(*fold_network(model, 16, 16), tmp_path)
     blob = (tmp_path / "weights.bin").read_bytes()
     (tmp_path / "weights.bin").write_bytes(blob[:-3])

@@ -220,6 +220,14 @@ def test_export_lists_integer_codes_and_scales_that_rebuild_the_weights(tmp_path
     rebuilt = codes * torch.tensor(enc2["weight_scales"]).view(-1, 1, 1, 1)
     torch.testing.assert_close(rebuilt, fake_quantize_weight(q.enc2.conv.weight, 2).detach())
     assert enc2["activation"]["bits"] == 2
+    assert "calibrate" in info["network_error"]  # no ranges yet: no folded description
+    with control.calibrating(q):
+        q((torch.rand(1, 3, 2, 16, 16) < 0.3).float())
+    info = export_quantized_model_info(q, tmp_path / "info.json", input_size=(16, 16))
+    from snn.deploy.fold import fold_network
+
+    assert info["network"] == json.loads(json.dumps(fold_network(q, 16, 16)[0]))
+    assert json.loads((tmp_path / "info.json").read_text())["network"]["layers"][3]["name"] == "enc3"
 
 
 def test_a_best_checkpoint_of_another_bit_width_is_kept_not_overwritten(tmp_path):

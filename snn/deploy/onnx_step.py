@@ -1,0 +1,170 @@
+"""One time step of an 8-bit network as an ONNX graph, with the state as explicit inputs and outputs.
+
+Hardware and runtimes that step an SNN bin by bin want the graph of one step:
+
+    inputs:  events_t [N, C, H, W], then the membrane of every spiking layer and the running
+             sum of every flow head's current (zeros before the first step)
+    outputs: the updated membranes and head sums (named <input>_next), then the flow the sums give so far
+             (after the last of the T steps it is the model's flow)
+
+Weights and currents go through QuantizeLinear/DequantizeLinear pairs (int8, per channel for
+weights, per tensor for currents), which is what PyTorch's fake-quant ops export as. Needs the
+optional ``onnx`` package to export and ``onnxruntime`` to run.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from snn.deploy.fold import FLOW_HEADS, WIRING, FoldError
+from snn.models.neurons import FIRE_MARGIN
+from snn.quantization.control import model_widths
+from snn.quantization.weight_quant import weight_codes_and_scale
+
+
+def _state_names(model: nn.Module) -> list[str]:
+    return [f"v_{name}" for name in model.spiking_layers()] + [f"sum_{name}" for name in FLOW_HEADS]
+
+
+class OneStepNetwork(nn.Module):
+    """One SNN time step of a W8A8 EventSNNFlowNetLiteV2 (eval mode), state passed in and out."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        if model_widths(model) != (8, 8) or any(q.is_binary or q.bit_width != 8 for q in _quantizers(model)):
+            raise FoldError(f"the ONNX step graph is built for W8A8 models, this one is {model_widths(model)}")
+        self.model = model.eval()
+        self.layers = list(model.spiking_layers())
+        self.num_bins = model.num_bins
+        # Constants of the graph: each layer's per-channel weight scales and its current step.
+        self.weight_scales = {}
+        self.steps = {}
+        with torch.no_grad():
+            for name, _, _ in WIRING:
+                layer = getattr(model, name)
+                conv = layer.conv
+                self.weight_scales[name] = weight_codes_and_scale(conv.weight, conv.weight_bits, conv.channel_axis)[1]
+                self.steps[name] = float(layer.quant_layer.scale())
+        self.eval()
+
+    def train(self, mode: bool = True) -> OneStepNetwork:
+        """Always eval: the exporter restores a module's mode afterwards, and training mode would
+        put the wrapped model's batch norms and range observers back to work."""
+        return super().train(False)
+
+    def _current(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        layer = getattr(self.model, name)
+        conv = layer.conv
+        axis = conv.channel_axis
+        scale = self.weight_scales[name]
+        zero = torch.zeros(scale.shape, dtype=torch.int32)
+        # Codes never reach -128 (max-abs scale), so int8's range gives the same values as [-127, 127].
+        w = torch.fake_quantize_per_channel_affine(conv.weight, scale.float(), zero, axis, -128, 127)
+        if isinstance(conv, nn.ConvTranspose2d):
+            y = F.conv_transpose2d(x, w, conv.bias, conv.stride, conv.padding, conv.output_padding)
+        else:
+            y = F.conv2d(x, w, conv.bias, conv.stride, conv.padding)
+        y = getattr(layer, "norm", nn.Identity())(y)
+        q, step = layer.quant_layer, self.steps[name]
+        y = torch.clamp(y, -q.qmax * step, q.qmax * step)  # the narrow range [-127, 127] of the model
+        return torch.fake_quantize_per_tensor_affine(y, step, 0, -128, 127)
+
+    def forward(self, events_t: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        membranes = dict(zip(self.layers, state[: len(self.layers)], strict=True))
+        sums = dict(zip(FLOW_HEADS, state[len(self.layers) :], strict=True))
+        outputs = {"events": events_t}
+        for name, inputs, residual in WIRING:
+            layer = getattr(self.model, name)
+            x = torch.cat([outputs[i] for i in inputs], dim=1)
+            current = self._current(name, x)
+            if name.startswith("head"):
+                sums[name] = sums[name] + current
+                continue
+            if residual:
+                current = current + x
+            neuron = layer.neuron
+            v = neuron.decay * membranes[name] + current
+            spikes = (v >= neuron.threshold * (1 - FIRE_MARGIN)).to(v.dtype)
+            v = v - spikes * neuron.threshold if neuron.reset == "subtract" else v * (1 - spikes)
+            membranes[name], outputs[name] = v, spikes
+        scale = self.model.flow_scale / self.num_bins
+        flow = None
+        for name in FLOW_HEADS:
+            head = sums[name] * scale
+            up = F.interpolate(flow, scale_factor=2, mode="bilinear", align_corners=False) if flow is not None else 0
+            flow = head if flow is None else up + head
+        return (*[membranes[n] for n in self.layers], *[sums[n] for n in FLOW_HEADS], flow)
+
+    def initial_state(self, batch: int, height: int, width: int) -> list[torch.Tensor]:
+        """Zeros of the right shapes: the state before the first time bin."""
+        shapes = {}
+        hooks = [
+            getattr(self.model, name).register_forward_hook(
+                lambda _m, _i, out, name=name: shapes.__setitem__(name, out.shape[-3:])
+            )
+            for name, _, _ in WIRING
+        ]
+        try:
+            with torch.no_grad():
+                self.model(torch.zeros(1, self.num_bins, self.model.in_channels, height, width))
+        finally:
+            for h in hooks:
+                h.remove()
+        return [torch.zeros(batch, *shapes[n]) for n in [*self.layers, *FLOW_HEADS]]
+
+
+def _quantizers(model: nn.Module):
+    from snn.quantization.control import activation_quantizers
+
+    return [q for _, q in activation_quantizers(model)]
+
+
+def export_onnx(model: nn.Module, path: str | Path, height: int, width: int) -> OneStepNetwork:
+    """Write the one-step graph of a calibrated W8A8 model for [1, C, height, width] inputs."""
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it)
+    except ImportError:
+        raise FoldError("--onnx needs the optional onnx package: python -m pip install onnx onnxruntime") from None
+    step = OneStepNetwork(model)
+    state = step.initial_state(1, height, width)
+    events = torch.zeros(1, model.in_channels, height, width)
+    names = _state_names(model)
+    # The TorchScript exporter (deprecated since torch 2.9, still shipped) maps the fake-quant ops to
+    # QuantizeLinear/DequantizeLinear and needs only the onnx package; the newer exporter also needs
+    # onnxscript. Its deprecation warnings say nothing a user can act on.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        _export(step, events, state, path, names)
+    return step
+
+
+def _export(step: OneStepNetwork, events: torch.Tensor, state: list[torch.Tensor], path, names: list[str]) -> None:
+    torch.onnx.export(
+        step,
+        (events, *state),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["events_t", *names],
+        output_names=[*(f"{n}_next" for n in names), "flow"],
+    )
+
+
+def run_onnx(path: str | Path, step: OneStepNetwork, events: torch.Tensor) -> torch.Tensor:
+    """Run the exported graph with onnxruntime over all time bins of [1, T, C, H, W] events,
+    carrying the state from step to step; returns the flow after the last bin."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    state = [s.numpy() for s in step.initial_state(events.shape[0], *events.shape[-2:])]
+    names = [i.name for i in session.get_inputs()]
+    flow = None
+    for t in range(events.shape[1]):
+        feeds = dict(zip(names, [events[:, t].numpy(), *state], strict=True))
+        *state, flow = session.run(None, feeds)
+    return torch.from_numpy(flow)

@@ -1,0 +1,37 @@
+"""A small quantized model whose every layer fires, for the deploy tests."""
+
+import torch
+
+from snn.models.flownet import EventSNNFlowNetLiteV2
+from snn.quantization import control
+
+
+def lively_model(weights: int, currents: int, size: int = 16, seed: int = 0):
+    """A small calibrated quantized model whose every layer fires, and the event windows it was calibrated on."""
+    torch.manual_seed(seed)
+    model = EventSNNFlowNetLiteV2(
+        base_ch=4,
+        num_bins=3,
+        quantize=True,
+        bit_width=weights,
+        current_bits=None if currents == weights else currents,
+        binarize=weights == currents == 1,
+        learn_scale=True,
+    )
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):  # trained-looking statistics, currents near threshold
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.8, 1.6)
+            m.bias.data.uniform_(0.2, 0.7)
+    for head in (model.head1, model.head2, model.head3):
+        torch.nn.init.normal_(head.conv.weight, std=0.2)
+        torch.nn.init.normal_(head.conv.bias, std=0.1)
+    events = torch.poisson(torch.full((2, 3, 2, size, size), 1.5))
+    with control.calibrating(model):
+        model(events)
+    model.eval()(events)  # seeds the learned steps from the calibrated ranges
+    for _, q in control.activation_quantizers(model):
+        if q.is_binary:  # +-step must be able to reach the threshold, as training would make it
+            q.step.data.fill_(0.8)
+    return model, events
