@@ -1,7 +1,7 @@
 """Write and read the hardware export: packed weights, their index, the layer description.
 
     <dir>/weights.bin     every weight tensor's codes, bit-packed at its own width, one after another
-    <dir>/index.json      per tensor: offset and length in weights.bin, shape, layout, bits, scales;
+    <dir>/index.json      per tensor: offset and length in weights.bin, shape, layout, bits, per-channel scales;
                           and the file's size and sha256
     <dir>/network.json    the layer description (``snn.deploy.fold``): wiring, shapes, folded
                           integer parameters, neurons, time bins
@@ -60,9 +60,10 @@ def write_export(
         data = pack_codes(codes, bits)
         entries[name] = {"offset": len(blob), "bytes": len(data), "shape": list(codes.shape), "bits": int(bits)}
         blob += data
-    layouts = {layer["weight"]["tensor"]: layer["weight"]["layout"] for layer in description["layers"]}
+    described = {layer["weight"]["tensor"]: layer["weight"] for layer in description["layers"]}
     for name, entry in entries.items():
-        entry["layout"] = layouts.get(name, "OIHW")
+        entry["layout"] = described.get(name, {}).get("layout", "OIHW")
+        entry["scales"] = described.get(name, {}).get("scales")  # value = code x scale of its output channel
     index = {
         "format": INDEX_FORMAT,
         "file": WEIGHTS,

@@ -66,7 +66,7 @@ def _bits_for(max_abs: float) -> int:
 
 def _folded_affine(layer: nn.Module) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Weight codes, and the float per-channel (gain, offset) that map the integer accumulator to
-    the pre-quantizer current: current = acc * gain + offset. Returns (codes, gain, offset, bits)."""
+    the pre-quantizer current: current = acc * gain + offset. Returns (codes, weight scales, gain, offset, bits)."""
     conv = layer.conv
     axis = conv.channel_axis
     codes, w_scale = weight_codes_and_scale(conv.weight.detach().double(), conv.weight_bits, axis)
@@ -77,7 +77,7 @@ def _folded_affine(layer: nn.Module) -> tuple[np.ndarray, np.ndarray, np.ndarray
         inv = norm.weight.detach().double() / torch.sqrt(norm.running_var.double() + norm.eps)
         offset = (offset - norm.running_mean.double()) * inv + norm.bias.detach().double()
         gain = gain * inv
-    return codes.to(torch.int64).numpy(), gain.numpy(), offset.numpy(), conv.weight_bits
+    return codes.to(torch.int64).numpy(), w_scale.double().numpy(), gain.numpy(), offset.numpy(), conv.weight_bits
 
 
 def _current_step(q: nn.Module) -> float:
@@ -122,7 +122,7 @@ def fold_network(model: nn.Module, height: int, width: int) -> tuple[dict[str, A
     layers = []
     for name, inputs, residual in WIRING:
         layer = getattr(model, name)
-        codes, gain, offset, w_bits = _folded_affine(layer)
+        codes, w_scales, gain, offset, w_bits = _folded_affine(layer)
         q = layer.quant_layer
         step = _current_step(q)
         binary = q.is_binary
@@ -157,7 +157,12 @@ def fold_network(model: nn.Module, height: int, width: int) -> tuple[dict[str, A
             "output_padding": list(conv.output_padding) if transposed else [0, 0],
             "input_shape": [in_ch, *shapes[inputs[0]][1:]],
             "output_shape": shapes[name],
-            "weight": {"tensor": f"{name}.weight", "bits": w_bits, "layout": "OIHW" if not transposed else "IOHW"},
+            "weight": {
+                "tensor": f"{name}.weight",
+                "bits": w_bits,
+                "layout": "OIHW" if not transposed else "IOHW",
+                "scales": w_scales.tolist(),  # per output channel; already folded into the multipliers
+            },
             "current": {
                 "bits": q.bit_width if not binary else 1,
                 "binary": binary,

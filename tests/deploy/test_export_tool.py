@@ -49,6 +49,9 @@ def test_export_writes_the_files_prints_the_payload_and_verifies(checkpoints, ti
     printed = capsys.readouterr().out
     index = json.loads((out / "index.json").read_text())
     assert index["size"] == (out / "weights.bin").stat().st_size
+    for entry in index["tensors"].values():  # offset, shape, bits and per-channel scales of each tensor
+        channels = entry["shape"][1 if entry["layout"] == "IOHW" else 0]
+        assert len(entry["scales"]) == channels and entry["bits"] in (2, 8) and entry["offset"] >= 0
     assert f"payload: {index['size']:,} bytes" in printed and "W2A2" in printed
     assert "3 windows: identical spikes" in printed and "PASS" in printed
     network = json.loads((out / "network.json").read_text())

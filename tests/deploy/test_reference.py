@@ -60,6 +60,10 @@ def test_description_matches_the_model(lively):
         assert entry["current"]["bits"] == (1 if getattr(model, name).quant_layer.is_binary else
                                             getattr(model, name).quant_layer.bit_width)  # fmt: skip
         assert len(entry["current"]["multiplier"]) == conv.out_channels
+        # codes x per-channel scales rebuild the weights the fake-quant model uses
+        codes = torch.tensor(tensors[entry["weight"]["tensor"]][0], dtype=torch.float64)
+        scales = torch.tensor(entry["weight"]["scales"]).view([-1 if d == conv.channel_axis else 1 for d in range(4)])
+        torch.testing.assert_close(codes * scales, conv.quantized_weight().detach().double(), rtol=1e-5, atol=1e-7)
     assert layers["enc3"]["output_shape"] == [16, 3, 4] and layers["head1"]["output_shape"] == [2, 24, 32]
     assert layers["res1"]["residual"] and not layers["enc3"]["residual"]
     assert layers["dec2"]["inputs"] == ["dec3", "enc2"] and layers["dec3"]["type"] == "spiking_conv_transpose"
