@@ -86,7 +86,7 @@ def _current_step(q: nn.Module) -> float:
     return float(q.scale().detach())
 
 
-def _shapes(model: nn.Module, height: int, width: int) -> dict[str, list[int]]:
+def layer_shapes(model: nn.Module, height: int, width: int) -> dict[str, list[int]]:
     """Output [C, H, W] of every layer for one input window of ``height`` x ``width``."""
     shapes: dict[str, list[int]] = {}
     hooks = [
@@ -116,7 +116,7 @@ def fold_network(model: nn.Module, height: int, width: int) -> tuple[dict[str, A
     model = model.eval()
     for _, q in activation_quantizers(model):
         _current_step(q)  # before the shape pass, which would otherwise seed missing ranges from zeros
-    shapes = _shapes(model, height, width)
+    shapes = layer_shapes(model, height, width)
     shapes["events"] = [model.in_channels, height, width]
     tensors: dict[str, tuple[np.ndarray, int]] = {}
     layers = []

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snn.deploy.fold import FLOW_HEADS, WIRING, FoldError
+from snn.deploy.fold import FLOW_HEADS, WIRING, FoldError, layer_shapes
 from snn.models.neurons import FIRE_MARGIN
 from snn.quantization.control import model_widths
 from snn.quantization.weight_quant import weight_codes_and_scale
@@ -102,19 +102,7 @@ class OneStepNetwork(nn.Module):
 
     def initial_state(self, batch: int, height: int, width: int) -> list[torch.Tensor]:
         """Zeros of the right shapes: the state before the first time bin."""
-        shapes = {}
-        hooks = [
-            getattr(self.model, name).register_forward_hook(
-                lambda _m, _i, out, name=name: shapes.__setitem__(name, out.shape[-3:])
-            )
-            for name, _, _ in WIRING
-        ]
-        try:
-            with torch.no_grad():
-                self.model(torch.zeros(1, self.num_bins, self.model.in_channels, height, width))
-        finally:
-            for h in hooks:
-                h.remove()
+        shapes = layer_shapes(self.model, height, width)
         return [torch.zeros(batch, *shapes[n]) for n in [*self.layers, *FLOW_HEADS]]
 
 
