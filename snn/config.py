@@ -95,6 +95,9 @@ class Config:
     freeze_observers_epoch: int | None = None  # stop range tracking from this epoch on
     ema_decay: float = 0.99  # range observers' moving-average decay (not weight_ema, see above)
     learn_scale: bool = False  # learned step sizes (LSQ) for the currents
+    # How a current quantizer's observed range becomes its step: "maxabs" covers max(|min|, |max|);
+    # "positive" covers the positive side only, where the thresholds are (negative currents clip).
+    current_range: str = "maxabs"
     scale_lr_multiplier: float = 100.0  # the learned steps' LR relative to learning_rate
     # The batch-norm shift and scale before each spiking layer act as its per-channel threshold and
     # gain; their LR relative to learning_rate (the guide's low-bit rates barely move them).
@@ -128,6 +131,7 @@ class Config:
             "binarize": self.binarize,
             "ema_decay": self.ema_decay,
             "learn_scale": self.learn_scale,
+            "current_range": self.current_range,
             "first_last_bits": self.first_last_bits,
         }
 
@@ -162,6 +166,7 @@ _CHOICES = {
     "representation": REPRESENTATIONS,
     "reset": RESET_MODES,
     "lr_schedule": ("cosine", "constant"),
+    "current_range": ("maxabs", "positive"),
 }
 _POSITIVE = (
     "base_ch",

@@ -20,6 +20,8 @@ on the upsampled coarser flow, so the network refines coarse-to-fine.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -75,6 +77,8 @@ class EventSNNFlowNetLiteV2(nn.Module):
             ``bit_width=1, current_bits=4`` is W1A4: binary weights, 4-bit currents.
         first_last_bits: the input layer (stem) and the flow heads never go below
             this many bits (None: they follow ``bit_width`` like the rest).
+        current_range: how the spiking layers' current quantizers turn the observed range into
+            a step, "maxabs" or "positive" (see ``QuantizationAwareLayer``); heads stay "maxabs".
     """
 
     downsample_factor = 8
@@ -96,6 +100,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
         learn_scale: bool = False,
         first_last_bits: int | None = 8,
         current_bits: int | None = None,
+        current_range: str = "maxabs",
     ) -> None:
         super().__init__()
         if base_ch < 1 or num_bins < 1 or in_channels < 1:
@@ -106,7 +111,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
         self.in_channels = in_channels
         self.flow_scale = flow_scale
         c = base_ch
-        spec = QuantSpec(bit_width, binarize, ema_decay, learn_scale, current_bits)
+        spec = QuantSpec(bit_width, binarize, ema_decay, learn_scale, current_bits, current_range)
         q = {"quantize": quantize, "quant": spec}
         # The input layer and flow heads keep at least first_last_bits (common practice: they
         # are a small share of the weights and the most sensitive).
@@ -115,10 +120,12 @@ class EventSNNFlowNetLiteV2(nn.Module):
         )
         edge_bits = max(bit_width, first_last_bits or 0)
         edge_current = None if current_bits is None else max(current_bits, first_last_bits or 0)
-        edge = {
-            "quantize": quantize,
-            "quant": QuantSpec(edge_bits, binarize and first_last_bits is None, ema_decay, learn_scale, edge_current),
-        }
+        edge_spec = QuantSpec(
+            edge_bits, binarize and first_last_bits is None, ema_decay, learn_scale, edge_current, current_range
+        )
+        edge = {"quantize": quantize, "quant": edge_spec}
+        # The flow heads' currents are signed flow, not input to a threshold: always the symmetric range.
+        head = {"quantize": quantize, "quant": dataclasses.replace(edge_spec, current_range="maxabs")}
         n = {"tau": tau, "threshold": threshold, "reset": reset, "alpha": surrogate_alpha}
         self.stem = SpikingConv2d(in_channels, c, 3, norm=True, neuron=n, **edge)
         self.enc1 = SpikingConvBlock(c, 2 * c, stride=2, neuron=n, **q)
@@ -129,9 +136,9 @@ class EventSNNFlowNetLiteV2(nn.Module):
         self.dec3 = SpikingConvTranspose2d(4 * c, 4 * c, neuron=n, **q)
         self.dec2 = SpikingConvTranspose2d(8 * c, 2 * c, neuron=n, **q)
         self.dec1 = SpikingConvTranspose2d(4 * c, c, neuron=n, **q)
-        self.head3 = FlowHead(8 * c, **edge)
-        self.head2 = FlowHead(4 * c, **edge)
-        self.head1 = FlowHead(2 * c, **edge)
+        self.head3 = FlowHead(8 * c, **head)
+        self.head2 = FlowHead(4 * c, **head)
+        self.head1 = FlowHead(2 * c, **head)
         for layer in self.spiking_layers().values():
             if quantize:  # a binary current step below this keeps the layer silent by construction
                 layer.quant_layer.binary_floor = layer.neuron.least_firing_input(num_bins) * BINARY_FLOOR_MARGIN

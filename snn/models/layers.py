@@ -30,10 +30,11 @@ class QuantSpec:
     ema_decay: float = 0.99
     learn_scale: bool = False
     current_bits: int | None = None  # the current quantizer's (None: bit_width)
+    current_range: str = "maxabs"  # see QuantizationAwareLayer's range_mode
 
     def activation_quantizer(self) -> QuantizationAwareLayer:
         bits = self.bit_width if self.current_bits is None else self.current_bits
-        return QuantizationAwareLayer(bits, self.binarize, self.ema_decay, self.learn_scale)
+        return QuantizationAwareLayer(bits, self.binarize, self.ema_decay, self.learn_scale, self.current_range)
 
 
 def make_quant_layer(quantize: bool, spec: QuantSpec | None) -> nn.Module:

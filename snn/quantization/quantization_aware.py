@@ -28,6 +28,9 @@ from torch import nn
 from snn.quantization.torch_ops import learnable_fake_quantize
 
 MIN_BITS, MAX_BITS = 1, 16
+# How the observed range becomes a step: "maxabs" covers max(|min|, |max|); "positive" covers the
+# positive side only (negative currents clip at minus it), for currents in front of a threshold.
+RANGE_MODES = ("maxabs", "positive")
 
 
 def check_bit_width(bit_width) -> int:
@@ -67,14 +70,24 @@ class QuantizationAwareLayer(nn.Module):
         binarize: force binary output whatever ``bit_width`` says.
         ema_decay: weight of the old range in the moving average.
         learn_scale: learn the step size (LSQ) instead of deriving it from the range.
+        range_mode: "maxabs" (the step covers the larger side of the range) or "positive" (it
+            covers the positive side; more negative values clip).
     """
 
     def __init__(
-        self, bit_width: int = 8, binarize: bool = False, ema_decay: float = 0.99, learn_scale: bool = False
+        self,
+        bit_width: int = 8,
+        binarize: bool = False,
+        ema_decay: float = 0.99,
+        learn_scale: bool = False,
+        range_mode: str = "maxabs",
     ) -> None:
         super().__init__()
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay!r}")
+        if range_mode not in RANGE_MODES:
+            raise ValueError(f"range_mode must be one of {RANGE_MODES}, got {range_mode!r}")
+        self.range_mode = range_mode
         self.bit_width = check_bit_width(bit_width)
         self.binarize = bool(binarize)
         self.ema_decay = float(ema_decay)
@@ -153,6 +166,8 @@ class QuantizationAwareLayer(nn.Module):
         """The scale the observed range gives (no learning)."""
         if self.is_binary:
             return self.running_absmean.clamp_min(max(1e-8, self.binary_floor))
+        if self.range_mode == "positive":
+            return (self.running_max.clamp_min(0) / self.qmax).clamp_min(1e-8)
         amax = torch.maximum(self.running_min.abs(), self.running_max.abs())
         return (amax / self.qmax).clamp_min(1e-8)
 

@@ -6,7 +6,7 @@ from snn.models.flownet import EventSNNFlowNetLiteV2
 from snn.quantization import control
 
 
-def lively_model(weights: int, currents: int, size: int = 16, seed: int = 0):
+def lively_model(weights: int, currents: int, size: int = 16, seed: int = 0, current_range: str = "maxabs"):
     """A small calibrated quantized model whose every layer fires, and the event windows it was calibrated on."""
     torch.manual_seed(seed)
     model = EventSNNFlowNetLiteV2(
@@ -17,6 +17,7 @@ def lively_model(weights: int, currents: int, size: int = 16, seed: int = 0):
         current_bits=None if currents == weights else currents,
         binarize=weights == currents == 1,
         learn_scale=True,
+        current_range=current_range,
     )
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):  # trained-looking statistics, currents near threshold

@@ -93,3 +93,10 @@ def test_corrupt_or_truncated_exports_are_refused(tmp_path):
     (tmp_path / "index.json").unlink()
     with pytest.raises(ExportError, match="index.json: not found"):
         load_export(tmp_path)
+
+
+def test_integer_reference_follows_a_positive_current_range(tmp_path):
+    model, events = lively_model(4, 4, current_range="positive")
+    write_export(*fold_network(model, 16, 16), tmp_path)
+    agreement = compare({"float64": copy.deepcopy(model).double()}, load_export(tmp_path), [events])["float64"]
+    assert agreement.passed, agreement.summary()

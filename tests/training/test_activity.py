@@ -87,3 +87,23 @@ def test_a_binary_current_step_never_drops_below_the_least_firing_input():
         layer.quant_layer.step.fill_(0.01)  # a learned step pushed far below the floor
     spikes = layer(torch.zeros(5, 1, 8, 8, 8))
     assert spikes[:4].sum() == 0 and spikes[4].min() == 1
+
+
+def test_a_positive_current_range_spends_the_grid_where_the_thresholds_are():
+    from snn.quantization import control
+    from snn.quantization.quantization_aware import QuantizationAwareLayer
+
+    q = QuantizationAwareLayer(4, range_mode="positive").train()
+    x = torch.tensor([-19.0, -1.0, 0.5, 7.0])
+    out = q(x)
+    assert float(q.scale()) == pytest.approx(7.0 / 7)  # the positive side over qmax, not 19 / 7
+    assert out.tolist() == [-7.0, -1.0, 0.0, 7.0]  # -19 clips at -qmax steps; 0.5 rounds to even 0
+    with pytest.raises(ValueError, match="range_mode"):
+        QuantizationAwareLayer(4, range_mode="percentile")
+    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=2, quantize=True, current_range="positive")
+    modes = {name: q.range_mode for name, q in control.activation_quantizers(model)}
+    assert modes["stem.quant_layer"] == modes["enc1.quant_layer"] == "positive"
+    assert modes["head1.quant_layer"] == "maxabs"  # flow is signed
+    assert load_config(overrides={"current_range": "positive"}).model_args()["current_range"] == "positive"
+    with pytest.raises(ConfigError, match="current_range"):
+        load_config(overrides={"current_range": "percentile"})
