@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from snn.models.hooks import capturing_outputs
 from snn.models.neurons import FIRE_MARGIN
 from snn.quantization.control import activation_quantizers, model_widths
 from snn.quantization.weight_quant import weight_codes_and_scale
@@ -64,20 +65,21 @@ def _bits_for(max_abs: float) -> int:
     return int(math.ceil(math.log2(max(1.0, max_abs) + 1))) + 1
 
 
-def _folded_affine(layer: nn.Module) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Weight codes, and the float per-channel (gain, offset) that map the integer accumulator to
-    the pre-quantizer current: current = acc * gain + offset. Returns (codes, weight scales, gain, offset, bits)."""
+def _folded_affine(layer: nn.Module) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Weight codes and scales, and the float per-channel (gain, offset) that map the integer
+    accumulator to the pre-quantizer current: current = acc * gain + offset.
+    Returns (codes, weight scales, gain, offset, bits)."""
     conv = layer.conv
     axis = conv.channel_axis
     codes, w_scale = weight_codes_and_scale(conv.weight.detach().double(), conv.weight_bits, axis)
-    gain = w_scale.double()
+    gain = w_scale
     offset = conv.bias.detach().double() if conv.bias is not None else torch.zeros_like(gain)
     norm = getattr(layer, "norm", nn.Identity())
     if isinstance(norm, nn.BatchNorm2d):
         inv = norm.weight.detach().double() / torch.sqrt(norm.running_var.double() + norm.eps)
         offset = (offset - norm.running_mean.double()) * inv + norm.bias.detach().double()
         gain = gain * inv
-    return codes.to(torch.int64).numpy(), w_scale.double().numpy(), gain.numpy(), offset.numpy(), conv.weight_bits
+    return codes.to(torch.int64).numpy(), w_scale.numpy(), gain.numpy(), offset.numpy(), conv.weight_bits
 
 
 def _current_step(q: nn.Module) -> float:
@@ -88,20 +90,10 @@ def _current_step(q: nn.Module) -> float:
 
 def layer_shapes(model: nn.Module, height: int, width: int) -> dict[str, list[int]]:
     """Output [C, H, W] of every layer for one input window of ``height`` x ``width``."""
-    shapes: dict[str, list[int]] = {}
-    hooks = [
-        getattr(model, name).register_forward_hook(
-            lambda _m, _i, out, name=name: shapes.__setitem__(name, list(out.shape[-3:]))
-        )
-        for name, _, _ in WIRING
-    ]
-    try:
-        with torch.no_grad():
-            dtype = next(model.parameters()).dtype
-            model(torch.zeros(1, model.num_bins, model.in_channels, height, width, dtype=dtype))
-    finally:
-        for h in hooks:
-            h.remove()
+    layers = {name: getattr(model, name) for name, _, _ in WIRING}
+    dtype = next(model.parameters()).dtype
+    with capturing_outputs(layers, lambda out: list(out.shape[-3:])) as shapes, torch.no_grad():
+        model(torch.zeros(1, model.num_bins, model.in_channels, height, width, dtype=dtype))
     return shapes
 
 
@@ -128,6 +120,7 @@ def fold_network(model: nn.Module, height: int, width: int) -> tuple[dict[str, A
         binary = q.is_binary
         conv = layer.conv
         transposed = isinstance(conv, nn.ConvTranspose2d)
+        head = name in FLOW_HEADS
         in_ch = sum(shapes[i][0] for i in inputs)
         fan_in = int(np.abs(codes).sum(axis=tuple(d for d in range(4) if d != conv.channel_axis)).max())
         max_in = MAX_INPUT_COUNT if inputs == ["events"] else 1
@@ -142,11 +135,7 @@ def fold_network(model: nn.Module, height: int, width: int) -> tuple[dict[str, A
         tensors[f"{name}.weight"] = (codes, w_bits)
         entry: dict[str, Any] = {
             "name": name,
-            "type": "flow_head"
-            if name.startswith("head")
-            else "spiking_conv_transpose"
-            if transposed
-            else "spiking_conv",
+            "type": "flow_head" if head else ("spiking_conv_transpose" if transposed else "spiking_conv"),
             "inputs": inputs,
             "residual": residual,
             "in_channels": in_ch,
@@ -174,7 +163,7 @@ def fold_network(model: nn.Module, height: int, width: int) -> tuple[dict[str, A
             },
             "accumulator_bits": acc_bits,
         }
-        if name.startswith("head"):
+        if head:
             entry["flow"] = {"step": step, "flow_scale": float(model.flow_scale)}
         else:
             neuron = layer.neuron

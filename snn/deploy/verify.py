@@ -10,6 +10,7 @@ from torch import nn
 
 from snn.deploy import reference
 from snn.deploy.export import Export
+from snn.models.hooks import capturing_outputs
 
 SPIKE_AGREEMENT = 0.999  # identical spikes for at least this share of neurons x time steps
 FLOW_TOLERANCE = 0.01  # px, largest absolute flow difference
@@ -51,16 +52,9 @@ class Agreement:
 @torch.no_grad()
 def torch_spikes_and_flow(model: nn.Module, events: torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The fake-quant model's flow and every spiking layer's spikes [T, N, C, H, W]."""
-    spikes: dict[str, np.ndarray] = {}
-    hooks = [
-        layer.neuron.register_forward_hook(lambda _m, _i, out, name=name: spikes.__setitem__(name, out.cpu().numpy()))
-        for name, layer in model.spiking_layers().items()
-    ]
-    try:
+    neurons = {name: layer.neuron for name, layer in model.spiking_layers().items()}
+    with capturing_outputs(neurons, lambda out: out.cpu().numpy()) as spikes:
         flow = model.eval()(events).cpu().double().numpy()
-    finally:
-        for h in hooks:
-            h.remove()
     return flow, spikes
 
 

@@ -11,13 +11,13 @@ gradient when a layer's input spikes are all zero.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from snn.models.hooks import capturing_outputs
 from snn.models.neurons import LIFNeuron
 
 
@@ -28,20 +28,10 @@ def spiking_neurons(model: nn.Module) -> dict[str, LIFNeuron]:
     }
 
 
-@contextlib.contextmanager
-def recording_firing_rates(model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+def recording_firing_rates(model: nn.Module) -> AbstractContextManager[dict[str, torch.Tensor]]:
     """Inside, every forward pass fills the yielded dict with each spiking layer's mean firing
     rate, as a tensor that keeps its gradient; the hooks are gone on leaving."""
-    rates: dict[str, torch.Tensor] = {}
-    handles = [
-        neuron.register_forward_hook(lambda _m, _in, out, name=name: rates.__setitem__(name, out.mean()))
-        for name, neuron in spiking_neurons(model).items()
-    ]
-    try:
-        yield rates
-    finally:
-        for handle in handles:
-            handle.remove()
+    return capturing_outputs(spiking_neurons(model), lambda spikes: spikes.mean())
 
 
 def firing_rate_penalty(rates: dict[str, torch.Tensor], low: float, high: float) -> torch.Tensor:
