@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from snn.deploy.fold import FLOW_HEADS, WIRING, FoldError, layer_shapes
-from snn.models.neurons import FIRE_MARGIN
-from snn.quantization.control import model_widths
+from snn.models.flownet import upsample_flow
+from snn.quantization.control import activation_quantizers, model_widths
 from snn.quantization.weight_quant import weight_codes_and_scale
 
 
@@ -36,7 +36,8 @@ class OneStepNetwork(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        if model_widths(model) != (8, 8) or any(q.is_binary or q.bit_width != 8 for q in _quantizers(model)):
+        quantizers = [q for _, q in activation_quantizers(model)]
+        if model_widths(model) != (8, 8) or any(q.is_binary or q.bit_width != 8 for q in quantizers):
             raise FoldError(f"the ONNX step graph is built for W8A8 models, this one is {model_widths(model)}")
         self.model = model.eval()
         self.layers = list(model.spiking_layers())
@@ -82,34 +83,23 @@ class OneStepNetwork(nn.Module):
             layer = getattr(self.model, name)
             x = torch.cat([outputs[i] for i in inputs], dim=1)
             current = self._current(name, x)
-            if name.startswith("head"):
+            if name in FLOW_HEADS:
                 sums[name] = sums[name] + current
                 continue
             if residual:
                 current = current + x
-            neuron = layer.neuron
-            v = neuron.decay * membranes[name] + current
-            spikes = (v >= neuron.threshold * (1 - FIRE_MARGIN)).to(v.dtype)
-            v = v - spikes * neuron.threshold if neuron.reset == "subtract" else v * (1 - spikes)
-            membranes[name], outputs[name] = v, spikes
-        scale = self.model.flow_scale / self.num_bins
+            outputs[name], membranes[name] = layer.neuron.single_step(current, membranes[name])
+        # The heads' integrators average over the time bins: sum / T.
         flow = None
         for name in FLOW_HEADS:
-            head = sums[name] * scale
-            up = F.interpolate(flow, scale_factor=2, mode="bilinear", align_corners=False) if flow is not None else 0
-            flow = head if flow is None else up + head
+            head = sums[name] * (self.model.flow_scale / self.num_bins)
+            flow = head if flow is None else upsample_flow(flow) + head
         return (*[membranes[n] for n in self.layers], *[sums[n] for n in FLOW_HEADS], flow)
 
     def initial_state(self, batch: int, height: int, width: int) -> list[torch.Tensor]:
         """Zeros of the right shapes: the state before the first time bin."""
         shapes = layer_shapes(self.model, height, width)
         return [torch.zeros(batch, *shapes[n]) for n in [*self.layers, *FLOW_HEADS]]
-
-
-def _quantizers(model: nn.Module):
-    from snn.quantization.control import activation_quantizers
-
-    return [q for _, q in activation_quantizers(model)]
 
 
 def export_onnx(model: nn.Module, path: str | Path, height: int, width: int) -> OneStepNetwork:

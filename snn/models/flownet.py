@@ -170,9 +170,9 @@ class EventSNNFlowNetLiteV2(nn.Module):
         d3 = torch.cat([self.dec3(s3), s2], dim=2)
         flow3 = self.head3(d3) * self.flow_scale
         d2 = torch.cat([self.dec2(d3), s1], dim=2)
-        flow2 = _upsample(flow3) + self.head2(d2) * self.flow_scale
+        flow2 = upsample_flow(flow3) + self.head2(d2) * self.flow_scale
         d1 = torch.cat([self.dec1(d2), s0], dim=2)
-        flow1 = _upsample(flow2) + self.head1(d1) * self.flow_scale
+        flow1 = upsample_flow(flow2) + self.head1(d1) * self.flow_scale
         return [flow1, flow2, flow3]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -199,5 +199,6 @@ class EventSNNFlowNetLiteV2(nn.Module):
         return {name: float(m.neuron.last_spike_rate) for name, m in self.spiking_layers().items()}
 
 
-def _upsample(flow: torch.Tensor) -> torch.Tensor:
+def upsample_flow(flow: torch.Tensor) -> torch.Tensor:
+    """x2 bilinear upsampling of a coarser flow (already in full-resolution pixels)."""
     return F.interpolate(flow, scale_factor=2, mode="bilinear", align_corners=False)
