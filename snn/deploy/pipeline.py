@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import logging
 from itertools import islice
 from pathlib import Path
 
@@ -15,12 +14,9 @@ from snn.config import Config, config_from_checkpoint
 from snn.data.loaders import make_dataset, make_loader
 from snn.deploy.export import INDEX, Export, load_export, write_export
 from snn.deploy.fold import fold_network
-from snn.deploy.onnx_step import OneStepNetwork
 from snn.deploy.verify import Agreement, compare
 from snn.models.checkpoint import load_checkpoint, load_model
 from snn.quantization.control import model_widths, widths_tag
-
-logger = logging.getLogger(__name__)
 
 
 def export_checkpoint(
@@ -39,17 +35,17 @@ def export_checkpoint(
         raise ValueError(f"--input-size {height} {width}: height and width must be positive multiples of 8")
     description, tensors = fold_network(model, height, width)
     export = write_export(description, tensors, out_dir)
-    weights_bits = model_widths(model)[0]
-    parameters = sum(p.numel() for p in model.parameters() if not p.dim() == 0)
-    estimate = parameters * weights_bits / 8
+    widths = model_widths(model)
+    parameters = sum(p.numel() for p in model.parameters() if p.dim() > 0)
+    estimate = parameters * widths[0] / 8
     constants = sum(2 * len(layer["current"]["multiplier"]) for layer in description["layers"])
-    print(f"{checkpoint} ({widths_tag(*model_widths(model))}) -> {out_dir}")
+    print(f"{checkpoint} ({widths_tag(*widths)}) -> {out_dir}")
     print(
         f"payload: {export.payload_bytes:,} bytes of packed weights (weights.bin) + {constants:,} folded per-channel "
         f"constants (network.json; {4 * constants:,} bytes at 32 bits); "
-        f"parameters x bits / 8 = {parameters:,} x {weights_bits} / 8 = {estimate:,.0f} bytes"
+        f"parameters x bits / 8 = {parameters:,} x {widths[0]} / 8 = {estimate:,.0f} bytes"
     )
-    return load_export(out_dir), model, cfg
+    return load_export(out_dir), model, cfg  # read back: --verify checks the files, not what we meant to write
 
 
 def verify_export(
@@ -77,7 +73,7 @@ def export_step_onnx(model: nn.Module, export: Export, path: Path) -> float:
     from snn.deploy.onnx_step import export_onnx, run_onnx
 
     size = export.description["input"]
-    export_onnx(model, path, size["height"], size["width"])
+    step = export_onnx(model, path, size["height"], size["width"])
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
@@ -88,6 +84,6 @@ def export_step_onnx(model: nn.Module, export: Export, path: Path) -> float:
     events = torch.poisson(torch.full(shape, 0.5), generator=generator)
     with torch.no_grad():
         want = model.cpu().eval()(events)
-    difference = float((run_onnx(path, OneStepNetwork(model), events) - want).abs().max())
+    difference = float((run_onnx(path, step, events) - want).abs().max())
     print(f"wrote {path}; onnxruntime over {model.num_bins} steps against PyTorch: flow max |diff| {difference:.2e} px")
     return difference
