@@ -150,15 +150,14 @@ def settings_of(cfg: Config, epochs: int, start: Path | None) -> dict[str, Any]:
 def run_step(
     step: Step,
     output_dir: Path,
-    data_root: str | None,
+    cfg: Config,
     epochs: int,
     device: torch.device,
-    seed: int | None = None,
-    extra: dict | None = None,
     start: Path | None = None,
     reuse: bool = False,
 ) -> tuple[Path, float, dict | None]:
-    """Train one step unless it finished with the same settings; continue it if it was interrupted.
+    """Train one step (``cfg``: its resolved config, see ``step_config``) unless it finished with the
+    same settings; continue it if it was interrupted.
 
     Returns its best checkpoint, the minutes this call spent training (nan: reused) and its record
     (settings, status, minutes, and the calibration-only test AEE of a quantized step as "ptq").
@@ -166,8 +165,6 @@ def run_step(
     folder = output_dir / step.name
     best = folder / "checkpoints" / "best_model.pth"
     last = folder / "checkpoints" / "last.pth"
-    cfg = step_config(step, output_dir, data_root, epochs, seed, extra)
-    logger.info("%s: %s, ladder overrides: %s", step.name, step.config, "; ".join(overridden(step, cfg)) or "none")
     settings = settings_of(cfg, epochs, start)
     record = _read_record(folder)
     if record is None and (best.exists() or last.exists()):
@@ -259,8 +256,10 @@ def run_ladder(
         else:
             epochs = fp_epochs if step.start_from is None else epochs_per_step * (3 if step.progressive else 1)
             start = bests.get(step.start_from)
-            changes = overridden(step, step_config(step, output_dir, data_root, epochs, seed, extra))
-            best, minutes, record = run_step(step, output_dir, data_root, epochs, device, seed, extra, start, reuse)
+            cfg = step_config(step, output_dir, data_root, epochs, seed, extra)
+            changes = overridden(step, cfg)
+            logger.info("%s: %s, ladder overrides: %s", step.name, step.config, "; ".join(changes) or "none")
+            best, minutes, record = run_step(step, output_dir, cfg, epochs, device, start, reuse)
         bests[step.name] = best
         result = evaluate_checkpoint(best, base.data_root, "test", device=device, progress=False)
         test = result.metrics["dense"]["overall"]
