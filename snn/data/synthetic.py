@@ -27,7 +27,9 @@ import multiprocessing
 import os
 import secrets
 import shutil
+import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,6 +182,16 @@ def _generate_and_write(task: tuple[str, int, dict]) -> tuple[int, int, float, i
     )
 
 
+def _spawn_can_start_workers() -> bool:
+    """Spawned workers re-run the caller's main script from its file; a script read from stdin
+    (``python - <<EOF``) or a string has none, so its workers would die at start-up."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main_file is not None and not Path(main_file).exists():
+        logger.info("main script %s is no file that workers can re-import; generating in this process", main_file)
+        return False
+    return True
+
+
 def _is_populated(root: Path) -> bool:
     return root.exists() and (not root.is_dir() or any(root.iterdir()))
 
@@ -226,10 +238,12 @@ def generate_dataset(
         logger.info("generating %d synthetic sequences in %s with %d worker(s)", len(tasks), root, workers)
         stats = []
         with tqdm(total=len(tasks), desc="synthetic dataset", unit="seq", disable=not progress) as bar:
-            if workers > 1 and len(tasks) > 1:
-                context = multiprocessing.get_context("spawn")  # safe if the caller has threads
-                with context.Pool(min(workers, len(tasks)), initializer=_init_worker) as pool:
-                    for result in pool.imap(_generate_and_write, tasks):
+            if workers > 1 and len(tasks) > 1 and _spawn_can_start_workers():
+                # spawn: safe if the caller has threads. An executor, not multiprocessing.Pool, because
+                # a worker that dies at start-up breaks it with an error, where a Pool restarts it forever.
+                context = multiprocessing.get_context("spawn")
+                with ProcessPoolExecutor(min(workers, len(tasks)), context, initializer=_init_worker) as pool:
+                    for result in pool.map(_generate_and_write, tasks):
                         stats.append(result)
                         bar.update(1)
             else:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -169,6 +171,20 @@ def test_dataset_identical_for_any_worker_count(tiny_root: Path, tmp_path: Path)
     assert files == sorted(p.relative_to(other) for p in other.rglob("*") if p.is_file())
     for rel in files:
         assert (tiny_root / rel).read_bytes() == (other / rel).read_bytes(), rel
+
+
+def test_workers_from_a_script_read_on_stdin_do_not_hang(tmp_path: Path) -> None:
+    # Spawned workers cannot re-import a main script that came on stdin; this once restarted them forever.
+    script = (
+        "from snn.data.synthetic import generate_dataset\n"
+        "from snn.data.synthetic_config import SyntheticConfig\n"
+        f"generate_dataset({str(tmp_path / 'ds')!r}, SyntheticConfig(height=32, width=32, num_frames=5),"
+        " 2, 0, 0, workers=2, progress=False)\n"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-"], input=script, text=True, cwd=repo, timeout=120, capture_output=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "ds" / "train").iterdir()) == ["seq_0000", "seq_0001"]
 
 
 def test_generate_refuses_existing_root(tiny_root: Path) -> None:
