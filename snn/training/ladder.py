@@ -147,6 +147,19 @@ def settings_of(cfg: Config, epochs: int, start: Path | None) -> dict[str, Any]:
     }
 
 
+# Where a step writes decides nothing about its result: a ladder folder moved elsewhere is still reused.
+PLACE_KEYS = (("config", "checkpoint_dir"), ("config", "log_dir"), ("start_from", "path"))
+
+
+def comparable(settings: dict) -> dict:
+    """``settings`` without the output folders and the start checkpoint's path (its sha256 stays)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in settings.items()}
+    for outer, inner in PLACE_KEYS:
+        if isinstance(out.get(outer), dict):
+            out[outer].pop(inner, None)
+    return out
+
+
 def run_step(
     step: Step,
     output_dir: Path,
@@ -176,7 +189,7 @@ def run_step(
             f"were trained; use another --output-dir, remove the folder, or pass --reuse to report them as they are"
         )
     if record is not None:
-        differs = _differences(record.get("settings") or {}, settings)
+        differs = _differences(comparable(record.get("settings") or {}), comparable(settings))
         finished = record.get("status") == "finished" and best.exists()
         if differs and not (reuse and finished):
             shown = "; ".join(differs[:6]) + (f"; and {len(differs) - 6} more" if len(differs) > 6 else "")

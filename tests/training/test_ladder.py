@@ -2,6 +2,7 @@ import csv
 import hashlib
 import json
 import logging
+import shutil
 
 import pytest
 import torch
@@ -84,6 +85,16 @@ def test_same_settings_reuse_every_step_and_the_report_says_how_they_were_traine
     assert all(r["train_minutes"] != r["train_minutes"] for r in rows)  # nan: nothing trained
     md = (out / "ladder.md").read_text()
     assert "Reused steps" in md and "- V2_W4A4: 1 epochs, seed 5" in md and "sha256" in md
+
+
+@pytest.mark.slow
+def test_a_moved_ladder_folder_is_still_reused(trained_ladder, tiny_synthetic_root, tmp_path):
+    out, first = trained_ladder
+    moved = tmp_path / "elsewhere" / "seed_5"
+    shutil.copytree(out, moved)
+    rows = run_ladder(moved, str(tiny_synthetic_root), 1, 1, CPU, progressive=False, seed=5, extra=NO_CROP)
+    assert all(r["train_minutes"] != r["train_minutes"] for r in rows)  # nan: nothing trained again
+    assert [r["aee"] for r in rows] == pytest.approx([r["aee"] for r in first[:6]], rel=1e-6)
 
 
 @pytest.mark.slow
