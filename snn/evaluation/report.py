@@ -393,6 +393,7 @@ SEED_SUMMARY_FIELDS = [
     "aee_mean", "aee_std", "retention_mean", "retention_std",
     "ptq_aee_mean", "ptq_aee_std", "ptq_retention_mean", "ptq_retention_std",
     "unseen_aee_mean", "unseen_aee_std", "unseen_retention_mean", "unseen_retention_std",
+    "min_firing_rate", "silent_layers", "synops_per_sample_mean", "minutes_mean", "minutes_std",
 ]  # fmt: skip
 
 
@@ -405,13 +406,19 @@ def write_seed_reports(rows: list[dict], output_dir: Path, seeds: list[int]) -> 
     """ladder_seeds.csv/.md/.png: each step's mean ± standard deviation over the seeds' ladders."""
     write_csv(rows, SEED_SUMMARY_FIELDS, output_dir / "ladder_seeds.csv")
     header = ["step", "bits", "size (MB)", "test AEE", "retention", "calibration only: retention",
-              "unseen set: retention"]  # fmt: skip
+              "unseen set: retention", "lowest firing rate (%)", "SynOps/sample", "train (min)"]  # fmt: skip
     cells = [
         [r["step"], bits_label(r["bits"], r["current_bits"]), f"{r['size_mb']:.3f}", _mean_std(r, "aee"),
-         _mean_std(r, "retention"), _mean_std(r, "ptq_retention"), _mean_std(r, "unseen_retention")]
+         _mean_std(r, "retention"), _mean_std(r, "ptq_retention"), _mean_std(r, "unseen_retention"), _firing(r),
+         human(r["synops_per_sample_mean"]) if math.isfinite(r["synops_per_sample_mean"]) else "-",
+         _mean_std(r, "minutes", "{:.1f}")]
         for r in rows
     ]  # fmt: skip
-    note = f"\nMean ± standard deviation over {len(seeds)} seeds ({', '.join(map(str, seeds))}); one ladder per seed.\n"
+    note = (
+        f"\nMean ± standard deviation over {len(seeds)} seeds ({', '.join(map(str, seeds))}); one ladder per seed. "
+        "Lowest firing rate: the least active spiking layer in any seed (silent layers: in how many seeds); "
+        "SynOps: the mean over seeds; train: minutes per seed.\n"
+    )
     (output_dir / "ladder_seeds.md").write_text(markdown_table(header, cells) + "\n" + note)
     plot_aee_vs_size(rows, output_dir / "ladder_seeds.png", title=f"Test AEE against size, mean of {len(seeds)} seeds")
 

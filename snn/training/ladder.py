@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -315,12 +316,24 @@ def run_ladder(
     return rows
 
 
-SEED_FIELDS = ("aee", "retention", "ptq_aee", "ptq_retention", "unseen_aee", "unseen_retention")
+SEED_FIELDS = (
+    "aee", "retention", "ptq_aee", "ptq_retention", "unseen_aee", "unseen_retention", "synops_per_sample", "minutes"
+)  # fmt: skip
+
+
+def _minutes(row: dict) -> float:
+    """The minutes the step trained: this call's, or, for a reused step, its record's."""
+    if math.isfinite(row.get("train_minutes", float("nan"))):
+        return row["train_minutes"]
+    recorded = row.get("reused_minutes")
+    return float(recorded) if isinstance(recorded, (int, float)) else float("nan")
 
 
 def summarize_seeds(per_seed: list[list[dict]]) -> list[dict]:
     """One row per step over several seeds' ladders: mean and standard deviation (ddof 1) of the
-    AEE, the retention and the calibration-only figures; the step's other facts from the first seed."""
+    AEE, the retention, the calibration-only figures, SynOps and training minutes; the lowest
+    firing rate of any seed and the layers silent in any seed (with how many seeds); the step's
+    other facts from the first seed."""
     steps = [r["step"] for r in per_seed[0]]
     if any([r["step"] for r in rows] != steps for rows in per_seed):
         raise ValueError("the seeds' ladders ran different steps")
@@ -329,9 +342,13 @@ def summarize_seeds(per_seed: list[list[dict]]) -> list[dict]:
         row = {k: first[k] for k in ("step", "bits", "current_bits", "parameters", "size_mb", "zero_flow_aee")}
         row.update(label=first["label"], series=first["series"], seeds=len(per_seed))
         for key in SEED_FIELDS:
-            values = torch.tensor([rows[i].get(key, float("nan")) for rows in per_seed], dtype=torch.float64)
+            got = [_minutes(rows[i]) if key == "minutes" else rows[i].get(key, float("nan")) for rows in per_seed]
+            values = torch.tensor(got, dtype=torch.float64)
             row[f"{key}_mean"] = float(values.mean())
             row[f"{key}_std"] = float(values.std()) if len(values) > 1 else 0.0
+        row["min_firing_rate"] = min(rows[i].get("min_firing_rate", float("nan")) for rows in per_seed)
+        silent = [name for rows in per_seed for name in rows[i].get("silent_layers") or []]
+        row["silent_layers"] = [f"{name} ({silent.count(name)} of {len(per_seed)})" for name in sorted(set(silent))]
         row["aee"] = row["aee_mean"]  # what the plot draws
         summary.append(row)
     return summary

@@ -180,8 +180,10 @@ def test_seeds_summary_gives_mean_and_spread_per_step(tmp_path):
     from snn.evaluation.report import write_seed_reports
     from snn.training.ladder import summarize_seeds
 
-    def ladder(fp, q, ptq):
-        common = {"parameters": 10, "zero_flow_aee": 2.0, "series": None}
+    def ladder(fp, q, ptq, silent=(), minutes=(2.0, 3.0)):
+        common = {"parameters": 10, "zero_flow_aee": 2.0, "series": None, "min_firing_rate": 0.0 if silent else 0.01,
+                  "silent_layers": list(silent), "synops_per_sample": 1e6, "train_minutes": minutes[0],
+                  "reused_minutes": minutes[1]}  # fmt: skip
         return [
             {"step": "V2", "bits": 32, "current_bits": 32, "size_mb": 4.0, "label": "FP32", "aee": fp,
              "retention": 1.0, "ptq_aee": float("nan"), "ptq_retention": float("nan"), **common},
@@ -189,8 +191,14 @@ def test_seeds_summary_gives_mean_and_spread_per_step(tmp_path):
              "retention": fp / q, "ptq_aee": ptq, "ptq_retention": fp / ptq, **common},
         ]  # fmt: skip
 
-    rows = summarize_seeds([ladder(1.0, 1.25, 2.0), ladder(1.0, 1.0, 2.5), ladder(1.0, 1.0, 2.0)])
+    nan = float("nan")
+    rows = summarize_seeds(
+        [ladder(1.0, 1.25, 2.0), ladder(1.0, 1.0, 2.5, ("enc3",), (nan, 4.0)), ladder(1.0, 1.0, 2.0, ("enc3", "res1"))]
+    )
     q = rows[1]
+    # The lowest rate of any seed, the layers silent in any, and a reused step's recorded minutes.
+    assert q["min_firing_rate"] == 0 and q["silent_layers"] == ["enc3 (2 of 3)", "res1 (1 of 3)"]
+    assert q["minutes_mean"] == pytest.approx((2 + 4 + 2) / 3) and q["synops_per_sample_mean"] == 1e6
     assert q["seeds"] == 3 and q["aee_mean"] == pytest.approx(1.25 / 3 + 2 / 3)
     assert q["retention_mean"] == pytest.approx((0.8 + 1 + 1) / 3)
     assert q["retention_std"] == pytest.approx(torch.tensor([0.8, 1.0, 1.0]).std().item())
@@ -198,6 +206,7 @@ def test_seeds_summary_gives_mean_and_spread_per_step(tmp_path):
     write_seed_reports(rows, tmp_path, [0, 1, 2])
     md = (tmp_path / "ladder_seeds.md").read_text()
     assert "| V2_W4A4 | W4A4 | 0.600 | 1.083 ± 0.144 | 0.933 ± 0.115 |" in md and "3 seeds (0, 1, 2)" in md
+    assert "| 0.00 (silent: enc3 (2 of 3), res1 (1 of 3)) | 1.00 M | 2.7 ± 1.2 |" in md
     assert (tmp_path / "ladder_seeds.png").stat().st_size > 0
     with pytest.raises(ValueError, match="different steps"):
         summarize_seeds([ladder(1, 1, 1), ladder(1, 1, 1)[:1]])
