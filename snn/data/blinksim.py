@@ -29,23 +29,13 @@ picks one by the files it finds and reads the events itself.
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import torch
-from torch.utils.data import Dataset
-
-from snn.data.blinksim_layouts import LAYOUT_FILES, MAX_OUTSIDE_SHARE, LayoutDecoder, find_layout
-from snn.data.errors import DatasetFormatError
-from snn.data.events import EventSlicer, EventWindow, in_image
-from snn.data.representations import make_representation, num_input_channels
+from snn.data.blinksim_layouts import LAYOUT_FILES, MAX_OUTSIDE_SHARE, find_layout
+from snn.data.sequence import EventFlowSequence
 
 __all__ = ["LAYOUT_FILES", "MAX_OUTSIDE_SHARE", "BlinkSimSequence", "detect_layout"]
-
-logger = logging.getLogger(__name__)
 
 
 def detect_layout(seq_dir: str | os.PathLike[str]) -> str:
@@ -53,113 +43,11 @@ def detect_layout(seq_dir: str | os.PathLike[str]) -> str:
     return find_layout(Path(seq_dir))[0].layout
 
 
-class BlinkSimSequence(Dataset):
-    """The flow windows of one BlinkSim sequence.
+class BlinkSimSequence(EventFlowSequence):
+    """The flow windows of one BlinkSim sequence folder, in whichever layout it holds
+    (see :class:`~snn.data.sequence.EventFlowSequence` for the samples)."""
 
-    Sample ``i`` is a dict: ``events`` float32 [num_bins, C, H, W] (C from the
-    representation), ``flow`` float32 [2, H, W] (u, v pixels), ``valid`` and
-    ``event_mask`` float32 [1, H, W] of 0/1, ``sequence`` (name), ``index`` (i).
-    HDF5 files are opened on the first ``__getitem__`` of each process. Samples are whole
-    frames; training crops and flips them (``snn.data.sampling.SeededAugmentation``).
-
-    ``num_valid_pixels`` is the number of valid ground-truth pixels over all
-    windows (the sum of every sample's ``valid``), counted when the sequence is
-    opened, out of ``num_flow_pixels`` (N x H x W); a sequence with none logs a
-    warning.
-    """
-
-    def __init__(
-        self,
-        seq_dir: str | os.PathLike[str],
-        num_bins: int = 5,
-        representation: str = "counts",
-    ) -> None:
-        self.seq_dir = Path(seq_dir)
-        self.name = self.seq_dir.name
-        if num_bins < 1:
-            raise ValueError(f"num_bins must be >= 1, got {num_bins}")
-        num_input_channels(representation)  # unknown names fail here, not in a worker
-        self.num_bins = num_bins
-        self.representation = representation
-        decoder_class, self.events_path, self.flow_path = find_layout(self.seq_dir)
-        self._decoder: LayoutDecoder = decoder_class(self.seq_dir, self.events_path, self.flow_path)
-        self.layout = self._decoder.layout
-        self.height, self.width = self._decoder.height, self._decoder.width
-        self._converter = make_representation(representation, num_bins, self.height, self.width)
-        self._slicer: EventSlicer | None = None
-        self._pid: int | None = None
-        # Ground truth that supervises nothing is reported here, not found after a training run.
-        self.num_flow_pixels = len(self) * self.height * self.width
-        self.num_valid_pixels = self._decoder.count_valid_pixels()
-        if self.num_valid_pixels == 0:
-            logger.warning(
-                "%s: 0 of %s ground-truth pixels are valid: this sequence adds nothing to training or evaluation",
-                self.seq_dir,
-                f"{self.num_flow_pixels:,}",
-            )
-        logger.debug("%s: layout %s, %d windows, %dx%d", self.name, self.layout, len(self), self.height, self.width)
-
-    # -- per-process file handles ---------------------------------------------------------
-
-    def _open(self) -> None:
-        # A handle inherited through fork is not safe to use: reopen in each process.
-        if self._pid == os.getpid():
-            return
-        self._slicer = EventSlicer(self.events_path)
-        self._decoder.open()
-        self._pid = os.getpid()
-
-    def close(self) -> None:
-        """Close this process's file handles (they reopen on the next access)."""
-        if self._pid == os.getpid():
-            self._slicer.close()
-            self._decoder.close()
-        self._slicer, self._pid = None, None
-
-    def __getstate__(self) -> dict[str, Any]:
-        # h5py handles cannot be pickled (spawned DataLoader workers pickle the dataset);
-        # the decoder drops its own.
-        state = dict(self.__dict__)
-        state.update(_slicer=None, _pid=None)
-        return state
-
-    # -- samples --------------------------------------------------------------------------
-
-    def __len__(self) -> int:
-        return self._decoder.num_windows
-
-    def _read_events(self, i: int) -> EventWindow:
-        t_start, t_end = (int(v) for v in self._decoder.time_windows[i])
-        index_windows = self._decoder.index_windows
-        if index_windows is not None:
-            events = self._slicer.get_events_by_index(*(int(v) for v in index_windows[i]))
-        else:
-            events = self._slicer.get_events(t_start, t_end)
-        # A window of no length would give the counts no bins: keep it 1 us long.
-        return EventWindow(**events, t_start=t_start, t_end=max(t_end, t_start + 1))
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"{self.name}: window {index} out of range [0, {len(self)})")
-        i = index % len(self)
-        self._open()
-        try:
-            events = self._read_events(i)
-            flow, valid = self._decoder.read_flow(i)
-        except OSError as err:
-            raise DatasetFormatError(self.seq_dir, f"cannot read window {i} ({err})") from err
-
-        inside = in_image(events.x, events.y, self.height, self.width)
-        if not inside.all():
-            logger.debug("%s[%d]: dropped %d events outside the image", self.name, i, int((~inside).sum()))
-            events = events.select(inside)
-        hits = np.bincount(events.y * self.width + events.x, minlength=self.height * self.width) > 0
-        sample = {
-            "events": self._converter.convert(events),
-            "flow": torch.from_numpy(flow),
-            "valid": torch.from_numpy(valid[None].astype(np.float32)),
-            "event_mask": torch.from_numpy(hits.reshape(1, *valid.shape).astype(np.float32)),
-            "sequence": self.name,
-            "index": i,
-        }
-        return sample
+    def __init__(self, seq_dir: str | os.PathLike[str], num_bins: int = 5, representation: str = "counts") -> None:
+        seq_dir = Path(seq_dir)
+        decoder_class, events_path, flow_path = find_layout(seq_dir)
+        super().__init__(decoder_class(seq_dir, events_path, flow_path), seq_dir.name, num_bins, representation)

@@ -32,7 +32,7 @@ from snn.data.blinksim_files import (
     window_chunks,
 )
 from snn.data.errors import DatasetFormatError, reading
-from snn.data.events import EventSlicer, in_image, open_h5
+from snn.data.events import EventSlicer, EventWindow, in_image, open_h5
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +127,10 @@ class LayoutDecoder(ABC):
     @abstractmethod
     def close(self) -> None:
         """Close the handles :meth:`open` opened."""
+
+    def map_events(self, events: EventWindow) -> EventWindow:
+        """The window's events on the flow maps' pixel grid (as stored, unless overridden)."""
+        return events
 
     @property
     def num_windows(self) -> int:

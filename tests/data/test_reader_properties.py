@@ -793,7 +793,7 @@ def test_blinksim_sequence_reads_every_window_or_names_the_file(spec, damage, vi
         damaged = [rel for rel, (kind, _) in spec["files"].items() if kind in ("h5", "npy")]
         if damage[0] != "none":
             corrupt(seq_dir / damaged[victim % len(damaged)], damage)
-        with warnings_of("snn.data.blinksim") as warnings:
+        with warnings_of("snn.data.sequence") as warnings:
             try:
                 seq = BlinkSimSequence(seq_dir, num_bins=num_bins, representation=representation)
             except DatasetFormatError as err:
