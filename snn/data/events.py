@@ -6,7 +6,7 @@ Expected layout inside the file::
     events/y          uint16 [E]
     events/t          int64 or uint64 [E], microseconds, sorted ascending
     events/p          uint8  [E], 1 = ON, 0 = OFF
-    events/ms_to_idx  uint64 [M]  (optional) first index with t >= m * 1000
+    events/ms_to_idx  uint64 [M]  (optional) first index with t >= m * 1000 (or ms_to_idx, at the root)
     t_offset          scalar int  (optional, DSEC) absolute time = t + t_offset
 
 x, y and t may be of any integer dtype, p of any number type. Anything else, a
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
+import hdf5plugin  # noqa: F401  registers the Blosc filter that DSEC's events files are compressed with
 import numpy as np
 
 from snn.data.errors import DatasetFormatError, reading
@@ -141,13 +142,15 @@ class EventSlicer:
         self.num_events = lengths.pop()
 
         ms_to_idx = group.get("ms_to_idx")
+        if ms_to_idx is None:  # DSEC keeps it beside the group, at the file's root
+            ms_to_idx = self._file.get("ms_to_idx")
         if ms_to_idx is not None and (
             not isinstance(ms_to_idx, h5py.Dataset)
             or ms_to_idx.ndim != 1
             or len(ms_to_idx) == 0
             or ms_to_idx.dtype.kind not in "iu"
         ):
-            raise DatasetFormatError(self.path, "events/ms_to_idx must be a non-empty 1-D dataset of integers")
+            raise DatasetFormatError(self.path, "ms_to_idx must be a non-empty 1-D dataset of integers")
         self.ms_to_idx = None
         if ms_to_idx is not None:
             # One entry per millisecond: small enough to hold in memory. A wrong one would

@@ -7,7 +7,9 @@ A data root is either a folder of sequences or a folder of split folders::
     <root>/val/<seq>/...
     <root>/test/<seq>/...
 
-A folder is a sequence when it holds ``events.h5`` or ``events_left/``.
+A folder is a sequence when it holds ``events.h5`` or ``events_left/``. A DSEC root
+(``<split>_events/`` beside ``<split>_optical_flow/``, see :mod:`snn.data.dsec`) is
+recognised by those folders and read by its own reader.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from torch.utils.data import ConcatDataset
 
 from snn.data.blinksim import BlinkSimSequence
+from snn.data.dsec import DsecSequence, dsec_sequences, is_dsec_root
 from snn.data.errors import DatasetFormatError
 
 logger = logging.getLogger(__name__)
@@ -85,15 +88,27 @@ def build_dataset(
     representation: str = "counts",
     names: Sequence[str] | None = None,
 ) -> ConcatDataset:
-    """All windows of the split's sequences as one dataset (BlinkSim layouts A, B, C).
+    """All windows of the split's sequences as one dataset (BlinkSim layouts A, B, C, or a DSEC root).
 
     Logs a warning when no window of the split has a valid ground-truth pixel.
     """
-    split_dir = resolve_split_dir(data_root, split)
-    seq_dirs = _sequences_in(split_dir, names)
-    if not seq_dirs:
-        raise DatasetFormatError(split_dir, "holds no sequences (a sequence holds events.h5 or events_left/)")
-    sequences = [BlinkSimSequence(d, num_bins=num_bins, representation=representation) for d in seq_dirs]
+    root = Path(data_root)
+    if root.is_dir() and is_dsec_root(root):
+        split_dir = root
+        found = dsec_sequences(root, split)
+        if names is not None:
+            wanted = {names} if isinstance(names, str) else set(names)
+            unknown = sorted(wanted - {name for name, _, _ in found})
+            if unknown:
+                raise DatasetFormatError(root, f"no DSEC {split} sequence named {', '.join(unknown)}")
+            found = [f for f in found if f[0] in wanted]
+        sequences = [DsecSequence(ev, fl, num_bins=num_bins, representation=representation) for _, ev, fl in found]
+    else:
+        split_dir = resolve_split_dir(data_root, split)
+        seq_dirs = _sequences_in(split_dir, names)
+        if not seq_dirs:
+            raise DatasetFormatError(split_dir, "holds no sequences (a sequence holds events.h5 or events_left/)")
+        sequences = [BlinkSimSequence(d, num_bins=num_bins, representation=representation) for d in seq_dirs]
     dataset = ConcatDataset(sequences)
     logger.info("%s split: %d sequences, %d windows", split, len(sequences), len(dataset))
     if sum(seq.num_valid_pixels for seq in sequences) == 0:
