@@ -84,9 +84,7 @@ def main(argv=None) -> int:
             raise ValueError(f"--fps must be > 0 (got {args.fps})")
         device = resolve_device(args.device)
         model, cfg = load_for_evaluation(args.checkpoint, args.config, device)
-        dataset = make_dataset(
-            cfg, args.data_root, args.split, sequences=[args.sequence], size_multiple=model.downsample_factor
-        )
+        dataset = make_dataset(cfg, args.data_root, args.split, sequences=[args.sequence])
         frames = parse_frames(args.frames, len(dataset))
         paths = visualize_sequence(
             model,

@@ -37,9 +37,10 @@ def prepare_unseen_test_set(root: str | Path) -> Path:
 
 
 def check_frame_sizes(dataset: Dataset, split: str, size_multiple: int, crop_size: int | None = None) -> None:
-    """Fail now, naming the sequence, if the network cannot take the split's frames (or crops).
+    """Fail now, naming the sequence, if training cannot take the split's frames (or crops).
 
-    Whole frames need height and width divisible by ``size_multiple``; a crop must fit every frame.
+    Training on whole frames needs height and width divisible by ``size_multiple``; a crop must
+    fit every frame. (Evaluation takes any size: the model pads and crops back.)
     """
     for seq in sequences_of(dataset):
         h, w = seq.height, seq.width
@@ -63,7 +64,8 @@ def make_dataset(
     sequences: Sequence[str] | None = None,
     size_multiple: int = 1,
 ) -> Dataset:
-    """All windows of ``split``, their frame sizes checked against ``size_multiple`` (the network's).
+    """All windows of ``split``; a training set's frames (or crops) are checked against ``size_multiple``
+    (the network's; evaluation takes frames of any size).
 
     A training set (``train=True``) is read with ``EpochSampler`` keys (see ``make_loader``) and
     gets the config's random crops and flips, each drawn from the key's seed.
@@ -75,10 +77,9 @@ def make_dataset(
         representation=cfg.representation,
         names=list(sequences) if sequences else None,
     )
-    crop = cfg.crop_size if train else None
-    check_frame_sizes(dataset, split, size_multiple, crop)
     if train:
-        return SeededAugmentation(dataset, crop, cfg.augment)
+        check_frame_sizes(dataset, split, size_multiple, cfg.crop_size)
+        return SeededAugmentation(dataset, cfg.crop_size, cfg.augment)
     return dataset
 
 

@@ -11,7 +11,7 @@ from torch import nn
 from tqdm import tqdm
 
 from snn.config import Config, config_from_checkpoint
-from snn.data.loaders import make_dataset, make_loader
+from snn.data.loaders import check_frame_sizes, make_dataset, make_loader
 from snn.deploy.export import INDEX, Export, load_export, write_export
 from snn.deploy.fold import fold_network
 from snn.deploy.verify import Agreement, compare
@@ -57,7 +57,8 @@ def verify_export(
     bounds judge; the same arithmetic without float32 rounding) and as it runs, in float32
     (``"float32"``: its rounding flips a current code now and then, which can flip a spike).
     """
-    dataset = make_dataset(cfg, data_root, split, size_multiple=model.downsample_factor)
+    dataset = make_dataset(cfg, data_root, split)
+    check_frame_sizes(dataset, split, model.downsample_factor)  # the integer network does not pad
     loader = make_loader(cfg, dataset, batch_size=min(windows, cfg.batch_size))
     needed = -(-windows // loader.batch_size)
     batches = (b["events"][: windows - i * loader.batch_size] for i, b in enumerate(islice(loader, needed)))

@@ -146,7 +146,7 @@ def evaluate_checkpoint(
         model, cfg = load_for_evaluation(path, config_path, device)
     else:
         cfg = eval_config(path, config_path)
-    dataset = make_dataset(cfg, data_root, split, sequences=sequences, size_multiple=model.downsample_factor)
+    dataset = make_dataset(cfg, data_root, split, sequences=sequences)
     loader = make_loader(cfg, dataset, batch_size=batch_size)
     with ActivityMonitor(model) as monitor:
         metrics = evaluate_model(model, loader, device, masks, progress, monitor)

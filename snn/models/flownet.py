@@ -176,8 +176,18 @@ class EventSNNFlowNetLiteV2(nn.Module):
         return [flow1, flow2, flow3]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Flow in pixels over the input window, [B, 2, H, W]."""
-        return self.forward_multiscale(x)[0]
+        """Flow in pixels over the input window, [B, 2, H, W], for frames of any size.
+
+        Sides that are not multiples of ``downsample_factor`` (MVSEC's 260x346, say) are padded
+        with empty input (no events) at the bottom and right, and the flow is cropped back.
+        ``forward_multiscale``, which training uses on crops, takes only multiples.
+        """
+        h, w = x.shape[-2:]
+        k = self.downsample_factor
+        pad_h, pad_w = -h % k, -w % k
+        if x.dim() == 5 and (pad_h or pad_w):
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        return self.forward_multiscale(x)[0][..., :h, :w]
 
     def spiking_layers(self) -> dict[str, nn.Module]:
         """Named layers that end in LIF neurons, in forward order."""

@@ -125,7 +125,7 @@ def build_trainer(
     root = prepare_data_root(cfg)
     multiple = MODELS[cfg.model].downsample_factor
     train_set = make_dataset(cfg, root, "train", train=True, size_multiple=multiple)
-    val_set = make_dataset(cfg, root, "val", size_multiple=multiple)
+    val_set = make_dataset(cfg, root, "val")
     logger.info("data: %s (%d training windows, %d validation windows)", root, len(train_set), len(val_set))
     model_args = cfg.model_args()
     model = build_model(cfg.model, model_args)
@@ -163,8 +163,8 @@ def train_and_test(
     on the test split; returns a summary. SIGINT/SIGTERM raise ``TrainingInterrupted`` after saving."""
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    # The test split is read only after training: check now that it is there and the network takes its frames.
-    make_dataset(cfg, prepare_data_root(cfg), "test", size_multiple=MODELS[cfg.model].downsample_factor)
+    # The test split is read only after training: check now that it is there and readable.
+    make_dataset(cfg, prepare_data_root(cfg), "test")
     trainer = build_trainer(cfg, device, resume, strict_load, warm_start, allow_config_change)
     bits = f"{trainer.model.bit_width}-bit" if trainer.quantized else "full-precision"
     logger.info(

@@ -5,59 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
-import h5py
-import hdf5plugin
 import numpy as np
 import pytest
 
 from snn.data.dsec import DsecSequence, decode_flow_png, dsec_sequences, encode_flow_png, is_dsec_root
 from snn.data.errors import DatasetFormatError
 from snn.data.provider import build_dataset
-
-H, W = 8, 12
-T_OFFSET = 5_000_000  # us: the stored times are relative to it
-WINDOWS = np.array([[T_OFFSET + 0, T_OFFSET + 1000], [T_OFFSET + 1000, T_OFFSET + 2000]], np.int64)
-
-
-def _write_events(path: Path, x, y, t, p) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    blosc = hdf5plugin.Blosc(cname="zstd", clevel=5)
-    with h5py.File(path, "w") as f:
-        for name, values, dtype in (("x", x, np.uint16), ("y", y, np.uint16), ("t", t, np.int64), ("p", p, np.uint8)):
-            f.create_dataset(f"events/{name}", data=np.asarray(values, dtype), chunks=True, **blosc)
-        f["t_offset"] = np.int64(T_OFFSET)
-        ms = np.searchsorted(np.asarray(t), np.arange(0, 3) * 1000)
-        f["ms_to_idx"] = ms.astype(np.uint64)  # at the root, as DSEC keeps it
-
-
-def _write_flow_png(path: Path, u: float, v: float, valid: np.ndarray) -> None:
-    """By hand, in OpenCV's BGR order: blue = valid, green = v, red = u."""
-    bgr = np.zeros((H, W, 3), np.uint16)
-    bgr[..., 0] = valid.astype(np.uint16)
-    bgr[..., 1] = np.uint16(v * 128 + 2**15)
-    bgr[..., 2] = np.uint16(u * 128 + 2**15)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), bgr)
+from tests.data.dsec_files import H, W, write_dsec_root
 
 
 @pytest.fixture
 def dsec_root(tmp_path: Path) -> Path:
-    root = tmp_path / "DSEC"
-    seq_events = root / "train_events" / "zurich_city_01_a" / "events" / "left"
-    # Window 0: two events at raw (2, 3) and one at (11, 7); window 1: one at (0, 0).
-    _write_events(seq_events / "events.h5", [2, 2, 11, 0], [3, 3, 7, 0], [100, 200, 900, 1500], [1, 0, 1, 1])
-    # Rectification moves every pixel one column right and keeps its row.
-    rect = np.stack(np.meshgrid(np.arange(W, dtype=np.float32) + 1, np.arange(H, dtype=np.float32)), axis=-1)
-    with h5py.File(seq_events / "rectify_map.h5", "w") as f:
-        f["rectify_map"] = rect
-    flow = root / "train_optical_flow" / "zurich_city_01_a" / "flow"
-    valid = np.zeros((H, W), bool)
-    valid[:4] = True
-    _write_flow_png(flow / "forward" / "000002.png", 1.5, -2.25, valid)
-    _write_flow_png(flow / "forward" / "000004.png", -0.5, 3.0, ~valid)
-    header = "# from_timestamp_us, to_timestamp_us\n"
-    (flow / "forward_timestamps.txt").write_text(header + "".join(f"{a}, {b}\n" for a, b in WINDOWS))
-    return root
+    return write_dsec_root(tmp_path / "DSEC")
 
 
 def test_flow_png_decodes_rgb_not_bgr(dsec_root: Path) -> None:

@@ -8,16 +8,19 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from snn.config import DEFAULT_CONFIG, load_config
+from snn.data.dsec import decode_flow_png
 from snn.data.provider import build_dataset
 from snn.evaluation.metrics import METRIC_KEYS
 from snn.models.checkpoint import save_checkpoint
 from snn.models.flownet import EventSNNFlowNetLiteV2
 from snn.utils.quantization_utils import load_model
+from tests.data.dsec_files import write_dsec_root
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -315,6 +318,18 @@ def test_evaluate_output_that_cannot_be_written_fails_before_evaluating(
     assert "overall" not in captured.out  # nothing was evaluated
     errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and str(out) in errors[0]
+
+
+def test_evaluate_on_a_dsec_release_pads_its_frames_and_reports_the_zero_flow_baseline(checkpoints, tmp_path):
+    root = write_dsec_root(tmp_path / "DSEC")  # 8x12 frames: the width is padded to 16 and cropped back
+    out = tmp_path / "dsec.json"
+    args = ["--checkpoint", str(checkpoints["fp"]), "--data-root", str(root), "--split", "train"]
+    assert _tool("evaluate").main([*args, "--output", str(out), "--device", "cpu"]) == 0
+    overall = json.loads(out.read_text())["dense"]["overall"]
+    flows = [decode_flow_png(p) for p in sorted(root.glob("train_optical_flow/*/flow/forward/*.png"))]
+    magnitudes = np.concatenate([np.linalg.norm(uv, axis=0)[valid] for uv, valid in flows])
+    assert overall["zero_flow_aee"] == pytest.approx(magnitudes.mean(), rel=1e-6)
+    assert np.isfinite(overall["aee"]) and overall["num_pixels"] == magnitudes.size
 
 
 def test_missing_checkpoint_is_one_line_and_exit_2(tiny_synthetic_root):

@@ -45,10 +45,17 @@ def test_parameter_count_at_base_ch_32_and_scaling():
     assert n32 / n16 == pytest.approx(4.0, rel=0.05)  # convolutions dominate: ~ base_ch^2
 
 
-def test_indivisible_input_size_names_accepted_sizes():
-    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=2)
-    with pytest.raises(ValueError, match=r"60x60.*multiples of 8.*56x56"):
-        model(torch.rand(1, 2, 2, 60, 60))
+def test_any_frame_size_is_padded_with_empty_input_and_cropped_back():
+    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=2).eval()
+    x = (torch.rand(1, 2, 2, 60, 58) > 0.7).float()
+    flow = model(x)
+    assert flow.shape == (1, 2, 60, 58)
+    padded = torch.zeros(1, 2, 2, 64, 64)
+    padded[..., :60, :58] = x
+    assert torch.equal(flow, model(padded)[..., :60, :58])  # the same as padding by hand
+    # Training's multi-scale pass takes only multiples of 8, and says which sizes.
+    with pytest.raises(ValueError, match=r"60x58.*multiples of 8.*56x56"):
+        model.forward_multiscale(x)
     with pytest.raises(ValueError, match=r"\[B, T, C, H, W\]"):
         model(torch.rand(2, 2, 64, 64))
 

@@ -139,10 +139,14 @@ def test_frames_the_network_cannot_take_fail_before_training(tmp_path):
 
     root = tmp_path / "odd"
     generate_dataset(root, SyntheticConfig(height=36, width=32, num_frames=3), 1, 1, 1, workers=1, progress=False)
-    cfg = _cfg(root, tmp_path, num_epochs=1)  # 32x32 training crops fit; whole 36x32 frames do not
-    with pytest.raises(DatasetFormatError, match=r"val/seq_0000: frames are 36x32 .* divisible by 8"):
-        build_trainer(cfg, CPU)
+    from snn.config import config_from_dict
+
+    # Whole 36x32 frames (no crop: an explicit None, which load_config's overrides would skip) cannot be trained on.
+    whole = config_from_dict({**_cfg(root, tmp_path, num_epochs=1).to_dict(), "crop_size": None}, "no crop")
+    with pytest.raises(DatasetFormatError, match=r"train/seq_0000: frames are 36x32 .* divisible by 8"):
+        build_trainer(whole, CPU)
     assert not (tmp_path / "ckpt").exists() and not (tmp_path / "logs").exists()
+    build_trainer(_cfg(root, tmp_path, num_epochs=1), CPU)  # 32x32 crops train; the 36x32 val frames are padded
     big_crop = _cfg(root, tmp_path, num_epochs=1, crop_size=40)
     with pytest.raises(DatasetFormatError, match=r"train/seq_0000: frames are 36x32, smaller than the 40x40"):
         build_trainer(big_crop, CPU)
