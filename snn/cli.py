@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 from snn.config import DEFAULT_CONFIG, Config, data_root_overrides, load_config
+from snn.data.mvsec import PROTOCOLS
+from snn.data.provider import FORMATS
 from snn.training.interrupt import TrainingInterrupted
 
 logger = logging.getLogger(__name__)
@@ -27,6 +29,7 @@ def add_common_flags(parser: argparse.ArgumentParser, default_config: Path | Non
     parser.add_argument("--checkpoint-dir", help="where checkpoints go (config: checkpoint_dir)")
     parser.add_argument("--log-dir", help="TensorBoard and CSV logs (config: log_dir)")
     parser.add_argument("--data-root", help="dataset folder (config: data_root)")
+    add_format_flags(parser)
     parser.add_argument("--epochs", type=int, help="number of epochs (config: num_epochs)")
     parser.add_argument("--batch-size", type=int, help="batch size (config: batch_size)")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (config: device)")
@@ -44,6 +47,29 @@ def add_common_flags(parser: argparse.ArgumentParser, default_config: Path | Non
         help="let --resume continue a run with settings other than its own (by default only --epochs, "
         "--device and logging may change)",
     )
+
+
+def add_format_flags(parser: argparse.ArgumentParser) -> None:
+    """--format and --mvsec-dt: how a data root is read (None = the config's)."""
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=None,
+        help="the data root's format; auto tells BlinkSim, DSEC and MVSEC apart by their files (config: data_format)",
+    )
+    parser.add_argument(
+        "--mvsec-dt",
+        type=int,
+        choices=PROTOCOLS,
+        default=None,
+        help="MVSEC protocol: windows of 1 or 4 grayscale frames (config: mvsec_dt)",
+    )
+
+
+def format_overrides(args: argparse.Namespace) -> dict:
+    """The config keys --format and --mvsec-dt set (none when not given)."""
+    given = {"data_format": args.format, "mvsec_dt": args.mvsec_dt}
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def add_device_flag(parser: argparse.ArgumentParser) -> None:
@@ -80,6 +106,7 @@ def config_from_args(args: argparse.Namespace, default_config: Path | None = DEF
         "device": args.device,
         "seed": args.seed,
         **data_root_overrides(args.data_root),
+        **format_overrides(args),
     }
     # A resumed run keeps its own schedule; a new, shorter run gets it scaled.
     return load_config(path, overrides, scale_schedule=not own)

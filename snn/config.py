@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from snn.data.mvsec import PROTOCOLS
+from snn.data.provider import FORMATS
 from snn.data.representations import REPRESENTATIONS, num_input_channels
 from snn.data.synthetic_config import SyntheticDataset
 from snn.models.factory import MODELS
@@ -51,6 +53,8 @@ class Config:
     dataset: str = "synthetic"  # "synthetic" (generated on first use) or "blinksim"
     data_root: str = "data/synthetic"
     representation: str = "counts"  # "counts" or "voxel"
+    data_format: str = "auto"  # of a data_root: "auto" (told by its files), "blinksim", "dsec" or "mvsec"
+    mvsec_dt: int = 1  # MVSEC's protocol: windows of 1 or 4 grayscale frames
     crop_size: int | None = 48  # random training crops (None: whole frames)
     augment: bool = True
     batch_size: int = 8
@@ -167,6 +171,8 @@ _CHOICES = {
     "reset": RESET_MODES,
     "lr_schedule": ("cosine", "constant"),
     "current_range": ("maxabs", "positive"),
+    "data_format": FORMATS,
+    "mvsec_dt": PROTOCOLS,
 }
 _POSITIVE = (
     "base_ch",

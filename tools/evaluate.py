@@ -17,7 +17,7 @@ from pathlib import Path
 # Let the tool run from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from snn.cli import add_device_flag, check_batch_size, fail  # noqa: E402
+from snn.cli import add_device_flag, add_format_flags, check_batch_size, fail, format_overrides  # noqa: E402
 from snn.evaluation.evaluate import evaluate_checkpoint  # noqa: E402
 from snn.evaluation.metrics import MASKS  # noqa: E402
 from snn.evaluation.report import check_writable, evaluation_json, evaluation_report, write_json  # noqa: E402
@@ -34,7 +34,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="YAML config whose data keys (num_bins, representation) to use "
         "(default: the config stored in the checkpoint)",
     )
-    p.add_argument("--data-root", type=Path, required=True, help="dataset folder (with train/val/test splits)")
+    p.add_argument(
+        "--data-root", type=Path, required=True, help="dataset folder: BlinkSim (with or without splits), DSEC or MVSEC"
+    )
+    add_format_flags(p)
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split (default: test)")
     p.add_argument(
         "--sequence",
@@ -70,7 +73,15 @@ def main(argv=None) -> int:
             check_writable(args.output)
         device = resolve_device(args.device)
         res = evaluate_checkpoint(
-            args.checkpoint, args.data_root, args.split, args.config, masks, args.sequence, args.batch_size, device
+            args.checkpoint,
+            args.data_root,
+            args.split,
+            args.config,
+            masks,
+            args.sequence,
+            args.batch_size,
+            device,
+            data_overrides=format_overrides(args),
         )
         print(evaluation_report(res, masks, str(args.data_root), args.split, str(device)))
         if args.output is not None:

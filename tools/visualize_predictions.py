@@ -21,7 +21,7 @@ from pathlib import Path
 # Let the tool run from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from snn.cli import add_device_flag, fail  # noqa: E402
+from snn.cli import add_device_flag, add_format_flags, fail, format_overrides  # noqa: E402
 from snn.data.loaders import make_dataset  # noqa: E402
 from snn.evaluation.evaluate import load_for_evaluation  # noqa: E402
 from snn.evaluation.visualize import parse_frames, visualize_sequence  # noqa: E402
@@ -37,7 +37,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         help="YAML config whose data keys to use (default: the config stored in the checkpoint)",
     )
-    p.add_argument("--data-root", type=Path, required=True, help="dataset folder (with train/val/test splits)")
+    p.add_argument(
+        "--data-root", type=Path, required=True, help="dataset folder: BlinkSim (with or without splits), DSEC or MVSEC"
+    )
+    add_format_flags(p)
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split (default: test)")
     p.add_argument("--sequence", required=True, metavar="NAME", help="sequence folder name, e.g. seq_0000")
     p.add_argument(
@@ -83,7 +86,7 @@ def main(argv=None) -> int:
         if args.fps <= 0:
             raise ValueError(f"--fps must be > 0 (got {args.fps})")
         device = resolve_device(args.device)
-        model, cfg = load_for_evaluation(args.checkpoint, args.config, device)
+        model, cfg = load_for_evaluation(args.checkpoint, args.config, device, format_overrides(args))
         dataset = make_dataset(cfg, args.data_root, args.split, sequences=[args.sequence])
         frames = parse_frames(args.frames, len(dataset))
         paths = visualize_sequence(

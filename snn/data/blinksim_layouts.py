@@ -84,7 +84,7 @@ class LayoutDecoder(ABC):
         self.flow_path = flow_path
         self.index_windows: np.ndarray | None = None
         num_maps = self._read_flow_metadata()  # sets height and width
-        with EventSlicer(events_path) as events:
+        with self.event_reader() as events:
             self._check_events(events)
             self.time_windows: np.ndarray = self._window_times(num_maps, events)
 
@@ -127,6 +127,10 @@ class LayoutDecoder(ABC):
     @abstractmethod
     def close(self) -> None:
         """Close the handles :meth:`open` opened."""
+
+    def event_reader(self) -> EventSlicer:
+        """A reader of ``events_path`` (anything with EventSlicer's methods; MVSEC has its own)."""
+        return EventSlicer(self.events_path)
 
     def map_events(self, events: EventWindow) -> EventWindow:
         """The window's events on the flow maps' pixel grid (as stored, unless overridden)."""

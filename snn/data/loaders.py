@@ -75,6 +75,8 @@ def make_dataset(
         split,
         num_bins=cfg.num_bins,
         representation=cfg.representation,
+        data_format=cfg.data_format,
+        mvsec_dt=cfg.mvsec_dt,
         names=list(sequences) if sequences else None,
     )
     if train:

@@ -9,7 +9,8 @@ A data root is either a folder of sequences or a folder of split folders::
 
 A folder is a sequence when it holds ``events.h5`` or ``events_left/``. A DSEC root
 (``<split>_events/`` beside ``<split>_optical_flow/``, see :mod:`snn.data.dsec`) is
-recognised by those folders and read by its own reader.
+recognised by those folders, an MVSEC root by its ``<name>_data.hdf5`` files
+(:mod:`snn.data.mvsec`); each is read by its own reader.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch.utils.data import ConcatDataset
 from snn.data.blinksim import BlinkSimSequence
 from snn.data.dsec import DsecSequence, dsec_sequences, is_dsec_root
 from snn.data.errors import DatasetFormatError
+from snn.data.mvsec import MvsecSequence, is_mvsec_root, mvsec_sequences
 
 logger = logging.getLogger(__name__)
 
@@ -81,34 +83,72 @@ def _sequences_in(split_dir: Path, names: Sequence[str] | None) -> list[Path]:
     return [p for p in found if p.name in wanted]
 
 
+FORMATS = ("auto", "blinksim", "dsec", "mvsec")
+
+
+def detect_format(root: Path) -> str:
+    """ "dsec", "mvsec" or "blinksim" by the files under ``root``; one error listing what each expects."""
+    if not root.is_dir():
+        raise DatasetFormatError(root, "data root does not exist")
+    if is_dsec_root(root):
+        return "dsec"
+    if is_mvsec_root(root):
+        return "mvsec"
+    if any((root / n).is_dir() for names in SPLIT_FOLDERS.values() for n in names) or _holds_sequences(root):
+        return "blinksim"
+    raise DatasetFormatError(
+        root,
+        "matches no supported format: BlinkSim expects sequence folders holding events.h5 or events_left/ "
+        "(or train/, val/, test/ folders of them), none found; DSEC expects <split>_events/ beside "
+        "<split>_optical_flow/, none found; MVSEC expects <name>_data.hdf5 beside <name>_gt_flow_dist.npz, none found",
+    )
+
+
+def _named(found: list[tuple], names: Sequence[str] | None, where: Path, what: str) -> list[tuple]:
+    """The (name, ...) entries of ``found`` that ``names`` asks for (all when None)."""
+    if names is None:
+        return found
+    wanted = {names} if isinstance(names, str) else set(names)
+    unknown = sorted(wanted - {entry[0] for entry in found})
+    if unknown:
+        available = ", ".join(entry[0] for entry in found)
+        raise DatasetFormatError(where, f"no {what} named {', '.join(unknown)}; available: {available}")
+    return [entry for entry in found if entry[0] in wanted]
+
+
 def build_dataset(
     data_root: str | os.PathLike[str],
     split: str,
     num_bins: int = 5,
     representation: str = "counts",
     names: Sequence[str] | None = None,
+    data_format: str = "auto",
+    mvsec_dt: int = 1,
 ) -> ConcatDataset:
-    """All windows of the split's sequences as one dataset (BlinkSim layouts A, B, C, or a DSEC root).
+    """All windows of the split's sequences as one dataset: BlinkSim (layouts A, B, C), DSEC or MVSEC
+    (``data_format``; "auto" tells them apart by their files; ``mvsec_dt``: MVSEC's protocol).
 
     Logs a warning when no window of the split has a valid ground-truth pixel.
     """
     root = Path(data_root)
-    if root.is_dir() and is_dsec_root(root):
+    if data_format not in FORMATS:
+        raise ValueError(f"unknown data format {data_format!r}; accepted: {', '.join(FORMATS)}")
+    fmt = detect_format(root) if data_format == "auto" else data_format
+    kind = {"num_bins": num_bins, "representation": representation}
+    if fmt == "dsec":
         split_dir = root
-        found = dsec_sequences(root, split)
-        if names is not None:
-            wanted = {names} if isinstance(names, str) else set(names)
-            unknown = sorted(wanted - {name for name, _, _ in found})
-            if unknown:
-                raise DatasetFormatError(root, f"no DSEC {split} sequence named {', '.join(unknown)}")
-            found = [f for f in found if f[0] in wanted]
-        sequences = [DsecSequence(ev, fl, num_bins=num_bins, representation=representation) for _, ev, fl in found]
+        found = _named(dsec_sequences(root, split), names, root, f"DSEC {split} sequence")
+        sequences = [DsecSequence(events, flow, **kind) for _, events, flow in found]
+    elif fmt == "mvsec":
+        split_dir = root
+        found = _named(mvsec_sequences(root, split), names, root, "MVSEC recording")
+        sequences = [MvsecSequence(data, gt, mvsec_dt, **kind) for _, data, gt in found]
     else:
         split_dir = resolve_split_dir(data_root, split)
         seq_dirs = _sequences_in(split_dir, names)
         if not seq_dirs:
             raise DatasetFormatError(split_dir, "holds no sequences (a sequence holds events.h5 or events_left/)")
-        sequences = [BlinkSimSequence(d, num_bins=num_bins, representation=representation) for d in seq_dirs]
+        sequences = [BlinkSimSequence(d, **kind) for d in seq_dirs]
     dataset = ConcatDataset(sequences)
     logger.info("%s split: %d sequences, %d windows", split, len(sequences), len(dataset))
     if sum(seq.num_valid_pixels for seq in sequences) == 0:

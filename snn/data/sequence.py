@@ -77,7 +77,7 @@ class EventFlowSequence(Dataset):
         # A handle inherited through fork is not safe to use: reopen in each process.
         if self._pid == os.getpid():
             return
-        self._slicer = EventSlicer(self.events_path)
+        self._slicer = self._decoder.event_reader()
         self._decoder.open()
         self._pid = os.getpid()
 

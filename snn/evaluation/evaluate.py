@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from snn.config import Config, config_from_checkpoint, load_config
+from snn.config import Config, config_from_checkpoint, config_from_dict, load_config
 from snn.data.loaders import make_dataset, make_loader, sequences_of
 from snn.data.representations import num_input_channels
 from snn.evaluation.metrics import FlowMetrics, evaluation_mask
@@ -87,16 +87,18 @@ def evaluate_model(
 # ---------------------------------------------------------------- checkpoints
 
 
-def eval_config(path: str | Path, config_path: str | Path | None = None) -> Config:
-    """The checkpoint's stored config, or ``config_path`` when given (its data keys are what matter)."""
-    if config_path is not None:
-        return load_config(config_path)
-    return config_from_checkpoint(load_checkpoint(path), path)
+def eval_config(path: str | Path, config_path: str | Path | None = None, overrides: dict | None = None) -> Config:
+    """The checkpoint's stored config, or ``config_path`` when given (its data keys are what matter),
+    with ``overrides`` (e.g. the data format) on top."""
+    cfg = load_config(config_path) if config_path is not None else config_from_checkpoint(load_checkpoint(path), path)
+    return config_from_dict({**cfg.to_dict(), **overrides}, f"{path} + overrides") if overrides else cfg
 
 
-def load_for_evaluation(path: str | Path, config_path: str | Path | None, device: torch.device):
+def load_for_evaluation(
+    path: str | Path, config_path: str | Path | None, device: torch.device, overrides: dict | None = None
+):
     """(model in eval mode, config) for a checkpoint; fails early if the data cannot feed the model."""
-    cfg = eval_config(path, config_path)
+    cfg = eval_config(path, config_path, overrides)
     model = load_model(path, device=device)
     channels = num_input_channels(cfg.representation)
     if getattr(model, "in_channels", channels) != channels:
@@ -139,13 +141,15 @@ def evaluate_checkpoint(
     device: torch.device | str = "cpu",
     progress: bool = True,
     model: nn.Module | None = None,
+    data_overrides: dict | None = None,
 ) -> CheckpointResult:
-    """Evaluate a checkpoint on a split (``model``: an already loaded copy of it, to avoid reloading)."""
+    """Evaluate a checkpoint on a split (``model``: an already loaded copy of it, to avoid reloading;
+    ``data_overrides``: config keys such as ``data_format`` that replace the checkpoint's)."""
     device = torch.device(device)
     if model is None:
-        model, cfg = load_for_evaluation(path, config_path, device)
+        model, cfg = load_for_evaluation(path, config_path, device, data_overrides)
     else:
-        cfg = eval_config(path, config_path)
+        cfg = eval_config(path, config_path, data_overrides)
     dataset = make_dataset(cfg, data_root, split, sequences=sequences)
     loader = make_loader(cfg, dataset, batch_size=batch_size)
     with ActivityMonitor(model) as monitor:

@@ -77,7 +77,7 @@ def test_damaged_sequences_are_one_line_errors_naming_the_file(dsec_root: Path, 
 def test_a_dsec_root_is_a_data_root_like_any_other(dsec_root: Path) -> None:
     dataset = build_dataset(dsec_root, "train", num_bins=2)
     assert len(dataset) == 2 and dataset[1]["events"].shape == (2, 2, H, W)
-    with pytest.raises(DatasetFormatError, match="no DSEC train sequence named interlaken"):
+    with pytest.raises(DatasetFormatError, match="sequence named interlaken; available: zurich_city_01_a"):
         build_dataset(dsec_root, "train", names=["interlaken"])
 
 

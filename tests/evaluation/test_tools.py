@@ -21,6 +21,7 @@ from snn.models.checkpoint import save_checkpoint
 from snn.models.flownet import EventSNNFlowNetLiteV2
 from snn.utils.quantization_utils import load_model
 from tests.data.dsec_files import write_dsec_root
+from tests.data.mvsec_files import write_mvsec_root
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,6 +37,8 @@ DOCUMENTED_FLAGS = {
         "--output",
         "--batch-size",
         "--device",
+        "--format",
+        "--mvsec-dt",
         "dense",
         "sparse",
         "both",
@@ -330,6 +333,25 @@ def test_evaluate_on_a_dsec_release_pads_its_frames_and_reports_the_zero_flow_ba
     magnitudes = np.concatenate([np.linalg.norm(uv, axis=0)[valid] for uv, valid in flows])
     assert overall["zero_flow_aee"] == pytest.approx(magnitudes.mean(), rel=1e-6)
     assert np.isfinite(overall["aee"]) and overall["num_pixels"] == magnitudes.size
+
+
+def test_evaluate_on_mvsec_with_the_dt4_protocol_reports_dense_and_sparse_baselines(checkpoints, tmp_path):
+    from snn.data.mvsec import MvsecSequence
+
+    root = write_mvsec_root(tmp_path / "MVSEC")  # 6x10 frames: padded and cropped back
+    out = tmp_path / "mvsec.json"
+    args = ["--checkpoint", str(checkpoints["fp"]), "--data-root", str(root), "--format", "mvsec", "--mvsec-dt", "4"]
+    assert _tool("evaluate").main([*args, "--mask", "both", "--output", str(out), "--device", "cpu"]) == 0
+    result = json.loads(out.read_text())
+    seq = MvsecSequence(root / "indoor_flying1_data.hdf5", root / "indoor_flying1_gt_flow_dist.npz", dt=4)
+    samples = [seq[i] for i in range(len(seq))]
+    for mask, with_events in (("dense", False), ("sparse", True)):
+        keep = [(s["valid"] * (s["event_mask"] if with_events else 1))[0] > 0 for s in samples]
+        magnitudes = torch.cat([s["flow"].norm(dim=0)[k] for s, k in zip(samples, keep, strict=True)])
+        overall = result[mask]["overall"]
+        assert overall["num_pixels"] == magnitudes.numel() > 0
+        assert overall["zero_flow_aee"] == pytest.approx(float(magnitudes.double().mean()), rel=1e-6)
+    assert result["sparse"]["overall"]["num_pixels"] < result["dense"]["overall"]["num_pixels"]
 
 
 def test_missing_checkpoint_is_one_line_and_exit_2(tiny_synthetic_root):
