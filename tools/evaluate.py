@@ -58,6 +58,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         help="also write everything printed (model, activity, throughput, metrics) as JSON to this file",
     )
+    p.add_argument(
+        "--predictions",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write every window's predicted flow as a 16-bit PNG in DSEC's upload format, "
+        "DIR/<sequence>/<window>.png (a DSEC window is named by its file index); for DSEC's test release, "
+        "which has no ground truth, this is the evaluation",
+    )
     p.add_argument("--batch-size", type=int, default=None, help="default: the config's batch_size")
     add_device_flag(p)
     return p.parse_args(argv)
@@ -82,11 +91,14 @@ def main(argv=None) -> int:
             args.batch_size,
             device,
             data_overrides=format_overrides(args),
+            predictions_dir=args.predictions,
         )
         print(evaluation_report(res, masks, str(args.data_root), args.split, str(device)))
         if args.output is not None:
             write_json(evaluation_json(res, masks, str(args.data_root), args.split, str(device)), args.output)
             print(f"wrote {args.output}")
+        if args.predictions is not None:
+            print(f"wrote {res.num_windows} flow PNGs (DSEC upload format) under {args.predictions}")
     except (ValueError, OSError) as exc:
         return fail(exc)
     return 0

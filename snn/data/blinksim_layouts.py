@@ -128,6 +128,12 @@ class LayoutDecoder(ABC):
     def close(self) -> None:
         """Close the handles :meth:`open` opened."""
 
+    has_ground_truth: ClassVar[bool] = True  # False: a test release, whose flow maps are all invalid
+
+    def window_name(self, i: int) -> str:
+        """The name window i's prediction is written under (DSEC's file index, else the index)."""
+        return f"{i:06d}"
+
     def event_reader(self) -> EventSlicer:
         """A reader of ``events_path`` (anything with EventSlicer's methods; MVSEC has its own)."""
         return EventSlicer(self.events_path)

@@ -10,6 +10,8 @@ folders of the same shape can hold sequences set aside)::
     <root>/S_optical_flow/<seq>/flow/forward/*.png      one flow map per window, in name order
     <root>/S_optical_flow/<seq>/flow/forward_timestamps.txt
                                                         from_us, to_us per window ('#' header)
+    <root>/test_forward_flow_timestamps/<seq>.csv       the test release, without ground truth:
+                                                        from_us, to_us, file_index per window
 
 Event times are microseconds after ``t_offset``; the window timestamps are absolute,
 like the times :class:`~snn.data.events.EventSlicer` works in. Events are moved to
@@ -70,20 +72,19 @@ def encode_flow_png(path: str | os.PathLike[str], uv: np.ndarray, valid: np.ndar
         raise OSError(f"{path}: OpenCV could not write the PNG")
 
 
-def read_timestamps(path: Path) -> np.ndarray:
-    """[N, 2] int64 (from_us, to_us) of a forward_timestamps file (CSV, '#' header)."""
+def read_timestamps(path: Path, columns: int = 2) -> np.ndarray:
+    """[N, columns] int64 (from_us, to_us[, file_index]) of a timestamps file (CSV, '#' header)."""
     if not path.is_file():
         raise DatasetFormatError(path, "file does not exist")
     try:
         table = np.loadtxt(path, delimiter=",", comments="#", dtype=np.int64, ndmin=2)
     except ValueError as err:
-        raise DatasetFormatError(path, f"expected rows of integer from_us, to_us ({err})") from err
-    if table.shape[0] == 0 or table.shape[1] < 2:
-        raise DatasetFormatError(path, f"expected rows of from_us, to_us, got a table of shape {table.shape}")
-    windows = table[:, :2]
-    if (windows[:, 1] <= windows[:, 0]).any():
+        raise DatasetFormatError(path, f"expected rows of integers from_us, to_us, ... ({err})") from err
+    if table.shape[0] == 0 or table.shape[1] < columns:
+        raise DatasetFormatError(path, f"expected rows of {columns} integers, got a table of shape {table.shape}")
+    if (table[:, 1] <= table[:, 0]).any():
         raise DatasetFormatError(path, "a window ends before it starts")
-    return windows
+    return table[:, :columns]
 
 
 def read_rectify_map(path: Path, height: int, width: int) -> np.ndarray:
@@ -159,41 +160,86 @@ class DsecDecoder(LayoutDecoder):
     def count_valid_pixels(self) -> int:
         return sum(int(np.count_nonzero(self.read_flow(i)[1])) for i in range(len(self._pngs)))
 
+    def window_name(self, i: int) -> str:
+        return self._pngs[i].stem
+
+
+class DsecTestDecoder(DsecDecoder):
+    """A sequence of DSEC's test release: no ground truth, windows and their output names from
+    ``test_forward_flow_timestamps/<seq>.csv`` (from_us, to_us, file_index)."""
+
+    layout = "DSEC test"
+    has_ground_truth = False
+
+    def _read_flow_metadata(self) -> int:
+        table = read_timestamps(self.flow_path, columns=3)
+        self._windows, self._file_index = table[:, :2], table[:, 2]
+        with open_h5(self.rectify_path) as f:
+            shape = getattr(f.get("rectify_map"), "shape", None)
+        if shape is None or len(shape) != 3 or shape[2] != 2:
+            raise DatasetFormatError(self.rectify_path, f"rectify_map must be [H, W, 2], got {shape}")
+        self.height, self.width = shape[:2]
+        return len(self._windows)
+
+    def read_flow(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros((2, self.height, self.width), np.float32), np.zeros((self.height, self.width), bool)
+
+    def count_valid_pixels(self) -> int:
+        return 0
+
+    def window_name(self, i: int) -> str:
+        return f"{int(self._file_index[i]):06d}"
+
 
 def is_dsec_root(root: Path) -> bool:
-    """True when ``root`` holds a ``<split>_events`` and a ``<split>_optical_flow`` folder."""
-    return any((root / f"{s}_events").is_dir() and (root / f"{s}_optical_flow").is_dir() for s in SPLITS)
+    """True when ``root`` holds a ``<split>_events`` folder beside its flow or timestamps folder."""
+    return any((root / f"{s}_events").is_dir() and _flow_root(root, s).is_dir() for s in SPLITS)
+
+
+def _flow_root(root: Path, split: str) -> Path:
+    """Where a split's ground truth lies, or, for a release without it, its window timestamps."""
+    flow = root / f"{split}_optical_flow"
+    timestamps = root / f"{split}_forward_flow_timestamps"
+    return timestamps if not flow.is_dir() and timestamps.is_dir() else flow
 
 
 SPLITS = ("train", "val", "test")
 
 
 def dsec_sequences(root: Path, split: str) -> list[tuple[str, Path, Path]]:
-    """(name, events file, optical-flow folder) of every sequence of ``split`` that has both."""
-    events_root, flow_root = root / f"{split}_events", root / f"{split}_optical_flow"
+    """(name, events file, optical-flow folder, or for a test release the timestamps CSV) of every
+    sequence of ``split``."""
+    events_root, flow_root = root / f"{split}_events", _flow_root(root, split)
     for folder in (events_root, flow_root):
         if not folder.is_dir():
             raise DatasetFormatError(
-                folder, f"does not exist: a DSEC {split} split needs {events_root.name}/ and {flow_root.name}/"
+                folder,
+                f"does not exist: a DSEC {split} split needs {events_root.name}/ and {split}_optical_flow/ "
+                f"(or, without ground truth, {split}_forward_flow_timestamps/)",
             )
+    test_release = flow_root.name.endswith("_timestamps")
     found = []
-    for flow_dir in sorted(p for p in flow_root.iterdir() if p.is_dir()):
-        events = events_root / flow_dir.name / EVENTS_FILE
+    for flow in sorted(flow_root.glob("*.csv") if test_release else (p for p in flow_root.iterdir() if p.is_dir())):
+        events = events_root / flow.stem / EVENTS_FILE
         if not events.is_file():
-            raise DatasetFormatError(events, f"missing: {flow_dir} has flow but its sequence has no events")
-        found.append((flow_dir.name, events, flow_dir))
+            raise DatasetFormatError(events, f"missing: {flow} names a sequence without events")
+        found.append((flow.stem, events, flow))
     if not found:
         raise DatasetFormatError(flow_root, "holds no sequence folders")
     return found
 
 
 class DsecSequence(EventFlowSequence):
-    """The flow windows of one DSEC sequence (samples as :class:`~snn.data.sequence.EventFlowSequence`)."""
+    """The flow windows of one DSEC sequence (samples as :class:`~snn.data.sequence.EventFlowSequence`);
+    ``flow_dir`` a test release's timestamps CSV reads windows without ground truth."""
 
     def __init__(
         self, events_path: str | os.PathLike[str], flow_dir: str | os.PathLike[str], num_bins: int = 5,
         representation: str = "counts",
     ) -> None:  # fmt: skip
-        flow_dir = Path(flow_dir)
-        decoder = DsecDecoder(flow_dir, Path(events_path), flow_dir / FLOW_FOLDER)
-        super().__init__(decoder, flow_dir.name, num_bins, representation)
+        flow_dir, events_path = Path(flow_dir), Path(events_path)
+        if flow_dir.suffix == ".csv":  # the test release: timestamps, no ground truth
+            decoder = DsecTestDecoder(events_path.parents[2], events_path, flow_dir)
+        else:
+            decoder = DsecDecoder(flow_dir, events_path, flow_dir / FLOW_FOLDER)
+        super().__init__(decoder, flow_dir.stem, num_bins, representation)

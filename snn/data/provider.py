@@ -151,7 +151,7 @@ def build_dataset(
         sequences = [BlinkSimSequence(d, **kind) for d in seq_dirs]
     dataset = ConcatDataset(sequences)
     logger.info("%s split: %d sequences, %d windows", split, len(sequences), len(dataset))
-    if sum(seq.num_valid_pixels for seq in sequences) == 0:
+    if sum(seq.num_valid_pixels for seq in sequences) == 0 and any(seq.has_ground_truth for seq in sequences):
         logger.warning(
             "%s: none of the %d windows of its %d sequence(s) has a valid ground-truth pixel: the %s split has "
             "no supervision",

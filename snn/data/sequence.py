@@ -63,7 +63,7 @@ class EventFlowSequence(Dataset):
         # Ground truth that supervises nothing is reported here, not found after a training run.
         self.num_flow_pixels = len(self) * self.height * self.width
         self.num_valid_pixels = decoder.count_valid_pixels()
-        if self.num_valid_pixels == 0:
+        if self.num_valid_pixels == 0 and decoder.has_ground_truth:
             logger.warning(
                 "%s: 0 of %s ground-truth pixels are valid: this sequence adds nothing to training or evaluation",
                 self.seq_dir,
@@ -96,6 +96,14 @@ class EventFlowSequence(Dataset):
         return state
 
     # -- samples --------------------------------------------------------------------------
+
+    def window_name(self, i: int) -> str:
+        """The file name (no suffix) window i's prediction is written under."""
+        return self._decoder.window_name(i)
+
+    @property
+    def has_ground_truth(self) -> bool:
+        return self._decoder.has_ground_truth
 
     def __len__(self) -> int:
         return self._decoder.num_windows

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from snn.config import Config, config_from_checkpoint, config_from_dict, load_co
 from snn.data.loaders import make_dataset, make_loader, sequences_of
 from snn.data.representations import num_input_channels
 from snn.evaluation.metrics import FlowMetrics, evaluation_mask
+from snn.evaluation.predictions import FlowPngWriter
 from snn.evaluation.report import comparison_labels
 from snn.evaluation.synops import ActivityMonitor
 from snn.models.checkpoint import CheckpointError, load_checkpoint, load_model
@@ -42,6 +43,7 @@ def evaluate_model(
     masks: Iterable[str] = ("dense",),
     progress: bool = True,
     monitor: ActivityMonitor | None = None,
+    on_batch: Callable[[dict, torch.Tensor], None] | None = None,
 ) -> dict:
     """Returns ``{mask: {"overall": metrics, "sequences": {name: metrics}}, "samples_per_s": x,
     "model_samples_per_s": y}``.
@@ -50,6 +52,7 @@ def evaluate_model(
     is end to end (data loading, metrics and activity counting included);
     ``model_samples_per_s`` counts the forward passes alone, less the time the
     hooks of ``monitor`` (an attached ``ActivityMonitor``, if any) spent counting.
+    ``on_batch(batch, prediction)``, if given, sees every batch (e.g. a ``FlowPngWriter``).
     """
     model.eval()
     masks = tuple(masks)
@@ -62,6 +65,8 @@ def evaluate_model(
         pred = model(events).float().cpu()  # .cpu() waits for the device, so the timing is honest
         forward_s += time.perf_counter() - t_fwd
         samples += len(events)
+        if on_batch is not None:
+            on_batch(batch, pred)
         for m in masks:
             mask = evaluation_mask(batch["flow"], batch["valid"], batch.get("event_mask"), m)
             for i, name in enumerate(batch["sequence"]):
@@ -142,9 +147,11 @@ def evaluate_checkpoint(
     progress: bool = True,
     model: nn.Module | None = None,
     data_overrides: dict | None = None,
+    predictions_dir: str | Path | None = None,
 ) -> CheckpointResult:
     """Evaluate a checkpoint on a split (``model``: an already loaded copy of it, to avoid reloading;
-    ``data_overrides``: config keys such as ``data_format`` that replace the checkpoint's)."""
+    ``data_overrides``: config keys such as ``data_format`` that replace the checkpoint's;
+    ``predictions_dir``: also write every window's flow there, see ``FlowPngWriter``)."""
     device = torch.device(device)
     if model is None:
         model, cfg = load_for_evaluation(path, config_path, device, data_overrides)
@@ -152,8 +159,9 @@ def evaluate_checkpoint(
         cfg = eval_config(path, config_path, data_overrides)
     dataset = make_dataset(cfg, data_root, split, sequences=sequences)
     loader = make_loader(cfg, dataset, batch_size=batch_size)
+    writer = FlowPngWriter(dataset, predictions_dir) if predictions_dir is not None else None
     with ActivityMonitor(model) as monitor:
-        metrics = evaluate_model(model, loader, device, masks, progress, monitor)
+        metrics = evaluate_model(model, loader, device, masks, progress, monitor, writer)
     size = estimate_model_size(model, verbose=False)
     return CheckpointResult(
         checkpoint=str(path),

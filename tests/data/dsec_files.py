@@ -52,3 +52,18 @@ def write_dsec_root(root: Path) -> Path:
     header = "# from_timestamp_us, to_timestamp_us\n"
     (flow / "forward_timestamps.txt").write_text(header + "".join(f"{a}, {b}\n" for a, b in WINDOWS))
     return root
+
+
+def write_dsec_test_release(root: Path) -> Path:
+    """The test release's shape: events and rectify map, window timestamps with file indices, no flow."""
+    train = write_dsec_root(root / "train_copy")
+    seq = "zurich_city_01_a"
+    events = root / "test_events" / seq / "events" / "left"
+    events.mkdir(parents=True)
+    for name in ("events.h5", "rectify_map.h5"):
+        (events / name).write_bytes((train / "train_events" / seq / "events" / "left" / name).read_bytes())
+    table = root / "test_forward_flow_timestamps" / f"{seq}.csv"
+    table.parent.mkdir(parents=True)
+    rows = "".join(f"{a}, {b}, {index}\n" for (a, b), index in zip(WINDOWS, (820, 840), strict=True))
+    table.write_text("# from_timestamp_us, to_timestamp_us, file_index\n" + rows)
+    return root

@@ -20,7 +20,7 @@ from snn.evaluation.metrics import METRIC_KEYS
 from snn.models.checkpoint import save_checkpoint
 from snn.models.flownet import EventSNNFlowNetLiteV2
 from snn.utils.quantization_utils import load_model
-from tests.data.dsec_files import write_dsec_root
+from tests.data.dsec_files import write_dsec_root, write_dsec_test_release
 from tests.data.mvsec_files import write_mvsec_root
 
 REPO = Path(__file__).resolve().parents[2]
@@ -333,6 +333,25 @@ def test_evaluate_on_a_dsec_release_pads_its_frames_and_reports_the_zero_flow_ba
     magnitudes = np.concatenate([np.linalg.norm(uv, axis=0)[valid] for uv, valid in flows])
     assert overall["zero_flow_aee"] == pytest.approx(magnitudes.mean(), rel=1e-6)
     assert np.isfinite(overall["aee"]) and overall["num_pixels"] == magnitudes.size
+
+
+def test_a_dsec_test_release_is_evaluated_by_writing_upload_pngs_named_by_file_index(checkpoints, tmp_path, capsys):
+    root = write_dsec_test_release(tmp_path / "DSEC")
+    out = tmp_path / "upload"
+    args = ["--checkpoint", str(checkpoints["fp"]), "--data-root", str(root), "--split", "test"]
+    assert _tool("evaluate").main([*args, "--predictions", str(out), "--device", "cpu"]) == 0
+    assert "wrote 2 flow PNGs" in capsys.readouterr().out
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert written == ["zurich_city_01_a/000820.png", "zurich_city_01_a/000840.png"]
+    model = load_model(checkpoints["fp"]).eval()
+    sample = build_dataset(root, "test", 5)[1]
+    with torch.no_grad():
+        want = model(sample["events"][None])[0].numpy()
+    got, valid = decode_flow_png(out / written[1])
+    assert valid.all() and np.abs(got - want).max() <= 0.5 / 128 + 1e-6
+    # The folder now holds predictions: a second run does not write over them.
+    assert _tool("evaluate").main([*args, "--predictions", str(out), "--device", "cpu"]) == 2
+    assert "already holds files" in capsys.readouterr().err
 
 
 def test_evaluate_on_mvsec_with_the_dt4_protocol_reports_dense_and_sparse_baselines(checkpoints, tmp_path):
