@@ -143,7 +143,7 @@ def settings_of(cfg: Config, epochs: int, start: Path | None) -> dict[str, Any]:
         "epochs": epochs,
         "data_root": str(Path(cfg.data_root).resolve()),
         "seed": cfg.seed,
-        "config": json.loads(json.dumps(cfg.to_dict(), default=str)),
+        "config": _json(cfg.to_dict()),
         "start_from": None if start is None else {"path": str(start), "sha256": sha256(start)},
     }
 
@@ -159,6 +159,24 @@ def comparable(settings: dict) -> dict:
         if isinstance(out.get(outer), dict):
             out[outer].pop(inner, None)
     return out
+
+
+def _json(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def with_new_defaults(recorded: dict, settings: dict) -> dict:
+    """``recorded`` plus the config keys a newer version added, where ``settings`` holds them at
+    their defaults: a key that did not exist when the step trained, left at its default, changes
+    nothing the step did. (At any other value it stays a difference.)"""
+    defaults = _json(Config().to_dict())
+    old, new = dict(recorded.get("config") or {}), settings.get("config") or {}
+    if not old:
+        return recorded
+    for key, value in new.items():
+        if key not in old and key in defaults and value == defaults[key]:
+            old[key] = value
+    return {**recorded, "config": old}
 
 
 def run_step(
@@ -190,7 +208,8 @@ def run_step(
             f"were trained; use another --output-dir, remove the folder, or pass --reuse to report them as they are"
         )
     if record is not None:
-        differs = _differences(comparable(record.get("settings") or {}), comparable(settings))
+        recorded = with_new_defaults(record.get("settings") or {}, settings)
+        differs = _differences(comparable(recorded), comparable(settings))
         finished = record.get("status") == "finished" and best.exists()
         if differs and not (reuse and finished):
             shown = "; ".join(differs[:6]) + (f"; and {len(differs) - 6} more" if len(differs) > 6 else "")

@@ -167,6 +167,17 @@ def test_an_interrupted_step_continues_from_its_last_checkpoint(tiny_synthetic_r
     assert [r["bits"] for r in rows] == [32, 8, 4, 2, 1, 1]
 
 
+def test_a_config_key_added_since_a_step_trained_counts_only_away_from_its_default():
+    from snn.config import load_config
+    from snn.training.ladder import settings_of, with_new_defaults
+
+    now = settings_of(load_config(), 8, None)
+    old = {**now, "config": {k: v for k, v in now["config"].items() if k not in ("data_format", "mvsec_dt")}}
+    assert ladder._differences(with_new_defaults(old, now), now) == []
+    other = settings_of(load_config(overrides={"mvsec_dt": 4}), 8, None)
+    assert ladder._differences(with_new_defaults(old, other), other) == ["config.mvsec_dt: None -> 4"]
+
+
 def test_low_steps_take_the_current_width_given_and_name_it():
     names = [s.name for s in ladder.ladder_steps(8)]
     assert names == ["V2", "V2_W8A8", "V2_W4A4", "V2_W2A8", "V2_W1A8", "V2_W1A1", "V2_progressive"]
