@@ -66,7 +66,8 @@ def main(argv=None) -> int:
         return interrupted(stop, "finetune_quantized.py", argv)
     except (ValueError, OSError) as exc:
         return fail(exc)
-    print(summary)
+    if summary:  # under torchrun only rank 0 reports
+        print(summary)
     return 0
 
 

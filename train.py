@@ -36,7 +36,8 @@ def main(argv=None) -> int:
         return interrupted(stop, "train.py", argv)
     except (ValueError, OSError) as exc:
         return fail(exc)
-    print(summary)
+    if summary:  # under torchrun only rank 0 reports
+        print(summary)
     return 0
 
 

@@ -12,6 +12,7 @@ from snn.config import DEFAULT_CONFIG, Config, data_root_overrides, load_config
 from snn.data.mvsec import PROTOCOLS
 from snn.data.provider import FORMATS
 from snn.training.interrupt import TrainingInterrupted
+from snn.training.precision import AMP_MODES
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,12 @@ def add_common_flags(parser: argparse.ArgumentParser, default_config: Path | Non
     parser.add_argument("--epochs", type=int, help="number of epochs (config: num_epochs)")
     parser.add_argument("--batch-size", type=int, help="batch size (config: batch_size)")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (config: device)")
+    parser.add_argument(
+        "--amp",
+        choices=AMP_MODES,
+        default=None,
+        help="mixed precision: bf16 (CPU or GPU) or fp16 (CUDA); neurons and quantizers stay float32 (config: amp)",
+    )
     parser.add_argument("--seed", type=int, help="random seed (config: seed)")
     parser.add_argument(
         "--resume",
@@ -104,6 +111,7 @@ def config_from_args(args: argparse.Namespace, default_config: Path | None = DEF
         "num_epochs": args.epochs,
         "batch_size": args.batch_size,
         "device": args.device,
+        "amp": args.amp,
         "seed": args.seed,
         **data_root_overrides(args.data_root),
         **format_overrides(args),

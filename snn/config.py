@@ -26,6 +26,7 @@ from snn.data.representations import REPRESENTATIONS, num_input_channels
 from snn.data.synthetic_config import SyntheticDataset
 from snn.models.factory import MODELS
 from snn.models.neurons import RESET_MODES
+from snn.training.precision import AMP_MODES
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "event_snn_lite.yaml"
@@ -112,6 +113,7 @@ class Config:
     # Runtime and logging.
     seed: int = 0
     device: str = "auto"
+    amp: str = "none"  # mixed precision on the convolutions: "none", "bf16" (CPU or GPU) or "fp16" (CUDA)
     log_every: int = 20  # steps between TensorBoard scalar points
     image_every: int = 2  # epochs between TensorBoard flow images (0: never)
     checkpoint_dir: str = "checkpoints/V2"
@@ -172,6 +174,7 @@ _CHOICES = {
     "lr_schedule": ("cosine", "constant"),
     "current_range": ("maxabs", "positive"),
     "data_format": FORMATS,
+    "amp": AMP_MODES,
     "mvsec_dt": PROTOCOLS,
 }
 _POSITIVE = (

@@ -13,6 +13,7 @@ from snn.data.augment import as_hw
 from snn.data.errors import DatasetFormatError
 from snn.data.provider import build_dataset
 from snn.data.sampling import EpochSampler, SeededAugmentation
+from snn.utils.distributed import world
 
 if TYPE_CHECKING:
     from snn.config import Config
@@ -90,13 +91,15 @@ def make_loader(
 ) -> DataLoader:
     """Shuffled batches (the last partial one dropped) for training, the dataset in order otherwise.
 
-    A training loader's ``sampler`` is an ``EpochSampler``: the trainer sets its epoch.
+    A training loader's ``sampler`` is an ``EpochSampler``: the trainer sets its epoch. Under DDP
+    it takes this rank's share of each epoch (``snn.utils.distributed``).
     """
     batch_size = batch_size or cfg.batch_size
+    rank, size = world()
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=EpochSampler(len(dataset), seed) if train else None,
+        sampler=EpochSampler(len(dataset), seed, rank=rank, world=size) if train else None,
         drop_last=train and len(dataset) > batch_size,
         num_workers=cfg.num_workers,
         pin_memory=torch.cuda.is_available(),

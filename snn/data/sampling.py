@@ -30,20 +30,32 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 class EpochSampler(Sampler):
     """``(index, sample_seed)`` keys in a fresh order each epoch; call ``set_epoch`` before iterating.
 
-    ``set_epoch(epoch, skip=k)`` starts the epoch at position ``k`` (for resuming mid-epoch:
-    the batches before it were already trained on).
+    ``set_epoch(epoch, skip=k)`` starts the epoch at position ``k`` of this rank's share (for
+    resuming mid-epoch: the batches before it were already trained on).
+
+    With ``world`` > 1 processes (DDP) every rank draws the same order and takes every
+    ``world``-th key from position ``rank``; the last ``num_samples % world`` keys are left
+    out, so that every rank takes the same number of steps.
     """
 
-    def __init__(self, num_samples: int, seed: int, shuffle: bool = True) -> None:
+    def __init__(self, num_samples: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1) -> None:
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} outside a world of {world}")
         self.num_samples = num_samples
         self.seed = seed
         self.shuffle = shuffle
+        self.rank, self.world = rank, world
         self.epoch = 0
         self.skip = 0
 
+    @property
+    def share(self) -> int:
+        """Keys this rank takes per epoch."""
+        return self.num_samples // self.world
+
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        if not 0 <= skip <= self.num_samples:
-            raise ValueError(f"cannot skip {skip} of {self.num_samples} samples")
+        if not 0 <= skip <= self.share:
+            raise ValueError(f"cannot skip {skip} of {self.share} samples")
         self.epoch, self.skip = epoch, skip
 
     def keys(self) -> list[tuple[int, int]]:
@@ -54,10 +66,11 @@ class EpochSampler(Sampler):
         return list(zip(order.tolist(), seeds.tolist(), strict=True))
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter(self.keys()[self.skip :])
+        mine = self.keys()[self.rank : self.share * self.world : self.world]
+        return iter(mine[self.skip :])
 
     def __len__(self) -> int:
-        return self.num_samples - self.skip
+        return self.share - self.skip
 
 
 class SeededAugmentation(Dataset):

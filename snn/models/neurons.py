@@ -18,6 +18,8 @@ import math
 import torch
 from torch import nn
 
+from snn.utils.runtime import at_least_float32
+
 RESET_MODES = ("subtract", "zero")
 # A neuron fires at v >= threshold * (1 - FIRE_MARGIN). With integer current codes and a leak
 # of 1/2 the membrane often lands exactly on the threshold (e.g. codes that cancel plus one
@@ -109,13 +111,17 @@ class LIFNeuron(nn.Module):
         return spikes, v
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        """Run over a [T, B, ...] input current; the membrane starts at zero."""
-        v = None
-        out = []
-        for x in x_seq:
-            spikes, v = self.single_step(x, v)
-            out.append(spikes)
-        spikes = torch.stack(out)
+        """Run over a [T, B, ...] input current; the membrane starts at zero.
+
+        The membrane is float32 even under autocast (mixed precision): thresholds are crossed
+        in full precision."""
+        with torch.autocast(x_seq.device.type, enabled=False):
+            v = None
+            out = []
+            for x in at_least_float32(x_seq):
+                spikes, v = self.single_step(x, v)
+                out.append(spikes)
+            spikes = torch.stack(out)
         self.last_spike_rate = spikes.detach().mean()
         return spikes
 
@@ -136,10 +142,12 @@ class NonSpikingIntegrator(nn.Module):
         self.tau = tau
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        if self.tau is None:
-            return x_seq.mean(dim=0)
-        decay = 1.0 - 1.0 / self.tau
-        v = torch.zeros_like(x_seq[0])
-        for x in x_seq:
-            v = decay * v + x
-        return v / x_seq.shape[0]
+        with torch.autocast(x_seq.device.type, enabled=False):  # float32 under mixed precision too
+            x_seq = at_least_float32(x_seq)
+            if self.tau is None:
+                return x_seq.mean(dim=0)
+            decay = 1.0 - 1.0 / self.tau
+            v = torch.zeros_like(x_seq[0])
+            for x in x_seq:
+                v = decay * v + x
+            return v / x_seq.shape[0]

@@ -26,6 +26,8 @@ import torch
 from torch import nn
 
 from snn.quantization.torch_ops import learnable_fake_quantize
+from snn.utils.distributed import mean_over_ranks, reduce_observation
+from snn.utils.runtime import at_least_float32
 
 MIN_BITS, MAX_BITS = 1, 16
 # How the observed range becomes a step: "maxabs" covers max(|min|, |max|); "positive" covers the
@@ -146,7 +148,8 @@ class QuantizationAwareLayer(nn.Module):
     # --------------------------------------------------------------- range
     @torch.no_grad()
     def observe(self, x: torch.Tensor) -> None:
-        lo, hi, absmean = x.min(), x.max(), x.abs().mean()
+        # Several processes (DDP) observe their own batches; all of them apply the same reduced one.
+        lo, hi, absmean = reduce_observation(x.min(), x.max(), x.abs().mean())
         if not bool(self.initialized):
             self.running_min.copy_(lo)
             self.running_max.copy_(hi)
@@ -179,7 +182,7 @@ class QuantizationAwareLayer(nn.Module):
     @torch.no_grad()
     def _seed_step(self, x: torch.Tensor) -> None:
         """LSQ's initial step 2*mean|x|/sqrt(qmax), or the range scale when it is smaller."""
-        lsq = 2 * x.abs().mean() / math.sqrt(self.qmax)
+        lsq = 2 * mean_over_ranks(x.abs().mean()) / math.sqrt(self.qmax)  # the same start on every DDP rank
         seed = self.range_scale() if self.is_binary else torch.minimum(lsq, self.range_scale())
         self.step.copy_(seed.clamp_min(1e-6))
         self.step_initialized.fill_(True)
@@ -188,6 +191,11 @@ class QuantizationAwareLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return x
+        # Rounding and ranges in float32, also under autocast: the grid must be the exported one.
+        with torch.autocast(x.device.type, enabled=False):
+            return self._quantize(at_least_float32(x))
+
+    def _quantize(self, x: torch.Tensor) -> torch.Tensor:
         if (self.training and self.observer_enabled) or self.calibrating or not bool(self.initialized):
             self.observe(x)
         if self.learn_scale and not bool(self.step_initialized):

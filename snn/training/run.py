@@ -19,6 +19,7 @@ from snn.models.factory import MODELS, build_model
 from snn.quantization.control import model_widths, widths_tag
 from snn.training.resume import continues_run
 from snn.training.trainer import Trainer
+from snn.utils.distributed import barrier, finish, init_from_environment, is_main
 from snn.utils.runtime import resolve_device, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -112,7 +113,9 @@ def build_trainer(
     if continuing and not allow_config_change:
         check_same_settings(cfg, ckpt, resume)
     check_run_dirs(checkpoint_dir, log_dir, continuing)
-    remove_partial_files(checkpoint_dir)
+    barrier()  # every rank has checked the folders before rank 0 writes in them
+    if is_main():
+        remove_partial_files(checkpoint_dir)
     if ckpt is not None and not continuing:
         cfg = adopt_architecture(cfg, ckpt, resume)
         if cfg.distill_weight > 0 and cfg.distill_from is None:
@@ -122,6 +125,9 @@ def build_trainer(
             "distill_weight > 0 needs a teacher: start from a trained checkpoint (--pretrained, or --resume "
             "with another run's checkpoint) or set distill_from"
         )
+    if is_main():
+        prepare_data_root(cfg)  # rank 0 generates the synthetic set; the others wait for it
+    barrier()
     root = prepare_data_root(cfg)
     multiple = MODELS[cfg.model].downsample_factor
     train_set = make_dataset(cfg, root, "train", train=True, size_multiple=multiple)
@@ -129,8 +135,9 @@ def build_trainer(
     logger.info("data: %s (%d training windows, %d validation windows)", root, len(train_set), len(val_set))
     model_args = cfg.model_args()
     model = build_model(cfg.model, model_args)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    log_dir.mkdir(parents=True, exist_ok=True)
+    if is_main():
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        log_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(
         cfg,
         model,
@@ -148,7 +155,8 @@ def build_trainer(
         trainer.continue_from(ckpt, resume, strict=strict_load)
     elif ckpt is not None:
         trainer.warm_start_from(ckpt, resume, strict=strict_load)
-    save_config(cfg, checkpoint_dir / "config.yaml")
+    if is_main():
+        save_config(cfg, checkpoint_dir / "config.yaml")
     return trainer
 
 
@@ -160,17 +168,32 @@ def train_and_test(
     allow_config_change: bool = False,
 ) -> str:
     """Train (or fine-tune) on ``cfg.device`` from ``cfg.seed``, then evaluate the best checkpoint
-    on the test split; returns a summary. SIGINT/SIGTERM raise ``TrainingInterrupted`` after saving."""
-    device = resolve_device(cfg.device)
+    on the test split; returns a summary. SIGINT/SIGTERM raise ``TrainingInterrupted`` after saving.
+
+    Under torchrun or srun each process trains its share (``snn.utils.distributed``); rank 0
+    alone evaluates and returns the summary, the others return an empty string.
+    """
+    device = init_from_environment(resolve_device(cfg.device))
     seed_everything(cfg.seed)
+    try:
+        return _train_and_test(cfg, device, resume, strict_load, warm_start, allow_config_change)
+    finally:
+        finish()
+
+
+def _train_and_test(cfg, device, resume, strict_load, warm_start, allow_config_change) -> str:
     # The test split is read only after training: check now that it is there and readable.
-    make_dataset(cfg, prepare_data_root(cfg), "test")
+    if is_main():
+        make_dataset(cfg, prepare_data_root(cfg), "test")
+    barrier()
     trainer = build_trainer(cfg, device, resume, strict_load, warm_start, allow_config_change)
     bits = f"{trainer.model.bit_width}-bit" if trainer.quantized else "full-precision"
     logger.info(
         "training %s on %s, checkpoints in %s, logs in %s", bits, device, trainer.checkpoint_dir, trainer.log_dir
     )
     best = trainer.fit()
+    if not is_main():
+        return ""
     best_path = trainer.checkpoint_dir / "best_model.pth"
     test = evaluate_checkpoint(best_path, trainer.cfg.data_root, "test", device=device).metrics["dense"]["overall"]
     return (

@@ -32,8 +32,10 @@ from snn.training.epoch_csv import append_epoch_row, truncate_epoch_rows
 from snn.training.interrupt import StopRequests, TrainingInterrupted
 from snn.training.losses import distillation_loss, multiscale_epe_loss
 from snn.training.optim import lr_lambda_factory, param_groups
+from snn.training.precision import Precision
 from snn.training.resume import rng_state, set_rng_state
 from snn.training.weight_ema import make_weight_ema
+from snn.utils.distributed import SILENT_WRITER, is_main, sum_over_ranks, wrap_for_training
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +91,8 @@ class Trainer:
         self.teacher: nn.Module | None = None  # with distill_weight > 0: the model this run started from
         self._resume_progress: dict = {}  # how far a mid-epoch checkpoint got into its epoch
         self._last_val: dict[str, float] = {}
+        self.precision = Precision(cfg.amp, device)
+        self._forward_multiscale = wrap_for_training(self.model, device)  # through DDP under torchrun
 
     @property
     def eval_model(self) -> nn.Module:
@@ -171,6 +175,7 @@ class Trainer:
                 self.model.set_bit_width(*saved)
         if ckpt.get("rng"):
             set_rng_state(ckpt["rng"])
+        self.precision.load_state_dict(ckpt.get("grad_scaler") or {})
         if self.cfg.weight_ema > 0 and "train_state_dict" in ckpt:
             self.start_weight_ema()
             self.ema.module.load_state_dict(ckpt["state_dict"])
@@ -221,6 +226,8 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     @property
     def writer(self) -> SummaryWriter:
+        if not is_main():
+            return SILENT_WRITER  # one writer: rank 0
         if self._writer is None:
             self._writer = SummaryWriter(str(self.log_dir))
         return self._writer
@@ -285,20 +292,21 @@ class Trainer:
         bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.cfg.num_epochs}", leave=False, dynamic_ncols=True)
         for batch in bar:
             batch = move_batch(batch, self.device)
-            with recording_firing_rates(self.model) if self.cfg.firing_rate_weight > 0 else nullcontext() as rates:
-                preds = self.model.forward_multiscale(batch["events"])
-            flow_loss = multiscale_epe_loss(preds, batch["flow"], batch["valid"], self.cfg.scale_weights)
-            extras = self.extra_loss()
-            if rates is not None:
-                extras["rate_loss"] = self.cfg.firing_rate_weight * firing_rate_penalty(
-                    rates, *self.cfg.firing_rate_band
-                )
-            if self.teacher is not None:
-                with torch.no_grad():
-                    taught = self.teacher.forward_multiscale(batch["events"])
-                extras["distill_loss"] = self.cfg.distill_weight * distillation_loss(
-                    preds, taught, self.cfg.scale_weights
-                )
+            with self.precision.autocast():
+                with recording_firing_rates(self.model) if self.cfg.firing_rate_weight > 0 else nullcontext() as rates:
+                    preds = [p.float() for p in self._forward_multiscale(batch["events"])]
+                flow_loss = multiscale_epe_loss(preds, batch["flow"], batch["valid"], self.cfg.scale_weights)
+                extras = self.extra_loss()
+                if rates is not None:
+                    extras["rate_loss"] = self.cfg.firing_rate_weight * firing_rate_penalty(
+                        rates, *self.cfg.firing_rate_band
+                    )
+                if self.teacher is not None:
+                    with torch.no_grad():
+                        taught = [p.float() for p in self.teacher.forward_multiscale(batch["events"])]
+                    extras["distill_loss"] = self.cfg.distill_weight * distillation_loss(
+                        preds, taught, self.cfg.scale_weights
+                    )
             loss = flow_loss + sum(extras.values())
             if not torch.isfinite(loss):
                 raise FloatingPointError(
@@ -306,10 +314,7 @@ class Trainer:
                     "lower learning_rate or grad_clip"
                 )
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-            self.optimizer.step()
+            self.precision.step(loss, self.optimizer, self.model, self.cfg.grad_clip)
             self.scheduler.step()
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
@@ -325,6 +330,7 @@ class Trainer:
                 progress = {"epoch": epoch, "batches": done, "loss_sum": total, "count": count}
                 self.save("last.pth", epoch - 1, self._last_val, progress)
                 raise TrainingInterrupted(self._stop.signum, self.checkpoint_dir / "last.pth", epoch + 1, done)
+        total, count = sum_over_ranks(total, count)  # every rank's batches count
         return total / max(1, count)
 
     @torch.no_grad()
@@ -335,12 +341,13 @@ class Trainer:
         first = None
         for batch in tqdm(self.val_loader, desc="validate", leave=False, dynamic_ncols=True):
             batch = move_batch(batch, self.device)
-            pred = model(batch["events"])
+            with self.precision.autocast():
+                pred = model(batch["events"]).float()
             metrics.update(pred, batch["flow"], evaluation_mask(batch["flow"], batch["valid"]))
             if first is None:
                 first = (batch, pred)
         every = self.cfg.image_every
-        if every and first is not None and (epoch % every == 0 or epoch + 1 == self.cfg.num_epochs):
+        if every and first is not None and is_main() and (epoch % every == 0 or epoch + 1 == self.cfg.num_epochs):
             batch, pred = first
             panel = render_panels(batch["events"][0], batch["flow"][0], pred[0], batch["valid"][0])
             self.writer.add_image("val/flow_gt_vs_pred", panel, epoch, dataformats="HWC")
@@ -367,18 +374,23 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "rng": rng_state(),
             "epoch_progress": progress or {},
+            "grad_scaler": self.precision.state_dict(),
         }
         if self.ema is not None:
             payload["train_state_dict"] = self.model.state_dict()
         return payload
 
     def save(self, name: str, epoch: int, val: dict[str, float], progress: dict | None = None) -> None:
+        if not is_main():
+            return  # one writer: rank 0
         path = self.checkpoint_dir / name
         if name == "best_model.pth":
             keep_best_of_other_width(path, model_widths(self.model))
         save_checkpoint(self.checkpoint_payload(epoch, val, progress), path)
 
     def _log_step(self, flow_loss, loss, extras) -> None:
+        if not is_main():
+            return
         w, step = self.writer, self.global_step
         w.add_scalar("train/flow_loss", flow_loss.item(), step)
         w.add_scalar("train/total_loss", loss.item(), step)
@@ -394,6 +406,8 @@ class Trainer:
                 w.add_scalar(f"quant_scale/{name}", stats["scale"], step)
 
     def _log_epoch(self, epoch, train_loss, val, lr, elapsed) -> None:
+        if not is_main():
+            return
         for key in ("aee", "outliers", "1pe", "3pe", "zero_flow_aee"):
             self.writer.add_scalar(f"val/{key}", val[key], epoch)
         self.writer.flush()

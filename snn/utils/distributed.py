@@ -1,0 +1,134 @@
+"""One run over several processes: torchrun or SLURM's srun, with PyTorch's DistributedDataParallel.
+
+The rules every rank follows:
+
+- The process group comes from the environment: torchrun's ``RANK``, ``WORLD_SIZE`` and
+  ``LOCAL_RANK``, or SLURM's ``SLURM_PROCID``, ``SLURM_NTASKS`` and ``SLURM_LOCALID`` (the job
+  script exports ``MASTER_ADDR`` and ``MASTER_PORT``). NCCL on CUDA, Gloo on CPU.
+- Every rank draws the same seeded order of each epoch; rank r takes every W-th key from
+  position r, and the last ``len % W`` keys are left out so that all ranks take the same
+  number of steps. The global batch is ``batch_size`` x W.
+- Rank 0 alone writes checkpoints, CSV rows and TensorBoard logs.
+- A quantizer's observation of a batch is reduced over the ranks before its moving average:
+  the least minimum, the largest maximum, the mean of the mean |x|; a learned step starts from
+  the mean over ranks of its first batch's mean |x|. So every rank holds the same ranges and
+  steps, and gradients (averaged by DDP) keep the learned steps the same.
+- Every rank validates the whole validation split, so each takes the same best-model decision.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def world() -> tuple[int, int]:
+    """(rank, number of processes); (0, 1) outside a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main() -> bool:
+    return world()[0] == 0
+
+
+def launched_ranks() -> tuple[int, int, int] | None:
+    """(rank, world size, local rank) that torchrun or srun gave this process, else None."""
+    env = os.environ
+    if int(env.get("WORLD_SIZE", "1")) > 1:
+        return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", "0"))
+    if int(env.get("SLURM_NTASKS", "1")) > 1 and "MASTER_ADDR" in env:
+        return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", "0"))
+    return None
+
+
+def init_from_environment(device: torch.device) -> torch.device:
+    """Join the process group the launcher set up (if any); returns this rank's device."""
+    ranks = launched_ranks()
+    if ranks is None or (dist.is_available() and dist.is_initialized()):
+        return device
+    rank, size, local = ranks
+    if device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=size)
+    return device
+
+
+def reduce_observation(lo: torch.Tensor, hi: torch.Tensor, absmean: torch.Tensor):
+    """A batch's (min, max, mean |x|) over every rank; unchanged in a single process."""
+    _, size = world()
+    if size == 1:
+        return lo, hi, absmean
+    extremes = torch.stack([-lo, hi]).float()
+    dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
+    return -extremes[0], extremes[1], mean_over_ranks(absmean)
+
+
+def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
+    """A tensor's mean over the ranks; unchanged in a single process."""
+    size = world()[1]
+    if size == 1:
+        return value
+    total = value.detach().float().clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total / size
+
+
+def sum_over_ranks(*values: float) -> list[float]:
+    """Each value summed over the ranks (as float64)."""
+    if world()[1] == 1:
+        return list(values)
+    cuda = dist.get_backend() == "nccl"  # NCCL reduces CUDA tensors only
+    t = torch.tensor(values, dtype=torch.float64, device=f"cuda:{torch.cuda.current_device()}" if cuda else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()
+
+
+class _SilentWriter:
+    """Takes every SummaryWriter call and writes nothing: the TensorBoard writer of ranks other than 0."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
+
+
+SILENT_WRITER = _SilentWriter()
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing in a single process)."""
+    if world()[1] > 1:
+        dist.barrier()
+
+
+def finish() -> None:
+    """Leave the process group, if this process joined one."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class MultiscaleForward(nn.Module):
+    """What DDP wraps for training: its forward is the model's multi-scale pass (DDP averages the
+    gradients of what its own forward ran)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.model.forward_multiscale(x)
+
+
+def wrap_for_training(model: nn.Module, device: torch.device):
+    """``model.forward_multiscale``, through DistributedDataParallel when several processes run."""
+    if world()[1] == 1:
+        return model.forward_multiscale
+    # Unused parameters exist by design (a quantizer's learned step when learn_scale is off).
+    return nn.parallel.DistributedDataParallel(
+        MultiscaleForward(model), device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=True,
+    )  # fmt: skip

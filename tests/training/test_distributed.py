@@ -1,0 +1,57 @@
+"""torchrun / DDP on CPU (Gloo): shards of each epoch, one writer, the same quantizer ranges everywhere."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from snn.data.provider import build_dataset
+from snn.data.sampling import EpochSampler
+
+
+def test_ranks_take_disjoint_equal_shares_of_the_same_order():
+    alone = EpochSampler(11, seed=3)
+    alone.set_epoch(2)
+    order = alone.keys()
+    shards = []
+    for rank in range(3):
+        sampler = EpochSampler(11, seed=3, rank=rank, world=3)
+        sampler.set_epoch(2)
+        shards.append(list(sampler))
+    assert [len(s) for s in shards] == [3, 3, 3]  # 11 // 3 each; the last 2 keys are left out
+    assert sorted(k for s in shards for k in s) == sorted(order[:9])
+    assert shards[1] == order[1:9:3]
+    with pytest.raises(ValueError, match="rank 3 outside a world of 3"):
+        EpochSampler(11, seed=3, rank=3, world=3)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_one_writer_same_ranges(tiny_synthetic_root, tmp_path):
+    job = Path(__file__).with_name("ddp_job.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(_free_port()), str(job), str(tiny_synthetic_root), str(tmp_path)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # Rank 0 alone wrote: one TensorBoard file, one CSV row per epoch, the checkpoints.
+    assert len(list((tmp_path / "logs").glob("events.out.tfevents.*"))) == 1
+    rows = (tmp_path / "logs" / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 2
+    assert {p.name for p in (tmp_path / "ckpt").iterdir()} >= {"best_model.pth", "last.pth", "config.yaml"}
+    # Each rank took half the batches, and both hold the same quantizer ranges and learned steps.
+    r0, r1 = (torch.load(tmp_path / f"rank_{r}.pt") for r in (0, 1))
+    windows = len(build_dataset(tiny_synthetic_root, "train", 3))
+    assert r0["steps"] == r1["steps"] == 2 * (windows // 2)  # 2 epochs of half the windows, batch 1
+    assert r0["ranges"].keys() == r1["ranges"].keys() and r0["ranges"]
+    for key, value in r0["ranges"].items():
+        assert torch.equal(value, r1["ranges"][key]), key
