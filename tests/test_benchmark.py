@@ -1,5 +1,7 @@
 """The benchmark's training-step measure runs every ladder width (timings themselves are not tested)."""
 
+import torch
+
 from snn.benchmarks.training_step import training_step_times
 
 
@@ -8,3 +10,33 @@ def test_every_width_and_the_distilled_step_are_timed():
     labels = [r.label for r in rows]
     assert labels == ["FP32", "W8A8", "W4A4", "W4A4 + distillation", "W2A4", "W1A4", "W1A1"]
     assert all(r.seconds > 0 and r.samples_per_s == 1 / r.seconds for r in rows)
+
+
+def test_the_ann_twin_has_no_neurons_left_and_the_same_convolutions():
+    from snn.benchmarks.measures import as_ann
+    from snn.models.flownet import EventSNNFlowNetLiteV2
+    from snn.models.neurons import LIFNeuron
+
+    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=2)
+    convs = [m.weight.shape for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    twin = as_ann(model)
+    assert not any(isinstance(m, LIFNeuron) for m in twin.modules())
+    assert [m.weight.shape for m in twin.modules() if isinstance(m, torch.nn.Conv2d)] == convs
+    assert twin(torch.rand(1, 2, 2, 16, 16)).shape == (1, 2, 16, 16)
+
+
+def test_event_rates_inference_and_loader_measures_return_positive_figures(tiny_synthetic_root):
+    from snn.benchmarks.measures import events_to_tensor, inference, loader_samples_per_s
+    from snn.config import load_config
+    from snn.data.loaders import make_dataset, make_loader
+
+    rates = events_to_tensor(1000, 32, repeats=1)
+    assert {"counts", "voxel"} <= rates.keys() and all(r > 0 for r in rates.values())
+    latency = inference(16, repeats=1)
+    assert latency["seconds_per_window"] > 0 and latency["peak_rss_mb"] > 0
+    cfg = load_config(
+        overrides={"data_root": str(tiny_synthetic_root), "dataset": "blinksim", "crop_size": 32, "batch_size": 2}
+    )
+    loader = make_loader(cfg, make_dataset(cfg, tiny_synthetic_root, "train", train=True), train=True)
+    loader.sampler.set_epoch(0)
+    assert loader_samples_per_s(loader, 2) > 0

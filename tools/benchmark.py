@@ -1,10 +1,13 @@
-"""Benchmark the training step of every QAT width against full precision (samples/s and ratios).
+"""Benchmark training and data speed: each measure a ratio taken within one run.
 
-    python tools/benchmark.py                 # batch 8 of 48x48 crops, 10 timed steps each
+    python tools/benchmark.py                  # batch 8 of 48x48 crops, 10 timed steps per measure
     python tools/benchmark.py --quick --json results/benchmark.json
 
-Prints a table of seconds per step, samples/s and each step's time over the FP step's. Timings
-depend on the machine and its load: run nothing else meanwhile.
+Measures: the training step at FP and every ladder width (and W4A4 distilling from W8A8), each
+over the FP step; the spiking step over the same network with ReLUs; events to tensor (counts,
+voxel grid, tonic's voxel grid where installed); the data loader's samples/s over the training
+step's, with 0 and 2 workers; inference per window at the crop size and at 320x320, with peak
+memory. Timings depend on the machine and its load: run nothing else meanwhile.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from snn.benchmarks.measures import events_to_tensor, inference, loader_samples_per_s, spiking_vs_ann  # noqa: E402
 from snn.benchmarks.training_step import training_step_times  # noqa: E402
+from snn.config import load_config  # noqa: E402
+from snn.data.loaders import make_dataset, make_loader, prepare_data_root  # noqa: E402
 from snn.evaluation.report import markdown_table  # noqa: E402
 
 
@@ -28,21 +34,54 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--size", type=int, default=48, help="square crop side (default: %(default)s)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per measure (default: %(default)s)")
-    p.add_argument("--quick", action="store_true", help="3 timed steps after 1 warm-up")
+    p.add_argument("--events", type=int, default=2_000_000, help="events for the tensor measure (default: 2 M)")
+    p.add_argument("--quick", action="store_true", help="3 timed steps after 1 warm-up, 200 k events")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = p.parse_args(argv)
     steps, warmup = (3, 1) if args.quick else (args.steps, 2)
+    events = 200_000 if args.quick else args.events
+    doc: dict = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+                 f"torch {torch.__version__}", "batch": args.batch, "size": args.size, "steps": steps}  # fmt: skip
+    print(f"{doc['machine']}; batch {args.batch} of {args.size}x{args.size}, median of {steps} steps\n")
+
     rows = training_step_times(args.batch, args.size, steps, warmup)
     fp = rows[0].seconds
-    cells = [[r.label, f"{1000 * r.seconds:.0f}", f"{r.samples_per_s:.1f}", f"{r.seconds / fp:.2f}"] for r in rows]
-    cpu = platform.processor() or platform.machine()
-    machine = f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    print(f"training step, batch {args.batch} of {args.size}x{args.size}, median of {steps} steps ({machine})\n")
-    print(markdown_table(["step", "ms/step", "samples/s", "time / FP time"], cells))
+    doc["training_step"] = [vars(r) | {"ratio_to_fp": r.seconds / fp} for r in rows]
+    print(markdown_table(["training step", "ms/step", "samples/s", "time / FP time"],
+                         [[r.label, f"{1000 * r.seconds:.0f}", f"{r.samples_per_s:.1f}", f"{r.seconds / fp:.2f}"]
+                          for r in rows]) + "\n")  # fmt: skip
+
+    twin = spiking_vs_ann(args.batch, args.size, steps, warmup)
+    doc["spiking_vs_ann"] = twin | {"ratio": twin["spiking"] / twin["ann"]}
+    print(f"spiking step {1000 * twin['spiking']:.0f} ms, same network with ReLUs {1000 * twin['ann']:.0f} ms: "
+          f"ratio {twin['spiking'] / twin['ann']:.2f}\n")  # fmt: skip
+
+    rates = events_to_tensor(events, 320)
+    doc["events_per_s"] = rates
+    print(markdown_table(["events to tensor (320x320, 5 bins)", "M events/s"],
+                         [[k, f"{v / 1e6:.1f}"] for k, v in rates.items()]) + "\n")  # fmt: skip
+
+    cfg = load_config(overrides={"batch_size": args.batch, "crop_size": args.size})
+    train_set = make_dataset(cfg, prepare_data_root(cfg), "train", train=True)
+    loader_rows = []
+    for workers in (cfg.num_workers, 2):
+        loader = make_loader(load_config(overrides={"batch_size": args.batch, "num_workers": workers}), train_set,
+                             train=True)  # fmt: skip
+        loader.sampler.set_epoch(0)
+        rate = loader_samples_per_s(loader, 10 if args.quick else 40)
+        loader_rows.append([str(workers), f"{rate:.1f}", f"{rate / rows[0].samples_per_s:.1f}"])
+        doc.setdefault("loader", []).append({"workers": workers, "samples_per_s": rate,
+                                             "ratio_to_fp_step": rate / rows[0].samples_per_s})  # fmt: skip
+    print(markdown_table(["loader workers", "samples/s", "over the FP step's samples/s"], loader_rows) + "\n")
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    doc["inference"] = {str(size): inference(size, 1 if args.quick else 3, device) for size in (args.size, 320)}
+    print(markdown_table(["inference (FP, batch 1, " + device + ")", "ms/window", "peak memory (MB)"],
+                         [[f"{s}x{s}", f"{1000 * v['seconds_per_window']:.0f}",
+                           f"{v.get('cuda_max_allocated_mb', v['peak_rss_mb']):.0f}"]
+                          for s, v in ((int(k), v) for k, v in doc["inference"].items())]))  # fmt: skip
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        doc = {"machine": machine, "batch": args.batch, "size": args.size, "steps": steps,
-               "training_step": [vars(r) | {"ratio_to_fp": r.seconds / fp} for r in rows]}  # fmt: skip
         args.json.write_text(json.dumps(doc, indent=1) + "\n")
         print(f"wrote {args.json}")
     return 0
