@@ -28,6 +28,8 @@ from snn.config import load_config  # noqa: E402
 from snn.data.loaders import make_dataset, make_loader, prepare_data_root  # noqa: E402
 from snn.evaluation.report import markdown_table  # noqa: E402
 
+MEASURES = ("training", "ann", "events", "loader", "inference")
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -37,6 +39,10 @@ def main(argv=None) -> int:
     p.add_argument("--events", type=int, default=2_000_000, help="events for the tensor measure (default: 2 M)")
     p.add_argument("--quick", action="store_true", help="3 timed steps after 1 warm-up, 200 k events")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    p.add_argument(
+        "--only", nargs="+", choices=MEASURES, default=list(MEASURES), metavar="M",
+        help=f"run only these measures: {', '.join(MEASURES)} (default: all)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     steps, warmup = (3, 1) if args.quick else (args.steps, 2)
     events = 200_000 if args.quick else args.events
@@ -44,23 +50,51 @@ def main(argv=None) -> int:
                  f"torch {torch.__version__}", "batch": args.batch, "size": args.size, "steps": steps}  # fmt: skip
     print(f"{doc['machine']}; batch {args.batch} of {args.size}x{args.size}, median of {steps} steps\n")
 
-    rows = training_step_times(args.batch, args.size, steps, warmup)
-    fp = rows[0].seconds
+    rows = (
+        training_step_times(args.batch, args.size, steps, warmup)
+        if "training" in args.only or "loader" in args.only
+        else []
+    )
+    fp = rows[0].seconds if rows else float("nan")
+    if "training" in args.only:
+        _training_table(doc, rows, fp)
+    if "ann" in args.only:
+        _ann(doc, args, steps, warmup)
+    if "events" in args.only:
+        _events(doc, events)
+    if "loader" in args.only:
+        _loader(doc, args, rows)
+    if "inference" in args.only:
+        _inference(doc, args)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _training_table(doc, rows, fp) -> None:
     doc["training_step"] = [vars(r) | {"ratio_to_fp": r.seconds / fp} for r in rows]
     print(markdown_table(["training step", "ms/step", "samples/s", "time / FP time"],
                          [[r.label, f"{1000 * r.seconds:.0f}", f"{r.samples_per_s:.1f}", f"{r.seconds / fp:.2f}"]
                           for r in rows]) + "\n")  # fmt: skip
 
+
+def _ann(doc, args, steps, warmup) -> None:
     twin = spiking_vs_ann(args.batch, args.size, steps, warmup)
     doc["spiking_vs_ann"] = twin | {"ratio": twin["spiking"] / twin["ann"]}
     print(f"spiking step {1000 * twin['spiking']:.0f} ms, same network with ReLUs {1000 * twin['ann']:.0f} ms: "
           f"ratio {twin['spiking'] / twin['ann']:.2f}\n")  # fmt: skip
 
+
+def _events(doc, events) -> None:
     rates = events_to_tensor(events, 320)
     doc["events_per_s"] = rates
     print(markdown_table(["events to tensor (320x320, 5 bins)", "M events/s"],
                          [[k, f"{v / 1e6:.1f}"] for k, v in rates.items()]) + "\n")  # fmt: skip
 
+
+def _loader(doc, args, rows) -> None:
     cfg = load_config(overrides={"batch_size": args.batch, "crop_size": args.size})
     train_set = make_dataset(cfg, prepare_data_root(cfg), "train", train=True)
     loader_rows = []
@@ -74,17 +108,14 @@ def main(argv=None) -> int:
                                              "ratio_to_fp_step": rate / rows[0].samples_per_s})  # fmt: skip
     print(markdown_table(["loader workers", "samples/s", "over the FP step's samples/s"], loader_rows) + "\n")
 
+
+def _inference(doc, args) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     doc["inference"] = {str(size): inference(size, 1 if args.quick else 3, device) for size in (args.size, 320)}
     print(markdown_table(["inference (FP, batch 1, " + device + ")", "ms/window", "peak memory (MB)"],
                          [[f"{s}x{s}", f"{1000 * v['seconds_per_window']:.0f}",
                            f"{v.get('cuda_max_allocated_mb', v['peak_rss_mb']):.0f}"]
                           for s, v in ((int(k), v) for k, v in doc["inference"].items())]))  # fmt: skip
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(doc, indent=1) + "\n")
-        print(f"wrote {args.json}")
-    return 0
 
 
 if __name__ == "__main__":
