@@ -83,8 +83,9 @@ def open_h5(path: str | os.PathLike[str]) -> h5py.File:
         raise DatasetFormatError(path, f"cannot open as HDF5, the file may be truncated or corrupt ({err})") from err
 
 
-def _bisect_left(dset: h5py.Dataset, value: int, lo: int, hi: int) -> int:
-    """First index in ``dset[lo:hi]`` (sorted) whose value is >= ``value``."""
+def bisect_left(dset: h5py.Dataset, value: int, lo: int, hi: int) -> int:
+    """First index in ``dset[lo:hi]`` (sorted) whose value is >= ``value``. ``dset`` is anything
+    that gives a number for an index and an array for a slice, read only where needed."""
     while hi - lo > _READ_WHOLE:
         mid = (lo + hi) // 2
         if int(dset[mid]) < value:
@@ -215,8 +216,8 @@ class EventSlicer:
         lo, hi = self._index_bounds(t_start, t_end)
         t = self._dsets["t"]
         with reading(self.path, "events/t"):
-            i0 = _bisect_left(t, t_start, lo, hi)
-            i1 = _bisect_left(t, t_end, i0, hi)
+            i0 = bisect_left(t, t_start, lo, hi)
+            i1 = bisect_left(t, t_end, i0, hi)
         return i0, i1
 
     def get_events(self, t_start_us: int, t_end_us: int) -> dict[str, np.ndarray]:

@@ -34,7 +34,7 @@ import numpy as np
 
 from snn.data.blinksim_layouts import LayoutDecoder
 from snn.data.errors import DatasetFormatError, reading
-from snn.data.events import EventSlicer, open_h5
+from snn.data.events import EventSlicer, bisect_left, open_h5
 from snn.data.sequence import EventFlowSequence
 
 EVENTS = "davis/left/events"
@@ -42,7 +42,21 @@ FRAME_TIMES = "davis/left/image_raw_ts"
 HOOD_FIRST_ROW = 190
 DATA_SUFFIX, GT_SUFFIX = "_data.hdf5", "_gt_flow_dist.npz"
 PROTOCOLS = (1, 4)
-_READ_WHOLE = 4096
+
+
+def _microseconds(seconds: np.ndarray) -> np.ndarray:
+    return np.rint(seconds * 1e6).astype(np.int64)
+
+
+class _TimesUs:
+    """The event times of ``davis/left/events`` in integer microseconds, read when indexed (so that
+    ``snn.data.events.bisect_left`` can search the file's seconds as it searches BlinkSim's times)."""
+
+    def __init__(self, dset: h5py.Dataset) -> None:
+        self._dset = dset
+
+    def __getitem__(self, index: int | slice) -> np.ndarray:
+        return _microseconds(self._dset[index, 2])
 
 
 class MvsecEvents:
@@ -58,6 +72,7 @@ class MvsecEvents:
             self.close()
             raise DatasetFormatError(path, f"expected {EVENTS} float [N, 4] = (x, y, t s, p +-1), got {shape}")
         self._dset = dset
+        self._times = _TimesUs(dset)
         self.num_events = dset.shape[0]
         self.t_offset = 0
 
@@ -71,21 +86,15 @@ class MvsecEvents:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _time_us(self, i: int) -> int:
-        return int(np.rint(self._dset[i, 2] * 1e6))
-
     def _bisect(self, value: int, lo: int, hi: int) -> int:
         with reading(self.path, f"{EVENTS} times"):
-            while hi - lo > _READ_WHOLE:
-                mid = (lo + hi) // 2
-                lo, hi = (mid + 1, hi) if self._time_us(mid) < value else (lo, mid)
-            times = np.rint(self._dset[lo:hi, 2] * 1e6).astype(np.int64)
-        return lo + int(np.searchsorted(times, value, side="left"))
+            return bisect_left(self._times, value, lo, hi)
 
     def time_range(self) -> tuple[int, int]:
         if self.num_events == 0:
             raise DatasetFormatError(self.path, "holds no events")
-        return self._time_us(0), self._time_us(self.num_events - 1)
+        with reading(self.path, f"{EVENTS} times"):
+            return int(self._times[0]), int(self._times[self.num_events - 1])
 
     def get_events(self, t_start_us: int, t_end_us: int) -> dict[str, np.ndarray]:
         i0 = self._bisect(int(t_start_us), 0, self.num_events)
@@ -102,7 +111,7 @@ class MvsecEvents:
         return {
             "x": block[:, 0].astype(np.int64),
             "y": block[:, 1].astype(np.int64),
-            "t": np.rint(block[:, 2] * 1e6).astype(np.int64),
+            "t": _microseconds(block[:, 2]),
             "p": (block[:, 3] > 0).astype(np.uint8),
         }
 
