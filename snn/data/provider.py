@@ -69,18 +69,24 @@ def list_sequences(data_root: str | os.PathLike[str], split: str, names: Sequenc
 
 def _sequences_in(split_dir: Path, names: Sequence[str] | None) -> list[Path]:
     found = sorted(p for p in split_dir.iterdir() if p.is_dir() and is_sequence_dir(p))
+    return _named(found, names, split_dir, "sequence", lambda p: p.name)
+
+
+def _named(found: list, names: Sequence[str] | None, where: Path, what: str, name_of=lambda entry: entry[0]) -> list:
+    """The entries of ``found`` whose ``name_of`` is in ``names`` (all when None); DatasetFormatError
+    naming the unknown ones and what is available."""
     if names is None:
         return found
     if isinstance(names, str):  # one name, not a sequence of characters
         names = [names]
-    by_name = {p.name: p for p in found}
-    unknown = [n for n in names if n not in by_name]
+    available = [name_of(entry) for entry in found]
+    unknown = [n for n in names if n not in available]
     if unknown:
         raise DatasetFormatError(
-            split_dir, f"no sequence named {', '.join(unknown)}; available: {', '.join(by_name) or '(none)'}"
+            where, f"no {what} named {', '.join(unknown)}; available: {', '.join(available) or '(none)'}"
         )
     wanted = set(names)
-    return [p for p in found if p.name in wanted]
+    return [entry for entry in found if name_of(entry) in wanted]
 
 
 FORMATS = ("auto", "blinksim", "dsec", "mvsec")
@@ -102,18 +108,6 @@ def detect_format(root: Path) -> str:
         "(or train/, val/, test/ folders of them), none found; DSEC expects <split>_events/ beside "
         "<split>_optical_flow/, none found; MVSEC expects <name>_data.hdf5 beside <name>_gt_flow_dist.npz, none found",
     )
-
-
-def _named(found: list[tuple], names: Sequence[str] | None, where: Path, what: str) -> list[tuple]:
-    """The (name, ...) entries of ``found`` that ``names`` asks for (all when None)."""
-    if names is None:
-        return found
-    wanted = {names} if isinstance(names, str) else set(names)
-    unknown = sorted(wanted - {entry[0] for entry in found})
-    if unknown:
-        available = ", ".join(entry[0] for entry in found)
-        raise DatasetFormatError(where, f"no {what} named {', '.join(unknown)}; available: {available}")
-    return [entry for entry in found if entry[0] in wanted]
 
 
 def build_dataset(
