@@ -23,7 +23,6 @@ class FlowPngWriter:
         if self.out_dir.exists() and any(self.out_dir.iterdir()):
             raise FileExistsError(f"{self.out_dir}: already holds files; give an empty or new folder for predictions")
         self._sequences = {seq.name: seq for seq in sequences_of(dataset)}
-        self.written = 0
 
     def __call__(self, batch: dict, pred: torch.Tensor) -> None:
         for i, name in enumerate(batch["sequence"]):
@@ -31,4 +30,3 @@ class FlowPngWriter:
             folder = self.out_dir / name
             folder.mkdir(parents=True, exist_ok=True)
             encode_flow_png(folder / f"{seq.window_name(int(batch['index'][i]))}.png", pred[i].numpy())
-            self.written += 1
