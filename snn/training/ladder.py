@@ -262,6 +262,8 @@ def run_ladder(
     reuse: bool = False,
     unseen_root: str | Path | None = None,
     low_current_bits: int = 4,
+    qat_overrides: dict | None = None,
+    last_step: str | None = None,
 ) -> list[dict]:
     """Train (or reuse) every step, evaluate each on the test split, write the reports.
 
@@ -272,14 +274,20 @@ def run_ladder(
     ``seed`` replaces every step's config seed (None: each config's own); ``extra``
     overrides config keys of every step (e.g. ``{"crop_size": None}``); ``fp_checkpoint``
     stands in for the full-precision step (e.g. the checkpoint of ``python train.py``).
+    ``qat_overrides`` overrides config keys of the quantized steps only (e.g. ``{"distill_weight": 1.0}``,
+    which needs a start checkpoint as teacher); ``last_step`` ends the ladder after that step.
     """
+    steps = ladder_steps(low_current_bits)
+    names = [s.name for s in steps]
+    if last_step is not None and last_step not in names:
+        raise ValueError(f"unknown last step {last_step!r}; the steps are {', '.join(names)}")
     output_dir.mkdir(parents=True, exist_ok=True)
     base = load_config(CONFIG_DIR / STEPS[0].config, data_root_overrides(data_root))
     prepare_data_root(base)  # the synthetic set may be needed before any step trains
     if fp_epochs is None:
         fp_epochs = base.num_epochs
     rows, bests = [], {}
-    for step in ladder_steps(low_current_bits):
+    for step in steps[: names.index(last_step) + 1] if last_step else steps:
         if step.progressive and not progressive:
             continue
         changes = []
@@ -289,7 +297,8 @@ def run_ladder(
         else:
             epochs = fp_epochs if step.start_from is None else epochs_per_step * (3 if step.progressive else 1)
             start = bests.get(step.start_from)
-            cfg = step_config(step, output_dir, data_root, epochs, seed, extra)
+            quantized = {**(qat_overrides or {})} if step.start_from is not None else {}
+            cfg = step_config(step, output_dir, data_root, epochs, seed, {**(extra or {}), **quantized})
             changes = overridden(step, cfg)
             logger.info("%s: %s, ladder overrides: %s", step.name, step.config, "; ".join(changes) or "none")
             best, minutes, record = run_step(step, output_dir, cfg, epochs, device, start, reuse)

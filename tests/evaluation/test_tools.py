@@ -70,6 +70,9 @@ DOCUMENTED_FLAGS = {
         "--seeds",
         "--unseen-root",
         "--no-unseen",
+        "--low-current-bits",
+        "--set",
+        "--last-step",
     ],
     "tools/make_synthetic_dataset.py": ["--output", "--num-train", "--height", "--width", "--force"],
     "train.py": [
@@ -556,3 +559,24 @@ def test_compare_without_full_precision_says_which_stands_in(checkpoints, tiny_s
     )
     assert rc == 0
     assert "no full-precision checkpoint given" in (out / "compare.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [("distill_weight", "expected KEY=VALUE"), ("=1", "expected KEY=VALUE"), ("learn_scale=[1", "not valid YAML")],
+)
+def test_a_malformed_ladder_override_is_one_line_before_anything_runs(setting, named, tmp_path, capsys):
+    out = tmp_path / "ladder"
+    assert _tool("qat_ladder").main(["--output-dir", str(out), "--no-unseen", "--set", setting]) == 2
+    line = _error_line(capsys)
+    assert named in line and setting in line
+    assert not out.exists()
+
+
+def test_ladder_overrides_are_read_as_yaml_values():
+    parse = _tool("qat_ladder").parse_overrides
+    assert parse(["distill_weight=1.0", "learn_scale=true", "crop_size=null"]) == {
+        "distill_weight": 1.0,
+        "learn_scale": True,
+        "crop_size": None,
+    }

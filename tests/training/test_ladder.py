@@ -98,6 +98,27 @@ def test_a_moved_ladder_folder_is_still_reused(trained_ladder, tiny_synthetic_ro
 
 
 @pytest.mark.slow
+def test_overrides_of_the_quantized_steps_train_only_the_steps_asked_for(trained_ladder, tiny_synthetic_root, tmp_path):
+    out, first = trained_ladder
+    trial = tmp_path / "distill"
+    for name in ("V2", "V2_W8A8"):  # an earlier ladder's steps, as a distillation trial starts
+        shutil.copytree(out / name, trial / name)
+    args = (trial, str(tiny_synthetic_root), 1, 1, CPU, False, 5, NO_CROP)
+    with pytest.raises(LadderError, match="distill_weight: 0.0 -> 0.5"):  # W8A8 trained without it
+        run_ladder(*args, qat_overrides={"distill_weight": 0.5}, last_step="V2_W4A4")
+    rows = run_ladder(*args, qat_overrides={"distill_weight": 0.5}, last_step="V2_W4A4", reuse=True)
+    assert [r["step"] for r in rows] == ["V2", "V2_W8A8", "V2_W4A4"]
+    assert rows[1]["aee"] == pytest.approx(first[1]["aee"], rel=1e-6)  # reused, not retrained
+    w4 = load_checkpoint(trial / "V2_W4A4" / "checkpoints" / "best_model.pth")["config"]
+    assert w4["distill_weight"] == 0.5
+    assert w4["distill_from"] == str(trial / "V2_W8A8" / "checkpoints" / "best_model.pth")
+    assert "distill_weight 0.0 -> 0.5" in (trial / "ladder.md").read_text()  # the override is printed
+    assert not (trial / "V2_W2A4").exists()
+    with pytest.raises(ValueError, match="unknown last step 'W4'"):
+        run_ladder(*args, last_step="W4")
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("change", "named"), [({"epochs_per_step": 2}, "epochs: 1 -> 2"), ({"seed": 6}, "seed: 5 -> 6")]
 )
