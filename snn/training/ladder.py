@@ -37,6 +37,7 @@ from snn.utils.runtime import seed_everything
 logger = logging.getLogger(__name__)
 
 RECORD = "ladder_step.json"
+FOLDERS = ("checkpoint_dir", "log_dir")
 
 
 class LadderError(ValueError):
@@ -101,11 +102,12 @@ def step_config(step: Step, output_dir: Path, data_root: str | None, epochs: int
     return cfg
 
 
-def overridden(step: Step, cfg: Config) -> list[str]:
-    """``key: yaml value -> ladder value`` for every key the ladder changed (folders aside)."""
-    own = load_config(CONFIG_DIR / step.config).to_dict()
-    new = cfg.to_dict()
-    return [f"{k} {own[k]!r} -> {new[k]!r}" for k in own if own[k] != new[k] and k not in ("checkpoint_dir", "log_dir")]
+def overridden(step: Step, cfg: Config | dict) -> list[str]:
+    """``key: yaml value -> ladder value`` for every key the ladder changed (folders aside); ``cfg`` is the
+    step's config, or the one a reused step's record holds."""
+    own = _json(load_config(CONFIG_DIR / step.config).to_dict())
+    new = _json(cfg if isinstance(cfg, dict) else cfg.to_dict())
+    return [f"{k} {own[k]!r} -> {new[k]!r}" for k in own if k in new and own[k] != new[k] and k not in FOLDERS]
 
 
 def _read_record(folder: Path) -> dict | None:
@@ -302,6 +304,9 @@ def run_ladder(
             changes = overridden(step, cfg)
             logger.info("%s: %s, ladder overrides: %s", step.name, step.config, "; ".join(changes) or "none")
             best, minutes, record = run_step(step, output_dir, cfg, epochs, device, start, reuse)
+            recorded = (record.get("settings") or {}).get("config")
+            if math.isnan(minutes) and recorded:  # reused: what its own training changed, not this call
+                changes = overridden(step, _json(recorded))
         bests[step.name] = best
         result = evaluate_checkpoint(best, base.data_root, "test", device=device, progress=False)
         test = result.metrics["dense"]["overall"]

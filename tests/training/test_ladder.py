@@ -112,7 +112,10 @@ def test_overrides_of_the_quantized_steps_train_only_the_steps_asked_for(trained
     w4 = load_checkpoint(trial / "V2_W4A4" / "checkpoints" / "best_model.pth")["config"]
     assert w4["distill_weight"] == 0.5
     assert w4["distill_from"] == str(trial / "V2_W8A8" / "checkpoints" / "best_model.pth")
-    assert "distill_weight 0.0 -> 0.5" in (trial / "ladder.md").read_text()  # the override is printed
+    md = (trial / "ladder.md").read_text()
+    changed = {line.split(" (")[0]: line for line in md.splitlines() if line.startswith("- V2_W")}
+    assert "distill_weight 0.0 -> 0.5" in changed["- V2_W4A4"]  # the override is printed
+    assert "distill_weight" not in changed["- V2_W8A8"]  # reused: what it was trained with
     assert not (trial / "V2_W2A4").exists()
     with pytest.raises(ValueError, match="unknown last step 'W4'"):
         run_ladder(*args, last_step="W4")
