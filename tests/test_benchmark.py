@@ -40,3 +40,13 @@ def test_event_rates_inference_and_loader_measures_return_positive_figures(tiny_
     loader = make_loader(cfg, make_dataset(cfg, tiny_synthetic_root, "train", train=True), train=True)
     loader.sampler.set_epoch(0)
     assert loader_samples_per_s(loader, 2) > 0
+
+
+def test_the_lif_measure_times_ours_and_the_plain_loop_and_compares_their_results():
+    from snn.benchmarks.measures import multistep_lif
+
+    runs = multistep_lif((3, 1, 2, 4, 4), repeats=1)
+    assert list(runs)[:2] == ["ours (fused)", "plain per-step loop"]
+    assert all(r["seconds"] > 0 for r in runs.values())
+    assert runs["plain per-step loop"]["spikes_differing"] == 0.0
+    assert runs["plain per-step loop"]["max_grad_difference"] < 1e-5

@@ -4,7 +4,9 @@
     python tools/benchmark.py --quick --json results/benchmark.json
 
 Measures: the training step at FP and every ladder width (and W4A4 distilling from W8A8), each
-over the FP step; the spiking step over the same network with ReLUs; events to tensor (counts,
+over the FP step; the spiking step over the same network with ReLUs; the multi-step LIF's forward+
+backward against a plain per-step loop (and spikingjelly's and snntorch's neurons where installed,
+pip install -r requirements-bench.txt); events to tensor (counts,
 voxel grid, tonic's voxel grid where installed); the data loader's samples/s over the training
 step's, with 0 and 2 workers; inference per window at the crop size and at 320x320, with peak
 memory. Timings depend on the machine and its load: run nothing else meanwhile.
@@ -22,13 +24,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from snn.benchmarks.measures import events_to_tensor, inference, loader_samples_per_s, spiking_vs_ann  # noqa: E402
+from snn.benchmarks.measures import (  # noqa: E402
+    events_to_tensor,
+    inference,
+    loader_samples_per_s,
+    multistep_lif,
+    spiking_vs_ann,
+)
 from snn.benchmarks.training_step import training_step_times  # noqa: E402
 from snn.config import load_config  # noqa: E402
 from snn.data.loaders import make_dataset, make_loader, prepare_data_root  # noqa: E402
 from snn.evaluation.report import markdown_table  # noqa: E402
 
-MEASURES = ("training", "ann", "events", "loader", "inference")
+MEASURES = ("training", "ann", "lif", "events", "loader", "inference")
 
 
 def main(argv=None) -> int:
@@ -60,6 +68,8 @@ def main(argv=None) -> int:
         _training_table(doc, rows, fp)
     if "ann" in args.only:
         _ann(doc, args, steps, warmup)
+    if "lif" in args.only:
+        _lif(doc, args.quick)
     if "events" in args.only:
         _events(doc, events)
     if "loader" in args.only:
@@ -87,11 +97,28 @@ def _ann(doc, args, steps, warmup) -> None:
           f"ratio {twin['spiking'] / twin['ann']:.2f}\n")  # fmt: skip
 
 
+def _lif(doc, quick) -> None:
+    shape = (5, 4, 32, 64, 64) if quick else (5, 4, 32, 160, 160)
+    runs = multistep_lif(shape, 2 if quick else 5)
+    ours = runs["ours (fused)"]["seconds"]
+    doc["multistep_lif"] = {"shape": list(shape), "runs": runs}
+    print(markdown_table([f"LIF forward+backward, [T, B, C, H, W] = {list(shape)}", "ms", "time / ours",
+                          "spikes that differ", "largest gradient difference"],
+                         [[name, f"{1000 * r['seconds']:.1f}", f"{r['seconds'] / ours:.2f}",
+                           str(r['spikes_differing']), f"{r['max_grad_difference']:.1e}"]
+                          for name, r in runs.items()]) + "\n")  # fmt: skip
+
+
 def _events(doc, events) -> None:
     rates = events_to_tensor(events, 320)
     doc["events_per_s"] = rates
-    print(markdown_table(["events to tensor (320x320, 5 bins)", "M events/s"],
-                         [[k, f"{v / 1e6:.1f}"] for k, v in rates.items()]) + "\n")  # fmt: skip
+    tonic = rates.get("tonic voxel")
+    print(markdown_table(["events to tensor (320x320, 5 bins)", "M events/s", "over tonic's voxel grid"],
+                         [[k, f"{v / 1e6:.1f}", f"{v / tonic:.2f}" if tonic else "-"]
+                          for k, v in rates.items() if k != "tonic voxel max difference"]))  # fmt: skip
+    if "tonic voxel max difference" in rates:
+        print(f"largest difference to tonic's grid on the bins both define: {rates['tonic voxel max difference']:.1e}")
+    print()
 
 
 def _loader(doc, args, rows) -> None:

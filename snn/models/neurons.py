@@ -55,6 +55,63 @@ def spike_fn(x: torch.Tensor, alpha: float = 4.0) -> torch.Tensor:
     return AtanSpike.apply(x, alpha)
 
 
+class LIFSequence(torch.autograd.Function):
+    """LIF over a whole [T, ...] current as one autograd node.
+
+    Autograd through a Python loop records some ten tensors per step; this keeps only the
+    membrane before firing, ``h[t] = decay * v[t-1] + x[t]``, and runs the recurrence of the
+    gradient by hand:
+
+        dL/dh[t] = dL/ds[t] * surrogate'(h[t] - fire_at) + decay * dL/dh[t+1] * dv[t]/dh[t]
+        dL/dx[t] = dL/dh[t]
+
+    with ``dv/dh`` = 1 (subtract) or 1 - s (zero) when the reset is detached, and the reset's
+    own surrogate term when it is not. Same results as ``LIFNeuron.forward_stepwise``.
+    """
+
+    @staticmethod
+    def forward(ctx, x_seq, decay: float, threshold: float, alpha: float, reset: str, detach_reset: bool):
+        fire_at = threshold * (1 - FIRE_MARGIN)
+        membranes = torch.empty_like(x_seq)  # h[t], before firing and reset
+        spikes = torch.empty_like(x_seq)
+        fired = torch.empty(x_seq.shape[1:], dtype=torch.bool, device=x_seq.device)
+        v = torch.zeros_like(x_seq[0])
+        for t in range(x_seq.shape[0]):
+            h = membranes[t]
+            torch.add(x_seq[t], v, alpha=decay, out=h)
+            torch.ge(h, fire_at, out=fired)
+            spikes[t].copy_(fired)
+            if reset == "subtract":
+                torch.sub(h, spikes[t], alpha=threshold, out=v)
+            else:
+                torch.mul(h, spikes[t].neg().add_(1), out=v)
+        ctx.save_for_backward(membranes)
+        ctx.settings = (decay, threshold, alpha, reset, detach_reset, fire_at)
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes):
+        (membranes,) = ctx.saved_tensors
+        decay, threshold, alpha, reset, detach_reset, fire_at = ctx.settings
+        # The arctan surrogate of every step at once: alpha/2 / (1 + (pi/2 * alpha * (h - fire_at))^2).
+        surrogate = (membranes - fire_at).mul_(0.5 * math.pi * alpha).square_().add_(1).reciprocal_().mul_(alpha / 2)
+        direct = grad_spikes * surrogate
+        if reset == "subtract":
+            carry = None if detach_reset else surrogate.mul(-threshold).add_(1)  # None: dv/dh = 1
+        else:
+            carry = (membranes < fire_at).to(membranes.dtype)
+            if not detach_reset:
+                carry -= membranes * surrogate
+        grad_x = torch.empty_like(direct)
+        grad_x[-1] = direct[-1]
+        for t in range(direct.shape[0] - 2, -1, -1):
+            if carry is None:
+                torch.add(direct[t], grad_x[t + 1], alpha=decay, out=grad_x[t])
+            else:
+                torch.addcmul(direct[t], grad_x[t + 1], carry[t], value=decay, out=grad_x[t])
+        return grad_x, None, None, None, None, None
+
+
 class LIFNeuron(nn.Module):
     """Leaky integrate-and-fire neuron, single-step or over a [T, B, ...] sequence.
 
@@ -113,8 +170,18 @@ class LIFNeuron(nn.Module):
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         """Run over a [T, B, ...] input current; the membrane starts at zero.
 
-        The membrane is float32 even under autocast (mixed precision): thresholds are crossed
-        in full precision."""
+        One fused autograd node for the whole sequence (``LIFSequence``); ``forward_stepwise``
+        is the same arithmetic step by step. The membrane is float32 even under autocast (mixed
+        precision): thresholds are crossed in full precision."""
+        with torch.autocast(x_seq.device.type, enabled=False):
+            spikes = LIFSequence.apply(
+                at_least_float32(x_seq), self.decay, self.threshold, self.alpha, self.reset, self.detach_reset
+            )
+        self.last_spike_rate = spikes.detach().mean()
+        return spikes
+
+    def forward_stepwise(self, x_seq: torch.Tensor) -> torch.Tensor:
+        """``forward`` as a plain loop of ``single_step`` (autograd records every step's ops)."""
         with torch.autocast(x_seq.device.type, enabled=False):
             v = None
             out = []

@@ -60,3 +60,33 @@ def test_integrator_averages_or_leaks():
     assert float(NonSpikingIntegrator()(x)) == pytest.approx(2.0)
     # tau=2: v = ((1*0.5)+2)*0.5+3 = 4.25, / 3 steps
     assert float(NonSpikingIntegrator(tau=2.0)(x)) == pytest.approx(4.25 / 3)
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+@pytest.mark.parametrize("detach_reset", [True, False])
+def test_fused_sequence_matches_the_stepwise_loop_in_spikes_and_gradients(reset, detach_reset):
+    neuron = LIFNeuron(tau=2.0, threshold=1.0, reset=reset, alpha=2.0, detach_reset=detach_reset)
+    x = torch.randn(6, 3, 4, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 0.8 + 0.4
+    upstream = torch.randn_like(x)
+    grads, outs = [], []
+    for run in (neuron.forward, neuron.forward_stepwise):
+        xi = x.clone().requires_grad_(True)
+        out = run(xi)
+        (out * upstream).sum().backward()
+        outs.append(out.detach())
+        grads.append(xi.grad)
+    assert 0.05 < float(outs[0].mean()) < 0.95  # both firing and silent steps are exercised
+    assert torch.equal(outs[0], outs[1])
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-10, atol=1e-12)
+    assert float(grads[0][0].abs().sum()) > 0  # the first step's gradient comes through the recurrence
+
+
+def test_fused_sequence_keeps_float32_under_autocast_and_records_the_rate():
+    neuron = LIFNeuron()
+    x = torch.full((4, 1, 2), 0.6, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = neuron(x)
+    assert out.dtype == torch.float32
+    # 0.6, then 0.9, then 1.05 -> fires and drops to 0.05, then 0.625
+    assert out[:, 0, 0].tolist() == [0.0, 0.0, 1.0, 0.0]
+    assert float(neuron.last_spike_rate) == pytest.approx(0.25)
