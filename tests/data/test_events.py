@@ -127,6 +127,17 @@ def test_in_image_keeps_only_pixels_of_the_image() -> None:
     np.testing.assert_array_equal(in_image(x, y, height=6, width=8), [1, 1, 0, 0, 0, 0, 1])
 
 
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.int64, np.uint16, np.float32])
+def test_in_image_is_the_same_for_every_coordinate_type(dtype) -> None:
+    """Signed integers are compared as unsigned (one comparison per axis); every type agrees."""
+    rng = np.random.default_rng(0)
+    low = 0 if np.dtype(dtype).kind == "u" else -40
+    x, y = (rng.integers(low, 700, 5000).astype(dtype) for _ in range(2))
+    expected = (x >= 0) & (x < 640) & (y >= 0) & (y < 480)
+    assert 0 < expected.sum() < len(x)
+    np.testing.assert_array_equal(in_image(x, y, height=480, width=640), expected)
+
+
 def test_event_window_selects_events_and_keeps_its_bounds() -> None:
     window = EventWindow(np.arange(4), np.arange(4) + 10, np.arange(4) * 100, np.array([1, 0, 1, 0]), 0, 400)
     assert len(window) == 4
