@@ -25,7 +25,7 @@ import math
 import torch
 from torch import nn
 
-from snn.quantization.torch_ops import learnable_fake_quantize
+from snn.quantization.torch_ops import fake_quantize, learnable_fake_quantize
 from snn.utils.distributed import mean_over_ranks, reduce_observation
 from snn.utils.runtime import at_least_float32
 
@@ -108,6 +108,26 @@ class QuantizationAwareLayer(nn.Module):
         # The smallest binary step: the model sets it to the least current with which its neuron
         # can ever fire (below it a +-step current keeps the layer silent whatever comes in).
         self.binary_floor = 0.0
+        # Host-side copies of the two flags once they are True, so that a forward pass does not
+        # read a device buffer (a GPU sync) every step; False means "read the buffer".
+        self._range_known = False
+        self._step_known = False
+
+    @property
+    def has_range(self) -> bool:
+        if not self._range_known:
+            self._range_known = bool(self.initialized)
+        return self._range_known
+
+    @property
+    def has_step(self) -> bool:
+        if not self._step_known:
+            self._step_known = bool(self.step_initialized)
+        return self._step_known
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._range_known = self._step_known = False  # the loaded buffers decide
 
     # ------------------------------------------------------------ switches
     # The one switch API; snn.quantization.control applies it to every quantizer of a model.
@@ -123,7 +143,7 @@ class QuantizationAwareLayer(nn.Module):
         bit_width = check_bit_width(bit_width)
         if bit_width != self.bit_width:
             self.bit_width = bit_width
-            self.step_initialized.fill_(False)  # a new grid needs a new step
+            self._forget_step()  # a new grid needs a new step
 
     def enable_quantization(self, enabled: bool = True) -> None:
         """``False``: pass the current through unchanged."""
@@ -137,24 +157,30 @@ class QuantizationAwareLayer(nn.Module):
         """Forget the range; until ``end_calibration`` every forward pass, in eval mode too,
         adds its range to a plain mean over the passes seen."""
         self.initialized.fill_(False)
-        self.step_initialized.fill_(False)
+        self._range_known = False
+        self._forget_step()
         self.calibrating = True
         self._calibration_passes = 0
 
     def end_calibration(self) -> None:
         self.calibrating = False
-        self.step_initialized.fill_(False)  # learned steps start from the calibrated range
+        self._forget_step()  # learned steps start from the calibrated range
+
+    def _forget_step(self) -> None:
+        self.step_initialized.fill_(False)
+        self._step_known = False
 
     # --------------------------------------------------------------- range
     @torch.no_grad()
     def observe(self, x: torch.Tensor) -> None:
         # Several processes (DDP) observe their own batches; all of them apply the same reduced one.
         lo, hi, absmean = reduce_observation(x.min(), x.max(), x.abs().mean())
-        if not bool(self.initialized):
+        if not self.has_range:
             self.running_min.copy_(lo)
             self.running_max.copy_(hi)
             self.running_absmean.copy_(absmean)
             self.initialized.fill_(True)
+            self._range_known = True
             return
         if self.calibrating:  # the n-th pass weighs 1/n: a plain mean
             self._calibration_passes += 1
@@ -186,6 +212,7 @@ class QuantizationAwareLayer(nn.Module):
         seed = self.range_scale() if self.is_binary else torch.minimum(lsq, self.range_scale())
         self.step.copy_(seed.clamp_min(1e-6))
         self.step_initialized.fill_(True)
+        self._step_known = True
 
     # ------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -196,9 +223,9 @@ class QuantizationAwareLayer(nn.Module):
             return self._quantize(at_least_float32(x))
 
     def _quantize(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.training and self.observer_enabled) or self.calibrating or not bool(self.initialized):
+        if (self.training and self.observer_enabled) or self.calibrating or not self.has_range:
             self.observe(x)
-        if self.learn_scale and not bool(self.step_initialized):
+        if self.learn_scale and not self.has_step:
             self._seed_step(x)
         if self.is_binary:
             return self._binary(x)
@@ -206,7 +233,7 @@ class QuantizationAwareLayer(nn.Module):
             # LSQ gradient scale 1/sqrt(N * qmax) keeps the step's updates in proportion.
             grad_factor = 1.0 / math.sqrt(x.numel() / max(1, x.shape[0]) * self.qmax)
             return learnable_fake_quantize(x, self.step.abs().clamp_min(1e-8), self.qmax, grad_factor)
-        return torch.fake_quantize_per_tensor_affine(x, float(self.scale()), 0, -self.qmax, self.qmax)
+        return fake_quantize(x, self.scale().float(), self.qmax)  # the scale stays a tensor: no device sync
 
     def _binary(self, x: torch.Tensor) -> torch.Tensor:
         scale = self.scale().to(x.dtype)

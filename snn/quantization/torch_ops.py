@@ -9,6 +9,37 @@ from __future__ import annotations
 import torch
 
 
+def fake_quantize(x: torch.Tensor, scale: torch.Tensor, qmax: int) -> torch.Tensor:
+    """``clamp(round(x / scale), -qmax, qmax) * scale`` with a straight-through gradient inside the range.
+
+    On CUDA this is PyTorch's fused ``fake_quantize_per_tensor_affine``. On the CPU that kernel took
+    5.8 ms for a 3.7 M-element current (2 cores), four times the 1.5 ms of ``ClippedRounding``,
+    which gives the same values and gradients bit for bit (a test checks).
+    """
+    if x.is_cuda:
+        zero = torch.zeros((), dtype=torch.int32, device=x.device)
+        return torch.fake_quantize_per_tensor_affine(x, scale, zero, -qmax, qmax)
+    return ClippedRounding.apply(x, scale, qmax)
+
+
+class ClippedRounding(torch.autograd.Function):
+    """PyTorch's per-tensor fake quantization (zero point 0) in four vectorised passes: the code
+    ``round(x * (1 / scale))``, the in-range mask saved for backward (one byte per element), the clamp
+    and the product. Like the kernel, an input counts as inside when its rounded code is."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, qmax: int) -> torch.Tensor:
+        code = torch.round(x * scale.reciprocal())
+        inside = code.abs() <= qmax
+        ctx.save_for_backward(inside)
+        return code.clamp_(-qmax, qmax).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (inside,) = ctx.saved_tensors
+        return grad * inside, None, None
+
+
 def learnable_fake_quantize(x: torch.Tensor, step: torch.Tensor, qmax: int, grad_factor: float) -> torch.Tensor:
     """``clamp(round(x / step), -qmax, qmax) * step`` with LSQ gradients (Esser et al. 2019).
 

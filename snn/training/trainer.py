@@ -285,11 +285,15 @@ class Trainer:
         progress = self._resume_progress if self._resume_progress.get("epoch") == epoch else {}
         self._resume_progress = {}
         done = int(progress.get("batches", 0))
-        total, count = float(progress.get("loss_sum", 0.0)), int(progress.get("count", 0))
+        count = int(progress.get("count", 0))
+        # The loss sum stays on the device: reading a loss on the host each step would make the
+        # host wait for the GPU every step. It is read every log_every steps, and at the end.
+        total = torch.tensor(float(progress.get("loss_sum", 0.0)), dtype=torch.float64, device=self.device)
         sampler = self.train_loader.sampler
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch, skip=done * self.train_loader.batch_size)
         bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.cfg.num_epochs}", leave=False, dynamic_ncols=True)
+        loss = None
         for batch in bar:
             batch = move_batch(batch, self.device)
             with self.precision.autocast():
@@ -308,30 +312,38 @@ class Trainer:
                         preds, taught, self.cfg.scale_weights
                     )
             loss = flow_loss + sum(extras.values())
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"loss became {loss.item()} at epoch {epoch + 1}, step {self.global_step}; "
-                    "lower learning_rate or grad_clip"
-                )
             self.optimizer.zero_grad(set_to_none=True)
             self.precision.step(loss, self.optimizer, self.model, self.cfg.grad_clip)
             self.scheduler.step()
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
-            total += flow_loss.item() * len(batch["events"])
+            total += flow_loss.detach() * len(batch["events"])
             count += len(batch["events"])
             done += 1
-            bar.set_postfix(loss=f"{flow_loss.item():.3f}")
             if self.global_step % max(1, self.cfg.log_every) == 0:
+                self._check_finite(loss, epoch)
+                bar.set_postfix(loss=f"{flow_loss.item():.3f}")
                 self._log_step(flow_loss, loss, extras)
             self.global_step += 1
             if self._stop is not None and self._stop.signum is not None:
                 bar.close()
-                progress = {"epoch": epoch, "batches": done, "loss_sum": total, "count": count}
+                self._check_finite(loss, epoch)  # never save weights that a non-finite step has spoiled
+                progress = {"epoch": epoch, "batches": done, "loss_sum": float(total), "count": count}
                 self.save("last.pth", epoch - 1, self._last_val, progress)
                 raise TrainingInterrupted(self._stop.signum, self.checkpoint_dir / "last.pth", epoch + 1, done)
-        total, count = sum_over_ranks(total, count)  # every rank's batches count
+        if loss is not None:
+            self._check_finite(loss, epoch)
+        total, count = sum_over_ranks(float(total), count)  # every rank's batches count
         return total / max(1, count)
+
+    def _check_finite(self, loss: torch.Tensor, epoch: int) -> None:
+        """FloatingPointError once the loss is NaN or infinite (checked at log steps and epoch ends, so
+        it may have turned a few steps earlier: a NaN step makes every later loss NaN too)."""
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"loss became {loss.item()} by epoch {epoch + 1}, step {self.global_step} (checked every "
+                f"log_every = {self.cfg.log_every} steps); lower learning_rate or grad_clip"
+            )
 
     @torch.no_grad()
     def validate(self, epoch: int) -> dict[str, float]:

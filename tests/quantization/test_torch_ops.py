@@ -42,3 +42,25 @@ def test_lerp_all_moves_each_tensor_towards_its_target(fused, monkeypatch):
     targets = [torch.tensor([10.0, 0.0]), torch.tensor([[0.0]])]
     torch_ops.lerp_all_(ends, targets, 0.25)
     assert ends[0].tolist() == [2.5, 7.5] and ends[1].item() == 3.0
+
+
+@pytest.mark.parametrize("qmax", [1, 7, 127])
+@pytest.mark.parametrize("scale", [0.05, 0.0371, 1 / 3])
+def test_clipped_rounding_equals_pytorchs_fake_quantize_in_values_and_gradients(qmax, scale):
+    from snn.quantization.torch_ops import fake_quantize
+
+    x = torch.randn(4, 3, 17, 9, generator=torch.Generator().manual_seed(qmax)) * 3 * scale * qmax
+    x[0, 0, 0, :3] = torch.tensor([qmax + 0.5, -qmax - 0.5, 0.5]) * scale  # rounding ties at the range's edges
+    s = torch.tensor(scale)
+    grads, outs = [], []
+    for quantize in (
+        lambda v: torch.fake_quantize_per_tensor_affine(v, s, torch.zeros((), dtype=torch.int32), -qmax, qmax),
+        lambda v: fake_quantize(v, s, qmax),
+    ):
+        v = x.clone().requires_grad_(True)
+        out = quantize(v)
+        out.backward(torch.arange(out.numel(), dtype=out.dtype).reshape(out.shape))
+        outs.append(out.detach())
+        grads.append(v.grad)
+    assert torch.equal(outs[0], outs[1]) and torch.equal(grads[0], grads[1])
+    assert 0 < int((grads[1] == 0).sum()) < x.numel()  # some inputs clip, most pass

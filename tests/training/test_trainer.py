@@ -150,3 +150,28 @@ def test_frames_the_network_cannot_take_fail_before_training(tmp_path):
     big_crop = _cfg(root, tmp_path, num_epochs=1, crop_size=40)
     with pytest.raises(DatasetFormatError, match=r"train/seq_0000: frames are 36x32, smaller than the 40x40"):
         build_trainer(big_crop, CPU)
+
+
+@pytest.mark.parametrize("log_every", [1, 1000])
+def test_a_loss_that_turns_nan_stops_the_run_before_any_checkpoint(
+    tiny_synthetic_root, tmp_path, monkeypatch, log_every
+):
+    """The loss is read on the host only every log_every steps and at the epoch's end, so a NaN is
+    caught there at the latest, before the epoch's checkpoints are written."""
+    import snn.training.trainer as trainer_module
+
+    real = trainer_module.multiscale_epe_loss
+    calls = []
+
+    def turns_nan(*args):
+        calls.append(1)
+        loss = real(*args)
+        return loss * float("nan") if len(calls) == 2 else loss
+
+    monkeypatch.setattr(trainer_module, "multiscale_epe_loss", turns_nan)
+    seed_everything(0)
+    trainer = build_trainer(_cfg(tiny_synthetic_root, tmp_path, num_epochs=1, batch_size=1, log_every=log_every), CPU)
+    with pytest.raises(FloatingPointError, match=r"loss became nan by epoch 1, step \d+"):
+        trainer.fit()
+    assert len(calls) == (2 if log_every == 1 else len(trainer.train_loader))
+    assert not (tmp_path / "ckpt" / "last.pth").exists() and not (tmp_path / "ckpt" / "best_model.pth").exists()
