@@ -19,7 +19,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from snn.cli import add_device_flag, fail  # noqa: E402
+from snn.cli import add_device_flag, add_format_flags, fail, format_overrides  # noqa: E402
 from snn.data.loaders import prepare_unseen_test_set  # noqa: E402
 from snn.training.ladder import run_ladder, run_ladder_seeds  # noqa: E402
 from snn.utils.runtime import resolve_device, setup_logging  # noqa: E402
@@ -58,6 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "settings than this command's (the report lists the settings each was trained with)",
     )
     add_device_flag(p)
+    add_format_flags(p)
     p.add_argument(
         "--seed",
         type=int,
@@ -141,6 +142,7 @@ def main(argv=None) -> int:
             "low_current_bits": args.low_current_bits,
             "qat_overrides": parse_overrides(args.overrides),
             "last_step": args.last_step,
+            "data_overrides": format_overrides(args),
         }
         if not args.no_unseen and args.unseen_root == Path("data/synthetic_unseen"):
             prepare_unseen_test_set(args.unseen_root)

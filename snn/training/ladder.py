@@ -239,8 +239,9 @@ def run_step(
     if warm and start is not None and trainer.quantized:
         # What calibration alone gives (post-training quantization), before any fine-tuning.
         calibrated = evaluate_checkpoint(
-            start, cfg.data_root, "test", device=device, progress=False, model=trainer.model
-        )
+            start, cfg.data_root, "test", device=device, progress=False, model=trainer.model,
+            data_overrides={"data_format": cfg.data_format, "mvsec_dt": cfg.mvsec_dt},  # read as the step reads it
+        )  # fmt: skip
         ptq = {"aee": calibrated.metrics["dense"]["overall"]["aee"]}
         logger.info("%s: calibration only (no fine-tuning): test AEE %.3f", step.name, ptq["aee"])
         _write_record(folder, {"settings": settings, "status": "running", "ptq": ptq})
@@ -266,6 +267,7 @@ def run_ladder(
     low_current_bits: int = 4,
     qat_overrides: dict | None = None,
     last_step: str | None = None,
+    data_overrides: dict | None = None,
 ) -> list[dict]:
     """Train (or reuse) every step, evaluate each on the test split, write the reports.
 
@@ -278,13 +280,16 @@ def run_ladder(
     stands in for the full-precision step (e.g. the checkpoint of ``python train.py``).
     ``qat_overrides`` overrides config keys of the quantized steps only (e.g. ``{"distill_weight": 1.0}``,
     which needs a start checkpoint as teacher); ``last_step`` ends the ladder after that step.
+    ``data_overrides`` (``data_format``, ``mvsec_dt``) say how ``data_root`` is read, by every step and
+    its evaluation; the unseen root is always detected by its files.
     """
     steps = ladder_steps(low_current_bits)
     names = [s.name for s in steps]
     if last_step is not None and last_step not in names:
         raise ValueError(f"unknown last step {last_step!r}; the steps are {', '.join(names)}")
     output_dir.mkdir(parents=True, exist_ok=True)
-    base = load_config(CONFIG_DIR / STEPS[0].config, data_root_overrides(data_root))
+    data_overrides = data_overrides or {}
+    base = load_config(CONFIG_DIR / STEPS[0].config, {**data_root_overrides(data_root), **data_overrides})
     prepare_data_root(base)  # the synthetic set may be needed before any step trains
     if fp_epochs is None:
         fp_epochs = base.num_epochs
@@ -299,8 +304,8 @@ def run_ladder(
         else:
             epochs = fp_epochs if step.start_from is None else epochs_per_step * (3 if step.progressive else 1)
             start = bests.get(step.start_from)
-            quantized = {**(qat_overrides or {})} if step.start_from is not None else {}
-            cfg = step_config(step, output_dir, data_root, epochs, seed, {**(extra or {}), **quantized})
+            changed = {**(extra or {}), **data_overrides, **((qat_overrides or {}) if step.start_from else {})}
+            cfg = step_config(step, output_dir, data_root, epochs, seed, changed)
             changes = overridden(step, cfg)
             logger.info("%s: %s, ladder overrides: %s", step.name, step.config, "; ".join(changes) or "none")
             best, minutes, record = run_step(step, output_dir, cfg, epochs, device, start, reuse)
@@ -308,7 +313,9 @@ def run_ladder(
             if math.isnan(minutes) and recorded:  # reused: what its own training changed, not this call
                 changes = overridden(step, _json(recorded))
         bests[step.name] = best
-        result = evaluate_checkpoint(best, base.data_root, "test", device=device, progress=False)
+        result = evaluate_checkpoint(
+            best, base.data_root, "test", device=device, progress=False, data_overrides=data_overrides or None
+        )
         test = result.metrics["dense"]["overall"]
         rows.append(
             {
@@ -335,7 +342,9 @@ def run_ladder(
             }
         )
         if unseen_root is not None:
-            other = evaluate_checkpoint(best, unseen_root, "test", device=device, progress=False)
+            other = evaluate_checkpoint(
+                best, unseen_root, "test", device=device, progress=False, data_overrides={"data_format": "auto"}
+            )
             rows[-1]["unseen_aee"] = other.metrics["dense"]["overall"]["aee"]
             rows[-1]["unseen_zero_flow_aee"] = other.metrics["dense"]["overall"]["zero_flow_aee"]
         logger.info("%s: test AEE %.3f (zero-flow %.3f)", step.name, test["aee"], test["zero_flow_aee"])

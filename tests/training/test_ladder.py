@@ -122,6 +122,41 @@ def test_overrides_of_the_quantized_steps_train_only_the_steps_asked_for(trained
 
 
 @pytest.mark.slow
+def test_a_forced_data_format_reaches_every_step_and_its_evaluation(tiny_synthetic_root, tmp_path, monkeypatch):
+    import snn.training.ladder as ladder_module
+
+    seen = []
+    real = ladder_module.evaluate_checkpoint
+    monkeypatch.setattr(ladder_module, "evaluate_checkpoint", lambda *a, **k: seen.append(k) or real(*a, **k))
+    out = tmp_path / "forced"
+    rows = run_ladder(out, str(tiny_synthetic_root), 1, 1, CPU, False, 5, NO_CROP, last_step="V2_W8A8",
+                      data_overrides={"data_format": "blinksim"})  # fmt: skip
+    assert [r["step"] for r in rows] == ["V2", "V2_W8A8"]
+    for name in ("V2", "V2_W8A8"):
+        assert load_checkpoint(out / name / "checkpoints" / "best_model.pth")["config"]["data_format"] == "blinksim"
+    formats = [(k.get("data_overrides") or {}).get("data_format") for k in seen]
+    assert formats == ["blinksim", "blinksim", "blinksim"]  # FP; W8A8 after calibration only, then fine-tuned
+
+
+def test_a_format_the_data_root_is_not_in_is_one_line_before_training(tiny_synthetic_root, tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    tools = Path(__file__).resolve().parents[2] / "tools"
+    spec = importlib.util.spec_from_file_location("qat_ladder_tool", tools / "qat_ladder.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "ladder"
+    code = tool.main(["--output-dir", str(out), "--data-root", str(tiny_synthetic_root), "--format", "dsec",
+                      "--no-unseen"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(tiny_synthetic_root) in errors[0] and "DSEC" in errors[0]
+    assert not list(out.rglob("*.pth"))
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("change", "named"), [({"epochs_per_step": 2}, "epochs: 1 -> 2"), ({"seed": 6}, "seed: 5 -> 6")]
 )
