@@ -73,6 +73,8 @@ DOCUMENTED_FLAGS = {
         "--low-current-bits",
         "--set",
         "--last-step",
+        "--format",
+        "--mvsec-dt",
     ],
     "tools/make_synthetic_dataset.py": ["--output", "--num-train", "--height", "--width", "--force"],
     "train.py": [
