@@ -33,7 +33,7 @@ def test_event_rates_inference_and_loader_measures_return_positive_figures(tiny_
     rates = events_to_tensor(1000, 32, repeats=1)
     assert {"counts", "voxel"} <= rates.keys() and all(r > 0 for r in rates.values())
     latency = inference(16, repeats=1)
-    assert latency["seconds_per_window"] > 0 and latency["peak_rss_mb"] > 0
+    assert latency["seconds_per_window"] > 0 and 0 <= latency["forward_rss_mb"] < latency["peak_rss_mb"]
     cfg = load_config(
         overrides={"data_root": str(tiny_synthetic_root), "dataset": "blinksim", "crop_size": 32, "batch_size": 2}
     )

@@ -139,9 +139,11 @@ def _loader(doc, args, rows) -> None:
 def _inference(doc, args) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     doc["inference"] = {str(size): inference(size, 1 if args.quick else 3, device) for size in (args.size, 320)}
-    print(markdown_table(["inference (FP, batch 1, " + device + ")", "ms/window", "peak memory (MB)"],
+    memory = "CUDA max allocated (MB)" if device == "cuda" else "peak RSS (MB): process / forward passes"
+    print(markdown_table(["inference (FP, batch 1, " + device + ", own process)", "ms/window", memory],
                          [[f"{s}x{s}", f"{1000 * v['seconds_per_window']:.0f}",
-                           f"{v.get('cuda_max_allocated_mb', v['peak_rss_mb']):.0f}"]
+                           f"{v['cuda_max_allocated_mb']:.0f}" if device == "cuda"
+                           else f"{v['peak_rss_mb']:.0f} / {v['forward_rss_mb']:.0f}"]
                           for s, v in ((int(k), v) for k, v in doc["inference"].items())]))  # fmt: skip
 
 

@@ -4,8 +4,11 @@ ratios are taken within one run (tools/benchmark.py prints them)."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import multiprocessing
 import resource
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -173,16 +176,41 @@ def _seconds(fn) -> float:
 
 
 def inference(size: int, repeats: int = 3, device: str = "cpu") -> dict[str, float]:
-    """Seconds per window (FP model, batch 1, best of ``repeats``) and peak memory in MB."""
+    """Seconds per window (FP model, batch 1, best of ``repeats``) and peak memory in MB, measured in a
+    fresh process so that nothing measured before counts: its peak RSS, the part of it the forward passes
+    added (``forward_rss_mb``), and on CUDA the most memory allocated."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(_inference_here, size, repeats, device).result()
+
+
+def _memory_mb(field: str) -> float:
+    """``VmHWM`` (peak) or ``VmRSS`` (now) of this process from /proc (Linux), else the peak from getrusage.
+
+    Not getrusage on Linux: its peak carries over from the parent that started this process."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _inference_here(size: int, repeats: int, device: str) -> dict[str, float]:
     cfg = config_for("event_snn_lite.yaml", {})
     model = build_model(cfg.model, cfg.model_args()).to(device).eval()
     x = random_batch(cfg, 1, size, torch.Generator().manual_seed(0))["events"].to(device)
+    before = _memory_mb("VmRSS")
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(device)
     with torch.no_grad():
         model(x)
         seconds = min(_seconds(lambda: _sync(model(x))) for _ in range(repeats))
-    out = {"seconds_per_window": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    peak = _memory_mb("VmHWM")
+    out = {"seconds_per_window": seconds, "peak_rss_mb": peak, "forward_rss_mb": max(0.0, peak - before)}
     if device.startswith("cuda"):
-        out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return out
 
 
