@@ -47,11 +47,36 @@ def learnable_fake_quantize(x: torch.Tensor, step: torch.Tensor, qmax: int, grad
     positive 0-d tensor) gets the LSQ gradient scaled by ``grad_factor``. The fused kernel
     ``torch._fake_quantize_learnable_per_tensor_affine`` is private API, hence the fallback.
     """
+    if not x.is_cuda:  # on the CPU the kernel took 1.5-1.7x as long as LearnedStepRounding (2 cores)
+        return LearnedStepRounding.apply(x, step, qmax, grad_factor)
     kernel = getattr(torch, "_fake_quantize_learnable_per_tensor_affine", None)
     if kernel is None:
         return lsq_reference(x, step, qmax, grad_factor)
     zero_point = torch.zeros(1, device=x.device)
     return kernel(x, step.reshape(1), zero_point, -qmax, qmax, grad_factor)
+
+
+class LearnedStepRounding(torch.autograd.Function):
+    """The LSQ quantizer in a few vectorised passes, for the CPU: forward keeps the in-range mask and
+    each element's derivative by the step (``code - x/step`` inside, the clamped code outside), so
+    backward is a product and a dot product. Same values and x gradients as the kernel, bit for bit;
+    the step's gradient differs only by the order of the sum."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, step: torch.Tensor, qmax: int, grad_factor: float) -> torch.Tensor:
+        v = x * step.reciprocal()
+        code = torch.round(v)
+        inside = code.abs() <= qmax
+        code.clamp_(-qmax, qmax)
+        ctx.save_for_backward(inside, torch.where(inside, code - v, code))
+        ctx.grad_factor, ctx.step_shape = grad_factor, step.shape
+        return code.mul_(step)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        inside, by_step = ctx.saved_tensors
+        grad_step = torch.dot(grad.reshape(-1), by_step.reshape(-1)) * ctx.grad_factor
+        return grad * inside, grad_step.reshape(ctx.step_shape), None, None
 
 
 def lsq_reference(x: torch.Tensor, step: torch.Tensor, qmax: int, grad_factor: float) -> torch.Tensor:

@@ -25,11 +25,24 @@ def test_learnable_fake_quantize_matches_the_lsq_formula(qmax):
     assert x.grad[x.detach().abs() > 0.8 * (qmax + 0.5) / qmax].abs().max() == 0  # clipped inputs: no gradient
 
 
-def test_the_fallback_runs_without_the_private_kernel(monkeypatch):
-    x = torch.linspace(-2, 2, 101)
-    fused = torch_ops.learnable_fake_quantize(x, torch.tensor(0.25), 7, 1.0)
-    monkeypatch.delattr(torch, "_fake_quantize_learnable_per_tensor_affine")
-    torch.testing.assert_close(torch_ops.learnable_fake_quantize(x, torch.tensor(0.25), 7, 1.0), fused)
+@pytest.mark.parametrize("qmax", [1, 7, 127])
+def test_the_cpu_lsq_equals_pytorchs_private_kernel_that_cuda_uses(qmax):
+    kernel = torch._fake_quantize_learnable_per_tensor_affine
+    x = torch.randn(3, 5, 16, 16, generator=torch.Generator().manual_seed(qmax)) * 2
+    upstream = torch.randn_like(x)
+    results = []
+    for quantize in (
+        lambda v, s: kernel(v, s.reshape(1), torch.zeros(1), -qmax, qmax, 0.01),
+        lambda v, s: torch_ops.LearnedStepRounding.apply(v, s, qmax, 0.01),
+    ):
+        v, s = x.clone().requires_grad_(True), torch.tensor(0.8 / qmax, requires_grad=True)
+        out = quantize(v, s)
+        (out * upstream).sum().backward()
+        results.append((out.detach(), v.grad, s.grad))
+    (out_k, gx_k, gs_k), (out_c, gx_c, gs_c) = results
+    assert torch.equal(out_k, out_c) and torch.equal(gx_k, gx_c)
+    torch.testing.assert_close(gs_k.reshape(()), gs_c, rtol=1e-5, atol=1e-4)  # sums in another order
+    assert 0 < int((gx_c == 0).sum()) < x.numel()
 
 
 @pytest.mark.parametrize("fused", [True, False])
