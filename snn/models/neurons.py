@@ -74,13 +74,11 @@ class LIFSequence(torch.autograd.Function):
         fire_at = threshold * (1 - FIRE_MARGIN)
         membranes = torch.empty_like(x_seq)  # h[t], before firing and reset
         spikes = torch.empty_like(x_seq)
-        fired = torch.empty(x_seq.shape[1:], dtype=torch.bool, device=x_seq.device)
         v = torch.zeros_like(x_seq[0])
         for t in range(x_seq.shape[0]):
             h = membranes[t]
             torch.add(x_seq[t], v, alpha=decay, out=h)
-            torch.ge(h, fire_at, out=fired)
-            spikes[t].copy_(fired)
+            torch.ge(h, fire_at, out=spikes[t])  # written as 0/1 floats, no boolean temporary
             if reset == "subtract":
                 torch.sub(h, spikes[t], alpha=threshold, out=v)
             else:
@@ -93,22 +91,27 @@ class LIFSequence(torch.autograd.Function):
     def backward(ctx, grad_spikes):
         (membranes,) = ctx.saved_tensors
         decay, threshold, alpha, reset, detach_reset, fire_at = ctx.settings
-        # The arctan surrogate of every step at once: alpha/2 / (1 + (pi/2 * alpha * (h - fire_at))^2).
-        surrogate = (membranes - fire_at).mul_(0.5 * math.pi * alpha).square_().add_(1).reciprocal_().mul_(alpha / 2)
-        direct = grad_spikes * surrogate
-        if reset == "subtract":
-            carry = None if detach_reset else surrogate.mul(-threshold).add_(1)  # None: dv/dh = 1
-        else:
-            carry = (membranes < fire_at).to(membranes.dtype)
-            if not detach_reset:
-                carry -= membranes * surrogate
-        grad_x = torch.empty_like(direct)
-        grad_x[-1] = direct[-1]
-        for t in range(direct.shape[0] - 2, -1, -1):
-            if carry is None:
-                torch.add(direct[t], grad_x[t + 1], alpha=decay, out=grad_x[t])
-            else:
-                torch.addcmul(direct[t], grad_x[t + 1], carry[t], value=decay, out=grad_x[t])
+        grad_x = torch.empty_like(membranes)
+        # One step at a time, so that the temporaries are one step's size and stay in cache.
+        denominator = torch.empty_like(membranes[0])
+        steps = membranes.shape[0]
+        for t in range(steps - 1, -1, -1):
+            # The arctan surrogate: alpha/2 / (1 + (pi/2 * alpha * (h - fire_at))^2).
+            torch.sub(membranes[t], fire_at, out=denominator)
+            denominator.mul_(0.5 * math.pi * alpha).square_().add_(1)
+            torch.div(grad_spikes[t], denominator, out=grad_x[t]).mul_(alpha / 2)
+            if t == steps - 1:
+                continue
+            if reset == "subtract" and detach_reset:  # dv/dh = 1
+                grad_x[t].add_(grad_x[t + 1], alpha=decay)
+                continue
+            surrogate = denominator.reciprocal_().mul_(alpha / 2)
+            if reset == "subtract":  # v = h - threshold * s(h)
+                carry = surrogate.mul_(-threshold).add_(1)
+            else:  # v = h * (1 - s): 1 - s when the reset is detached, minus h * s'(h) when not
+                kept = (membranes[t] < fire_at).to(membranes.dtype)
+                carry = kept if detach_reset else kept.sub_(surrogate.mul_(membranes[t]))
+            grad_x[t].addcmul_(grad_x[t + 1], carry, value=decay)
         return grad_x, None, None, None, None, None
 
 
