@@ -11,7 +11,9 @@ from snn.training.precision import Precision
 CPU = torch.device("cpu")
 
 
-def test_under_bf16_autocast_the_convolutions_run_in_bf16_and_neurons_and_quantizers_in_float32():
+def test_under_bf16_autocast_the_convolutions_run_in_bf16_and_neurons_and_quantizers_in_float32(monkeypatch):
+    from snn.models import neurons
+
     model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=2, quantize=True, bit_width=4).eval()
     seen = {}
 
@@ -25,14 +27,14 @@ def test_under_bf16_autocast_the_convolutions_run_in_bf16_and_neurons_and_quanti
     layer.conv.register_forward_hook(record("conv"))
     layer.quant_layer.register_forward_hook(record("quant"))
     layer.neuron.register_forward_hook(record("spikes"))
-    membranes = []
-    single_step = layer.neuron.single_step
-    layer.neuron.single_step = lambda x, v=None: membranes.append(x.dtype) or single_step(x, v)
+    membranes = []  # the dtype each neuron's membrane arithmetic runs in
+    fused = neurons.LIFSequence.apply
+    monkeypatch.setattr(neurons.LIFSequence, "apply", lambda x, *a: membranes.append(x.dtype) or fused(x, *a))
     x = (torch.rand(1, 2, 2, 16, 16) > 0.7).float()
     with Precision("bf16", CPU).autocast():
         flow = model(x)
     assert seen == {"conv": torch.bfloat16, "quant": torch.float32, "spikes": torch.float32}
-    assert set(membranes) == {torch.float32} and flow.dtype == torch.float32
+    assert membranes and set(membranes) == {torch.float32} and flow.dtype == torch.float32
 
 
 def test_fp16_needs_cuda_and_an_unknown_mode_is_named():
