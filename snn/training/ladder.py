@@ -287,8 +287,10 @@ def run_ladder(
     names = [s.name for s in steps]
     if last_step is not None and last_step not in names:
         raise ValueError(f"unknown last step {last_step!r}; the steps are {', '.join(names)}")
-    output_dir.mkdir(parents=True, exist_ok=True)
     data_overrides = data_overrides or {}
+    if qat_overrides:  # a wrong key or value stops here, not after the full-precision step has trained
+        step_config(steps[1], output_dir, data_root, epochs_per_step, seed, {**(extra or {}), **qat_overrides})
+    output_dir.mkdir(parents=True, exist_ok=True)
     base = load_config(CONFIG_DIR / STEPS[0].config, {**data_root_overrides(data_root), **data_overrides})
     prepare_data_root(base)  # the synthetic set may be needed before any step trains
     if fp_epochs is None:

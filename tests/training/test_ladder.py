@@ -121,6 +121,15 @@ def test_overrides_of_the_quantized_steps_train_only_the_steps_asked_for(trained
         run_ladder(*args, last_step="W4")
 
 
+def test_a_wrong_quantized_step_override_stops_before_anything_trains(tiny_synthetic_root, tmp_path):
+    from snn.config import ConfigError
+
+    out = tmp_path / "never"
+    with pytest.raises(ConfigError, match="distil_weight"):
+        run_ladder(out, str(tiny_synthetic_root), 1, 1, CPU, False, 5, NO_CROP, qat_overrides={"distil_weight": 1.0})
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_a_forced_data_format_reaches_every_step_and_its_evaluation(tiny_synthetic_root, tmp_path, monkeypatch):
     import snn.training.ladder as ladder_module
