@@ -1,7 +1,9 @@
-"""The private PyTorch kernels we call, each behind one small function with a fallback.
+"""Fake quantization and the other PyTorch kernels we call, each behind one small function.
 
-A torch upgrade that drops or changes a private op breaks here, in one place that a
-test checks against the plain-PyTorch formula, and the fallback keeps the code running.
+On CUDA the functions call PyTorch's fused kernels, private ones with a fallback: a torch
+upgrade that drops or changes a private op breaks here, in one place that a test checks
+against the plain-PyTorch formula. On the CPU, where those kernels measured slower, the
+quantizers run as small autograd functions that tests check against the kernels.
 """
 
 from __future__ import annotations
