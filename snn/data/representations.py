@@ -24,7 +24,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from snn.data.events import EventWindow, in_image
+from snn.data import event_kernels
+from snn.data.events import EventWindow
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +35,11 @@ def _check_num_bins(num_bins: int) -> None:
         raise ValueError(f"num_bins must be >= 1, got {num_bins}")
 
 
-def _in_image_only(
-    x: np.ndarray, y: np.ndarray, t: np.ndarray, p: np.ndarray, height: int, width: int
+def _kernel_inputs(
+    x: np.ndarray, y: np.ndarray, t: np.ndarray, p: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The four arrays without the events outside the height x width image.
+    """The four arrays as the compiled kernels take them: x and y int64 (float64 when
+    fractional), t float64, and ``p > 0`` as bool. Few dtypes, so few compilations.
 
     ValueError unless they are 1-D arrays of one length with finite times.
     """
@@ -47,10 +49,9 @@ def _in_image_only(
         raise ValueError(f"x, y, t, p must be 1-D arrays of one length, got shapes {shapes}")
     if t.dtype.kind == "f" and not np.isfinite(t).all():
         raise ValueError("event times must be finite, got NaN or infinity")
-    keep = in_image(x, y, height, width)
-    if keep.all():  # the usual case: no copies
-        return x, y, t, p
-    return x[keep], y[keep], t[keep], p[keep]
+    # A uint64 beyond int64 wraps negative: outside the image either way.
+    x, y = (a.astype(np.float64 if a.dtype.kind == "f" else np.int64, copy=False) for a in (x, y))
+    return x, y, t.astype(np.float64, copy=False), p > 0
 
 
 def _window_bounds(t_start: float, t_end: float) -> tuple[float, float, float]:
@@ -69,14 +70,6 @@ def _window_bounds(t_start: float, t_end: float) -> tuple[float, float, float]:
     if not span > 0:
         raise ValueError(f"empty time window: t_start={t_start}, t_end={t_end}")
     return start, end, float(span)
-
-
-def _fraction(t: np.ndarray, start: float, end: float, span: float) -> np.ndarray:
-    """(t - start) / span as float64 for finite t; ±inf far outside [start, end], never NaN."""
-    t = t.astype(np.float64)
-    if math.isinf(span):  # start and end near the float64 limits: halve all to avoid inf / inf
-        return (t * 0.5 - start * 0.5) / (end * 0.5 - start * 0.5)
-    return (t - start) / span
 
 
 def polarity_counts(
@@ -102,14 +95,8 @@ def polarity_counts(
     """
     _check_num_bins(num_bins)
     start, end, span = _window_bounds(t_start, t_end)
-    x, y, t, p = _in_image_only(x, y, t, p, height, width)
-
-    # Clip before the cast: the bin of an event far outside the window may not fit an int64.
-    bins = np.clip(np.floor(_fraction(t, start, end, span) * num_bins), 0, num_bins - 1).astype(np.int64)
-    channel = (~(p > 0)).astype(np.int64)  # 0 = ON, 1 = OFF
-    flat = ((bins * 2 + channel) * height + y.astype(np.int64, copy=False)) * width + x.astype(np.int64, copy=False)
-    counts = np.bincount(flat, minlength=num_bins * 2 * height * width)
-    return counts.reshape(num_bins, 2, height, width).astype(np.float32)
+    x, y, t, on = _kernel_inputs(x, y, t, p)
+    return event_kernels.count_polarities(x, y, t, on, num_bins, height, width, start, end, span)
 
 
 def voxel_grid(
@@ -136,35 +123,8 @@ def voxel_grid(
     length with finite t.
     """
     _check_num_bins(num_bins)
-    x, y, t, p = _in_image_only(x, y, t, p, height, width)
-    plane = height * width
-    # One slab more than the bins: an event at the window's last instant adds its zero right-hand
-    # weight there instead of needing a mask; the slab is dropped after the count.
-    size = (num_bins + 1) * plane
-    grid = np.zeros(size, dtype=np.float64)
-    if len(t):
-        t = t.astype(np.float64)
-        t_min, t_max = float(t.min()), float(t.max())
-        span = t_max - t_min
-        if span > 0 and math.isfinite((num_bins - 1) * span):
-            t_norm = (num_bins - 1) * (t - t_min) / span
-        elif span > 0:  # times near the float64 limits
-            t_norm = (num_bins - 1) * _fraction(t, t_min, t_max, span)
-        else:  # all events at one instant: they all belong to bin 0
-            t_norm = np.zeros_like(t)
-        left = np.floor(t_norm)
-        right_weight = np.where(p > 0, 1.0, -1.0)
-        left_weight = right_weight.copy()
-        right_weight *= t_norm - left  # polarity x the share of the next bin
-        left_weight -= right_weight  # polarity x (1 - that share)
-        index = left.astype(np.int64)
-        index *= plane
-        index += y.astype(np.int64) * width + x.astype(np.int64, copy=False)
-        grid = np.bincount(index, weights=left_weight, minlength=size)
-        index += plane
-        grid += np.bincount(index, weights=right_weight, minlength=size)
-    grid = grid[: num_bins * plane]
-    grid = grid.reshape(num_bins, height, width)
+    x, y, t, on = _kernel_inputs(x, y, t, p)
+    grid = event_kernels.accumulate_voxels(x, y, t, on, num_bins, height, width)
     if normalize:
         nonzero = grid != 0
         if nonzero.any():

@@ -152,3 +152,40 @@ def test_representation_rejects_no_bins() -> None:
 def test_counts_rejects_empty_window() -> None:
     with pytest.raises(ValueError, match="empty time window"):
         polarity_counts(X, Y, T, P, 2, 2, 2, t_start=100, t_end=100)
+
+
+def _random_events(count: int, size: int, seed: int) -> tuple[np.ndarray, ...]:
+    """Unsorted events of mixed dtypes, a few outside the image (as DSEC's uint16 and MVSEC's floats)."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, size + 2, count).astype(np.int32)
+    y = rng.integers(0, size + 2, count).astype(np.uint16)
+    t = rng.uniform(0, 1000, count)
+    p = rng.choice(np.array([-1.0, 1.0]), count)
+    return x, y, t, p
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_compiled_counts_equal_a_histogram_of_the_same_events(seed: int) -> None:
+    x, y, t, p = _random_events(5000, 7, seed)
+    counts = polarity_counts(x, y, t, p, num_bins=4, height=7, width=7, t_start=100, t_end=900)
+    keep = (x >= 0) & (x < 7) & (y < 7)
+    bins = np.clip(np.floor((t - 100) / 800 * 4), 0, 3)
+    expected, _ = np.histogramdd(
+        np.stack([bins, p < 0, y, x], axis=1)[keep], bins=(4, 2, 7, 7), range=((0, 4), (0, 2), (0, 7), (0, 7))
+    )
+    np.testing.assert_array_equal(counts, expected)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_compiled_voxel_grid_equals_a_loop_over_the_events(seed: int) -> None:
+    x, y, t, p = _random_events(400, 5, seed)
+    grid = voxel_grid(x, y, t, p, num_bins=3, height=5, width=5, normalize=False)
+    keep = (x >= 0) & (x < 5) & (y < 5)
+    t_min, t_max = t[keep].min(), t[keep].max()
+    expected = np.zeros((4, 5, 5))
+    for xi, yi, ti, pi in zip(x[keep], y[keep], t[keep], p[keep], strict=True):
+        position = 2 * (ti - t_min) / (t_max - t_min)
+        left = math.floor(position)
+        expected[left, yi, xi] += pi * (1 - (position - left))
+        expected[left + 1, yi, xi] += pi * (position - left)
+    np.testing.assert_allclose(grid, expected[:3], atol=1e-5)
