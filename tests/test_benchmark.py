@@ -50,3 +50,15 @@ def test_the_lif_measure_times_ours_and_the_plain_loop_and_compares_their_result
     assert all(r["seconds"] > 0 for r in runs.values())
     assert runs["plain per-step loop"]["spikes_differing"] == 0.0
     assert runs["plain per-step loop"]["max_grad_difference"] < 1e-5
+
+
+def test_interleaved_timing_calls_each_run_once_per_round_and_pairs_the_ratios():
+    from snn.benchmarks.timing import interleaved_seconds, median_ratios
+
+    calls = []
+    seconds = interleaved_seconds({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=3, warmup=1)
+    assert calls == ["a", "b"] * 4  # warm-up round, then three timed ones, alternating
+    assert [len(v) for v in seconds.values()] == [3, 3]
+    # b took twice as long as a in two rounds of three; the ratio of their medians says 0.4.
+    ratios = median_ratios({"a": [1.0, 10.0, 5.0], "b": [2.0, 20.0, 1.0]}, "a")
+    assert ratios == {"a": 1.0, "b": 2.0}

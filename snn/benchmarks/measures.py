@@ -7,14 +7,17 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import resource
+import statistics
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from snn.benchmarks.training_step import config_for, random_batch, time_steps
+from snn.benchmarks.timing import interleaved_seconds, median_ratios
+from snn.benchmarks.training_step import config_for, random_batch, training_step
 from snn.data.representations import polarity_counts, voxel_grid
 from snn.models.factory import build_model
 from snn.models.neurons import LIFNeuron
@@ -37,25 +40,26 @@ def as_ann(model: nn.Module) -> nn.Module:
 
 
 def spiking_vs_ann(batch: int, size: int, steps: int, warmup: int) -> dict[str, float]:
-    """Seconds per training step of the FP model and of its ReLU twin."""
+    """Median seconds per training step of the FP model and of its ReLU twin, timed in interleaved
+    rounds, and ``ratio``: the median of the rounds' spiking / ANN ratios."""
     cfg = config_for("event_snn_lite.yaml", {})
     data = random_batch(cfg, batch, size, torch.Generator().manual_seed(0))
-    out = {}
+    runs = {}
     for label, make in (("spiking", lambda m: m), ("ann", as_ann)):
         torch.manual_seed(0)
-        model = make(build_model(cfg.model, cfg.model_args()))
-        out[label] = time_steps(model, cfg, data, steps, warmup)
-    return out
+        runs[label] = training_step(make(build_model(cfg.model, cfg.model_args())), cfg, data)
+    seconds = interleaved_seconds(runs, steps, warmup)
+    return {label: statistics.median(times) for label, times in seconds.items()} | {
+        "ratio": median_ratios(seconds, "ann")["spiking"]
+    }
 
 
-def _forward_backward(run, x: torch.Tensor, upstream: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
-    """Seconds of ``run(x)`` and its backward, with the spikes and the input's gradient."""
-    x = x.detach().clone().requires_grad_(True)
-    t0 = time.perf_counter()
-    spikes = run(x)
-    (spikes * upstream).sum().backward()
-    seconds = time.perf_counter() - t0
-    return seconds, spikes.detach(), x.grad
+def _forward_backward(run, leaf: torch.Tensor, upstream: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The spikes of ``run(leaf)`` and the leaf's gradient after backward with ``upstream``."""
+    leaf.grad = None
+    spikes = run(leaf)
+    spikes.backward(upstream)
+    return spikes.detach(), leaf.grad
 
 
 def _peer_neurons(tau: float, threshold: float, alpha: float) -> dict:
@@ -99,31 +103,34 @@ def _peer_neurons(tau: float, threshold: float, alpha: float) -> dict:
 
 
 def multistep_lif(shape: tuple[int, ...] = (5, 4, 32, 160, 160), repeats: int = 5) -> dict[str, dict]:
-    """Forward+backward seconds (median of ``repeats``) of our LIF over a [T, B, C, H, W] current, of the same
-    arithmetic as a plain per-step loop, and of spikingjelly's and snntorch's neurons where installed; each
-    with the number of spikes and the largest gradient difference against ours (a spike that differs
-    changes the gradients of every later step)."""
+    """Forward+backward seconds (median of ``repeats`` interleaved rounds) of our LIF over a [T, B, C, H, W]
+    current, of the same arithmetic as a plain per-step loop, and of spikingjelly's and snntorch's neurons
+    where installed; each with the median of its rounds' time over ours, the number of spikes and the
+    largest gradient difference against ours (a spike that differs changes the gradients of every later
+    step)."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=generator) * 0.8 + 0.4
     upstream = torch.randn(shape, generator=generator)
     ours = LIFNeuron(tau=2.0, threshold=1.0, alpha=2.0)
     runs = {"ours (fused)": ours.forward, "plain per-step loop": ours.forward_stepwise}
     runs.update(_peer_neurons(ours.tau, ours.threshold, ours.alpha))
-    out = {}
-    reference = None
-    for name, run in runs.items():
-        _forward_backward(run, x, upstream)  # warm-up
-        timed = [_forward_backward(run, x, upstream) for _ in range(repeats)]
-        seconds = sorted(t[0] for t in timed)[len(timed) // 2]
-        spikes, grad = timed[-1][1], timed[-1][2]
-        if reference is None:
-            reference = (spikes, grad)
-        out[name] = {
-            "seconds": seconds,
-            "spikes_differing": int((spikes != reference[0]).sum()),
-            "max_grad_difference": float((grad - reference[1]).abs().max()),
+    # A leaf of its own for each, so that no run's gradient lands in another's.
+    calls = {
+        name: partial(_forward_backward, run, x.clone().requires_grad_(True), upstream) for name, run in runs.items()
+    }
+    results = {name: call() for name, call in calls.items()}  # also the warm-up
+    seconds = interleaved_seconds(calls, repeats, warmup=0)
+    ratios = median_ratios(seconds, "ours (fused)")
+    spikes, grad = results["ours (fused)"]
+    return {
+        name: {
+            "seconds": statistics.median(seconds[name]),
+            "ratio_to_ours": ratios[name],
+            "spikes_differing": int((theirs[0] != spikes).sum()),
+            "max_grad_difference": float((theirs[1] - grad).abs().max()),
         }
-    return out
+        for name, theirs in results.items()
+    }
 
 
 def random_events(count: int, size: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -160,9 +167,8 @@ def events_to_tensor(count: int, size: int, num_bins: int = 5, repeats: int = 3)
             structured[key] = ev[key]
         structured["p"][structured["p"] == 0] = -1  # what tonic does in place on its first call
         timed["tonic voxel"] = lambda: to_voxel_grid_numpy(structured, (size, size, 2), num_bins)
-    for name, fn in timed.items():
-        best = min(_seconds(fn) for _ in range(repeats))
-        rates[name] = count / best
+    for name, times in interleaved_seconds(timed, repeats).items():
+        rates[name] = count / min(times)
     if to_voxel_grid_numpy is not None and num_bins > 1:
         theirs = to_voxel_grid_numpy(structured, (size, size, 2), num_bins - 1)[:, 0]
         rates["tonic voxel max difference"] = float(np.abs(theirs - ours()[: num_bins - 1]).max())

@@ -7,12 +7,14 @@ and an AdamW step, on a fixed random batch so that data loading is not timed.
 
 from __future__ import annotations
 
-import time
+import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from snn.benchmarks.timing import interleaved_seconds, median_ratios
 from snn.config import CONFIG_DIR, Config, load_config
 from snn.models.factory import build_model
 from snn.training.losses import distillation_loss, multiscale_epe_loss
@@ -33,6 +35,7 @@ class StepTime:
     label: str
     seconds: float  # median seconds per step
     samples_per_s: float
+    ratio_to_fp: float  # median over rounds of this step's time over the FP step's
 
 
 def config_for(name: str, overrides: dict) -> Config:
@@ -47,15 +50,12 @@ def random_batch(cfg: Config, batch: int, size: int, generator: torch.Generator)
     return {"events": events, "flow": flow, "valid": torch.ones(batch, 1, size, size)}
 
 
-def time_steps(
-    model: nn.Module, cfg: Config, data: dict, steps: int, warmup: int, teacher: nn.Module | None = None
-) -> float:
-    """Median seconds of ``steps`` training steps after ``warmup`` untimed ones."""
+def training_step(model: nn.Module, cfg: Config, data: dict, teacher: nn.Module | None = None) -> Callable[[], None]:
+    """A function that runs one training step of ``model`` on ``data`` (with its own AdamW)."""
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    times = []
-    for i in range(warmup + steps):
-        t0 = time.perf_counter()
+
+    def step() -> None:
         preds = model.forward_multiscale(data["events"])
         loss = multiscale_epe_loss(preds, data["flow"], data["valid"], cfg.scale_weights)
         if teacher is not None:
@@ -65,27 +65,31 @@ def time_steps(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return float(torch.tensor(times).median())
+
+    return step
 
 
 def training_step_times(batch: int = 8, size: int = 48, steps: int = 10, warmup: int = 2) -> list[StepTime]:
-    """Each ladder width's step, then W4A4 with its teacher (the W8A8 model) distilling."""
+    """Each ladder width's step, and W4A4 with its teacher (the W8A8 model) distilling, timed in
+    interleaved rounds; the ratio to FP32 is the median of the rounds' ratios."""
     generator = torch.Generator().manual_seed(0)
-    out = []
+    runs = {}
     for label, name, overrides in STEPS:
         cfg = config_for(name, overrides)
         torch.manual_seed(0)
         model = build_model(cfg.model, cfg.model_args())
         data = random_batch(cfg, batch, size, generator)
         model(data["events"][:1])  # quantizer ranges start from a first pass
-        seconds = time_steps(model, cfg, data, steps, warmup)
-        out.append(StepTime(label, seconds, batch / seconds))
+        runs[label] = training_step(model, cfg, data)
         if label == "W4A4":
             teacher_cfg = config_for("event_snn_lite_8bit.yaml", {})
             teacher = build_model(teacher_cfg.model, teacher_cfg.model_args()).eval()
             teacher(data["events"][:1])
-            seconds = time_steps(model, cfg, data, steps, warmup, teacher)
-            out.append(StepTime("W4A4 + distillation", seconds, batch / seconds))
+            runs["W4A4 + distillation"] = training_step(model, cfg, data, teacher)
+    seconds = interleaved_seconds(runs, steps, warmup)
+    ratios = median_ratios(seconds, "FP32")
+    out = []
+    for label, times in seconds.items():
+        median = statistics.median(times)
+        out.append(StepTime(label, median, batch / median, ratios[label]))
     return out

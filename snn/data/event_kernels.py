@@ -65,9 +65,8 @@ def accumulate_voxels(x, y, t, on, num_bins, height, width):  # pragma: no cover
     scale = num_bins - 1.0
     # Times near the float64 limits: (num_bins - 1) * span overflows, so rescale halved values.
     halve = span > 0 and not np.isfinite(scale * span)
-    # The bins of a pixel side by side: an event's two neighbouring bins share a cache line.
     # One bin more than asked: an event at the last instant adds its zero right-hand weight there.
-    grid = np.zeros((height, width, num_bins + 1), np.float64)
+    grid = np.zeros((num_bins + 1, height, width), np.float64)
     for i in range(x.shape[0]):
         xi = x[i]
         yi = y[i]
@@ -84,6 +83,6 @@ def accumulate_voxels(x, y, t, on, num_bins, height, width):  # pragma: no cover
         right_weight = polarity * (position - left)
         row = int(yi)
         col = int(xi)
-        grid[row, col, int(left)] += polarity - right_weight
-        grid[row, col, int(left) + 1] += right_weight
-    return np.ascontiguousarray(grid[:, :, :num_bins].transpose(2, 0, 1))
+        grid[int(left), row, col] += polarity - right_weight
+        grid[int(left) + 1, row, col] += right_weight
+    return grid[:num_bins]
