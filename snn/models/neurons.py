@@ -72,29 +72,32 @@ class LIFSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_seq, decay: float, threshold: float, alpha: float, reset: str, detach_reset: bool):
         fire_at = threshold * (1 - FIRE_MARGIN)
-        membranes = torch.empty_like(x_seq)  # h[t], before firing and reset
         spikes = torch.empty_like(x_seq)
         v = torch.zeros_like(x_seq[0])
+        # h[t], before firing and reset, one tensor per step: glibc serves blocks under 32 MB from
+        # its heap but maps and faults in every larger one afresh, which cost a quarter of the time
+        # at [5, 4, 32, 160, 160] when h was one [T, ...] tensor.
+        membranes = []
         for t in range(x_seq.shape[0]):
-            h = membranes[t]
-            torch.add(x_seq[t], v, alpha=decay, out=h)
+            h = torch.add(x_seq[t], v, alpha=decay)
             torch.ge(h, fire_at, out=spikes[t])  # written as 0/1 floats, no boolean temporary
             if reset == "subtract":
                 torch.sub(h, spikes[t], alpha=threshold, out=v)
             else:
                 torch.mul(h, spikes[t].neg().add_(1), out=v)
-        ctx.save_for_backward(membranes)
+            membranes.append(h)
+        ctx.save_for_backward(*membranes)
         ctx.settings = (decay, threshold, alpha, reset, detach_reset, fire_at)
         return spikes
 
     @staticmethod
     def backward(ctx, grad_spikes):
-        (membranes,) = ctx.saved_tensors
+        membranes = ctx.saved_tensors
         decay, threshold, alpha, reset, detach_reset, fire_at = ctx.settings
-        grad_x = torch.empty_like(membranes)
-        # One step at a time, so that the temporaries are one step's size and stay in cache.
+        grad_x = membranes[0].new_empty((len(membranes), *membranes[0].shape))
+        # One step at a time, so that the temporaries are one step's size.
         denominator = torch.empty_like(membranes[0])
-        steps = membranes.shape[0]
+        steps = len(membranes)
         for t in range(steps - 1, -1, -1):
             # The arctan surrogate: alpha/2 / (1 + (pi/2 * alpha * (h - fire_at))^2).
             torch.sub(membranes[t], fire_at, out=denominator)
@@ -109,7 +112,7 @@ class LIFSequence(torch.autograd.Function):
             if reset == "subtract":  # v = h - threshold * s(h)
                 carry = surrogate.mul_(-threshold).add_(1)
             else:  # v = h * (1 - s): 1 - s when the reset is detached, minus h * s'(h) when not
-                kept = (membranes[t] < fire_at).to(membranes.dtype)
+                kept = (membranes[t] < fire_at).to(membranes[t].dtype)
                 carry = kept if detach_reset else kept.sub_(surrogate.mul_(membranes[t]))
             grad_x[t].addcmul_(grad_x[t + 1], carry, value=decay)
         return grad_x, None, None, None, None, None
