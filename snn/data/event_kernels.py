@@ -8,7 +8,8 @@ on first use and caches the machine code beside this file (or in
 ``NUMBA_CACHE_DIR``), so later processes load it in milliseconds.
 
 The callers validate and normalise the inputs: ``x`` and ``y`` are int64 or
-float64, ``t`` float64 and finite, ``on`` bool. An event is in the image when
+float64, ``t`` int64 or finite float64 (converted to float64 one
+event at a time), ``on`` bool. An event is in the image when
 0 <= x < width and 0 <= y < height; a fractional coordinate is truncated.
 """
 
@@ -42,9 +43,9 @@ def count_polarities(x, y, t, on, num_bins, height, width, start, end, span):  #
         if not (xi >= 0 and xi < width and yi >= 0 and yi < height):
             continue
         if halve:
-            fraction = (t[i] * 0.5 - start * 0.5) / (end * 0.5 - start * 0.5)
+            fraction = (np.float64(t[i]) * 0.5 - start * 0.5) / (end * 0.5 - start * 0.5)
         else:
-            fraction = (t[i] - start) / span
+            fraction = (np.float64(t[i]) - start) / span
         b = np.floor(fraction * num_bins)
         if not b >= 0:  # before the window
             b = 0.0
@@ -68,8 +69,8 @@ def accumulate_voxels(x, y, t, on, num_bins, height, width):  # pragma: no cover
         xi = x[i]
         yi = y[i]
         if xi >= 0 and xi < width and yi >= 0 and yi < height:
-            t_min = min(t_min, t[i])
-            t_max = max(t_max, t[i])
+            t_min = min(t_min, np.float64(t[i]))
+            t_max = max(t_max, np.float64(t[i]))
     span = t_max - t_min
     scale = num_bins - 1.0
     # Times near the float64 limits: (num_bins - 1) * span overflows, so rescale halved values.
@@ -83,9 +84,9 @@ def accumulate_voxels(x, y, t, on, num_bins, height, width):  # pragma: no cover
         if not (xi >= 0 and xi < width and yi >= 0 and yi < height):
             continue
         if halve:
-            position = scale * ((t[i] * 0.5 - t_min * 0.5) / (t_max * 0.5 - t_min * 0.5))
+            position = scale * ((np.float64(t[i]) * 0.5 - t_min * 0.5) / (t_max * 0.5 - t_min * 0.5))
         elif span > 0:
-            position = scale * (t[i] - t_min) / span
+            position = scale * (np.float64(t[i]) - t_min) / span
         else:  # all events at one instant: bin 0
             position = 0.0
         left = np.floor(position)

@@ -39,7 +39,7 @@ def _kernel_inputs(
     x: np.ndarray, y: np.ndarray, t: np.ndarray, p: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The four arrays as the compiled kernels take them: x and y int64 (float64 when
-    fractional), t float64, and ``p > 0`` as bool. Few dtypes, so few compilations.
+    fractional), t int64 or float64, and ``p > 0`` as bool. Few dtypes, so few compilations.
 
     ValueError unless they are 1-D arrays of one length with finite times.
     """
@@ -51,7 +51,10 @@ def _kernel_inputs(
         raise ValueError("event times must be finite, got NaN or infinity")
     # A uint64 beyond int64 wraps negative: outside the image either way.
     x, y = (a.astype(np.float64 if a.dtype.kind == "f" else np.int64, copy=False) for a in (x, y))
-    return x, y, t.astype(np.float64, copy=False), p > 0
+    # int64 times (DSEC, BlinkSim) go in as they are: the kernel converts each one, which spares a
+    # full-size float64 copy; every other dtype becomes float64.
+    t = t if t.dtype == np.int64 else t.astype(np.float64, copy=False)
+    return x, y, t, p > 0
 
 
 def _window_bounds(t_start: float, t_end: float) -> tuple[float, float, float]:
