@@ -62,3 +62,12 @@ def test_interleaved_timing_calls_each_run_once_per_round_and_pairs_the_ratios()
     # b took twice as long as a in two rounds of three; the ratio of their medians says 0.4.
     ratios = median_ratios({"a": [1.0, 10.0, 5.0], "b": [2.0, 20.0, 1.0]}, "a")
     assert ratios == {"a": 1.0, "b": 2.0}
+
+
+def test_a_measure_in_a_fresh_process_returns_its_result_from_another_process():
+    import os
+
+    from snn.benchmarks.timing import in_fresh_process
+
+    assert in_fresh_process(os.getpid) != os.getpid()
+    assert in_fresh_process(divmod, 7, 2) == (3, 1)

@@ -9,8 +9,9 @@ with ReLUs; the multi-step LIF's forward+backward against a plain per-step loop 
 and snntorch's neurons where installed, pip install -r requirements-bench.txt); events to tensor
 (counts, voxel grid, tonic's voxel grid where installed); the data loader's samples/s over the
 training step's, with 0 and 2 workers; inference per window at the crop size and at 320x320, with
-peak memory. Contenders are timed in interleaved rounds and each ratio is the median of the rounds'
-ratios, which cancels most of the drift of a shared machine; still, run nothing else meanwhile.
+peak memory. Each measure runs in a fresh process; within it, contenders are timed in
+interleaved rounds and each ratio is the median of the rounds' ratios, which cancels most of the
+drift of a shared machine. Still, run nothing else meanwhile.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from snn.benchmarks.measures import (  # noqa: E402
     multistep_lif,
     spiking_vs_ann,
 )
+from snn.benchmarks.timing import in_fresh_process  # noqa: E402
 from snn.benchmarks.training_step import training_step_times  # noqa: E402
 from snn.config import load_config  # noqa: E402
 from snn.data.loaders import make_dataset, make_loader, prepare_data_root  # noqa: E402
@@ -64,14 +66,14 @@ def main(argv=None) -> int:
     print(f"{doc['machine']}; batch {args.batch} of {args.size}x{args.size}, median of {steps} steps\n")
 
     rows = (
-        training_step_times(args.batch, args.size, steps, warmup)
+        in_fresh_process(training_step_times, args.batch, args.size, steps, warmup)
         if "training" in args.only or "loader" in args.only
         else []
     )
     if "training" in args.only:
         _training_table(doc, rows, "training_step", f"training step, batch {args.batch} of {args.size}x{args.size}")
         if args.full_size:
-            full = training_step_times(1, args.full_size, 2 if args.quick else 3, 1)
+            full = in_fresh_process(training_step_times, 1, args.full_size, 2 if args.quick else 3, 1)
             _training_table(doc, full, "training_step_full_size",
                             f"training step, batch 1 of {args.full_size}x{args.full_size}")  # fmt: skip
     if "ann" in args.only:
@@ -99,7 +101,7 @@ def _training_table(doc, rows, key: str, title: str) -> None:
 
 
 def _ann(doc, args, steps, warmup) -> None:
-    twin = spiking_vs_ann(args.batch, args.size, steps, warmup)
+    twin = in_fresh_process(spiking_vs_ann, args.batch, args.size, steps, warmup)
     doc["spiking_vs_ann"] = twin
     print(f"spiking step {1000 * twin['spiking']:.0f} ms, same network with ReLUs {1000 * twin['ann']:.0f} ms: "
           f"ratio {twin['ratio']:.2f}\n")  # fmt: skip
@@ -107,7 +109,7 @@ def _ann(doc, args, steps, warmup) -> None:
 
 def _lif(doc, quick) -> None:
     shape = (5, 4, 32, 64, 64) if quick else (5, 4, 32, 160, 160)
-    runs = multistep_lif(shape, 2 if quick else 5)
+    runs = in_fresh_process(multistep_lif, shape, 2 if quick else 5)
     doc["multistep_lif"] = {"shape": list(shape), "runs": runs}
     print(markdown_table([f"LIF forward+backward, [T, B, C, H, W] = {list(shape)}", "ms", "time / ours",
                           "spikes that differ", "largest gradient difference"],
@@ -117,7 +119,7 @@ def _lif(doc, quick) -> None:
 
 
 def _events(doc, events) -> None:
-    rates = events_to_tensor(events, 320)
+    rates = in_fresh_process(events_to_tensor, events, 320)
     doc["events_per_s"] = rates
     tonic = rates.get("tonic voxel")
     print(markdown_table(["events to tensor (320x320, 5 bins)", "M events/s", "over tonic's voxel grid"],

@@ -4,8 +4,6 @@ ratios are taken within one run (tools/benchmark.py prints them)."""
 
 from __future__ import annotations
 
-import concurrent.futures
-import multiprocessing
 import resource
 import statistics
 import time
@@ -16,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from snn.benchmarks.timing import interleaved_seconds, median_ratios
+from snn.benchmarks.timing import in_fresh_process, interleaved_seconds, median_ratios
 from snn.benchmarks.training_step import config_for, random_batch, training_step
 from snn.data.representations import polarity_counts, voxel_grid
 from snn.models.factory import build_model
@@ -185,9 +183,7 @@ def inference(size: int, repeats: int = 3, device: str = "cpu") -> dict[str, flo
     """Seconds per window (FP model, batch 1, best of ``repeats``) and peak memory in MB, measured in a
     fresh process so that nothing measured before counts: its peak RSS, the part of it the forward passes
     added (``forward_rss_mb``), and on CUDA the most memory allocated."""
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(_inference_here, size, repeats, device).result()
+    return in_fresh_process(_inference_here, size, repeats, device)
 
 
 def _memory_mb(field: str) -> float:
