@@ -26,6 +26,19 @@ def _flat_index(row, width, col):  # pragma: no cover - compiled
     return np.uint64(row * width + col)
 
 
+@njit(cache=True, inline="always")
+def _in_image(xi, yi, height, width):  # pragma: no cover - compiled
+    return xi >= 0 and xi < width and yi >= 0 and yi < height  # False for NaN
+
+
+@njit(cache=True, inline="always")
+def _share(ti, start, end, span, halve):  # pragma: no cover - compiled
+    """(t - start) / span; from halved values where span overflows float64."""
+    if halve:
+        return (np.float64(ti) * 0.5 - start * 0.5) / (end * 0.5 - start * 0.5)
+    return (np.float64(ti) - start) / span
+
+
 @njit(cache=True, nogil=True)
 def count_polarities(x, y, t, on, num_bins, height, width, start, end, span):  # pragma: no cover - compiled
     """float32 [num_bins, 2, height, width]: ON (channel 0) and OFF counts per bin of [start, end).
@@ -40,13 +53,9 @@ def count_polarities(x, y, t, on, num_bins, height, width, start, end, span):  #
     for i in range(x.shape[0]):
         xi = x[i]
         yi = y[i]
-        if not (xi >= 0 and xi < width and yi >= 0 and yi < height):
+        if not _in_image(xi, yi, height, width):
             continue
-        if halve:
-            fraction = (np.float64(t[i]) * 0.5 - start * 0.5) / (end * 0.5 - start * 0.5)
-        else:
-            fraction = (np.float64(t[i]) - start) / span
-        b = np.floor(fraction * num_bins)
+        b = np.floor(_share(t[i], start, end, span, halve) * num_bins)
         if not b >= 0:  # before the window
             b = 0.0
         elif b > num_bins - 1:  # at or past its end
@@ -66,9 +75,7 @@ def accumulate_voxels(x, y, t, on, num_bins, height, width):  # pragma: no cover
     t_min = np.inf
     t_max = -np.inf
     for i in range(x.shape[0]):
-        xi = x[i]
-        yi = y[i]
-        if xi >= 0 and xi < width and yi >= 0 and yi < height:
+        if _in_image(x[i], y[i], height, width):
             t_min = min(t_min, np.float64(t[i]))
             t_max = max(t_max, np.float64(t[i]))
     span = t_max - t_min
@@ -81,14 +88,10 @@ def accumulate_voxels(x, y, t, on, num_bins, height, width):  # pragma: no cover
     for i in range(x.shape[0]):
         xi = x[i]
         yi = y[i]
-        if not (xi >= 0 and xi < width and yi >= 0 and yi < height):
+        if not _in_image(xi, yi, height, width):
             continue
-        if halve:
-            position = scale * ((np.float64(t[i]) * 0.5 - t_min * 0.5) / (t_max * 0.5 - t_min * 0.5))
-        elif span > 0:
-            position = scale * (np.float64(t[i]) - t_min) / span
-        else:  # all events at one instant: bin 0
-            position = 0.0
+        # All events at one instant: bin 0.
+        position = scale * _share(t[i], t_min, t_max, span, halve) if span > 0 else 0.0
         left = np.floor(position)
         polarity = 1.0 if on[i] else -1.0
         right_weight = polarity * (position - left)
