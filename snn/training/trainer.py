@@ -35,7 +35,7 @@ from snn.training.optim import lr_lambda_factory, param_groups
 from snn.training.precision import Precision
 from snn.training.resume import rng_state, set_rng_state
 from snn.training.weight_ema import make_weight_ema
-from snn.utils.distributed import SILENT_WRITER, is_main, sum_over_ranks, wrap_for_training
+from snn.utils.distributed import SILENT_WRITER, global_share, is_main, sum_over_ranks, wrap_for_training
 
 logger = logging.getLogger(__name__)
 
@@ -311,7 +311,8 @@ class Trainer:
                     extras["distill_loss"] = self.cfg.distill_weight * distillation_loss(
                         preds, taught, self.cfg.scale_weights
                     )
-            loss = flow_loss + sum(extras.values())
+            # Under DDP, weighted by this rank's share of the global batch's valid pixels.
+            loss = flow_loss * global_share(batch["valid"].sum()) + sum(extras.values())
             self.optimizer.zero_grad(set_to_none=True)
             self.precision.step(loss, self.optimizer, self.model, self.cfg.grad_clip)
             self.scheduler.step()

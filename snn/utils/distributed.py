@@ -13,7 +13,14 @@ The rules every rank follows:
   the least minimum, the largest maximum, the mean of the mean |x|; a learned step starts from
   the mean over ranks of its first batch's mean |x|. So every rank holds the same ranges and
   steps, and gradients (averaged by DDP) keep the learned steps the same.
+- The flow loss is each rank's mean over its valid pixels weighted by its share of all ranks'
+  valid pixels (``global_share``), so DDP's averaged gradient is the one of the global batch.
+- On CUDA the batch norms are synchronised (SyncBatchNorm); on CPUs they are per rank.
 - Every rank validates the whole validation split, so each takes the same best-model decision.
+
+With synchronised batch norm, a run of W ranks of ``batch_size`` takes the steps one process would
+take with ``W x batch_size`` (up to the order of float sums); the firing-rate penalty is the one
+exception, computed from each rank's own rates.
 """
 
 from __future__ import annotations
@@ -79,6 +86,22 @@ def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
     return total / size
 
 
+def global_share(count: torch.Tensor) -> torch.Tensor | float:
+    """W * max(count, 1) / max(sum of count over the ranks, 1); 1 in a single process.
+
+    A rank's mean over its own ``count`` items (valid pixels), times this, is its part of the
+    mean over every rank's items, once DDP averages the gradients over the W ranks: the gradient
+    one process would take over the whole global batch, however the valid pixels fall.
+    """
+    size = world()[1]
+    if size == 1:
+        return 1.0
+    local = count.detach().float()
+    total = local.clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return size * local.clamp_min(1.0) / total.clamp_min(1.0)
+
+
 def sum_over_ranks(*values: float) -> list[float]:
     """Each value summed over the ranks (as float64)."""
     if world()[1] == 1:
@@ -124,9 +147,16 @@ class MultiscaleForward(nn.Module):
 
 
 def wrap_for_training(model: nn.Module, device: torch.device):
-    """``model.forward_multiscale``, through DistributedDataParallel when several processes run."""
+    """``model.forward_multiscale``, through DistributedDataParallel when several processes run.
+
+    On CUDA the batch norms become PyTorch's SyncBatchNorm (in place: the parameters and buffers
+    stay the same objects, so the optimizer and checkpoints do not notice), which normalises with
+    the statistics of the global batch. It has no CPU kernels: on CPUs each rank's batch norm uses
+    its own batch."""
     if world()[1] == 1:
         return model.forward_multiscale
+    if device.type == "cuda":
+        nn.SyncBatchNorm.convert_sync_batchnorm(model)
     # Unused parameters exist by design (a quantizer's learned step when learn_scale is off).
     return nn.parallel.DistributedDataParallel(
         MultiscaleForward(model), device_ids=[device.index] if device.type == "cuda" else None,

@@ -55,3 +55,51 @@ def test_torchrun_two_processes_one_writer_same_ranges(tiny_synthetic_root, tmp_
     assert r0["ranges"].keys() == r1["ranges"].keys() and r0["ranges"]
     for key, value in r0["ranges"].items():
         assert torch.equal(value, r1["ranges"][key]), key
+
+
+def _global_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Four samples; the first two have most of the valid pixels, the last two few."""
+    g = torch.Generator().manual_seed(1)
+    x, gt = torch.randn(4, 2, 6, 6, generator=g), torch.randn(4, 2, 6, 6, generator=g)
+    valid = torch.zeros(4, 1, 6, 6, dtype=torch.bool)
+    valid[:2, :, :5] = True
+    valid[2:, :, :1, :2] = True
+    return x, gt, valid
+
+
+def _ddp_gradients(rank: int, world_size: int, init_file: str, out: str, weighted: bool) -> None:
+    import torch.distributed as dist
+
+    from snn.training.losses import masked_epe
+    from snn.utils.distributed import global_share
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(2, 2, 3, padding=1)
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    x, gt, valid = (t[2 * rank : 2 * rank + 2] for t in _global_batch())
+    loss = masked_epe(ddp(x), gt, valid)
+    if weighted:
+        loss = loss * global_share(valid.sum())
+    loss.backward()
+    if rank == 0:
+        torch.save([p.grad for p in model.parameters()], out)
+    dist.barrier()  # neither leaves while the other still talks to it
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("weighted", [True, False])
+def test_ranks_weighted_by_their_share_of_valid_pixels_step_as_one_process_would(tmp_path, weighted):
+    from snn.training.losses import masked_epe
+
+    out = tmp_path / "grads.pt"
+    torch.multiprocessing.spawn(
+        _ddp_gradients, args=(2, str(tmp_path / "init"), str(out), weighted), nprocs=2, join=True
+    )
+    torch.manual_seed(0)
+    alone = torch.nn.Conv2d(2, 2, 3, padding=1)
+    x, gt, valid = _global_batch()
+    masked_epe(alone(x), gt, valid).backward()
+    same = all(torch.allclose(a, p.grad, atol=1e-6) for a, p in zip(torch.load(out), alone.parameters(), strict=True))
+    # Without the weights, DDP averages two means over 20 and 2 valid pixels: not the mean over all 22.
+    assert same == weighted
