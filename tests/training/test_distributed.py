@@ -103,3 +103,27 @@ def test_ranks_weighted_by_their_share_of_valid_pixels_step_as_one_process_would
     same = all(torch.allclose(a, p.grad, atol=1e-6) for a, p in zip(torch.load(out), alone.parameters(), strict=True))
     # Without the weights, DDP averages two means over 20 and 2 valid pixels: not the mean over all 22.
     assert same == weighted
+
+
+@pytest.mark.slow
+def test_two_ranks_save_the_checkpoints_one_process_of_their_global_batch_saves(tiny_synthetic_root, tmp_path):
+    job = str(Path(__file__).with_name("ddp_same_steps_job.py"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = {
+        "ddp": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                str(_free_port()), job, str(tiny_synthetic_root), str(tmp_path / "ddp"), "1"],
+        "one": [sys.executable, job, str(tiny_synthetic_root), str(tmp_path / "one"), "2"],
+    }  # fmt: skip
+    for cmd in runs.values():
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("best_model.pth", "last.pth"):
+        ddp, one = (torch.load(tmp_path / run / "ckpt" / name, weights_only=False) for run in ("ddp", "one"))
+        assert (ddp["epoch"], ddp["global_step"]) == (one["epoch"], one["global_step"])
+        assert ddp["best_val_aee"] == pytest.approx(one["best_val_aee"], rel=1e-6)
+        # state_dict: the weight EMA (what is validated and saved); train_state_dict: the raw weights.
+        for key in ("state_dict", "train_state_dict"):
+            assert ddp[key].keys() == one[key].keys()
+            for k, v in ddp[key].items():
+                if v.is_floating_point():
+                    torch.testing.assert_close(v, one[key][k], rtol=1e-5, atol=1e-6, msg=f"{name} {key} {k}")
