@@ -19,8 +19,9 @@ The rules every rank follows:
 - Every rank validates the whole validation split, so each takes the same best-model decision.
 
 With synchronised batch norm, a run of W ranks of ``batch_size`` takes the steps one process would
-take with ``W x batch_size`` (up to the order of float sums); the firing-rate penalty is the one
-exception, computed from each rank's own rates.
+take with ``W x batch_size`` up to the order of float sums (a test checks this on CPU with batch
+norm removed). Learned steps can amplify those last-bit differences over many steps. The
+firing-rate penalty is the one exception, computed from each rank's own rates.
 """
 
 from __future__ import annotations
