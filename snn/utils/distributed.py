@@ -77,14 +77,19 @@ def reduce_observation(lo: torch.Tensor, hi: torch.Tensor, absmean: torch.Tensor
     return -extremes[0], extremes[1], mean_over_ranks(absmean)
 
 
+def _summed(value: torch.Tensor) -> torch.Tensor:
+    """A detached float32 copy of ``value`` summed over the ranks (in a process group)."""
+    total = value.detach().float().clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total
+
+
 def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
     """A tensor's mean over the ranks; unchanged in a single process."""
     size = world()[1]
     if size == 1:
         return value
-    total = value.detach().float().clone()
-    dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    return total / size
+    return _summed(value) / size
 
 
 def global_share(count: torch.Tensor) -> torch.Tensor | float:
@@ -97,10 +102,7 @@ def global_share(count: torch.Tensor) -> torch.Tensor | float:
     size = world()[1]
     if size == 1:
         return 1.0
-    local = count.detach().float()
-    total = local.clone()
-    dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    return size * local.clamp_min(1.0) / total.clamp_min(1.0)
+    return size * count.detach().float().clamp_min(1.0) / _summed(count).clamp_min(1.0)
 
 
 def sum_over_ranks(*values: float) -> list[float]:
