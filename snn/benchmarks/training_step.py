@@ -17,6 +17,7 @@ from torch import nn
 from snn.benchmarks.timing import interleaved_seconds, median_ratios
 from snn.config import CONFIG_DIR, Config, load_config
 from snn.models.factory import build_model
+from snn.quantization.control import calibrating
 from snn.training.losses import distillation_loss, multiscale_epe_loss
 
 # (label, config, overrides): the ladder's steps.
@@ -83,8 +84,9 @@ def training_step_times(batch: int = 8, size: int = 48, steps: int = 10, warmup:
         runs[label] = training_step(model, cfg, data)
         if label == "W4A4":
             teacher_cfg = config_for("event_snn_lite_8bit.yaml", {})
-            teacher = build_model(teacher_cfg.model, teacher_cfg.model_args()).eval()
-            teacher(data["events"][:1])
+            teacher = build_model(teacher_cfg.model, teacher_cfg.model_args())
+            with calibrating(teacher), torch.no_grad():  # its ranges and steps from a first pass
+                teacher(data["events"][:1])
             runs["W4A4 + distillation"] = training_step(model, cfg, data, teacher)
     seconds = interleaved_seconds(runs, steps, warmup)
     ratios = median_ratios(seconds, "FP32")

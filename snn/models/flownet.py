@@ -31,6 +31,7 @@ from snn.models.layers import (
     SpikingConv2d,
     SpikingConvBlock,
     SpikingConvTranspose2d,
+    into_quantizer,
     make_conv,
     make_quant_layer,
     seq_apply,
@@ -55,7 +56,7 @@ class FlowHead(nn.Module):
         self.integrator = NonSpikingIntegrator()
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
-        return self.integrator(seq_apply(lambda x: self.quant_layer(self.conv(x)), spikes))
+        return self.integrator(seq_apply(lambda x: into_quantizer(self.quant_layer, self.conv, x), spikes))
 
 
 class EventSNNFlowNetLiteV2(nn.Module):

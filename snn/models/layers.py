@@ -19,6 +19,7 @@ from torch import nn
 from snn.models.neurons import LIFNeuron
 from snn.quantization.quantization_aware import QuantizationAwareLayer
 from snn.quantization.weight_quant import QuantConv2d, QuantConvTranspose2d
+from snn.utils.runtime import at_least_float32
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,16 @@ def make_conv(quantize: bool, spec: QuantSpec | None, transposed: bool = False, 
     return cls(bit_width=bits, **kwargs)
 
 
+def into_quantizer(quant_layer: nn.Module, op: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``quant_layer(op(x))``, with ``op`` in float32 when ``quant_layer`` quantizes, autocast or not:
+    a bfloat16 current (8 mantissa bits) would put 8-bit codes 64-127 on a grid of 0.5, so the
+    rounding would not be the one the exported integer network makes."""
+    if getattr(quant_layer, "enabled", False):
+        with torch.autocast(x.device.type, enabled=False):
+            return quant_layer(op(at_least_float32(x)))
+    return quant_layer(op(x))
+
+
 def seq_apply(fn: Callable[[torch.Tensor], torch.Tensor], x_seq: torch.Tensor) -> torch.Tensor:
     """Apply a stateless function to a [T, B, ...] sequence in one call."""
     t, b = x_seq.shape[:2]
@@ -76,7 +87,7 @@ class _SpikingLayer(nn.Module):
 
     def current(self, x_seq: torch.Tensor) -> torch.Tensor:
         """The input current of the neurons, [T, B, C, H, W]."""
-        return seq_apply(lambda x: self.quant_layer(self.norm(self.conv(x))), x_seq)
+        return seq_apply(lambda x: into_quantizer(self.quant_layer, lambda y: self.norm(self.conv(y)), x), x_seq)
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         return self.neuron(self.current(x_seq))

@@ -69,6 +69,29 @@ def set_bit_width(
         conv.set_bit_width(layer_bits(name, bit_width, pinned))
 
 
+QUANTIZER_STATE = ("running_min", "running_max", "running_absmean", "initialized", "step", "step_initialized")
+
+
+@torch.no_grad()
+def copy_quantizer_state(source: nn.Module, target: nn.Module) -> None:
+    """Give ``target``'s quantizers ``source``'s widths, ranges and steps (two copies of one model)."""
+    theirs = dict(activation_quantizers(source))
+    ours = dict(activation_quantizers(target))
+    if theirs.keys() != ours.keys():
+        raise ValueError("the two models have different current quantizers")
+    for name, q in ours.items():
+        src = theirs[name]
+        q.set_bit_width(src.bit_width)
+        for key in QUANTIZER_STATE:
+            getattr(q, key).copy_(getattr(src, key))
+        q._range_known = q._step_known = False  # the copied buffers decide
+    for (_, conv), (_, src) in zip(weight_quantized_convs(target), weight_quantized_convs(source), strict=True):
+        conv.set_bit_width(src.weight_bits)
+    for attr in ("bit_width", "current_bits"):
+        if hasattr(source, attr):
+            setattr(target, attr, getattr(source, attr))
+
+
 def freeze_observers(model: nn.Module, frozen: bool = True) -> None:
     for _, q in activation_quantizers(model):
         q.freeze_observer(frozen)

@@ -46,12 +46,24 @@ def qmax_for(bit_width: int) -> int:
     return max(1, 2 ** (bit_width - 1) - 1)
 
 
+class QuantizerStateError(ValueError):
+    """A quantizer was asked to run in a state it cannot be in honestly (e.g. evaluated without a range)."""
+
+
+def lsq_grad_factor(x: torch.Tensor, qmax: int) -> float:
+    """LSQ's gradient scale for a step, ``1 / sqrt(N * qmax)`` with N the elements of one sample:
+    it keeps the step's updates in proportion to the weights' whatever the layer's size."""
+    return 1.0 / math.sqrt(x.numel() / max(1, x.shape[0]) * qmax)
+
+
 class _BinarizeSTE(torch.autograd.Function):
-    """sign(x) * scale; the gradient passes where |x| <= clip (clipped STE)."""
+    """sign(x) * scale; the gradient passes where |x| <= clip (clipped STE). The scale's
+    gradient is the LSQ one, ``sum(grad * sign(x))``, times ``grad_factor``."""
 
     @staticmethod
-    def forward(ctx, x, scale, clip):
+    def forward(ctx, x, scale, clip, grad_factor):
         ctx.save_for_backward(x, scale, clip)
+        ctx.grad_factor = grad_factor
         return torch.where(x >= 0, scale, -scale)
 
     @staticmethod
@@ -60,8 +72,9 @@ class _BinarizeSTE(torch.autograd.Function):
         grad_x = grad_out * (x.abs() <= clip).to(grad_out.dtype)
         grad_scale = None
         if ctx.needs_input_grad[1]:
-            grad_scale = (grad_out * torch.where(x >= 0, 1.0, -1.0)).sum().reshape(scale.shape)
-        return grad_x, grad_scale, None
+            signed = (grad_out * torch.where(x >= 0, 1.0, -1.0)).sum() * ctx.grad_factor
+            grad_scale = signed.reshape(scale.shape)
+        return grad_x, grad_scale, None, None
 
 
 class QuantizationAwareLayer(nn.Module):
@@ -143,7 +156,7 @@ class QuantizationAwareLayer(nn.Module):
         bit_width = check_bit_width(bit_width)
         if bit_width != self.bit_width:
             self.bit_width = bit_width
-            self._forget_step()  # a new grid needs a new step
+            self._step_from_range()  # a new grid needs a new step, sized from the training range
 
     def enable_quantization(self, enabled: bool = True) -> None:
         """``False``: pass the current through unchanged."""
@@ -164,11 +177,19 @@ class QuantizationAwareLayer(nn.Module):
 
     def end_calibration(self) -> None:
         self.calibrating = False
-        self._forget_step()  # learned steps start from the calibrated range
+        self._step_from_range()  # learned steps start from the calibrated range
 
     def _forget_step(self) -> None:
         self.step_initialized.fill_(False)
         self._step_known = False
+
+    def _step_from_range(self) -> None:
+        """Seed the learned step from the observed range and mean |x| (training or calibration
+        batches only); forget it when nothing has been observed yet."""
+        if self.learn_scale and self.has_range:
+            self._set_step(self._step_seed(self.running_absmean))
+        else:
+            self._forget_step()
 
     # --------------------------------------------------------------- range
     @torch.no_grad()
@@ -205,11 +226,14 @@ class QuantizationAwareLayer(nn.Module):
             return self.step.abs().clamp_min(max(1e-8, self.binary_floor if self.is_binary else 0.0))
         return self.range_scale()
 
+    def _step_seed(self, absmean: torch.Tensor) -> torch.Tensor:
+        """LSQ's initial step 2*mean|x|/sqrt(qmax), or the range scale when it is smaller (binary: the range scale)."""
+        if self.is_binary:
+            return self.range_scale()
+        return torch.minimum(2 * absmean / math.sqrt(self.qmax), self.range_scale())
+
     @torch.no_grad()
-    def _seed_step(self, x: torch.Tensor) -> None:
-        """LSQ's initial step 2*mean|x|/sqrt(qmax), or the range scale when it is smaller."""
-        lsq = 2 * mean_over_ranks(x.abs().mean()) / math.sqrt(self.qmax)  # the same start on every DDP rank
-        seed = self.range_scale() if self.is_binary else torch.minimum(lsq, self.range_scale())
+    def _set_step(self, seed: torch.Tensor) -> None:
         self.step.copy_(seed.clamp_min(1e-6))
         self.step_initialized.fill_(True)
         self._step_known = True
@@ -223,15 +247,26 @@ class QuantizationAwareLayer(nn.Module):
             return self._quantize(at_least_float32(x))
 
     def _quantize(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.training and self.observer_enabled) or self.calibrating or not self.has_range:
+        # Ranges and steps come from training or calibration batches; an evaluation only reads them.
+        learning = self.training or self.calibrating
+        if self.calibrating or (self.training and (self.observer_enabled or not self.has_range)):
             self.observe(x)
+        elif not self.has_range:
+            raise QuantizerStateError(
+                "a current quantizer has no observed range: calibrate the model on training batches "
+                "(snn.quantization.control.calibrating) or train it a step before evaluating it"
+            )
         if self.learn_scale and not self.has_step:
-            self._seed_step(x)
+            if not learning:
+                raise QuantizerStateError(
+                    "a current quantizer has no learned step: calibrate the model on training batches "
+                    "(snn.quantization.control.calibrating) or train it a step before evaluating it"
+                )
+            self._set_step(self._step_seed(mean_over_ranks(x.detach().abs().mean())))  # the same on every rank
         if self.is_binary:
             return self._binary(x)
         if self.learn_scale:
-            # LSQ gradient scale 1/sqrt(N * qmax) keeps the step's updates in proportion.
-            grad_factor = 1.0 / math.sqrt(x.numel() / max(1, x.shape[0]) * self.qmax)
+            grad_factor = lsq_grad_factor(x, self.qmax)
             return learnable_fake_quantize(x, self.step.abs().clamp_min(1e-8), self.qmax, grad_factor)
         return fake_quantize(x, self.scale().float(), self.qmax)  # the scale stays a tensor: no device sync
 
@@ -239,7 +274,7 @@ class QuantizationAwareLayer(nn.Module):
         scale = self.scale().to(x.dtype)
         # Clip the straight-through gradient at the largest magnitude seen in range.
         clip = torch.maximum(self.running_min.abs(), self.running_max.abs()).clamp_min(scale).detach()
-        return _BinarizeSTE.apply(x, scale, clip)
+        return _BinarizeSTE.apply(x, scale, clip, lsq_grad_factor(x, self.qmax))
 
     def extra_repr(self) -> str:
         kind = "binary" if self.is_binary else f"{self.bit_width} bit"

@@ -124,8 +124,9 @@ class Trainer:
                 widths_tag(*widths),
                 widths_tag(*widths),
             )
-            for m in self._models():
-                m.set_bit_width(*widths)
+            self.model.set_bit_width(*widths)  # re-seeds learned steps from the training ranges
+            if self.ema is not None:
+                self.ema.adopt_quantizer_state(self.model)  # not an average across two grids
             # A lower bit width is judged against itself, not against the easier earlier phase.
             self.best_val_aee = float("inf")
         frozen_from = self.cfg.freeze_observers_epoch
@@ -157,6 +158,12 @@ class Trainer:
         """
         path = Path(path)
         self._check_model_name(ckpt, path)
+        if self.quantized:
+            # The widths first: switching widths re-seeds learned steps, so after the load it would
+            # replace the saved ones.
+            saved = checkpoint_widths(ckpt)
+            if saved[0] < 32:
+                self.model.set_bit_width(*saved)
         load_weights(self.model, ckpt.get("train_state_dict", ckpt["state_dict"]), path, strict=strict)
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -169,17 +176,13 @@ class Trainer:
         self.start_epoch = int(ckpt["epoch"]) + 1
         self.global_step = int(ckpt.get("global_step", 0))
         self.best_val_aee = float(ckpt.get("best_val_aee", float("inf")))
-        if self.quantized:
-            saved = checkpoint_widths(ckpt)
-            if saved[0] < 32:
-                self.model.set_bit_width(*saved)
         if ckpt.get("rng"):
             set_rng_state(ckpt["rng"])
         self.precision.load_state_dict(ckpt.get("grad_scaler") or {})
         if self.cfg.weight_ema > 0 and "train_state_dict" in ckpt:
             self.start_weight_ema()
             self.ema.module.load_state_dict(ckpt["state_dict"])
-            self.ema.n_averaged.fill_(self.global_step)
+            self.ema.n_averaged = self.global_step
         self._last_val = dict(ckpt.get("val_metrics") or {})
         self._resume_progress = dict(ckpt.get("epoch_progress") or {})
         truncate_epoch_rows(self.log_dir / "metrics.csv", self.start_epoch)

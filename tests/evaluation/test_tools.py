@@ -19,6 +19,7 @@ from snn.data.provider import build_dataset
 from snn.evaluation.metrics import METRIC_KEYS
 from snn.models.checkpoint import save_checkpoint
 from snn.models.flownet import EventSNNFlowNetLiteV2
+from snn.quantization import control
 from snn.utils.quantization_utils import load_model
 from tests.data.dsec_files import write_dsec_root, write_dsec_test_release
 from tests.data.mvsec_files import write_mvsec_root
@@ -179,7 +180,7 @@ def checkpoints(tiny_synthetic_root, tmp_path_factory):
     model_q = EventSNNFlowNetLiteV2(**cfg_q.model_args()).eval()
     model_q.load_state_dict(model.state_dict(), strict=False)
     ds = build_dataset(tiny_synthetic_root, "train", 5)
-    with torch.no_grad():  # uninitialised quantizers take their range from the first batch, even in eval
+    with control.calibrating(model_q), torch.no_grad():  # ranges from three training windows
         model_q(torch.stack([ds[i]["events"] for i in range(3)]))
     q4 = _save(model_q, cfg_q, out / "q4" / "best_model.pth")
     return {"fp": fp, "q4": q4}

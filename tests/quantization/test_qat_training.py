@@ -60,7 +60,8 @@ def test_quantized_model_output_differs_by_bit_width_and_size_shrinks():
     for bits in (8, 4, 2):
         q = EventSNNFlowNetLiteV2(**SMALL, quantize=True, bit_width=bits)
         q.load_state_dict(fp.state_dict(), strict=False)
-        q.eval()
+        with control.calibrating(q), torch.no_grad():
+            q(x)
         errors[bits] = compare_model_outputs(fp, q, x)["mae"]
     assert errors[8] < errors[2]
     sizes = estimate_model_size(fp, verbose=False)["bytes"]
@@ -133,6 +134,54 @@ def test_progressive_schedule_switches_bits_and_freezes_observers(tiny_synthetic
         float(ckpt["state_dict"]["enc1.quant_layer.running_max"])
     )
     assert resumed.ema.module.bit_width == 2
+    # The learned steps come back as saved, and stay: the resume does not re-seed them.
+    for model, state in ((resumed.model, ckpt["train_state_dict"]), (resumed.ema.module, ckpt["state_dict"])):
+        for name, q in control.activation_quantizers(model):
+            assert q.learn_scale and q.has_step, name
+            assert torch.equal(q.step.detach(), state[f"{name}.step"]), name
+    resumed.validate(3)
+    assert torch.equal(resumed.model.enc1.quant_layer.step.detach(), ckpt["train_state_dict"]["enc1.quant_layer.step"])
+
+
+def test_at_a_width_switch_the_ema_takes_the_models_new_steps_instead_of_averaging_across_grids(
+    tiny_synthetic_root, tmp_path, fp_checkpoint
+):
+    extra = {"num_epochs": 2, "quantization_schedule": {0: 8, 1: 4}, "freeze_observers_epoch": None}
+    cfg = _cfg(tiny_synthetic_root, tmp_path, "switch", "snn/configs/event_snn_lite_progressive.yaml", **extra)
+    trainer = build_trainer(cfg, CPU, resume=fp_checkpoint)
+    trainer.start_weight_ema()
+    trainer.update_quantization(0)
+    trainer.train_one_epoch(0)
+    q8 = trainer.model.enc1.quant_layer.step.detach().clone()
+    trainer.update_quantization(1)  # 8 -> 4 bit
+    model = dict(control.activation_quantizers(trainer.model))
+    ema = dict(control.activation_quantizers(trainer.ema.module))
+    assert float(model["enc1.quant_layer"].step) > 3 * float(q8)  # a 4-bit step is far coarser than an 8-bit one
+    for name, q in model.items():
+        assert ema[name].bit_width == q.bit_width and ema[name].has_step, name
+        for key in control.QUANTIZER_STATE:
+            assert torch.equal(getattr(ema[name], key), getattr(q, key)), (name, key)
+    trainer.train_one_epoch(1)  # the EMA keeps averaging, now within the 4-bit grid
+    for name, q in model.items():
+        assert float(ema[name].step) == pytest.approx(float(q.step), rel=0.05), name
+
+
+def test_a_learned_binary_step_gets_the_lsq_gradient_scale():
+    from snn.quantization.quantization_aware import QuantizationAwareLayer
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 10, 10, requires_grad=True)
+    q = QuantizationAwareLayer(bit_width=1, learn_scale=True).train()
+    out = q(x)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    per_sample = 3 * 10 * 10
+    expected = (grad * torch.where(x >= 0, 1.0, -1.0)).sum() / per_sample**0.5  # qmax = 1
+    assert float(q.step.grad) == pytest.approx(float(expected), rel=1e-5)
+    four = QuantizationAwareLayer(bit_width=4, learn_scale=True).train()
+    four(x).backward(grad)
+    # The same scale as the other widths: their step gradients are of one order, not 10^2 apart.
+    assert abs(float(q.step.grad)) < 30 * abs(float(four.step.grad))
 
 
 def test_finetune_script_end_to_end_and_errors(tiny_synthetic_root, tmp_path, fp_checkpoint, capsys):

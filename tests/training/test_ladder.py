@@ -308,3 +308,91 @@ def test_an_unseen_test_set_is_evaluated_for_every_step(trained_ladder, tiny_syn
     assert float(list(csv.DictReader(open(out / "ladder.csv")))[3]["unseen_aee"]) == pytest.approx(
         rows[3]["unseen_aee"], rel=1e-5
     )
+
+
+def _loud_copy(root, dest, split="test", factor=20):
+    """``root`` with every event of ``split`` repeated ``factor`` times: the same scenes and flow,
+    ``factor`` times the counts, so that split's currents are far larger than training's."""
+    import h5py
+
+    shutil.copytree(root, dest)
+    for seq in sorted((dest / split).iterdir()):
+        with h5py.File(seq / "events.h5", "r+") as f:
+            for key in ("x", "y", "t", "p"):
+                data = f["events"][key][:].repeat(factor)
+                del f["events"][key]
+                f["events"].create_dataset(key, data=data)
+            ms = f["events/ms_to_idx"][:] * factor
+            del f["events/ms_to_idx"]
+            f["events"].create_dataset("ms_to_idx", data=ms)
+        with h5py.File(seq / "flow.h5", "r+") as f:
+            for key, shift in (("frame_event_start", 0), ("frame_event_end", factor - 1)):
+                if f"flow/{key}" in f:
+                    data = f[f"flow/{key}"][:] * factor + shift
+                    del f[f"flow/{key}"]
+                    f["flow"].create_dataset(key, data=data)
+    return dest
+
+
+def _steps(model):
+    from snn.quantization.control import activation_quantizers
+
+    return {name: q.step.detach().clone() for name, q in activation_quantizers(model)}
+
+
+@pytest.mark.slow
+def test_learned_steps_are_seeded_from_training_batches_never_from_the_test_split(
+    tiny_synthetic_root, tmp_path, monkeypatch
+):
+    from snn.config import CONFIG_DIR, load_config
+    from snn.quantization import control
+    from snn.training.run import build_trainer
+    from snn.utils.runtime import seed_everything
+
+    loud = _loud_copy(tiny_synthetic_root, tmp_path / "loud")
+    fp_cfg = load_config(CONFIG_DIR / "event_snn_lite.yaml", {
+        "data_root": str(loud), "dataset": "blinksim", "base_ch": 4, "num_bins": 3, "num_epochs": 1, "crop_size": 32,
+        "image_every": 0,
+        "checkpoint_dir": str(tmp_path / "fp" / "ckpt"), "log_dir": str(tmp_path / "fp" / "logs"),
+    })  # fmt: skip
+    build_trainer(fp_cfg, CPU).fit()
+    start = tmp_path / "fp" / "ckpt" / "best_model.pth"
+
+    step = ladder.Step("V2_W4A4", "event_snn_lite_4bit.yaml", "V2")
+    cfg = ladder.step_config(step, tmp_path / "ladder", str(loud), 1, 5, NO_CROP)
+    assert cfg.learn_scale
+    seen = {}
+    real_fit = Trainer.fit
+
+    def fit(self):  # what the fine-tune starts from: after calibration and the calibration-only evaluation
+        seen.update(_steps(self.model))
+        return real_fit(self)
+
+    monkeypatch.setattr(Trainer, "fit", fit)
+    _, _, record = ladder.run_step(step, tmp_path / "ladder", cfg, 1, CPU, start)
+    assert record["ptq"]["aee"] > 0  # the calibration-only evaluation ran on the (loud) test split
+    monkeypatch.setattr(Trainer, "fit", real_fit)
+
+    # The same calibration on the training split alone, without any evaluation.
+    alone = ladder.step_config(step, tmp_path / "alone", str(loud), 1, 5, NO_CROP)
+    seed_everything(alone.seed)
+    trainer = build_trainer(alone, CPU, resume=start, warm_start=True)
+    expected = _steps(trainer.model)
+    assert seen.keys() == expected.keys() and len(seen) > 5
+    different = [name for name in seen if not torch.equal(seen[name], expected[name])]
+    assert not different, different
+
+    # The test split really is louder: calibrated on it, the stem's step would be several times larger.
+    with control.calibrating(trainer.model):
+        for batch in torch.utils.data.DataLoader(build_dataset(loud, "test", 3), batch_size=2):
+            trainer.model(batch["events"])
+    assert float(trainer.model.stem.quant_layer.step.detach()) > 3 * float(expected["stem.quant_layer"])
+
+
+def test_evaluating_a_model_whose_learned_steps_were_never_seeded_is_an_error():
+    from snn.models.flownet import EventSNNFlowNetLiteV2
+    from snn.quantization.quantization_aware import QuantizerStateError
+
+    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3, quantize=True, bit_width=4, learn_scale=True).eval()
+    with pytest.raises(QuantizerStateError, match="calibrate the model on training batches"):
+        model(torch.rand(1, 3, 2, 16, 16))
