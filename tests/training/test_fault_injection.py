@@ -91,8 +91,16 @@ def _run_args(config, tmp, name):
 
 
 def _weights(path):
+    """Every tensor a checkpoint holds: the EMA and raw weights (quantizer ranges and learned steps
+    among them) and the optimizer's state."""
     ckpt = torch.load(path, weights_only=True)
-    return {**{f"ema.{k}": v for k, v in ckpt["state_dict"].items()}, **ckpt["train_state_dict"]}
+    optimizer = {
+        f"optimizer.{i}.{k}": v
+        for i, state in ckpt["optimizer"]["state"].items()
+        for k, v in state.items()
+        if torch.is_tensor(v)
+    }
+    return {**{f"ema.{k}": v for k, v in ckpt["state_dict"].items()}, **ckpt["train_state_dict"], **optimizer}
 
 
 def _assert_bitwise_equal(a, b):
@@ -167,6 +175,53 @@ def test_kill_9_during_training_then_resume_is_exact(driver, config, reference, 
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     _assert_bitwise_equal(tmp_path / "run/ckpt/last.pth", reference / "ckpt/last.pth")
     assert _csv_without_times(tmp_path / "run/logs/metrics.csv") == _csv_without_times(reference / "logs/metrics.csv")
+
+
+@pytest.fixture(scope="module")
+def progressive_config(tiny_synthetic_root, tmp_path_factory):
+    """A progressive run with learned steps: 8, 4 and 2 bit in its three epochs."""
+    path = tmp_path_factory.mktemp("cfg") / "progressive.yaml"
+    path.write_text(
+        f"base: {REPO / 'snn/configs/event_snn_lite_progressive.yaml'}\n"
+        f"data_root: {tiny_synthetic_root}\ndataset: blinksim\n"
+        "base_ch: 4\nnum_bins: 3\nbatch_size: 4\nnum_epochs: 3\ncrop_size: 16\naugment: true\n"
+        "learning_rate: 0.003\nweight_ema: 0.9\nimage_every: 0\ndevice: cpu\n"
+        "quantization_schedule: {0: 8, 1: 4, 2: 2}\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def progressive_reference(driver, progressive_config, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("progressive_reference")
+    r = _train(driver, _run_args(progressive_config, tmp, "run"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "W8A8 -> W4A4" in r.stderr and "W4A4 -> W2A2" in r.stderr
+    saved = torch.load(tmp / "run/ckpt/last.pth", weights_only=True)
+    assert saved["model_args"]["bit_width"] == 2 and saved["config"]["learn_scale"]
+    return tmp / "run"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("fault", "at", "code"), [("kill", 8, -9), ("sigint", 5, 130)])
+def test_a_progressive_run_interrupted_between_width_switches_resumes_exactly(
+    driver, progressive_config, progressive_reference, tmp_path, fault, at, code
+):
+    """Interrupted in its 4-bit epoch (kill -9: last.pth from the end of it; Ctrl-C: in its middle), the
+    run resumes at 4 bit with the saved learned steps, ranges and EMA, and switches to 2 bit after."""
+    args = _run_args(progressive_config, tmp_path, "run")
+    r = _train(driver, args, fault, at=at)
+    assert r.returncode == code, r.stderr[-2000:]
+    assert torch.load(tmp_path / "run/ckpt/last.pth", weights_only=True)["model_args"]["bit_width"] == 4
+    resumed = _train(driver, ["--resume", tmp_path / "run/ckpt/last.pth"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "W4A4 -> W2A2" in resumed.stderr
+    _assert_bitwise_equal(tmp_path / "run/ckpt/last.pth", progressive_reference / "ckpt/last.pth")
+    steps = [k for k in _weights(progressive_reference / "ckpt/last.pth") if k.endswith("quant_layer.step")]
+    assert len(steps) > 10  # the learned steps were among the tensors compared
+    assert _csv_without_times(tmp_path / "run/logs/metrics.csv") == _csv_without_times(
+        progressive_reference / "logs/metrics.csv"
+    )
 
 
 @pytest.mark.slow
