@@ -75,7 +75,7 @@ def _folded_affine(layer: nn.Module) -> tuple[np.ndarray, np.ndarray, np.ndarray
     gain = w_scale
     offset = conv.bias.detach().double() if conv.bias is not None else torch.zeros_like(gain)
     norm = getattr(layer, "norm", nn.Identity())
-    if isinstance(norm, nn.BatchNorm2d):
+    if isinstance(norm, nn.modules.batchnorm._BatchNorm):  # BatchNorm2d, and SyncBatchNorm after DDP on CUDA
         inv = norm.weight.detach().double() / torch.sqrt(norm.running_var.double() + norm.eps)
         offset = (offset - norm.running_mean.double()) * inv + norm.bias.detach().double()
         gain = gain * inv

@@ -100,3 +100,15 @@ def test_integer_reference_follows_a_positive_current_range(tmp_path):
     write_export(*fold_network(model, 16, 16), tmp_path)
     agreement = compare({"float64": copy.deepcopy(model).double()}, load_export(tmp_path), [events])["float64"]
     assert agreement.passed, agreement.summary()
+
+
+def test_a_model_with_synchronised_batch_norms_folds_as_the_plain_one():
+    """DDP on CUDA turns batch norms into SyncBatchNorm; their statistics must fold all the same."""
+    model, _ = lively_model(4, 4)
+    plain, tensors = fold_network(model, 16, 16)
+    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(model))
+    assert isinstance(synced.enc1.norm, torch.nn.SyncBatchNorm)
+    described, synced_tensors = fold_network(synced, 16, 16)
+    assert described == plain
+    assert synced_tensors.keys() == tensors.keys()
+    assert all(np.array_equal(synced_tensors[k][0], tensors[k][0]) for k in tensors)
