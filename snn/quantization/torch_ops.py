@@ -1,9 +1,10 @@
 """Fake quantization and the other PyTorch kernels we call, each behind one small function.
 
-On CUDA the functions call PyTorch's fused kernels, private ones with a fallback: a torch
-upgrade that drops or changes a private op breaks here, in one place that a test checks
-against the plain-PyTorch formula. On the CPU, where those kernels measured slower, the
-quantizers run as small autograd functions that tests check against the kernels.
+On CUDA the range quantizer calls PyTorch's fused kernel, and a private op (``_foreach_lerp_``)
+has a fallback: a torch upgrade that drops or changes one breaks here, in one place that a test
+checks against the plain-PyTorch formula. On the CPU, where the kernels measured slower, the
+quantizers run as small autograd functions that tests check against the kernels; the learned-step
+quantizer is ours on every device (the fused kernel reads its step on the host).
 """
 
 from __future__ import annotations
@@ -46,16 +47,11 @@ def learnable_fake_quantize(x: torch.Tensor, step: torch.Tensor, qmax: int, grad
     """``clamp(round(x / step), -qmax, qmax) * step`` with LSQ gradients (Esser et al. 2019).
 
     x gets a straight-through gradient inside the range and none outside; ``step`` (a
-    positive 0-d tensor) gets the LSQ gradient scaled by ``grad_factor``. The fused kernel
-    ``torch._fake_quantize_learnable_per_tensor_affine`` is private API, hence the fallback.
+    positive 0-d tensor) gets the LSQ gradient scaled by ``grad_factor``. On every device this is
+    ``LearnedStepRounding``: PyTorch's fused ``_fake_quantize_learnable_per_tensor_affine`` reads
+    the step on the host (a GPU sync per quantizer per step), and on the CPU it took 1.5-1.7x as long.
     """
-    if not x.is_cuda:  # on the CPU the kernel took 1.5-1.7x as long as LearnedStepRounding (2 cores)
-        return LearnedStepRounding.apply(x, step, qmax, grad_factor)
-    kernel = getattr(torch, "_fake_quantize_learnable_per_tensor_affine", None)
-    if kernel is None:
-        return lsq_reference(x, step, qmax, grad_factor)
-    zero_point = torch.zeros(1, device=x.device)
-    return kernel(x, step.reshape(1), zero_point, -qmax, qmax, grad_factor)
+    return LearnedStepRounding.apply(x, step, qmax, grad_factor)
 
 
 class LearnedStepRounding(torch.autograd.Function):

@@ -19,6 +19,13 @@ AMP_MODES = ("none", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def grad_scaler(device: torch.device):
+    """``torch.amp.GradScaler`` (torch >= 2.3), or the CUDA one it replaced on older torch."""
+    if hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler(device.type)
+    return torch.cuda.amp.GradScaler()
+
+
 class Precision:
     """Autocast for the forward passes and, with fp16, loss scaling for the backward pass."""
 
@@ -28,7 +35,7 @@ class Precision:
         if mode == "fp16" and device.type != "cuda":
             raise ValueError(f"amp fp16 needs a CUDA device (its GradScaler); on {device.type} use amp bf16")
         self.mode, self.device = mode, device
-        self.scaler = torch.amp.GradScaler(device.type) if mode == "fp16" else None
+        self.scaler = grad_scaler(device) if mode == "fp16" else None
 
     @property
     def enabled(self) -> bool:

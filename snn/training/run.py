@@ -160,6 +160,15 @@ def build_trainer(
     return trainer
 
 
+def run_precision(trainer: Trainer) -> str:
+    """What the run computes in, for its first log line: 'full-precision with bfloat16 autocast', 'W4A4', ..."""
+    amp = trainer.cfg.amp
+    if not trainer.quantized:
+        return "full-precision" + ("" if amp == "none" else f" with {amp} autocast")
+    tag = widths_tag(*model_widths(trainer.model))
+    return tag + ("" if amp == "none" else f" (--amp {amp} unused: quantized currents are computed in float32)")
+
+
 def train_and_test(
     cfg: Config,
     resume: Path | None = None,
@@ -187,10 +196,10 @@ def _train_and_test(cfg, device, resume, strict_load, warm_start, allow_config_c
         make_dataset(cfg, prepare_data_root(cfg), "test")
     barrier()
     trainer = build_trainer(cfg, device, resume, strict_load, warm_start, allow_config_change)
-    bits = f"{trainer.model.bit_width}-bit" if trainer.quantized else "full-precision"
     logger.info(
-        "training %s on %s, checkpoints in %s, logs in %s", bits, device, trainer.checkpoint_dir, trainer.log_dir
-    )
+        "training %s on %s, checkpoints in %s, logs in %s",
+        run_precision(trainer), device, trainer.checkpoint_dir, trainer.log_dir,
+    )  # fmt: skip
     best = trainer.fit()
     if not is_main():
         return ""

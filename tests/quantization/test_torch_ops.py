@@ -8,7 +8,6 @@ from snn.quantization import torch_ops
 
 @pytest.mark.parametrize("qmax", [1, 7, 127])
 def test_learnable_fake_quantize_matches_the_lsq_formula(qmax):
-    assert hasattr(torch, "_fake_quantize_learnable_per_tensor_affine"), "torch dropped the fused LSQ kernel"
     torch.manual_seed(0)
     x = (torch.randn(4000) * 2).requires_grad_()
     step = torch.tensor(0.8 / qmax, requires_grad=True)
@@ -26,8 +25,11 @@ def test_learnable_fake_quantize_matches_the_lsq_formula(qmax):
 
 
 @pytest.mark.parametrize("qmax", [1, 7, 127])
-def test_the_cpu_lsq_equals_pytorchs_private_kernel_that_cuda_uses(qmax):
-    kernel = torch._fake_quantize_learnable_per_tensor_affine
+def test_our_lsq_equals_pytorchs_private_kernel(qmax):
+    """We use our own on every device (the kernel reads its step on the host); it must agree with it."""
+    kernel = getattr(torch, "_fake_quantize_learnable_per_tensor_affine", None)
+    if kernel is None:
+        pytest.skip("this torch has no fused LSQ kernel to compare with")
     x = torch.randn(3, 5, 16, 16, generator=torch.Generator().manual_seed(qmax)) * 2
     upstream = torch.randn_like(x)
     results = []

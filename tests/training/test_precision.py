@@ -61,12 +61,35 @@ def test_fp16_needs_cuda_and_an_unknown_mode_is_named():
 @pytest.mark.slow
 def test_a_bf16_run_trains_and_resumes_with_its_settings(tiny_synthetic_root, tmp_path):
     from snn.config import DEFAULT_CONFIG, load_config
-    from snn.training.run import build_trainer
+    from snn.training.run import build_trainer, run_precision
 
     values = {"data_root": str(tiny_synthetic_root), "dataset": "blinksim", "base_ch": 4, "num_bins": 3,
               "batch_size": 4, "num_epochs": 1, "crop_size": 32, "augment": False, "amp": "bf16",
               "checkpoint_dir": str(tmp_path / "ckpt"), "log_dir": str(tmp_path / "logs")}  # fmt: skip
     trainer = build_trainer(load_config(DEFAULT_CONFIG, values), CPU)
+    assert run_precision(trainer) == "full-precision with bf16 autocast"
     assert math.isfinite(trainer.fit())
     saved = torch.load(tmp_path / "ckpt" / "last.pth", weights_only=False)
     assert saved["config"]["amp"] == "bf16" and saved["grad_scaler"] == {}
+
+
+def test_the_grad_scaler_of_an_older_torch_is_the_cuda_one(monkeypatch):
+    """torch.amp.GradScaler came with torch 2.3; the requirements allow 2.1."""
+    from snn.training import precision
+
+    made = []
+    monkeypatch.delattr(torch.amp, "GradScaler", raising=False)
+    monkeypatch.setattr(torch.cuda.amp, "GradScaler", lambda *a, **k: made.append(a) or "cuda scaler")
+    assert precision.grad_scaler(torch.device("cuda")) == "cuda scaler" and made == [()]
+
+
+def test_a_quantized_run_says_that_amp_leaves_its_currents_in_float32(tiny_synthetic_root, tmp_path):
+    from snn.config import CONFIG_DIR, load_config
+    from snn.training.run import build_trainer, run_precision
+
+    values = {"data_root": str(tiny_synthetic_root), "dataset": "blinksim", "base_ch": 4, "num_bins": 3,
+              "crop_size": 32, "checkpoint_dir": str(tmp_path / "ckpt"), "log_dir": str(tmp_path / "logs")}  # fmt: skip
+    cfg = load_config(CONFIG_DIR / "event_snn_lite_4bit.yaml", {**values, "amp": "bf16"})
+    assert (
+        run_precision(build_trainer(cfg, CPU)) == "W4A4 (--amp bf16 unused: quantized currents are computed in float32)"
+    )
