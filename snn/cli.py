@@ -8,11 +8,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from snn.config import DEFAULT_CONFIG, Config, data_root_overrides, load_config
+from snn.config import AMP_MODES, DEFAULT_CONFIG, Config, data_root_overrides, load_config
 from snn.data.mvsec import PROTOCOLS
 from snn.data.provider import FORMATS
 from snn.training.interrupt import TrainingInterrupted
-from snn.training.precision import AMP_MODES
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,9 @@ from snn.data.representations import REPRESENTATIONS, num_input_channels
 from snn.data.synthetic_config import SyntheticDataset
 from snn.models.factory import MODELS
 from snn.models.neurons import RESET_MODES
-from snn.training.precision import AMP_MODES
+
+# How training may use mixed precision (snn.training.precision): no, bfloat16 or float16 autocast.
+AMP_MODES = ("none", "bf16", "fp16")
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "event_snn_lite.yaml"

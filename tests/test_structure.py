@@ -8,6 +8,25 @@ import pytest
 SNN = Path(__file__).resolve().parents[1] / "snn"
 LOWER = ("models", "quantization", "data", "utils", "evaluation", "deploy")
 
+# The layers, lowest first: a module imports only from its own package or from lower layers.
+# The longest matching prefix decides a module's layer.
+LAYERS = {
+    "snn.utils.runtime": 0,
+    "snn.utils.distributed": 0,
+    "snn.quantization": 1,
+    "snn.models": 2,
+    "snn.data": 2,
+    "snn.config": 3,
+    "snn.data.loaders": 4,  # assembles datasets from a config
+    "snn.evaluation": 5,
+    "snn.deploy": 5,
+    "snn.training": 6,
+    "snn.benchmarks": 7,  # times the trainer's step
+    "snn.cli": 7,
+    "snn.utils.quantization_utils": 7,  # the QAT guide's one import, re-exporting from below
+    "snn": 8,  # snn/__init__.py
+}
+
 
 def _imported_modules(path: Path) -> set[str]:
     names = set()
@@ -28,6 +47,35 @@ def test_lower_packages_do_not_import_training(package):
         for f in files
     }
     assert not {f: m for f, m in offenders.items() if m}
+
+
+def _layer(module: str) -> tuple[int, str]:
+    """(layer, the prefix that gave it)."""
+    prefix = max((p for p in LAYERS if module == p or module.startswith(p + ".")), key=len)
+    return LAYERS[prefix], prefix
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(SNN.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_every_module_imports_only_its_own_package_or_lower_layers():
+    files = sorted(SNN.rglob("*.py"))
+    assert {"snn.config", "snn.cli", "snn.benchmarks.measures"} <= {_module_name(f) for f in files}
+    upward = []
+    for f in files:
+        own, own_prefix = _layer(_module_name(f))
+        for imported in sorted(m for m in _imported_modules(f) if m == "snn" or m.startswith("snn.")):
+            layer, prefix = _layer(imported)
+            if prefix != own_prefix and layer >= own:
+                upward.append(f"{_module_name(f)} (layer {own}) imports {imported} (layer {layer})")
+    assert not upward
+
+
+def test_the_layer_check_sees_an_upward_import():
+    assert _layer("snn.data.provider") < _layer("snn.config") < _layer("snn.data.loaders")
+    assert _layer("snn.utils.quantization_utils")[0] > _layer("snn.deploy.fold")[0] > _layer("snn.utils.runtime")[0]
 
 
 def test_the_check_sees_an_import_of_training(tmp_path):

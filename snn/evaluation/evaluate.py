@@ -24,13 +24,13 @@ from tqdm import tqdm
 from snn.config import Config, config_from_checkpoint, config_from_dict, load_config
 from snn.data.loaders import make_dataset, make_loader, sequences_of
 from snn.data.representations import num_input_channels
-from snn.evaluation.metrics import FlowMetrics, evaluation_mask
+from snn.evaluation.metrics import FlowMetrics, compare_model_outputs, evaluation_mask
 from snn.evaluation.predictions import FlowPngWriter
 from snn.evaluation.report import comparison_labels
 from snn.evaluation.synops import ActivityMonitor
 from snn.models.checkpoint import CheckpointError, load_checkpoint, load_model
 from snn.quantization.control import model_bit_width, model_widths
-from snn.utils.quantization_utils import compare_model_outputs, estimate_model_size
+from snn.quantization.size import estimate_model_size
 
 logger = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ per-sequence means. Percentages are in 0..100.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 MASKS = ("dense", "sparse")
 METRIC_KEYS = ("aee", "outliers", "1pe", "2pe", "3pe", "zero_flow_aee", "num_pixels")
@@ -77,3 +78,14 @@ class FlowMetrics:
             "zero_flow_aee": self.sums["gt"] / n,
             "num_pixels": n,
         }
+
+
+@torch.no_grad()
+def compare_model_outputs(model_a: nn.Module, model_b: nn.Module, inputs: torch.Tensor) -> dict[str, float]:
+    """Mean absolute, mean squared and largest absolute difference of two models' flows."""
+    model_a.eval()
+    model_b.eval()
+    a = model_a(inputs.to(next(model_a.parameters()).device)).float().cpu()
+    b = model_b(inputs.to(next(model_b.parameters()).device)).float().cpu()
+    diff = a - b
+    return {"mae": float(diff.abs().mean()), "mse": float((diff**2).mean()), "max_abs": float(diff.abs().max())}

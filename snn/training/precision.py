@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-AMP_MODES = ("none", "bf16", "fp16")
+from snn.config import AMP_MODES
+
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
