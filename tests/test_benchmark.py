@@ -1,15 +1,47 @@
 """The benchmark's training-step measure runs every ladder width (timings themselves are not tested)."""
 
+import pytest
 import torch
 
-from snn.benchmarks.training_step import training_step_times
+from snn.benchmarks.training_step import STEPS, config_for, random_batch, training_step, training_step_times
+from snn.models.factory import build_model
 
 
 def test_every_width_and_the_distilled_step_are_timed():
     rows = training_step_times(batch=1, size=16, steps=1, warmup=0)
     labels = [r.label for r in rows]
     assert labels == ["FP32", "W8A8", "W4A4", "W4A4 + distillation", "W2A4", "W1A4", "W1A1"]
-    assert all(r.seconds > 0 and r.samples_per_s == 1 / r.seconds for r in rows)
+    fp = next(r for r in rows if r.label == "FP32")
+    assert fp.ratio_to_fp == 1.0
+    assert all(r.samples_per_s == pytest.approx(1 / r.seconds) for r in rows)  # batch 1
+
+
+@pytest.mark.parametrize(("label", "name", "overrides"), STEPS)
+def test_each_timed_step_trains_its_model_at_the_width_it_is_named_after(label, name, overrides):
+    from snn.quantization.control import model_widths, widths_tag
+
+    cfg = config_for(name, overrides)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, cfg.model_args())
+    assert widths_tag(*model_widths(model)) == label
+    data = random_batch(cfg, 2, 16, torch.Generator().manual_seed(0))
+    model(data["events"][:1])
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    step = training_step(model, cfg, data)
+    step()
+    moved = [k for k, v in model.named_parameters() if not torch.equal(v.detach(), before[k])]
+    assert any(k.endswith("conv.weight") for k in moved)  # the step really is a training step
+
+
+def test_the_loader_measure_counts_samples_after_the_first_batch(monkeypatch):
+    from snn.benchmarks import measures
+
+    clock = iter([10.0, 10.5])
+    monkeypatch.setattr(measures.time, "perf_counter", lambda: next(clock))
+    batches = [{"events": torch.zeros(3, 1)} for _ in range(3)]  # the first one is not timed
+    assert measures.loader_samples_per_s(batches, 2) == pytest.approx(6 / 0.5)
+    clock = iter([0.0, 2.0])
+    assert measures.loader_samples_per_s(batches, 5) == pytest.approx(6 / 2.0)  # the loader ran out
 
 
 def test_the_ann_twin_has_no_neurons_left_and_the_same_convolutions():
@@ -39,7 +71,7 @@ def test_event_rates_inference_and_loader_measures_return_positive_figures(tiny_
     )
     loader = make_loader(cfg, make_dataset(cfg, tiny_synthetic_root, "train", train=True), train=True)
     loader.sampler.set_epoch(0)
-    assert loader_samples_per_s(loader, 2) > 0
+    assert loader_samples_per_s(loader, 2) > 0  # runs on a real loader (the count is tested above)
 
 
 def test_the_lif_measure_times_ours_and_the_plain_loop_and_compares_their_results():

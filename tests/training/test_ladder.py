@@ -10,6 +10,7 @@ import torch
 from snn.data.provider import build_dataset
 from snn.data.synthetic import generate_dataset
 from snn.data.synthetic_config import SyntheticConfig
+from snn.evaluation.evaluate import evaluate_checkpoint
 from snn.models.checkpoint import load_checkpoint
 from snn.training import ladder
 from snn.training.ladder import RECORD, STEPS, LadderError, run_ladder
@@ -65,8 +66,11 @@ def test_ladder_runs_every_step_and_writes_reports(trained_ladder, tiny_syntheti
     w1a1 = next(line for line in md.splitlines() if line.startswith("- V2_W1A1 (event_snn_lite_1bit.yaml): "))
     assert "num_epochs 50 -> 1" in w1a1 and "seed 0 -> 5" in w1a1 and "binarize" not in w1a1
     # Firing and SynOps beside the AEE: the lowest rate of each step, and which layers were silent.
-    for row in table:
-        assert 0 <= float(row["min_firing_rate"]) <= 1 and float(row["synops_per_sample"]) >= 0
+    for row, step in zip(table, STEPS, strict=True):  # as an evaluation of the step's checkpoint finds them
+        best = out / step.name / "checkpoints" / "best_model.pth"
+        activity = evaluate_checkpoint(best, tiny_synthetic_root, "test", progress=False).activity
+        assert float(row["min_firing_rate"]) == pytest.approx(min(activity["firing_rates"].values()), rel=1e-5)
+        assert float(row["synops_per_sample"]) == pytest.approx(activity["synops_per_sample"], rel=1e-5)
         assert (float(row["min_firing_rate"]) == 0) == bool(row["silent_layers"])
     # Every quantized step also reports what calibration alone gave, before its fine-tune.
     assert table[0]["ptq_aee"] == "nan"
