@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import math
 import re
 import types
 import typing
@@ -223,6 +224,10 @@ def parse_widths(value: Any) -> tuple[int, int | None]:
     return value, None
 
 
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _takes_float(annotation: Any) -> bool:
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         return float in typing.get_args(annotation)
@@ -252,6 +257,10 @@ def validate(cfg: Config, source: str = "config") -> Config:
             raise ConfigError(f"{source}: key '{name}' must be {expected}, got {value!r} ({type(value).__name__})")
         if annotation is float and isinstance(value, int):
             setattr(cfg, name, float(value))
+        # NaN passes every range check below (all comparisons with it are false), and no float key
+        # has a use for infinity; both are caught here, by name, not by torch an epoch later.
+        if _takes_float(annotation) and isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{source}: key '{name}' must be a finite number, got {value!r}")
     for key, choices in _CHOICES.items():
         if getattr(cfg, key) not in choices:
             raise ConfigError(f"{source}: key '{key}' must be one of {choices}, got {getattr(cfg, key)!r}")
@@ -267,8 +276,10 @@ def validate(cfg: Config, source: str = "config") -> Config:
         raise ConfigError(f"{source}: key 'weight_ema' must lie in [0, 1), got {cfg.weight_ema}")
     if not 0 < cfg.min_lr_ratio <= 1:
         raise ConfigError(f"{source}: key 'min_lr_ratio' must lie in (0, 1], got {cfg.min_lr_ratio}")
-    if not cfg.scale_weights or not all(isinstance(w, (int, float)) for w in cfg.scale_weights):
-        raise ConfigError(f"{source}: key 'scale_weights' must be a non-empty list of numbers")
+    if not cfg.scale_weights or not all(_finite_number(w) for w in cfg.scale_weights):
+        raise ConfigError(
+            f"{source}: key 'scale_weights' must be a non-empty list of finite numbers, got {cfg.scale_weights!r}"
+        )
     _validate_quantization(cfg, source)
     return cfg
 
@@ -315,11 +326,7 @@ def _validate_quantization(cfg: Config, source: str) -> None:
     if cfg.firing_rate_weight < 0:
         raise ConfigError(f"{source}: key 'firing_rate_weight' must be >= 0, got {cfg.firing_rate_weight}")
     band = cfg.firing_rate_band
-    if not (
-        len(band) == 2
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in band)
-        and 0 < band[0] < band[1] <= 1
-    ):
+    if not (len(band) == 2 and all(_finite_number(v) for v in band) and 0 < band[0] < band[1] <= 1):
         raise ConfigError(f"{source}: key 'firing_rate_band' must be [low, high] with 0 < low < high <= 1, got {band}")
     if cfg.quant_weight < 0:
         raise ConfigError(f"{source}: key 'quant_weight' must be >= 0, got {cfg.quant_weight}")

@@ -121,3 +121,39 @@ def test_config_changes_ignore_the_epoch_budget_and_compare_paths_resolved(tmp_p
     assert config_changes(a, b) == {}
     c = load_config(DEFAULT_CONFIG, {"checkpoint_dir": "ck", "learning_rate": 1e-3})
     assert config_changes(a, c) == {"learning_rate": (0.006, 0.001)}
+
+
+def _float_keys():
+    import typing
+
+    from snn.config import Config, _takes_float
+
+    return [name for name, annotation in typing.get_type_hints(Config).items() if _takes_float(annotation)]
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "nan", "inf"])  # YAML floats, and strings float() reads
+@pytest.mark.parametrize("key", _float_keys())
+def test_every_float_key_refuses_nan_and_infinity_by_name(tmp_path, key, value):
+    path = _write(tmp_path, f"{key}: {value}\n")
+    with pytest.raises(ConfigError, match=rf"{path}: key '{key}' must be a finite number, got") as err:
+        load_config(path)
+    assert len(str(err.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("scale_weights: [1.0, .nan, 0.25]", "scale_weights"),
+        ("scale_weights: [1.0, .inf]", "scale_weights"),
+        ("firing_rate_band: [.nan, 0.5]", "firing_rate_band"),
+        ("firing_rate_band: [0.1, .inf]", "firing_rate_band"),
+        ("synthetic: {fps: .inf}", "fps"),
+        ("synthetic: {noise_rate_hz: .nan}", "noise_rate_hz"),
+        ("synthetic: {background_speed: [0.5, .inf]}", "background_speed"),
+    ],
+)
+def test_lists_and_the_synthetic_section_refuse_nan_and_infinity(tmp_path, text, key):
+    path = _write(tmp_path, text + "\n")
+    with pytest.raises(ConfigError, match=key) as err:
+        load_config(path)
+    assert str(path) in str(err.value)

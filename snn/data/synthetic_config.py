@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,13 +51,13 @@ class SyntheticConfig:
                     and all(_is_number(v) for v in value)
                     and 0 <= value[0] <= value[1]
                 )
-                expected = "a pair [low, high] with 0 <= low <= high"
+                expected = "a pair [low, high] of finite numbers with 0 <= low <= high"
             elif isinstance(field.default, int):
                 ok = isinstance(value, int) and not isinstance(value, bool)
                 expected = "an integer"
             else:
                 ok = _is_number(value) and value >= 0
-                expected = "a number >= 0"
+                expected = "a finite number >= 0"
             if not ok:
                 raise ValueError(f"SyntheticConfig.{field.name} must be {expected}, got {value!r}")
         checks = {
@@ -100,7 +101,8 @@ class SyntheticConfig:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    # NaN passes no range check and no scene setting has a use for infinity: both are refused.
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 SPLIT_KEYS = ("num_train", "num_val", "num_test", "seed", "workers")
