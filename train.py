@@ -2,6 +2,7 @@
 
     python train.py                                  # synthetic data, default config
     python train.py --resume checkpoints/V2/last.pth # continue an interrupted run exactly
+    python train.py --set learning_rate=3e-3 --set crop_size=null   # any config key, no YAML file
     python train.py --config snn/configs/event_snn_lite_progressive.yaml \
         --resume checkpoints/V2/best_model.pth --checkpoint-dir checkpoints/V2_progressive
 

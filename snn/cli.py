@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
 import logging
 import shlex
 import sys
 from pathlib import Path
+
+import yaml
 
 from snn.config import AMP_MODES, DEFAULT_CONFIG, Config, data_root_overrides, load_config
 from snn.data.mvsec import PROTOCOLS
@@ -40,6 +44,11 @@ def add_common_flags(parser: argparse.ArgumentParser, default_config: Path | Non
         help="mixed precision: bf16 (CPU or GPU) or fp16 (CUDA); neurons and quantizers stay float32 (config: amp)",
     )
     parser.add_argument("--seed", type=int, help="random seed (config: seed)")
+    add_set_flag(
+        parser,
+        "set any config key (a YAML value; repeatable), e.g. --set learning_rate=3e-3 --set crop_size=null; "
+        "applied on top of the YAML, and a named flag (--epochs, --batch-size, ...) wins over --set of its key",
+    )
     parser.add_argument(
         "--resume",
         type=Path,
@@ -53,6 +62,35 @@ def add_common_flags(parser: argparse.ArgumentParser, default_config: Path | Non
         help="let --resume continue a run with settings other than its own (by default only --epochs, "
         "--device and logging may change)",
     )
+
+
+def add_set_flag(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """--set KEY=VALUE (repeatable), collected in ``args.settings``; read them with ``parse_overrides``."""
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE", help=help_text)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["distill_weight=1.0"]`` -> ``{"distill_weight": 1.0}``, each value read as YAML (``null``: None).
+
+    A malformed item, a value that is not YAML or a key the config does not have is a ValueError
+    naming the item; the values themselves are checked where the config is validated.
+    """
+    known = [f.name for f in dataclasses.fields(Config)]
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else " (the keys are those of snn/config.py's Config)"
+            raise ValueError(f"--set {item!r}: unknown config key {key!r}{hint}")
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--set {item!r}: the value is not valid YAML ({str(exc).splitlines()[0]})") from None
+    return overrides
 
 
 def add_format_flags(parser: argparse.ArgumentParser) -> None:
@@ -94,9 +132,11 @@ def check_batch_size(batch_size: int | None) -> None:
 
 
 def config_from_args(args: argparse.Namespace, default_config: Path | None = DEFAULT_CONFIG) -> Config:
-    """The config of --config (or of the resumed run, or ``default_config``) with the flags on top."""
+    """The config of --config (or of the resumed run, or ``default_config``), --set on top of it and the
+    named flags (--epochs, ...) on top of that."""
     check_positive("--epochs", args.epochs)
     check_batch_size(args.batch_size)
+    settings = parse_overrides(args.settings)
     path, own = args.config, False
     if path is None and args.resume is not None and (Path(args.resume).parent / "config.yaml").is_file():
         path, own = Path(args.resume).parent / "config.yaml", True
@@ -115,8 +155,10 @@ def config_from_args(args: argparse.Namespace, default_config: Path | None = DEF
         **data_root_overrides(args.data_root),
         **format_overrides(args),
     }
+    # Errors name the --set items too: a bad value may come from them rather than from the file.
+    source = f"{path} with --set {', '.join(args.settings)}" if settings else str(path)
     # A resumed run keeps its own schedule; a new, shorter run gets it scaled.
-    return load_config(path, overrides, scale_schedule=not own)
+    return load_config(path, overrides, scale_schedule=not own, settings=settings, source=source)
 
 
 def fail(exc: BaseException) -> int:

@@ -382,23 +382,32 @@ def read_with_base(path: str | Path, _seen: tuple = ()) -> dict[str, Any]:
 
 
 def load_config(
-    path: str | Path = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None, scale_schedule: bool = True
+    path: str | Path = DEFAULT_CONFIG,
+    overrides: dict[str, Any] | None = None,
+    scale_schedule: bool = True,
+    settings: dict[str, Any] | None = None,
+    source: str | None = None,
 ) -> Config:
-    """Read a YAML config (and its ``base``), apply overrides (None values are ignored), validate.
+    """Read a YAML config (and its ``base``), apply ``settings`` then ``overrides``, validate.
+
+    ``settings`` are keys set explicitly (``--set KEY=VALUE``): None there is a value (``crop_size:
+    null``). In ``overrides`` (the named flags, which win) None means "not given" and is ignored.
+    ``source`` names the values in errors (default: the path).
 
     When ``num_epochs`` is overridden and the YAML's ``quantization_schedule`` is not, the schedule
     is scaled to the new epoch budget (``scale_schedule=False``: kept as it is, and then an error if
     a switch falls beyond the budget) so that no phase is silently dropped.
     """
+    source = str(path) if source is None else source
     values = read_with_base(path)
-    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    given = {**(settings or {}), **{k: v for k, v in (overrides or {}).items() if v is not None}}
     schedule = values.get("quantization_schedule")
     if scale_schedule and schedule and "num_epochs" in given and "quantization_schedule" not in given:
         values["quantization_schedule"] = scaled_schedule(
-            schedule, values.get("num_epochs", Config.num_epochs), given["num_epochs"], str(path)
+            schedule, values.get("num_epochs", Config.num_epochs), given["num_epochs"], source
         )
     values.update(given)
-    return config_from_dict(values, str(path))
+    return config_from_dict(values, source)
 
 
 def scaled_schedule(schedule: dict, from_epochs: Any, to_epochs: int, source: str = "config") -> dict:

@@ -15,11 +15,16 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from snn.cli import add_device_flag, add_format_flags, fail, format_overrides  # noqa: E402
+from snn.cli import (  # noqa: E402
+    add_device_flag,
+    add_format_flags,
+    add_set_flag,
+    fail,
+    format_overrides,
+    parse_overrides,
+)
 from snn.data.loaders import prepare_unseen_test_set  # noqa: E402
 from snn.training.ladder import run_ladder, run_ladder_seeds  # noqa: E402
 from snn.utils.runtime import resolve_device, setup_logging  # noqa: E402
@@ -90,13 +95,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="run the ladder once per seed (into OUTPUT/seed_S/) and report mean and spread in "
         "ladder_seeds.md/.csv/.png; differences of 1-2%% are inside one seed's spread",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key of every quantized step (a YAML value; repeatable), e.g. "
+    add_set_flag(
+        p,
+        "override a config key of every quantized step (a YAML value; repeatable), e.g. "
         "--set distill_weight=1.0 or --set learn_scale=true; printed and recorded with each step",
     )
     p.add_argument(
@@ -106,20 +107,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="end the ladder after this step, e.g. V2_W4A4 (default: run every step)",
     )
     return p.parse_args(argv)
-
-
-def parse_overrides(items: list[str]) -> dict:
-    """``["distill_weight=1.0"]`` -> ``{"distill_weight": 1.0}``, each value read as YAML."""
-    overrides = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
-        try:
-            overrides[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise ValueError(f"--set {item!r}: the value is not valid YAML ({str(exc).splitlines()[0]})") from None
-    return overrides
 
 
 def main(argv=None) -> int:
@@ -140,7 +127,7 @@ def main(argv=None) -> int:
             "reuse": args.reuse,
             "unseen_root": None if args.no_unseen else args.unseen_root,
             "low_current_bits": args.low_current_bits,
-            "qat_overrides": parse_overrides(args.overrides),
+            "qat_overrides": parse_overrides(args.settings),
             "last_step": args.last_step,
             "data_overrides": format_overrides(args),
         }

@@ -89,6 +89,7 @@ DOCUMENTED_FLAGS = {
         "--log-dir",
         "--resume",
         "--allow-config-change",
+        "--set",
     ],
     "finetune_quantized.py": [
         "--config",
@@ -103,6 +104,7 @@ DOCUMENTED_FLAGS = {
         "--batch-size",
         "--device",
         "--seed",
+        "--set",
     ],
 }
 
