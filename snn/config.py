@@ -366,18 +366,30 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return values
 
 
+def base_candidates(path: Path, base: str | Path) -> list[Path]:
+    """Where ``base: <base>`` of the config ``path`` may lie, in order: relative to that config, then
+    among the shipped configs (so ``base: event_snn_lite.yaml`` works from any folder)."""
+    tried = [(path.parent / base).resolve()]
+    if not Path(base).is_absolute():
+        tried.append((CONFIG_DIR / base).resolve())
+    return list(dict.fromkeys(tried))
+
+
 def read_with_base(path: str | Path, _seen: tuple = ()) -> dict[str, Any]:
-    """A config's values on top of those of its ``base`` file (a path relative to it)."""
+    """A config's values on top of those of its ``base`` file (see ``base_candidates``)."""
     path = Path(path)
     values = read_yaml(path)
     base = values.pop("base", None)
     if base is None:
         return values
-    base_path = (path.parent / base).resolve()
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: key 'base' must be the path of a YAML config, got {base!r}")
+    tried = base_candidates(path, base)
+    base_path = next((p for p in tried if p.is_file()), None)
+    if base_path is None:
+        raise ConfigError(f"{path}: base config {base!r} not found; looked for {' and '.join(map(str, tried))}")
     if base_path in _seen:
         raise ConfigError(f"{path}: 'base' chain loops back to {base_path}")
-    if not base_path.is_file():
-        raise ConfigError(f"{path}: base config {base} not found")
     return {**read_with_base(base_path, (*_seen, base_path)), **values}
 
 

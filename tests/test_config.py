@@ -41,6 +41,24 @@ def test_base_inheritance_and_overrides(tmp_path):
     assert isinstance(load_config(DEFAULT_CONFIG, {"learning_rate": 1}).learning_rate, float)
 
 
+def test_a_missing_base_says_where_it_looked(tmp_path):
+    path = _write(tmp_path, "base: event_snn_lit.yaml\nnum_epochs: 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    beside, shipped = tmp_path.resolve() / "event_snn_lit.yaml", CONFIG_DIR.resolve() / "event_snn_lit.yaml"
+    assert str(err.value) == (f"{path}: base config 'event_snn_lit.yaml' not found; looked for {beside} and {shipped}")
+
+
+def test_a_bare_base_name_is_found_among_the_shipped_configs(tmp_path):
+    # The advice of the empty-file error ('base: event_snn_lite.yaml') works from any folder.
+    cfg = load_config(_write(tmp_path, "base: event_snn_lite_8bit.yaml\nnum_epochs: 3\n"))
+    assert (cfg.num_epochs, cfg.quantization_enabled) == (3, True)
+    # A file of that name beside the config comes first.
+    _write(tmp_path, "num_epochs: 7\n", "event_snn_lite_8bit.yaml")
+    cfg = load_config(_write(tmp_path, "base: event_snn_lite_8bit.yaml\n"))
+    assert (cfg.num_epochs, cfg.quantization_enabled) == (7, False)
+
+
 def test_a_base_loop_is_an_error(tmp_path):
     _write(tmp_path, "base: b.yaml\n", "a.yaml")
     _write(tmp_path, "base: a.yaml\n", "b.yaml")
