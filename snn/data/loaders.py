@@ -43,18 +43,35 @@ def check_frame_sizes(dataset: Dataset, split: str, size_multiple: int, crop_siz
     Training on whole frames needs height and width divisible by ``size_multiple``; a crop must
     fit every frame. (Evaluation takes any size: the model pads and crops back.)
     """
-    for seq in sequences_of(dataset):
+    sequences = sequences_of(dataset)
+    for seq in sequences:
         h, w = seq.height, seq.width
         if crop_size is not None:
             ch, cw = as_hw(crop_size)
             if ch > h or cw > w:
-                raise DatasetFormatError(seq.seq_dir, f"frames are {h}x{w}, smaller than the {ch}x{cw} training crop")
+                raise DatasetFormatError(
+                    seq.seq_dir,
+                    f"frames are {h}x{w}, smaller than the {ch}x{cw} training crop (config key crop_size); "
+                    + _crop_advice(sequences, size_multiple),
+                )
         elif h % size_multiple or w % size_multiple:
             raise DatasetFormatError(
                 seq.seq_dir,
                 f"frames are {h}x{w} but the network takes only sizes divisible by {size_multiple} "
                 f"({split} split{'; set crop_size to train on crops' if split == 'train' else ''})",
             )
+
+
+def _crop_advice(sequences: list[Dataset], size_multiple: int) -> str:
+    """What crop_size fits every frame: the largest multiple of 8 (the config's rule) that does, and
+    null (whole frames) when the frames are sizes the network takes."""
+    side = min(min(seq.height, seq.width) for seq in sequences)
+    fits = side // 8 * 8
+    whole = all(seq.height % size_multiple == 0 and seq.width % size_multiple == 0 for seq in sequences)
+    options = ([f"a smaller one such as --set crop_size={fits}"] if fits else []) + (
+        ["--set crop_size=null to train on whole frames"] if whole else []
+    )
+    return "use " + " or ".join(options) if options else f"no crop fits frames of side {side}"
 
 
 def make_dataset(

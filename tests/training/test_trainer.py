@@ -152,6 +152,21 @@ def test_frames_the_network_cannot_take_fail_before_training(tmp_path):
         build_trainer(big_crop, CPU)
 
 
+def test_a_crop_larger_than_the_frames_names_crop_size_and_a_value_that_fits(tiny_synthetic_root, tmp_path):
+    from snn.data.errors import DatasetFormatError
+
+    cfg = _cfg(tiny_synthetic_root, tmp_path, crop_size=48)  # the default config's crop on 32x32 frames
+    with pytest.raises(DatasetFormatError) as err:
+        build_trainer(cfg, CPU)
+    message = str(err.value)
+    assert "frames are 32x32, smaller than the 48x48 training crop (config key crop_size)" in message
+    assert message.endswith(
+        "use a smaller one such as --set crop_size=32 or --set crop_size=null to train on whole frames"
+    )
+    assert not (tmp_path / "ckpt").exists() and not (tmp_path / "logs").exists()
+    build_trainer(_cfg(tiny_synthetic_root, tmp_path, crop_size=32), CPU)  # the value it suggests trains
+
+
 @pytest.mark.parametrize("log_every", [1, 1000])
 def test_a_loss_that_turns_nan_stops_the_run_before_any_checkpoint(
     tiny_synthetic_root, tmp_path, monkeypatch, log_every
