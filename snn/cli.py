@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from snn.config import AMP_MODES, DEFAULT_CONFIG, Config, data_root_overrides, load_config
+from snn.data.errors import MissingSplitError
 from snn.data.mvsec import PROTOCOLS
 from snn.data.provider import FORMATS
 from snn.training.interrupt import TrainingInterrupted
@@ -159,6 +160,15 @@ def config_from_args(args: argparse.Namespace, default_config: Path | None = DEF
     source = f"{path} with --set {', '.join(args.settings)}" if settings else str(path)
     # A resumed run keeps its own schedule; a new, shorter run gets it scaled.
     return load_config(path, overrides, scale_schedule=not own, settings=settings, source=source)
+
+
+def split_hint(exc: BaseException) -> BaseException:
+    """``exc`` as a tool with --split reports it: a missing split's error suggests one the data root has
+    (val before train: a model is better judged on data it did not train on)."""
+    if not isinstance(exc, MissingSplitError) or not exc.available:
+        return exc
+    pick = next(s for s in ("val", "train", "test", *exc.available) if s in exc.available)
+    return MissingSplitError(f"{exc}: use --split {pick}", available=exc.available)
 
 
 def fail(exc: BaseException) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 # Let the tool run from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from snn.cli import add_device_flag, check_batch_size, fail  # noqa: E402
+from snn.cli import add_device_flag, check_batch_size, fail, split_hint  # noqa: E402
 from snn.evaluation.evaluate import compare_checkpoints  # noqa: E402
 from snn.evaluation.plots import plot_aee_vs_size  # noqa: E402
 from snn.evaluation.report import comparison_markdown, write_comparison_csv  # noqa: E402
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
             rows, args.output_dir / "compare.png", title=f"AEE ({args.split} split, dense) against model size"
         )
     except (ValueError, OSError) as exc:
-        return fail(exc)
+        return fail(split_hint(exc))
     print(md, end="")
     print(f"wrote {args.output_dir / 'compare.md'}, compare.csv and compare.png")
     return 0

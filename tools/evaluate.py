@@ -17,7 +17,14 @@ from pathlib import Path
 # Let the tool run from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from snn.cli import add_device_flag, add_format_flags, check_batch_size, fail, format_overrides  # noqa: E402
+from snn.cli import (  # noqa: E402
+    add_device_flag,
+    add_format_flags,
+    check_batch_size,
+    fail,
+    format_overrides,
+    split_hint,
+)
 from snn.evaluation.evaluate import evaluate_checkpoint  # noqa: E402
 from snn.evaluation.metrics import MASKS  # noqa: E402
 from snn.evaluation.report import check_writable, evaluation_json, evaluation_report, write_json  # noqa: E402
@@ -100,7 +107,7 @@ def main(argv=None) -> int:
         if args.predictions is not None:
             print(f"wrote {res.num_windows} flow PNGs (DSEC upload format) under {args.predictions}")
     except (ValueError, OSError) as exc:
-        return fail(exc)
+        return fail(split_hint(exc))
     return 0
 
 

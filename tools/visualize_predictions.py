@@ -21,7 +21,7 @@ from pathlib import Path
 # Let the tool run from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from snn.cli import add_device_flag, add_format_flags, fail, format_overrides  # noqa: E402
+from snn.cli import add_device_flag, add_format_flags, fail, format_overrides, split_hint  # noqa: E402
 from snn.data.loaders import make_dataset  # noqa: E402
 from snn.evaluation.evaluate import load_for_evaluation  # noqa: E402
 from snn.evaluation.visualize import parse_frames, visualize_sequence  # noqa: E402
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
             gif=args.gif,
         )
     except (ValueError, OSError) as exc:
-        return fail(exc)
+        return fail(split_hint(exc))
     pngs = [p for p in paths if p.suffix == ".png"]
     names = pngs[0].name if len(pngs) == 1 else f"{pngs[0].name} .. {pngs[-1].name}"
     print(f"wrote {len(pngs)} pictures to {args.output_dir} ({names})")

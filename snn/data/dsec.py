@@ -33,7 +33,7 @@ import h5py
 import numpy as np
 
 from snn.data.blinksim_layouts import LayoutDecoder
-from snn.data.errors import DatasetFormatError, reading
+from snn.data.errors import DatasetFormatError, MissingSplitError, reading, splits_note
 from snn.data.events import EventSlicer, EventWindow, in_image, open_h5
 from snn.data.sequence import EventFlowSequence
 
@@ -212,10 +212,12 @@ def dsec_sequences(root: Path, split: str) -> list[tuple[str, Path, Path]]:
     events_root, flow_root = root / f"{split}_events", _flow_root(root, split)
     for folder in (events_root, flow_root):
         if not folder.is_dir():
-            raise DatasetFormatError(
+            available = tuple(s for s in SPLITS if (root / f"{s}_events").is_dir() and _flow_root(root, s).is_dir())
+            raise MissingSplitError(
                 folder,
                 f"does not exist: a DSEC {split} split needs {events_root.name}/ and {split}_optical_flow/ "
-                f"(or, without ground truth, {split}_forward_flow_timestamps/)",
+                f"(or, without ground truth, {split}_forward_flow_timestamps/){splits_note(available)}",
+                available,
             )
     test_release = flow_root.name.endswith("_timestamps")
     found = []

@@ -28,6 +28,24 @@ class DatasetFormatError(ValueError):
         return (type(self), (self.args[0],))
 
 
+class MissingSplitError(DatasetFormatError):
+    """A data root lacks the split asked for; ``available`` names the splits it has, so that a tool
+    with a --split flag can suggest one (``snn.cli.split_hint``)."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], problem: str | None = None, available: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(path, problem)
+        self.available = tuple(available)
+
+
+def splits_note(available: tuple[str, ...] | list[str]) -> str:
+    """'; this root has the train split' (or '; ... the train and val splits'), '' for none."""
+    if not available:
+        return ""
+    return f"; this root has the {' and '.join(available)} split{'s' if len(available) > 1 else ''}"
+
+
 @contextmanager
 def reading(path: str | os.PathLike[str], what: str) -> Iterator[None]:
     """Turn the OSError h5py raises for unreadable bytes into a DatasetFormatError naming ``path``.

@@ -24,7 +24,7 @@ from torch.utils.data import ConcatDataset
 
 from snn.data.blinksim import BlinkSimSequence
 from snn.data.dsec import DsecSequence, dsec_sequences, is_dsec_root
-from snn.data.errors import DatasetFormatError
+from snn.data.errors import DatasetFormatError, MissingSplitError, splits_note
 from snn.data.mvsec import MvsecSequence, is_mvsec_root, mvsec_sequences
 
 logger = logging.getLogger(__name__)
@@ -57,8 +57,12 @@ def resolve_split_dir(data_root: str | os.PathLike[str], split: str) -> Path:
         )
         return root
     looked_for = ", ".join(f"{name}/" for name in SPLIT_FOLDERS[split])
-    raise DatasetFormatError(
-        root, f"has no {looked_for} split folder and no sequence folders (a sequence holds events.h5 or events_left/)"
+    available = tuple(s for s, names in SPLIT_FOLDERS.items() if any((root / n).is_dir() for n in names))
+    raise MissingSplitError(
+        root,
+        f"has no {looked_for} split folder and no sequence folders (a sequence holds events.h5 or events_left/)"
+        + splits_note(available),
+        available,
     )
 
 

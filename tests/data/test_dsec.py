@@ -82,5 +82,7 @@ def test_a_dsec_root_is_a_data_root_like_any_other(dsec_root: Path) -> None:
 
 
 def test_a_split_without_its_folders_names_them(dsec_root: Path) -> None:
-    with pytest.raises(DatasetFormatError, match="val_events/ and val_optical_flow/"):
+    with pytest.raises(DatasetFormatError, match="val_events/ and val_optical_flow/") as err:
         dsec_sequences(dsec_root, "val")
+    # Which splits the root has, for a tool to suggest one (snn.cli.split_hint).
+    assert str(err.value).endswith("; this root has the train split") and err.value.available == ("train",)

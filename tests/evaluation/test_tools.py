@@ -404,7 +404,17 @@ def test_data_root_without_the_split_is_an_error(checkpoints, tiny_synthetic_roo
         ["--checkpoint", str(checkpoints["fp"]), "--data-root", str(root), "--split", "test", "--device", "cpu"]
     )
     assert rc == 2
-    assert str(root) in _error_line(capsys)
+    line = _error_line(capsys)
+    assert str(root) in line and line.endswith("; this root has the train split: use --split train")
+
+
+def test_a_dsec_release_without_a_test_split_suggests_split_train(checkpoints, tmp_path, capsys):
+    root = write_dsec_root(tmp_path / "DSEC")  # the release's shape: train_events/ and train_optical_flow/ only
+    rc = _tool("evaluate").main(["--checkpoint", str(checkpoints["fp"]), "--data-root", str(root), "--device", "cpu"])
+    assert rc == 2
+    line = _error_line(capsys)
+    assert line.startswith(f"error: {root / 'test_events'}: does not exist: a DSEC test split needs test_events/")
+    assert line.endswith("; this root has the train split: use --split train")
 
 
 def test_corrupt_checkpoint_and_wrong_representation_are_errors(checkpoints, tiny_synthetic_root, tmp_path, capsys):
