@@ -12,6 +12,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
+from snn.models.checkpoint import CheckpointError, checkpoint_widths
+from snn.quantization.control import is_quantized, widths_tag
 
 
 def continues_run(path: str | Path, ckpt: dict[str, Any], checkpoint_dir: str | Path, warm_start: bool | None) -> bool:
@@ -25,6 +29,22 @@ def continues_run(path: str | Path, ckpt: dict[str, Any], checkpoint_dir: str | 
         return not warm_start
     own = Path(path).resolve().parent == Path(checkpoint_dir).resolve()
     return own and ckpt.get("optimizer") is not None
+
+
+def check_precision_fits(model: nn.Module, ckpt: dict[str, Any], path: str | Path) -> None:
+    """A quantized checkpoint does not go into a full-precision model. Its quantizer entries would be
+    reported as 'unexpected quant_layer keys'; say instead what the checkpoint is and what to run."""
+    widths = checkpoint_widths(ckpt)
+    if widths[0] >= 32 or is_quantized(model):
+        return
+    path = Path(path)
+    own = path.parent / "config.yaml"
+    config = f"--config {own}" if own.is_file() else "the config it was trained with"
+    raise CheckpointError(
+        f"{path}: this is a {widths_tag(*widths)} checkpoint (quantized), but this config trains in full "
+        f"precision (quantization_enabled: false); resume it with its own config ({config}), or start from "
+        f"its weights with finetune_quantized.py --pretrained {path} and a quantized --config"
+    )
 
 
 def rng_state() -> dict[str, Any]:

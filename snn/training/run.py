@@ -14,7 +14,7 @@ import torch
 from snn.config import Config, config_changes, config_from_checkpoint, save_config
 from snn.data.loaders import make_dataset, make_loader, prepare_data_root
 from snn.evaluation.evaluate import evaluate_checkpoint
-from snn.models.checkpoint import load_checkpoint, load_model
+from snn.models.checkpoint import checkpoint_widths, load_checkpoint, load_model
 from snn.models.factory import MODELS, build_model
 from snn.quantization.control import model_widths, widths_tag
 from snn.training.resume import continues_run
@@ -79,7 +79,8 @@ def check_same_settings(cfg: Config, ckpt: dict, path: Path) -> None:
     if changes:
         listed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
         raise RunDirError(
-            f"{path}: this run was trained with other settings ({listed}); resume it with its own config "
+            f"{path}: this {widths_tag(*checkpoint_widths(ckpt))} run was trained with other settings ({listed}); "
+            f"resume it with its own config "
             f"(omit --config, or --config {Path(path).parent / 'config.yaml'}), start a new run in another "
             f"--checkpoint-dir, or pass --allow-config-change"
         )
@@ -135,9 +136,6 @@ def build_trainer(
     logger.info("data: %s (%d training windows, %d validation windows)", root, len(train_set), len(val_set))
     model_args = cfg.model_args()
     model = build_model(cfg.model, model_args)
-    if is_main():
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        log_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(
         cfg,
         model,
@@ -155,7 +153,11 @@ def build_trainer(
         trainer.continue_from(ckpt, resume, strict=strict_load)
     elif ckpt is not None:
         trainer.warm_start_from(ckpt, resume, strict=strict_load)
+    # The folders only now: a run refused above (a flag, the teacher, a checkpoint that does not fit)
+    # leaves none behind.
     if is_main():
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        log_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, checkpoint_dir / "config.yaml")
     return trainer
 

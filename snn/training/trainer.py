@@ -33,7 +33,7 @@ from snn.training.interrupt import StopRequests, TrainingInterrupted
 from snn.training.losses import distillation_loss, multiscale_epe_loss
 from snn.training.optim import lr_lambda_factory, param_groups
 from snn.training.precision import Precision
-from snn.training.resume import rng_state, set_rng_state
+from snn.training.resume import check_precision_fits, rng_state, set_rng_state
 from snn.training.weight_ema import make_weight_ema
 from snn.utils.distributed import SILENT_WRITER, global_share, is_main, sum_over_ranks, wrap_for_training
 
@@ -107,10 +107,11 @@ class Trainer:
     def quantized(self) -> bool:
         return self.cfg.quantization_enabled and control.is_quantized(self.model)
 
-    def update_quantization(self, epoch: int) -> None:
+    def update_quantization(self, epoch: int, log: bool = True) -> None:
         """Apply ``quantization_schedule`` (and observer freezing) for ``epoch``.
 
-        Called at the start of every epoch; does nothing in full-precision runs.
+        Called at the start of every epoch; does nothing in full-precision runs. ``log=False``
+        writes no TensorBoard scalars (a warm start, before the run's folders exist).
         """
         if not self.quantized:
             return
@@ -136,8 +137,9 @@ class Trainer:
         self._observers_frozen = freeze
         for m in self._models():
             m.freeze_observers(freeze)
-        self.writer.add_scalar("quant/bit_width", widths[0], epoch)
-        self.writer.add_scalar("quant/current_bits", widths[1], epoch)
+        if log:
+            self.writer.add_scalar("quant/bit_width", widths[0], epoch)
+            self.writer.add_scalar("quant/current_bits", widths[1], epoch)
 
     def extra_loss(self) -> dict[str, torch.Tensor]:
         """Loss terms added to the flow loss: the quantization penalty when quantizing."""
@@ -158,6 +160,7 @@ class Trainer:
         """
         path = Path(path)
         self._check_model_name(ckpt, path)
+        check_precision_fits(self.model, ckpt, path)
         if self.quantized:
             # The widths first: switching widths re-seeds learned steps, so after the load it would
             # replace the saved ones.
@@ -198,6 +201,7 @@ class Trainer:
         """
         path = Path(path)
         self._check_model_name(ckpt, path)
+        check_precision_fits(self.model, ckpt, path)
         missing_quant = load_weights(self.model, ckpt["state_dict"], path, strict=strict)
         if missing_quant:
             logger.info(
@@ -208,7 +212,7 @@ class Trainer:
             )
         logger.info("warm start from %s (another run's checkpoint): weights only, schedule starts at epoch 1", path)
         if self.quantized:
-            self.update_quantization(0)
+            self.update_quantization(0, log=False)  # fit() logs epoch 0's widths; no writer before then
             self.calibrate()
 
     @torch.no_grad()

@@ -220,7 +220,7 @@ def test_finetune_script_end_to_end_and_errors(tiny_synthetic_root, tmp_path, fp
     assert finetune_quantized.main(strict) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "quant_layer" in err[0]
-    assert not (tmp_path / "s" / "ckpt" / "last.pth").exists()
+    assert not (tmp_path / "s").exists()  # refused at start-up: not even empty folders
     # The refusal to overwrite a finished run gives a hint that works, and --resume continues it.
     assert finetune_quantized.main(argv) == 2
     err = capsys.readouterr().err

@@ -325,3 +325,26 @@ def test_bad_checkpoints_get_a_whole_sentence_that_says_what_is_wrong(
     assert r.returncode == 2
     assert _error_lines(r.stderr) == [f"error: {bad}: {expected}"]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_quantized_checkpoint_resumed_with_a_full_precision_config_is_named_and_leaves_no_folders(
+    driver, config, tmp_path
+):
+    from snn.config import load_config, save_config
+    from snn.models.checkpoint import save_checkpoint
+    from snn.models.factory import build_model
+
+    q8 = tmp_path / "q8" / "last.pth"  # an untrained W8A8 model stands in for a fine-tune's checkpoint
+    cfg = load_config(config, {"quantization_enabled": True, "checkpoint_dir": str(q8.parent)})
+    model = build_model(cfg.model, cfg.model_args())
+    payload = {"model_name": cfg.model, "model_args": cfg.model_args(), "config": cfg.to_dict(), "epoch": 0}
+    save_checkpoint({**payload, "state_dict": model.state_dict(), "optimizer": None}, q8)
+    save_config(cfg, q8.parent / "config.yaml")
+    r = _train(driver, [*_run_args(config, tmp_path, "run"), "--resume", q8])
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    (line,) = _error_lines(r.stderr)
+    assert line.startswith(f"error: {q8}: this is a W8A8 checkpoint (quantized), but this config trains in full")
+    assert f"--config {q8.parent / 'config.yaml'}" in line and f"finetune_quantized.py --pretrained {q8}" in line
+    assert "quant_layer" not in line
+    assert not (tmp_path / "run").exists()

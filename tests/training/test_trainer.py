@@ -167,6 +167,65 @@ def test_a_crop_larger_than_the_frames_names_crop_size_and_a_value_that_fits(tin
     build_trainer(_cfg(tiny_synthetic_root, tmp_path, crop_size=32), CPU)  # the value it suggests trains
 
 
+def _untrained_checkpoint(root, tmp_path, name, with_config=True, **extra):
+    """A checkpoint of an untrained model of ``_cfg(**extra)`` in tmp_path/name (no training: cheap)."""
+    from snn.config import save_config
+    from snn.models.checkpoint import save_checkpoint
+    from snn.models.factory import build_model
+
+    cfg = _cfg(root, tmp_path, checkpoint_dir=str(tmp_path / name), **extra)
+    model = build_model(cfg.model, cfg.model_args())
+    path = tmp_path / name / "best_model.pth"
+    payload = {"model_name": cfg.model, "model_args": cfg.model_args(), "config": cfg.to_dict()}
+    save_checkpoint({**payload, "state_dict": model.state_dict(), "epoch": 0, "optimizer": None}, path)
+    if with_config:
+        save_config(cfg, tmp_path / name / "config.yaml")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("widths", "tag", "with_config"),
+    [({"initial_bit_width": 8}, "W8A8", True), ({"initial_bit_width": 2, "current_bits": 4}, "W2A4", False)],
+)
+def test_a_quantized_checkpoint_into_a_full_precision_config_says_what_it_is(
+    tiny_synthetic_root, tmp_path, widths, tag, with_config
+):
+    from snn.models.checkpoint import CheckpointError
+
+    q = _untrained_checkpoint(tiny_synthetic_root, tmp_path, "q", with_config, quantization_enabled=True, **widths)
+    with pytest.raises(CheckpointError) as err:
+        build_trainer(_cfg(tiny_synthetic_root, tmp_path), CPU, resume=q)  # another run's: a warm start
+    config = f"--config {q.parent / 'config.yaml'}" if with_config else "the config it was trained with"
+    assert str(err.value) == (
+        f"{q}: this is a {tag} checkpoint (quantized), but this config trains in full precision "
+        f"(quantization_enabled: false); resume it with its own config ({config}), or start from its weights "
+        f"with finetune_quantized.py --pretrained {q} and a quantized --config"
+    )
+    assert not (tmp_path / "ckpt").exists() and not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"amp": "fp16"}, "amp fp16 needs a CUDA device"),  # refused when the trainer is made
+        ({"distill_weight": 1.0, "distill_from": "no/teacher.pth"}, "no/teacher.pth: checkpoint file not found"),
+    ],
+)
+def test_a_start_refused_late_in_build_trainer_leaves_no_folders(tiny_synthetic_root, tmp_path, extra, expected):
+    with pytest.raises(ValueError, match=expected):
+        build_trainer(_cfg(tiny_synthetic_root, tmp_path, **extra), CPU)
+    assert not (tmp_path / "ckpt").exists() and not (tmp_path / "logs").exists()
+
+
+def test_a_warm_start_into_a_quantized_model_makes_its_folders_only_when_it_has_started(tiny_synthetic_root, tmp_path):
+    # Calibration and the width switch run before the folders exist; TensorBoard waits for fit().
+    fp = _untrained_checkpoint(tiny_synthetic_root, tmp_path, "fp")
+    cfg = _cfg(tiny_synthetic_root, tmp_path, quantization_enabled=True, initial_bit_width=4, calibration_batches=1)
+    trainer = build_trainer(cfg, CPU, resume=fp)
+    assert trainer.quantized and (tmp_path / "ckpt" / "config.yaml").is_file()
+    assert list((tmp_path / "logs").iterdir()) == []  # no event file before training
+
+
 @pytest.mark.parametrize("log_every", [1, 1000])
 def test_a_loss_that_turns_nan_stops_the_run_before_any_checkpoint(
     tiny_synthetic_root, tmp_path, monkeypatch, log_every
