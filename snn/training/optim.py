@@ -25,6 +25,21 @@ def lr_lambda_factory(cfg: Config, steps_per_epoch: int):
     return factor
 
 
+def schedule_change_note(cfg: Config, stored_epochs: int, start_epoch: int, lr_before: float, lr_after: float) -> str:
+    """One line for a resume whose ``num_epochs`` differs from the run's own (``stored_epochs``): the
+    cosine schedule is refitted to the new budget, so the LR jumps where the run continues ('' when
+    nothing changes: another budget under a constant schedule keeps the LR)."""
+    if cfg.lr_schedule != "cosine" or stored_epochs == cfg.num_epochs:
+        return ""
+    ended = " and had ended at its minimum" if start_epoch >= stored_epochs else ""
+    return (
+        f"this run's cosine LR schedule was made for {stored_epochs} epochs{ended}; with num_epochs "
+        f"{cfg.num_epochs} it is refitted to {cfg.num_epochs} epochs, so the LR goes from {lr_before:.3g} to "
+        f"{lr_after:.3g} at epoch {start_epoch + 1} and decays to {cfg.learning_rate * cfg.min_lr_ratio:.3g} "
+        f"by epoch {cfg.num_epochs}"
+    )
+
+
 def norm_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The shift and scale of every batch norm (per-channel thresholds and gains of the neurons after it)."""
     return [p for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()]

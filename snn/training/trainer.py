@@ -31,7 +31,7 @@ from snn.training.activity import firing_rate_penalty, recording_firing_rates
 from snn.training.epoch_csv import append_epoch_row, truncate_epoch_rows
 from snn.training.interrupt import StopRequests, TrainingInterrupted
 from snn.training.losses import distillation_loss, multiscale_epe_loss
-from snn.training.optim import lr_lambda_factory, param_groups
+from snn.training.optim import lr_lambda_factory, param_groups, schedule_change_note
 from snn.training.precision import Precision
 from snn.training.resume import check_precision_fits, rng_state, set_rng_state
 from snn.training.weight_ema import make_weight_ema
@@ -175,8 +175,16 @@ class Trainer:
                 f"{path}: its optimizer state does not fit this config's parameters (quantization switched "
                 f"on or off?); to start a new run from its weights use finetune_quantized.py --pretrained"
             ) from None
+        lr_before = self.optimizer.param_groups[0]["lr"]  # as saved
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.start_epoch = int(ckpt["epoch"]) + 1
+        # The LR factor is a function of this config's num_epochs, not stored: a new budget refits it.
+        lr_after = self.scheduler.base_lrs[0] * self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        note = schedule_change_note(
+            self.cfg, int(ckpt["config"].get("num_epochs", self.cfg.num_epochs)), self.start_epoch, lr_before, lr_after
+        )
+        if note:
+            logger.warning("%s", note)
         self.global_step = int(ckpt.get("global_step", 0))
         self.best_val_aee = float(ckpt.get("best_val_aee", float("inf")))
         if ckpt.get("rng"):

@@ -226,6 +226,30 @@ def test_a_warm_start_into_a_quantized_model_makes_its_folders_only_when_it_has_
     assert list((tmp_path / "logs").iterdir()) == []  # no event file before training
 
 
+def test_resuming_with_more_epochs_than_the_cosine_schedule_says_how_the_lr_changes(
+    tiny_synthetic_root, tmp_path, caplog
+):
+    import logging
+
+    seed_everything(0)
+    build_trainer(_cfg(tiny_synthetic_root, tmp_path, num_epochs=2), CPU).fit()
+    last = tmp_path / "ckpt" / "last.pth"
+    with caplog.at_level(logging.WARNING, logger="snn.training.trainer"):
+        build_trainer(_cfg(tiny_synthetic_root, tmp_path, num_epochs=2), CPU, resume=last)  # its own budget
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING, logger="snn.training.trainer"):
+        trainer = build_trainer(_cfg(tiny_synthetic_root, tmp_path, num_epochs=4), CPU, resume=last)
+    (record,) = caplog.records
+    low = 3e-3 * 0.02  # learning_rate x min_lr_ratio: where the 2-epoch cosine ended
+    factor = trainer.scheduler.lr_lambdas[0](trainer.scheduler.last_epoch)
+    assert 0.4 < factor < 0.6  # half-way down the refitted cosine: a real jump up from the minimum
+    assert record.getMessage() == (
+        "this run's cosine LR schedule was made for 2 epochs and had ended at its minimum; with num_epochs 4 "
+        f"it is refitted to 4 epochs, so the LR goes from {low:.3g} to {3e-3 * factor:.3g} at epoch 3 and "
+        f"decays to {low:.3g} by epoch 4"
+    )
+
+
 @pytest.mark.parametrize("log_every", [1, 1000])
 def test_a_loss_that_turns_nan_stops_the_run_before_any_checkpoint(
     tiny_synthetic_root, tmp_path, monkeypatch, log_every
