@@ -61,7 +61,7 @@ def add_common_flags(parser: argparse.ArgumentParser, default_config: Path | Non
         "--allow-config-change",
         action="store_true",
         help="let --resume continue a run with settings other than its own (by default only --epochs, "
-        "--device and logging may change)",
+        "--device, logging and the folders may change)",
     )
 
 
@@ -145,8 +145,13 @@ def config_from_args(args: argparse.Namespace, default_config: Path | None = DEF
         if default_config is None:
             raise ValueError("--config is required unless --resume names a run's own checkpoint")
         path = default_config
+    checkpoint_dir = args.checkpoint_dir
+    if own and checkpoint_dir is None:
+        # The run lives where its checkpoint is now: its config.yaml still names the folder it was
+        # written in, which is stale once the run has been moved (e.g. off a full disk).
+        checkpoint_dir = str(Path(args.resume).parent)
     overrides = {
-        "checkpoint_dir": args.checkpoint_dir,
+        "checkpoint_dir": checkpoint_dir,
         "log_dir": args.log_dir,
         "num_epochs": args.epochs,
         "batch_size": args.batch_size,

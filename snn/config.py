@@ -452,8 +452,9 @@ def config_from_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Config:
     return config_from_dict({k: v for k, v in stored.items() if k in known}, f"{path} (stored config)")
 
 
-# Keys that may differ when a run is continued: the epoch budget, and settings that do not change the numbers.
-RESUMABLE_CHANGES = ("num_epochs", "device", "num_workers", "log_every", "image_every")
+# Keys that may differ when a run is continued: the epoch budget, and settings that do not change the numbers
+# (the folders too: a run moved off a full disk continues where it now is).
+RESUMABLE_CHANGES = ("num_epochs", "device", "num_workers", "log_every", "image_every", "checkpoint_dir", "log_dir")
 
 
 _PATH_KEYS = ("data_root", "checkpoint_dir", "log_dir")

@@ -9,16 +9,19 @@ with ``torch.load(..., weights_only=True)``:
      "train_state_dict": {...}  # only with weight_ema: the raw weights; state_dict is the EMA}
 
 Writes go to a temporary file that is then renamed, so a crash never leaves
-a half-written checkpoint behind. This module sits below training and
+a half-written checkpoint behind; a write that fails (a full disk, most often)
+removes its temporary file and raises ``CheckpointWriteError``. This module sits below training and
 evaluation: both load through it, and whether a load continues a run or
 starts a new one is decided once, where a training run is assembled.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import pickle
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -39,12 +42,45 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable or does not fit; the message names the file."""
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, most often); the file it would replace is unchanged."""
+
+
+# Less free space than this after a failed write: the disk filled up. torch.save reports a full
+# disk as a RuntimeError ("[enforce fail at inline_container.cc:...] unexpected pos ...") without errno.
+FULL_DISK_BYTES = 1 << 20
+
+
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
+    """Write ``path`` through a temporary file; on failure remove that file and raise CheckpointWriteError."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"format_version": FORMAT_VERSION, **payload}, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save({"format_version": FORMAT_VERSION, **payload}, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        problem = _write_problem(exc, path.parent)  # measured before the partial file frees its space
+        tmp.unlink(missing_ok=True)
+        kept = f"the previous {path.name} is unchanged" if path.exists() else f"no {path.name} was written"
+        raise CheckpointWriteError(f"{path}: could not be written: {problem}; {kept}") from None
+
+
+def _write_problem(exc: BaseException, folder: Path) -> str:
+    """Why a checkpoint write failed, in a few words."""
+    code = getattr(exc, "errno", None)
+    if code == errno.ENOSPC:
+        return "the disk is full (no space left on device)"
+    if code == errno.EDQUOT:
+        return "the disk quota is exceeded"
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    if free is not None and free < FULL_DISK_BYTES:
+        return f"the disk is full ({free:,} bytes free in {folder})"
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    return f"the write failed ({type(exc).__name__}: {reason})"
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

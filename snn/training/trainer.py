@@ -19,6 +19,7 @@ from snn.evaluation.flow_viz import render_panels
 from snn.evaluation.metrics import FlowMetrics, evaluation_mask
 from snn.models.checkpoint import (
     CheckpointError,
+    CheckpointWriteError,
     checkpoint_widths,
     keep_best_of_other_width,
     load_weights,
@@ -414,7 +415,17 @@ class Trainer:
         path = self.checkpoint_dir / name
         if name == "best_model.pth":
             keep_best_of_other_width(path, model_widths(self.model))
-        save_checkpoint(self.checkpoint_payload(epoch, val, progress), path)
+        try:
+            save_checkpoint(self.checkpoint_payload(epoch, val, progress), path)
+        except CheckpointWriteError as exc:
+            raise CheckpointWriteError(f"{exc}; {self._resume_hint()}") from None
+
+    def _resume_hint(self) -> str:
+        """How to go on after a failed save: this run's own checkpoints continue it (snn.training.resume)."""
+        for name in ("last.pth", "best_model.pth"):
+            if (self.checkpoint_dir / name).exists():
+                return f"once it is fixed, continue the run with --resume {self.checkpoint_dir / name}"
+        return "once it is fixed, start the run again"
 
     def _log_step(self, flow_loss, loss, extras) -> None:
         if not is_main():

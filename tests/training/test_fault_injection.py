@@ -50,6 +50,19 @@ DRIVER = textwrap.dedent(
                 os.kill(os.getpid(), signal.SIGKILL)
             return real_save(obj, f, *args, **kwargs)
         torch.save = save
+    elif mode == "full_disk_in_save":
+        import shutil
+        real_save, real_usage, saves = torch.save, shutil.disk_usage, [0]
+        def save(obj, f, *args, **kwargs):
+            if Path(f).name == ".last.pth.tmp":
+                saves[0] += 1
+                if saves[0] == at:
+                    # What a full disk does: part of the file, no space left, torch's error without errno.
+                    Path(f).write_bytes(b"PK\\x03\\x04" + bytes(4096))
+                    shutil.disk_usage = lambda folder: real_usage(folder)._replace(free=0)
+                    raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4164 vs 4100")
+            return real_save(obj, f, *args, **kwargs)
+        torch.save = save
     import train
     sys.exit(train.main(sys.argv[1:]))
     """
@@ -237,6 +250,33 @@ def test_kill_9_during_a_save_leaves_the_old_file_and_the_next_start_cleans_up(d
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "removing" in resumed.stderr and not list(ckpt.glob(".*.tmp"))
     _assert_bitwise_equal(ckpt / "last.pth", reference / "ckpt/last.pth")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("moved", "resume_from"), [(False, "last.pth"), (False, "best_model.pth"), (True, "best_model.pth")]
+)
+def test_a_full_disk_during_a_save_is_one_line_keeps_the_old_checkpoint_and_the_run_resumes(
+    driver, config, reference, tmp_path, moved, resume_from
+):
+    args = _run_args(config, tmp_path, "run")
+    r = _train(driver, args, "full_disk_in_save", at=2)  # last.pth of epoch 2
+    ckpt = tmp_path / "run/ckpt"
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    (line,) = _error_lines(r.stderr)
+    assert line.startswith(f"error: {ckpt / 'last.pth'}: could not be written: the disk is full"), line
+    assert "the previous last.pth is unchanged" in line and f"--resume {ckpt / 'last.pth'}" in line
+    assert not list(ckpt.glob(".*.tmp"))
+    assert torch.load(ckpt / "last.pth", weights_only=True)["epoch"] == 0  # epoch 1's, whole
+    if moved:  # off the full disk: its config.yaml still names the old folder
+        ckpt = ckpt.rename(tmp_path / "elsewhere")
+    # Either of the run's own checkpoints continues it (best_model.pth too: it is not another run's).
+    resumed = _train(driver, ["--resume", ckpt / resume_from])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming this run from {ckpt / resume_from}" in resumed.stderr
+    _assert_bitwise_equal(ckpt / "last.pth", reference / "ckpt/last.pth")
+    assert _csv_without_times(tmp_path / "run/logs/metrics.csv") == _csv_without_times(reference / "logs/metrics.csv")
 
 
 @pytest.mark.slow

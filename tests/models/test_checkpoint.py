@@ -1,0 +1,55 @@
+"""save_checkpoint when the write fails: the partial file goes, the previous checkpoint stays, the reason is named."""
+
+import errno
+from pathlib import Path
+
+import pytest
+import torch
+
+from snn.models.checkpoint import CheckpointWriteError, save_checkpoint
+
+PAYLOAD = {"model_name": "m", "model_args": {}, "config": {}, "state_dict": {"w": torch.ones(3)}}
+
+
+def _failing_save(exc):
+    def save(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"PK\x03\x04" + bytes(100))  # part of the file, as a failed write leaves it
+        raise exc
+
+    return save
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "the disk is full (no space left on device)"),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), "the disk quota is exceeded"),
+        # torch's own error carries no errno; with free space left it is reported as it is.
+        (
+            RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"),
+            "the write failed (RuntimeError: [enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598)",
+        ),
+    ],
+)
+def test_a_failed_write_removes_its_partial_file_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, exc, reason):
+    path = tmp_path / "last.pth"
+    save_checkpoint({**PAYLOAD, "epoch": 1}, path)
+    monkeypatch.setattr(torch, "save", _failing_save(exc))
+    with pytest.raises(CheckpointWriteError) as raised:
+        save_checkpoint({**PAYLOAD, "epoch": 2}, path)
+    assert str(raised.value) == f"{path}: could not be written: {reason}; the previous last.pth is unchanged"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pth"]
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["epoch"] == 1
+
+
+def test_torchs_error_on_a_full_disk_is_reported_as_a_full_disk(tmp_path, monkeypatch):
+    import shutil
+
+    real_usage = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: real_usage(folder)._replace(free=512))
+    monkeypatch.setattr(torch, "save", _failing_save(RuntimeError("[enforce fail at inline_container.cc:672]")))
+    with pytest.raises(CheckpointWriteError, match=r"best_model\.pth: could not be written: the disk is full "
+                       r"\(512 bytes free in .*\); no best_model\.pth was written"):  # fmt: skip
+        save_checkpoint(PAYLOAD, tmp_path / "best_model.pth")
+    assert not list(tmp_path.iterdir())
