@@ -51,9 +51,10 @@ class LayoutDecoder(ABC):
         ``cls(seq_dir, events_path, flow_path)``: reads the metadata once and
             checks it against the events file; DatasetFormatError on any mismatch.
             Afterwards ``height``, ``width``, ``num_windows``, ``time_windows``
-            (int64 [N, 2], absolute microseconds, half-open) and
+            (int64 [N, 2], absolute microseconds, half-open),
             ``index_windows`` (int64 [N, 2] first and last event index, end
-            inclusive, or None to slice the events by time) are set.
+            inclusive, or None to slice the events by time) and the event counts
+            of ``_count_window_events`` are set.
         ``open()``: opens this process's file handles. Call it once per process
             (after a fork too): handles inherited from another process are
             replaced, not closed.
@@ -87,6 +88,7 @@ class LayoutDecoder(ABC):
         with self.event_reader() as events:
             self._check_events(events)
             self.time_windows: np.ndarray = self._window_times(num_maps, events)
+            self._count_window_events(events)
 
     @classmethod
     def find(cls, seq_dir: Path) -> tuple[Path, Path] | None:
@@ -146,6 +148,22 @@ class LayoutDecoder(ABC):
     def num_windows(self) -> int:
         """N, the number of flow maps and of windows."""
         return len(self.time_windows)
+
+    def _count_window_events(self, events: EventSlicer) -> None:
+        """Set ``num_events`` (in the file), ``event_span`` (their first and last absolute time, None
+        without events) and ``num_window_events``: the events the windows take, by index the sum of
+        their ranges, by time those from the first window's start to the last one's end (two searches).
+        0 with events in the file means the windows miss them all: a wrong time unit or t_offset."""
+        self.num_events = int(events.num_events)
+        self.event_span = events.time_range() if self.num_events else None
+        if self.index_windows is not None:
+            starts, ends = self.index_windows.T
+            self.num_window_events = int(np.clip(ends - starts + 1, 0, None).sum())
+        elif not len(self.time_windows) or not self.num_events:
+            self.num_window_events = 0
+        else:
+            i0, i1 = events.index_range(int(self.time_windows[:, 0].min()), int(self.time_windows[:, 1].max()))
+            self.num_window_events = i1 - i0
 
     def _check_events(self, events: EventSlicer) -> None:
         """Index windows inside the events file; events and flow from one sensor size."""

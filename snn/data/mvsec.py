@@ -96,9 +96,13 @@ class MvsecEvents:
         with reading(self.path, f"{EVENTS} times"):
             return int(self._times[0]), int(self._times[self.num_events - 1])
 
-    def get_events(self, t_start_us: int, t_end_us: int) -> dict[str, np.ndarray]:
+    def index_range(self, t_start_us: int, t_end_us: int) -> tuple[int, int]:
+        """Half-open index range [i0, i1) of the events with t_start_us <= t < t_end_us."""
         i0 = self._bisect(int(t_start_us), 0, self.num_events)
-        return self._read(i0, self._bisect(int(t_end_us), i0, self.num_events))
+        return i0, max(i0, self._bisect(int(t_end_us), i0, self.num_events))
+
+    def get_events(self, t_start_us: int, t_end_us: int) -> dict[str, np.ndarray]:
+        return self._read(*self.index_range(t_start_us, t_end_us))
 
     def get_events_by_index(self, i0: int, i1_inclusive: int) -> dict[str, np.ndarray]:
         if i0 < 0 or i1_inclusive >= self.num_events:

@@ -126,7 +126,7 @@ def build_dataset(
     """All windows of the split's sequences as one dataset: BlinkSim (layouts A, B, C), DSEC or MVSEC
     (``data_format``; "auto" tells them apart by their files; ``mvsec_dt``: MVSEC's protocol).
 
-    Logs a warning when no window of the split has a valid ground-truth pixel.
+    Logs a warning when no window of the split has a valid ground-truth pixel, and when none holds an event.
     """
     root = Path(data_root)
     if data_format not in FORMATS:
@@ -153,6 +153,15 @@ def build_dataset(
         logger.warning(
             "%s: none of the %d windows of its %d sequence(s) has a valid ground-truth pixel: the %s split has "
             "no supervision",
+            split_dir,
+            len(dataset),
+            len(sequences),
+            split,
+        )
+    if sum(seq.num_window_events for seq in sequences) == 0:
+        logger.warning(
+            "%s: none of the %d windows of its %d sequence(s) holds an event: the %s split has no input, and its "
+            "AEE is that of a network that saw nothing",
             split_dir,
             len(dataset),
             len(sequences),

@@ -36,7 +36,7 @@ class EventFlowSequence(Dataset):
     ``num_valid_pixels`` is the number of valid ground-truth pixels over all
     windows (the sum of every sample's ``valid``), counted when the sequence is
     opened, out of ``num_flow_pixels`` (N x H x W); a sequence with none logs a
-    warning.
+    warning. So does one whose windows hold no event (``num_window_events``).
     """
 
     def __init__(
@@ -68,6 +68,27 @@ class EventFlowSequence(Dataset):
                 "%s: 0 of %s ground-truth pixels are valid: this sequence adds nothing to training or evaluation",
                 self.seq_dir,
                 f"{self.num_flow_pixels:,}",
+            )
+        # So are windows without events: a wrong time unit or t_offset looks like this, and the network,
+        # seeing nothing, still scores a plausible AEE.
+        self.num_window_events = decoder.num_window_events
+        if self.num_window_events == 0 and len(self):
+            t0, t1 = int(decoder.time_windows[:, 0].min()), int(decoder.time_windows[:, 1].max())
+            span = decoder.event_span
+            found = (
+                f"the events at {span[0]} to {span[1]} us: a wrong time unit or t_offset?"
+                if span
+                else f"{self.events_path} holds none"
+            )
+            logger.warning(
+                "%s: 0 of %s events fall in its %d windows (%d to %d us; %s): the network sees no input in this "
+                "sequence",
+                self.seq_dir,
+                f"{decoder.num_events:,}",
+                len(self),
+                t0,
+                t1,
+                found,
             )
         logger.debug("%s: layout %s, %d windows, %dx%d", self.name, self.layout, len(self), self.height, self.width)
 

@@ -3,6 +3,7 @@
 import csv
 import importlib.util
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -308,6 +309,58 @@ def test_evaluate_one_mask_one_sequence_quantized(checkpoints, tiny_synthetic_ro
     assert d["overall"] == pytest.approx(expected, rel=1e-5, abs=1e-9)
     other = _pooled_by_hand(checkpoints["q4"], tiny_synthetic_root, "train", sparse=True, names=["seq_0000"])
     assert d["overall"]["num_pixels"] != other["num_pixels"] or d["overall"]["aee"] != other["aee"]
+
+
+def _rewrite_events(seq_dir, change):
+    """Rewrite a tiny-root sequence's events.h5 as ``change`` says; time-sliced from then on (no frame indices)."""
+    import h5py
+
+    with h5py.File(seq_dir / "events.h5", "a") as f:
+        t = f["events/t"][:]
+        del f["events/ms_to_idx"]
+        if change == "emptied":
+            for name in ("x", "y", "t", "p"):
+                dtype = f[f"events/{name}"].dtype
+                del f[f"events/{name}"]
+                f[f"events/{name}"] = np.zeros(0, dtype)
+        elif change == "t_offset":
+            f["t_offset"] = np.int64(10**9)  # an offset the windows' times do not share
+        else:  # "nanoseconds": a time unit 1000 times too fine
+            del f["events/t"]
+            f["events/t"] = t * 1000
+    with h5py.File(seq_dir / "flow.h5", "a") as f:
+        del f["flow/frame_event_start"], f["flow/frame_event_end"]
+
+
+def test_a_split_whose_windows_hold_no_events_is_warned_about_per_sequence_and_split(
+    checkpoints, tiny_synthetic_root, tmp_path, capsys, caplog
+):
+    import shutil
+
+    root = tmp_path / "root"
+    shutil.copytree(tiny_synthetic_root, root)
+    changes = {"seq_0000": "emptied", "seq_0001": "t_offset", "seq_0002": "nanoseconds"}
+    for name, change in changes.items():
+        _rewrite_events(root / "train" / name, change)
+    argv = ["--checkpoint", str(checkpoints["fp"]), "--data-root", str(root), "--split", "train", "--device", "cpu"]
+    with caplog.at_level(logging.WARNING):
+        assert _tool("evaluate").main(argv) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    lines = {}
+    for name in changes:
+        [lines[name]] = [m for m in warned if m.startswith(f"{root / 'train' / name}: 0 of ")]
+        assert lines[name].endswith("the network sees no input in this sequence")
+    assert "0 of 0 events fall in its 4 windows" in lines["seq_0000"] and "events.h5 holds none" in lines["seq_0000"]
+    for name in ("seq_0001", "seq_0002"):  # the events' times beside the windows', and the likely cause
+        assert "us; the events at " in lines[name] and "a wrong time unit or t_offset?" in lines[name]
+    assert "the events at 1000" in lines["seq_0001"]  # shifted by the t_offset
+    [split] = [m for m in warned if "holds an event" in m]
+    assert split.startswith(f"{root / 'train'}: none of the ") and "the train split has no input" in split
+    # The other splits are as generated: no warning about them.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert _tool("evaluate").main([*argv[:4], "--split", "test", "--device", "cpu"]) == 0
+    assert not [r for r in caplog.records if "events fall" in r.getMessage() or "holds an event" in r.getMessage()]
 
 
 @pytest.mark.parametrize("target", ["folder", "unwritable"])
