@@ -32,13 +32,21 @@ def parse_args(argv=None) -> argparse.Namespace:
         nargs=2,
         default=None,
         metavar=("H", "W"),
-        help="input frame size the description's shapes are given for (multiples of 8; "
-        "default: the frame size of the checkpoint's synthetic data)",
+        help="input frame size the description's shapes (and step.onnx) are given for, multiples of 8 "
+        "(default: the frame size of --data-root's --split split, else that of the data the checkpoint was "
+        "trained on: its data root, read from there, or its synthetic settings; an error when none is here)",
     )
     p.add_argument("--force", action="store_true", help="replace an export already in --output-dir")
     p.add_argument("--verify", action="store_true", help="compare the integer reference with PyTorch on real windows")
-    p.add_argument("--data-root", type=Path, default=None, help="dataset whose windows --verify runs")
-    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split --verify reads")
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="dataset whose windows --verify runs; its frame size is the export's input size",
+    )
+    p.add_argument(
+        "--split", default="test", choices=("train", "val", "test"), help="split --verify reads (default: test)"
+    )
     p.add_argument("--windows", type=int, default=32, help="windows --verify compares (default: %(default)s)")
     p.add_argument(
         "--onnx",
@@ -59,7 +67,9 @@ def main(argv=None) -> int:
             raise ValueError("--windows must be >= 1")
         from snn.deploy.pipeline import export_checkpoint, verify_export
 
-        export, model, cfg = export_checkpoint(args.checkpoint, args.output_dir, args.input_size, args.force)
+        export, model, cfg = export_checkpoint(
+            args.checkpoint, args.output_dir, args.input_size, args.force, args.data_root, args.split
+        )
         if args.onnx:
             from snn.deploy.pipeline import export_step_onnx
 

@@ -11,7 +11,7 @@ from torch import nn
 from tqdm import tqdm
 
 from snn.config import Config, config_from_checkpoint
-from snn.data.loaders import check_frame_sizes, make_dataset, make_loader
+from snn.data.loaders import check_frame_sizes, make_dataset, make_loader, sequences_of
 from snn.deploy.export import INDEX, Export, load_export, write_export
 from snn.deploy.fold import fold_network
 from snn.deploy.verify import Agreement, compare
@@ -19,10 +19,60 @@ from snn.models.checkpoint import load_checkpoint, load_model
 from snn.quantization.control import model_widths, widths_tag
 
 
+def frame_size(cfg: Config, data_root: str | Path, split: str) -> tuple[int, int]:
+    """The one frame size of a split's sequences; a ValueError when they differ."""
+    sizes = sorted({(seq.height, seq.width) for seq in sequences_of(make_dataset(cfg, data_root, split))})
+    if len(sizes) > 1:
+        listed = ", ".join(f"{h}x{w}" for h, w in sizes)
+        raise ValueError(f"{data_root}: the {split} split's frames have several sizes ({listed}): pass --input-size")
+    return sizes[0]
+
+
+def export_input_size(
+    cfg: Config,
+    checkpoint: str | Path,
+    input_size: tuple[int, int] | None = None,
+    data_root: str | Path | None = None,
+    split: str = "test",
+) -> tuple[int, int]:
+    """The input size an export describes: ``input_size``, else the frames of ``data_root`` (what --verify
+    runs), else those of the data the checkpoint was trained on (its config's data root, read here, or the
+    synthetic settings it was generated from). A size that nothing tells is an error: the network takes
+    any multiple of 8, so no default would be honest."""
+    root = Path(data_root if data_root is not None else cfg.data_root)
+    if input_size is not None:
+        height, width = input_size
+        source = "--input-size"
+    elif data_root is None and not root.exists() and cfg.dataset == "synthetic":
+        height, width = cfg.synthetic.scene.height, cfg.synthetic.scene.width  # what its generator makes
+        source = f"the checkpoint's synthetic data settings ({root} is not here)"
+    elif data_root is None and not root.exists():
+        raise ValueError(
+            f"{checkpoint}: was trained on {root}, which is not here to read its frame size from: pass "
+            f"--input-size H W (the sensor's frame size) or --data-root"
+        )
+    else:
+        height, width = frame_size(cfg, root, split)
+        source = f"the frames of {root} ({split} split)"
+    if height % 8 or width % 8 or height < 8 or width < 8:
+        raise ValueError(
+            f"input size {height}x{width} (from {source}): the integer network takes positive multiples of 8; "
+            f"pass --input-size H W"
+        )
+    print(f"input size {height}x{width}, from {source}")
+    return height, width
+
+
 def export_checkpoint(
-    checkpoint: str | Path, out_dir: str | Path, input_size: tuple[int, int] | None = None, force: bool = False
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    input_size: tuple[int, int] | None = None,
+    force: bool = False,
+    data_root: str | Path | None = None,
+    split: str = "test",
 ) -> tuple[Export, nn.Module, Config]:
-    """Fold and write the checkpoint's quantized model; print what was written and its size."""
+    """Fold and write the checkpoint's quantized model for the input size ``export_input_size`` gives;
+    print what was written and its size."""
     out_dir = Path(out_dir)
     if (out_dir / INDEX).exists() and not force:
         raise ValueError(f"{out_dir / INDEX} already exists: another export is there (pass --force to replace it)")
@@ -30,9 +80,7 @@ def export_checkpoint(
     model = load_model(checkpoint)
     if not getattr(model, "quantize", False):
         raise ValueError(f"{checkpoint}: a full-precision model; export a QAT checkpoint (finetune_quantized.py)")
-    height, width = input_size or (cfg.synthetic.scene.height, cfg.synthetic.scene.width)
-    if height % 8 or width % 8 or height < 8 or width < 8:
-        raise ValueError(f"--input-size {height} {width}: height and width must be positive multiples of 8")
+    height, width = export_input_size(cfg, checkpoint, input_size, data_root, split)
     description, tensors = fold_network(model, height, width)
     export = write_export(description, tensors, out_dir)
     widths = model_widths(model)

@@ -8,6 +8,9 @@ import pytest
 import torch
 
 from snn.config import load_config
+from snn.data.synthetic import generate_dataset
+from snn.data.synthetic_config import SyntheticConfig
+from snn.models.checkpoint import save_checkpoint
 from snn.training.run import build_trainer
 
 CPU = torch.device("cpu")
@@ -88,3 +91,47 @@ def test_onnx_step_graph_is_written_and_checked_for_w8a8_only(checkpoints, tmp_p
     assert difference < 1e-3
     assert export.main(["--checkpoint", str(w2), "--output-dir", str(tmp_path / "w2"), "--onnx"]) == 2
     assert "W8A8" in capsys.readouterr().err
+
+
+def _with_config(checkpoint, path, **changes):
+    """A copy of ``checkpoint`` whose stored config has ``changes``."""
+    ckpt = torch.load(checkpoint, weights_only=True)
+    ckpt["config"] = {**ckpt["config"], **changes}
+    save_checkpoint(ckpt, path)
+    return path
+
+
+def test_the_input_size_is_that_of_the_data_not_of_the_unused_synthetic_settings(checkpoints, tmp_path, capsys):
+    export = _tool()
+    _, w2, _ = checkpoints
+    trained_on = torch.load(w2, weights_only=True)["config"]
+    assert trained_on["synthetic"]["height"] == 64  # the config's synthetic section, unused here
+
+    def size(out):
+        return json.loads((out / "network.json").read_text())["input"]
+
+    # By default: the frames of the data root the checkpoint was trained on (32x32).
+    assert export.main(["--checkpoint", str(w2), "--output-dir", str(tmp_path / "a")]) == 0
+    assert size(tmp_path / "a")["height"] == size(tmp_path / "a")["width"] == 32
+    assert f"input size 32x32, from the frames of {trained_on['data_root']} (test split)" in capsys.readouterr().out
+    # --data-root (what --verify runs) gives its own frames' size; --input-size overrides both.
+    other = tmp_path / "other"
+    generate_dataset(other, SyntheticConfig(height=48, width=40, num_frames=3), 1, 1, 1, seed=0, workers=1,
+                     progress=False)  # fmt: skip
+    assert export.main(["--checkpoint", str(w2), "--output-dir", str(tmp_path / "b"), "--data-root", str(other)]) == 0
+    assert (size(tmp_path / "b")["height"], size(tmp_path / "b")["width"]) == (48, 40)
+    argv = ["--checkpoint", str(w2), "--output-dir", str(tmp_path / "c"), "--input-size", "16", "24"]
+    assert export.main([*argv, "--data-root", str(other)]) == 0
+    assert (size(tmp_path / "c")["height"], size(tmp_path / "c")["width"]) == (16, 24)
+    capsys.readouterr()
+    # A data root that is not here: the size is asked for, nothing is written.
+    gone = _with_config(w2, tmp_path / "gone.pth", data_root=str(tmp_path / "elsewhere"))
+    assert export.main(["--checkpoint", str(gone), "--output-dir", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {gone}: was trained on {tmp_path / 'elsewhere'}, which is not here")
+    assert "pass --input-size H W" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "d").exists()
+    # Synthetic data that is not generated here: the size its settings generate.
+    synthetic = _with_config(gone, tmp_path / "synthetic.pth", dataset="synthetic")
+    assert export.main(["--checkpoint", str(synthetic), "--output-dir", str(tmp_path / "e")]) == 0
+    assert size(tmp_path / "e")["height"] == 64
