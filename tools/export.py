@@ -68,7 +68,7 @@ def main(argv=None) -> int:
         from snn.deploy.pipeline import export_checkpoint, verify_export
 
         export, model, cfg = export_checkpoint(
-            args.checkpoint, args.output_dir, args.input_size, args.force, args.data_root, args.split
+            args.checkpoint, args.output_dir, args.input_size, args.force, args.data_root, args.split, args.onnx
         )
         if args.onnx:
             from snn.deploy.pipeline import export_step_onnx

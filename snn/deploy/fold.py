@@ -88,6 +88,26 @@ def _current_step(q: nn.Module) -> float:
     return float(q.scale().detach())
 
 
+# Peak memory of a quantized forward pass per element of the layers' outputs (one time bin) and of
+# the input, measured at 256x256 and 512x512 on CPU (44-51 bytes), with some margin.
+BYTES_PER_ACTIVATION = 56
+
+
+def check_ranges(model: nn.Module) -> None:
+    """FoldError unless every current quantizer has its range (a forward pass would seed it from zeros)."""
+    for _, q in activation_quantizers(model):
+        _current_step(q)
+
+
+def forward_bytes(model: nn.Module, height: int, width: int) -> int:
+    """About the memory one forward pass of a ``height`` x ``width`` window takes (the shape pass of
+    ``fold_network``, the ONNX check), from the shapes at 8x8: they scale with height x width."""
+    check_ranges(model)
+    small = layer_shapes(model, 8, 8)
+    elements = sum(math.prod(shape) for shape in small.values()) + model.num_bins * model.in_channels * 64
+    return int(elements / 64 * height * width * BYTES_PER_ACTIVATION)
+
+
 def layer_shapes(model: nn.Module, height: int, width: int) -> dict[str, list[int]]:
     """Output [C, H, W] of every layer for one input window of ``height`` x ``width``."""
     layers = {name: getattr(model, name) for name, _, _ in WIRING}
@@ -106,8 +126,7 @@ def fold_network(model: nn.Module, height: int, width: int) -> tuple[dict[str, A
     if not getattr(model, "quantize", False):
         raise FoldError("the model is not quantized: export a QAT checkpoint (finetune_quantized.py)")
     model = model.eval()
-    for _, q in activation_quantizers(model):
-        _current_step(q)  # before the shape pass, which would otherwise seed missing ranges from zeros
+    check_ranges(model)  # before the shape pass, which would otherwise seed missing ranges from zeros
     shapes = layer_shapes(model, height, width)
     shapes["events"] = [model.in_channels, height, width]
     tensors: dict[str, tuple[np.ndarray, int]] = {}

@@ -23,7 +23,7 @@ from torch import nn
 
 from snn.deploy.fold import FLOW_HEADS, WIRING, FoldError, layer_shapes
 from snn.models.flownet import upsample_flow
-from snn.quantization.control import activation_quantizers, model_widths
+from snn.quantization.control import activation_quantizers, model_widths, widths_tag
 from snn.quantization.weight_quant import weight_codes_and_scale
 
 
@@ -31,14 +31,24 @@ def _state_names(model: nn.Module) -> list[str]:
     return [f"v_{name}" for name in model.spiking_layers()] + [f"sum_{name}" for name in FLOW_HEADS]
 
 
+def check_step_export(model: nn.Module) -> None:
+    """FoldError unless ``model`` is W8A8 throughout and the onnx package is here (tools/export.py asks
+    before it writes anything)."""
+    quantizers = [q for _, q in activation_quantizers(model)]
+    if model_widths(model) != (8, 8) or any(q.is_binary or q.bit_width != 8 for q in quantizers):
+        raise FoldError(f"the ONNX step graph is built for W8A8 models, this one is {widths_tag(*model_widths(model))}")
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it)
+    except ImportError:
+        raise FoldError("--onnx needs the optional onnx package: python -m pip install onnx onnxruntime") from None
+
+
 class OneStepNetwork(nn.Module):
     """One SNN time step of a W8A8 EventSNNFlowNetLiteV2 (eval mode), state passed in and out."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        quantizers = [q for _, q in activation_quantizers(model)]
-        if model_widths(model) != (8, 8) or any(q.is_binary or q.bit_width != 8 for q in quantizers):
-            raise FoldError(f"the ONNX step graph is built for W8A8 models, this one is {model_widths(model)}")
+        check_step_export(model)
         self.model = model.eval()
         self.layers = list(model.spiking_layers())
         self.num_bins = model.num_bins
@@ -104,10 +114,6 @@ class OneStepNetwork(nn.Module):
 
 def export_onnx(model: nn.Module, path: str | Path, height: int, width: int) -> OneStepNetwork:
     """Write the one-step graph of a calibrated W8A8 model for [1, C, height, width] inputs."""
-    try:
-        import onnx  # noqa: F401  (torch's exporter needs it)
-    except ImportError:
-        raise FoldError("--onnx needs the optional onnx package: python -m pip install onnx onnxruntime") from None
     step = OneStepNetwork(model)
     state = step.initial_state(1, height, width)
     events = torch.zeros(1, model.in_channels, height, width)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+import stat
 from itertools import islice
 from pathlib import Path
 
@@ -13,10 +15,11 @@ from tqdm import tqdm
 from snn.config import Config, config_from_checkpoint
 from snn.data.loaders import check_frame_sizes, make_dataset, make_loader, sequences_of
 from snn.deploy.export import INDEX, Export, load_export, write_export
-from snn.deploy.fold import fold_network
+from snn.deploy.fold import FoldError, fold_network, forward_bytes
 from snn.deploy.verify import Agreement, compare
 from snn.models.checkpoint import load_checkpoint, load_model
 from snn.quantization.control import model_widths, widths_tag
+from snn.utils.runtime import available_memory
 
 
 def frame_size(cfg: Config, data_root: str | Path, split: str) -> tuple[int, int]:
@@ -34,11 +37,11 @@ def export_input_size(
     input_size: tuple[int, int] | None = None,
     data_root: str | Path | None = None,
     split: str = "test",
-) -> tuple[int, int]:
-    """The input size an export describes: ``input_size``, else the frames of ``data_root`` (what --verify
-    runs), else those of the data the checkpoint was trained on (its config's data root, read here, or the
-    synthetic settings it was generated from). A size that nothing tells is an error: the network takes
-    any multiple of 8, so no default would be honest."""
+) -> tuple[int, int, str]:
+    """(height, width, where they come from) of the input an export describes: ``input_size``, else the
+    frames of ``data_root`` (what --verify runs), else those of the data the checkpoint was trained on (its
+    config's data root, read here, or the synthetic settings it was generated from). A size that nothing
+    tells is an error: the network takes any multiple of 8, so no default would be honest."""
     root = Path(data_root if data_root is not None else cfg.data_root)
     if input_size is not None:
         height, width = input_size
@@ -59,8 +62,37 @@ def export_input_size(
             f"input size {height}x{width} (from {source}): the integer network takes positive multiples of 8; "
             f"pass --input-size H W"
         )
-    print(f"input size {height}x{width}, from {source}")
-    return height, width
+    return height, width, source
+
+
+def _kind(path: Path) -> str:
+    mode = path.stat().st_mode
+    kinds = [(stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a pipe"),
+             (stat.S_ISSOCK, "a socket")]  # fmt: skip
+    return next((name for test, name in kinds if test(mode)), "a file")
+
+
+def check_output_dir(out_dir: Path) -> None:
+    """Fail before any work, saying why, when ``out_dir`` cannot be a folder to write in."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: --output-dir is {_kind(out_dir)}, not a folder")
+    existing = out_dir
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{out_dir}: --output-dir cannot be made: {existing} is {_kind(existing)}, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{out_dir}: --output-dir cannot be written: no permission to write in {existing}")
+
+
+def check_memory(model: nn.Module, height: int, width: int, source: str) -> None:
+    """Refuse a size whose forward pass would not fit in the memory here, before allocating it."""
+    need, have = forward_bytes(model, height, width), available_memory()
+    if have is not None and need > have:
+        raise ValueError(
+            f"input size {height}x{width} (from {source}): its forward pass needs about {need / 2**30:,.1f} GiB, "
+            f"more than the {have / 2**30:,.1f} GiB of memory available here"
+        )
 
 
 def export_checkpoint(
@@ -70,18 +102,36 @@ def export_checkpoint(
     force: bool = False,
     data_root: str | Path | None = None,
     split: str = "test",
+    onnx: bool = False,
 ) -> tuple[Export, nn.Module, Config]:
     """Fold and write the checkpoint's quantized model for the input size ``export_input_size`` gives;
-    print what was written and its size."""
+    print what was written and its size. Everything that can be checked (the folder, the model, the
+    size, its memory, with ``onnx`` what step.onnx needs) is checked before anything is written."""
     out_dir = Path(out_dir)
+    check_output_dir(out_dir)
     if (out_dir / INDEX).exists() and not force:
         raise ValueError(f"{out_dir / INDEX} already exists: another export is there (pass --force to replace it)")
     cfg = config_from_checkpoint(load_checkpoint(checkpoint), checkpoint)
     model = load_model(checkpoint)
     if not getattr(model, "quantize", False):
         raise ValueError(f"{checkpoint}: a full-precision model; export a QAT checkpoint (finetune_quantized.py)")
-    height, width = export_input_size(cfg, checkpoint, input_size, data_root, split)
-    description, tensors = fold_network(model, height, width)
+    height, width, source = export_input_size(cfg, checkpoint, input_size, data_root, split)
+    try:
+        if onnx:
+            from snn.deploy.onnx_step import check_step_export
+
+            check_step_export(model)
+        check_memory(model, height, width, source)
+    except FoldError as exc:
+        raise FoldError(f"{checkpoint}: {exc}") from None
+    print(f"input size {height}x{width}, from {source}")
+    try:
+        description, tensors = fold_network(model, height, width)
+    except (RuntimeError, MemoryError) as exc:
+        if not isinstance(exc, MemoryError) and "alloc" not in str(exc):
+            raise
+        # The estimate of check_memory fell short (other processes took memory meanwhile?).
+        raise ValueError(f"input size {height}x{width} (from {source}): out of memory in the shape pass") from None
     export = write_export(description, tensors, out_dir)
     widths = model_widths(model)
     parameters = sum(p.numel() for p in model.parameters() if p.dim() > 0)

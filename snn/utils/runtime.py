@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 
 import numpy as np
@@ -35,3 +36,18 @@ def resolve_device(name: str = "auto") -> torch.device:
 def at_least_float32(x: torch.Tensor) -> torch.Tensor:
     """``x`` in float32 when autocast gave it a 16-bit float type; float32 and float64 stay as they are."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def available_memory() -> int | None:
+    """Bytes of memory a new allocation can take now (Linux's MemAvailable, else free pages); None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None

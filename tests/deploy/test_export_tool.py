@@ -135,3 +135,59 @@ def test_the_input_size_is_that_of_the_data_not_of_the_unused_synthetic_settings
     synthetic = _with_config(gone, tmp_path / "synthetic.pth", dataset="synthetic")
     assert export.main(["--checkpoint", str(synthetic), "--output-dir", str(tmp_path / "e")]) == 0
     assert size(tmp_path / "e")["height"] == 64
+
+
+@pytest.fixture(scope="module")
+def w1a1(checkpoints, tiny_synthetic_root, tmp_path_factory):
+    return _run(tiny_synthetic_root, tmp_path_factory.mktemp("w1"), "w1", "snn/configs/event_snn_lite_1bit.yaml",
+                resume=checkpoints[0])  # fmt: skip
+
+
+def _one_error_line(capsys):
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: ")
+    return err.strip()
+
+
+def test_onnx_of_a_model_that_is_not_w8a8_is_refused_before_anything_is_written(w1a1, tmp_path, capsys):
+    out = tmp_path / "w1"
+    argv = ["--checkpoint", str(w1a1), "--output-dir", str(out), "--input-size", "32", "32", "--onnx"]
+    assert _tool().main(argv) == 2
+    line = _one_error_line(capsys)
+    assert line == f"error: {w1a1}: the ONNX step graph is built for W8A8 models, this one is W1A1"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("target", ["device", "file", "inside a file"])
+def test_an_output_dir_that_cannot_be_a_folder_says_why(checkpoints, tmp_path, capsys, target):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep me")
+    if target == "device":
+        out, expected = Path("/dev/full"), "/dev/full: --output-dir is a character device, not a folder"
+        if not out.exists():
+            pytest.skip("no /dev/full here")
+    elif target == "file":
+        out, expected = blocker, f"{blocker}: --output-dir is a file, not a folder"
+    else:
+        out = blocker / "sub"
+        expected = f"{out}: --output-dir cannot be made: {blocker} is a file, not a folder"
+    argv = ["--checkpoint", str(checkpoints[1]), "--output-dir", str(out), "--input-size", "32", "32"]
+    assert _tool().main(argv) == 2
+    assert _one_error_line(capsys) == f"error: {expected}"
+    assert blocker.read_text() == "keep me"
+
+
+def test_an_input_size_whose_buffers_do_not_fit_is_refused_before_allocating(checkpoints, tmp_path, capsys):
+    import snn.deploy.pipeline as pipeline
+
+    out = tmp_path / "huge"
+    argv = ["--checkpoint", str(checkpoints[1]), "--output-dir", str(out), "--input-size", "100000", "100000"]
+    assert _tool().main(argv) == 2
+    line = _one_error_line(capsys)
+    assert line.startswith("error: input size 100000x100000 (from --input-size): its forward pass needs about ")
+    assert "GiB of memory available here" in line
+    assert not out.exists()
+    # The estimate against what the machine has: 32x32 fits in 1 GiB, not in 1 MiB.
+    model = pipeline.load_model(checkpoints[1])
+    assert 2**20 < pipeline.forward_bytes(model, 32, 32) < 2**30
