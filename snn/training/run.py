@@ -19,7 +19,7 @@ from snn.models.factory import MODELS, build_model
 from snn.quantization.control import model_widths, widths_tag
 from snn.training.resume import continues_run
 from snn.training.trainer import Trainer
-from snn.utils.distributed import barrier, finish, init_from_environment, is_main
+from snn.utils.distributed import barrier, describe_run, finish, init_from_environment, is_main
 from snn.utils.runtime import resolve_device, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -185,6 +185,9 @@ def train_and_test(
     alone evaluates and returns the summary, the others return an empty string.
     """
     device = init_from_environment(resolve_device(cfg.device))
+    spread = describe_run(cfg.batch_size)
+    if spread:
+        logger.info(spread)
     seed_everything(cfg.seed)
     try:
         return _train_and_test(cfg, device, resume, strict_load, warm_start, allow_config_change)

@@ -308,7 +308,13 @@ class Trainer:
         sampler = self.train_loader.sampler
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch, skip=done * self.train_loader.batch_size)
-        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.cfg.num_epochs}", leave=False, dynamic_ncols=True)
+        bar = tqdm(
+            self.train_loader,
+            desc=f"epoch {epoch + 1}/{self.cfg.num_epochs}",
+            leave=False,
+            dynamic_ncols=True,
+            disable=not is_main(),  # one progress bar, rank 0's
+        )
         loss = None
         for batch in bar:
             batch = move_batch(batch, self.device)
@@ -368,7 +374,7 @@ class Trainer:
         model.eval()
         metrics = FlowMetrics()
         first = None
-        for batch in tqdm(self.val_loader, desc="validate", leave=False, dynamic_ncols=True):
+        for batch in tqdm(self.val_loader, desc="validate", leave=False, dynamic_ncols=True, disable=not is_main()):
             batch = move_batch(batch, self.device)
             with self.precision.autocast():
                 pred = model(batch["events"]).float()

@@ -8,7 +8,8 @@ The rules every rank follows:
 - Every rank draws the same seeded order of each epoch; rank r takes every W-th key from
   position r, and the last ``len % W`` keys are left out so that all ranks take the same
   number of steps. The global batch is ``batch_size`` x W.
-- Rank 0 alone writes checkpoints, CSV rows and TensorBoard logs.
+- Rank 0 alone writes checkpoints, CSV rows and TensorBoard logs, and logs below warnings
+  (``snn.utils.runtime.setup_logging``); its first line says how the run is spread (``describe_run``).
 - A quantizer's observation of a batch is reduced over the ranks before its moving average:
   the least minimum, the largest maximum, the mean of the mean |x|; a learned step starts from
   the mean over ranks of its first batch's mean |x|. So every rank holds the same ranges and
@@ -65,6 +66,21 @@ def init_from_environment(device: torch.device) -> torch.device:
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=size)
     return device
+
+
+def describe_run(batch_size: int) -> str | None:
+    """The line that opens a distributed run's log: backend, processes, batch per process and global,
+    which rank writes; None in a single process."""
+    rank, size = world()
+    if size == 1:
+        return None
+    backend = dist.get_backend()
+    devices = "one GPU each" if backend == "nccl" else "on CPU"
+    return (
+        f"distributed: {backend} backend, {size} processes ({devices}), batch {batch_size} per process, "
+        f"{batch_size * size} global; rank 0 writes the checkpoints, metrics.csv and TensorBoard and logs, "
+        f"the other ranks log warnings and errors only"
+    )
 
 
 def reduce_observation(lo: torch.Tensor, hi: torch.Tensor, absmean: torch.Tensor):

@@ -11,7 +11,17 @@ import torch
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    """Log to stderr. Under torchrun or srun each line names its rank, and only rank 0 logs below
+    warnings: N copies of every line would bury the one that matters."""
+    from snn.utils.distributed import launched_ranks
+
+    ranks = launched_ranks()
+    where = "" if ranks is None else f"rank {ranks[0]} "
+    if ranks is not None and ranks[0] != 0:
+        level = max(level, logging.WARNING)
+    logging.basicConfig(
+        level=level, format=f"%(asctime)s {where}%(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
 
 
 def seed_everything(seed: int) -> None:

@@ -127,3 +127,31 @@ def test_two_ranks_save_the_checkpoints_one_process_of_their_global_batch_saves(
             for k, v in ddp[key].items():
                 if v.is_floating_point():
                     torch.testing.assert_close(v, one[key][k], rtol=1e-5, atol=1e-6, msg=f"{name} {key} {k}")
+
+
+@pytest.mark.slow
+def test_torchrun_train_py_says_how_the_run_is_spread_and_only_rank_0_logs(tiny_synthetic_root, tmp_path):
+    repo = Path(__file__).resolve().parents[2]
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        f"base: {repo / 'snn/configs/event_snn_lite.yaml'}\ndata_root: {tiny_synthetic_root}\ndataset: blinksim\n"
+        "base_ch: 4\nnum_bins: 3\nbatch_size: 2\nnum_epochs: 1\ncrop_size: 16\nimage_every: 0\ndevice: cpu\n"
+    )
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           str(repo / "train.py"), "--config", str(config), "--checkpoint-dir", str(tmp_path / "ckpt"),
+           "--log-dir", str(tmp_path / "logs")]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    logged = [line for line in done.stderr.splitlines() if " INFO " in line]
+    # Rank 0 alone logs: each line once, and each says whose it is.
+    assert len([line for line in logged if "epoch 1/1  loss" in line]) == 1
+    assert len([line for line in logged if "snn.training.run: data: " in line]) == 1
+    assert all(" rank 0 INFO " in line for line in logged)
+    # The first line says the backend, the processes, the batch per process and in all, and who writes.
+    assert logged[0].split(" ", 1)[1] == (
+        "rank 0 INFO snn.training.run: distributed: gloo backend, 2 processes (on CPU), batch 2 per process, "
+        "4 global; rank 0 writes the checkpoints, metrics.csv and TensorBoard and logs, the other ranks log "
+        "warnings and errors only"
+    )
+    assert done.stdout.count("test AEE") == 1
