@@ -11,20 +11,20 @@ LOWER = ("models", "quantization", "data", "utils", "evaluation", "deploy")
 # The layers, lowest first: a module imports only from its own package or from lower layers.
 # The longest matching prefix decides a module's layer.
 LAYERS = {
-    "snn.utils.runtime": 0,
     "snn.utils.distributed": 0,
-    "snn.quantization": 1,
-    "snn.models": 2,
-    "snn.data": 2,
-    "snn.config": 3,
-    "snn.data.loaders": 4,  # assembles datasets from a config
-    "snn.evaluation": 5,
-    "snn.deploy": 5,
-    "snn.training": 6,
-    "snn.benchmarks": 7,  # times the trainer's step
-    "snn.cli": 7,
-    "snn.utils.quantization_utils": 7,  # the QAT guide's one import, re-exporting from below
-    "snn": 8,  # snn/__init__.py
+    "snn.utils.runtime": 1,
+    "snn.quantization": 2,
+    "snn.models": 3,
+    "snn.data": 3,
+    "snn.config": 4,
+    "snn.data.loaders": 5,  # assembles datasets from a config
+    "snn.evaluation": 6,
+    "snn.deploy": 6,
+    "snn.training": 7,
+    "snn.benchmarks": 8,  # times the trainer's step
+    "snn.cli": 8,
+    "snn.utils.quantization_utils": 8,  # the QAT guide's one import, re-exporting from below
+    "snn": 9,  # snn/__init__.py
 }
 
 
