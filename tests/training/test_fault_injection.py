@@ -76,20 +76,23 @@ def driver(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def config(tiny_synthetic_root, tmp_path_factory):
-    """A tiny CPU run: 3 epochs of 3 steps, random crops and flips on, weight EMA on."""
-    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+def _tiny_config(path, base, root, extra=""):
+    """A tiny CPU run on top of ``base``: 3 epochs of 3 steps, random crops and flips on, weight EMA on."""
     path.write_text(
-        f"base: {REPO / 'snn/configs/event_snn_lite.yaml'}\n"
-        f"data_root: {tiny_synthetic_root}\ndataset: blinksim\n"
+        f"base: {REPO / 'snn/configs' / base}\n"
+        f"data_root: {root}\ndataset: blinksim\n"
         "base_ch: 4\nnum_bins: 3\nbatch_size: 4\nnum_epochs: 3\ncrop_size: 16\naugment: true\n"
         "learning_rate: 0.003\nweight_ema: 0.9\nimage_every: 0\n"
         # CPU: some CUDA kernels (bilinear upsampling's backward, cuDNN convolutions) are not
         # deterministic, so two CUDA runs differ in the last bits, interrupted or not.
-        "device: cpu\n"
+        "device: cpu\n" + extra
     )
     return path
+
+
+@pytest.fixture(scope="module")
+def config(tiny_synthetic_root, tmp_path_factory):
+    return _tiny_config(tmp_path_factory.mktemp("cfg") / "tiny.yaml", "event_snn_lite.yaml", tiny_synthetic_root)
 
 
 def _train(driver, args, fault="", at=0):
@@ -194,14 +197,8 @@ def test_kill_9_during_training_then_resume_is_exact(driver, config, reference, 
 def progressive_config(tiny_synthetic_root, tmp_path_factory):
     """A progressive run with learned steps: 8, 4 and 2 bit in its three epochs."""
     path = tmp_path_factory.mktemp("cfg") / "progressive.yaml"
-    path.write_text(
-        f"base: {REPO / 'snn/configs/event_snn_lite_progressive.yaml'}\n"
-        f"data_root: {tiny_synthetic_root}\ndataset: blinksim\n"
-        "base_ch: 4\nnum_bins: 3\nbatch_size: 4\nnum_epochs: 3\ncrop_size: 16\naugment: true\n"
-        "learning_rate: 0.003\nweight_ema: 0.9\nimage_every: 0\ndevice: cpu\n"
-        "quantization_schedule: {0: 8, 1: 4, 2: 2}\n"
-    )
-    return path
+    schedule = "quantization_schedule: {0: 8, 1: 4, 2: 2}\n"
+    return _tiny_config(path, "event_snn_lite_progressive.yaml", tiny_synthetic_root, schedule)
 
 
 @pytest.fixture(scope="module")
