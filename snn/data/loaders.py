@@ -37,6 +37,14 @@ def prepare_unseen_test_set(root: str | Path) -> Path:
     return ensure_synthetic_dataset(Path(root), UNSEEN_TEST_SET.scene, **UNSEEN_TEST_SET.split_args())
 
 
+def prepare_natural_test_set(root: str | Path) -> Path:
+    """The natural-image test set (``NATURAL_TEST_SET``), generated in ``root`` on first use."""
+    from snn.data.synthetic import ensure_synthetic_dataset
+    from snn.data.synthetic_config import NATURAL_TEST_SET
+
+    return ensure_synthetic_dataset(Path(root), NATURAL_TEST_SET.scene, **NATURAL_TEST_SET.split_args())
+
+
 def check_frame_sizes(dataset: Dataset, split: str, size_multiple: int, crop_size: int | None = None) -> None:
     """Fail now, naming the sequence, if training cannot take the split's frames (or crops).
 

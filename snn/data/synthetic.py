@@ -95,6 +95,7 @@ def generate_sequence(seed: int, config: SyntheticConfig) -> dict[str, np.ndarra
         int(rng.integers(cfg.min_foreground, cfg.max_foreground + 1)),
         MotionRanges(cfg.background_speed, cfg.background_accel, cfg.background_spin, cfg.background_zoom),
         MotionRanges(cfg.foreground_speed, cfg.foreground_accel, cfg.foreground_spin, cfg.foreground_zoom),
+        background_photos=cfg.background_photos,
     )
     threshold_rng = np.random.default_rng(threshold_seq)
     shape = (cfg.height, cfg.width)
@@ -305,7 +306,8 @@ def estimate_seconds(config: SyntheticConfig, num_sequences: int, workers: int =
 def regenerate_hint(root: Path, config: SyntheticConfig, sizes: dict[str, int], seed: int) -> str:
     """The command that writes exactly the requested dataset, or, where the tool lacks a flag, what to do instead."""
     flags = {"height": config.height, "width": config.width, "num_frames": config.num_frames}
-    others = sorted(k for k, v in config.to_dict().items() if k not in flags and v != SyntheticConfig().to_dict()[k])
+    defaults = SyntheticConfig().to_dict()
+    others = sorted(k for k, v in config.to_dict().items() if k not in flags and v != defaults.get(k))
     if others:  # settings the tool has no flag for: let training regenerate it from the config
         return f"remove {root}; the next training run generates it from the config"
     args = [

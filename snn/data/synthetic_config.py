@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from snn.data.photos import NATURAL_TEST_PHOTOS, check_photo_names
+
 
 @dataclass(frozen=True)
 class SyntheticConfig:
@@ -37,6 +39,9 @@ class SyntheticConfig:
     foreground_accel: float = 0.1
     foreground_spin: float = 0.04
     foreground_zoom: float = 0.02
+    # Photographs (names in snn.data.photos) that backgrounds are cut from instead of the
+    # generated textures; each sequence draws one. Empty: generated textures only.
+    background_photos: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -44,7 +49,10 @@ class SyntheticConfig:
             if isinstance(field.default, tuple) and isinstance(value, list):
                 value = tuple(value)  # YAML has no tuples; frozen, hence object.__setattr__
                 object.__setattr__(self, field.name, value)
-            if isinstance(field.default, tuple):
+            if field.name == "background_photos":
+                ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+                expected = "a list of photograph names"
+            elif isinstance(field.default, tuple):
                 ok = (
                     isinstance(value, tuple)
                     and len(value) == 2
@@ -76,6 +84,11 @@ class SyntheticConfig:
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"SyntheticConfig.{name} is out of range: {getattr(self, name)!r}")
+        if self.background_photos:
+            try:
+                check_photo_names(self.background_photos)
+            except ValueError as err:
+                raise ValueError(f"SyntheticConfig.background_photos: {err}") from None
 
     @property
     def frame_interval_us(self) -> int:
@@ -83,9 +96,12 @@ class SyntheticConfig:
         return int(round(1e6 / self.fps))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (tuples as lists) for YAML."""
+        """Plain dict (tuples as lists) for YAML. ``background_photos`` is left out when empty, so a
+        dataset generated before the key existed still matches the settings it was made with."""
         return {
-            key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in dataclasses.asdict(self).items()
+            if not (key == "background_photos" and not value)
         }
 
     @classmethod
@@ -157,4 +173,25 @@ class SyntheticDataset:
 # image) and only a test split. The textures come from the same generator, drawn anew.
 UNSEEN_TEST_SET = SyntheticDataset(
     num_train=0, num_val=0, num_test=16, seed=1, scene=SyntheticConfig(height=128, width=128)
+)
+
+# Natural images under camera motion: 320x320 frames whose background is one of the natural-test
+# photographs, moving with a camera-like drift, roll and zoom, with no independent objects. The
+# speeds are lower than the generated scenes' (which scale with the frame) so that the flow stays
+# at a few pixels per frame, as a hand-held camera at 30 fps gives.
+NATURAL_TEST_SET = SyntheticDataset(
+    num_train=0,
+    num_val=0,
+    num_test=18,
+    seed=4,  # draws each photograph 2 to 4 times
+    scene=SyntheticConfig(
+        height=320,
+        width=320,
+        min_foreground=0,
+        max_foreground=0,
+        background_speed=(0.2, 1.0),
+        background_spin=0.004,
+        background_zoom=0.003,
+        background_photos=NATURAL_TEST_PHOTOS,
+    ),
 )

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from snn.data.photos import photo_texture
+
 # A layer point counts as "on top" when its alpha is at least this; edges are blended by the
 # bilinear warp, so the label follows whichever layer covers most of the pixel.
 ALPHA_VISIBLE = 0.5
@@ -168,17 +170,26 @@ def sample_scene(
     num_foreground: int,
     background_motion: MotionRanges,
     foreground_motion: MotionRanges,
+    background_photos: Sequence[str] = (),
 ) -> list[Layer]:
-    """Draw a background and ``num_foreground`` layers, ordered back to front."""
+    """Draw a background and ``num_foreground`` layers, ordered back to front.
+
+    With ``background_photos`` the background is cut from one of these photographs (see
+    ``snn.data.photos``) instead of a generated texture.
+    """
     unit = min(height, width) / 64.0
     t_mid = (num_frames - 1) / 2.0
     image_centre = np.array([(width - 1) / 2.0, (height - 1) / 2.0])
     # The background canvas is twice the frame so its drift and rotation rarely reach the
     # reflected border; reflection still covers the corners when they do.
     bg_size = 2 * max(height, width)
+    if background_photos:
+        background = photo_texture(rng, str(rng.choice(list(background_photos))), bg_size)
+    else:
+        background = make_texture(rng, (bg_size, bg_size), unit)
     layers = [
         Layer(
-            texture=make_texture(rng, (bg_size, bg_size), unit),
+            texture=background,
             alpha=None,
             centre=np.array([(bg_size - 1) / 2.0] * 2),
             pos=image_centre.copy(),

@@ -1,0 +1,85 @@
+"""tools/flow_quality.py: seeds trained as train.py would, scored on every test set, reused when finished."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+import snn.benchmarks.flow_quality as fq
+from snn.config import CONFIG_DIR, load_config
+from snn.evaluation.evaluate import evaluate_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("_tool_flow_quality", REPO / "tools" / "flow_quality.py")
+tool = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tool)
+
+TINY = {
+    "base_ch": 4,
+    "num_bins": 3,
+    "batch_size": 4,
+    "num_epochs": 1,
+    "crop_size": 16,
+    "image_every": 0,
+    "device": "cpu",
+    "dataset": "blinksim",
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_synthetic_root, tmp_path_factory):
+    cfg = load_config(CONFIG_DIR / "event_snn_lite.yaml", {**TINY, "data_root": str(tiny_synthetic_root)})
+    out = tmp_path_factory.mktemp("flow_quality")
+    rows = fq.run_flow_quality(cfg, [0, 1], out, "cpu", {"unseen": tiny_synthetic_root}, "tiny")
+    return cfg, out, rows
+
+
+def test_each_seed_is_trained_with_its_own_seed_and_scored_on_every_set(trained, tiny_synthetic_root):
+    cfg, out, rows = trained
+    assert [r["seed"] for r in rows] == [0, 1]
+    for row in rows:
+        saved = (out / f"seed_{row['seed']}" / "checkpoints" / "config.yaml").read_text()
+        assert f"seed: {row['seed']}" in saved
+        best = out / f"seed_{row['seed']}" / "checkpoints" / "best_model.pth"
+        dense = evaluate_checkpoint(best, tiny_synthetic_root, "test", masks=("dense",), progress=False)
+        m = dense.metrics["dense"]["overall"]
+        assert row["test_dense_aee"] == pytest.approx(m["aee"])
+        assert row["unseen_dense_ratio"] == pytest.approx(m["aee"] / m["zero_flow_aee"])  # the same root here
+        assert row["test_sparse_ratio"] != row["test_dense_ratio"] and row["resumed"] is False
+    assert rows[0]["test_dense_aee"] != rows[1]["test_dense_aee"]  # two seeds, two models
+
+
+def test_the_report_gives_mean_and_spread_over_the_seeds(trained):
+    _, out, rows = trained
+    report = (out / "flow_quality.md").read_text()
+    values = [r["test_dense_ratio"] for r in rows]
+    mean = sum(values) / 2
+    std = math.sqrt(sum((v - mean) ** 2 for v in values))  # n - 1 = 1
+    assert f"{mean:.3f} ± {std:.3f}" in report
+    assert "mean ± std (2)" in report and "unseen sparse" in report
+    assert (out / "flow_quality.csv").read_text().splitlines()[0].startswith("seed,train_minutes")
+
+
+def test_a_finished_seed_is_reused_and_an_interrupted_one_resumed(trained, tmp_path, monkeypatch):
+    cfg, out, rows = trained
+    calls = []
+    monkeypatch.setattr(fq, "train_and_test", lambda c, resume=None: calls.append((c.seed, resume)))
+    assert fq.run_flow_quality(cfg, [0, 1], out, "cpu", {"unseen": cfg.data_root}, "tiny") == rows
+    assert calls == []
+    # seed 1 interrupted: its result is gone, its last.pth is there
+    (out / "seed_1" / "result.json").unlink()
+    monkeypatch.setattr(fq, "score", lambda *a: {"test_dense_ratio": 0.5})
+    fq.run_seed(cfg, 1, out, {}, "cpu")
+    assert calls == [(1, out / "seed_1" / "checkpoints" / "last.pth")]
+    assert json.loads((out / "seed_1" / "result.json").read_text())["resumed"] is True
+
+
+def test_a_bad_set_value_is_one_line_before_anything_trains(tmp_path, capsys):
+    assert tool.main(["--output-dir", str(tmp_path / "out"), "--set", "crop_size=-3", "--seeds", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "crop_size" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
