@@ -5,12 +5,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
 
 import snn.benchmarks.flow_quality as fq
-from snn.config import CONFIG_DIR, load_config
+from snn.config import CONFIG_DIR, config_from_dict, load_config
 from snn.evaluation.evaluate import evaluate_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,7 +35,7 @@ TINY = {
 def trained(tiny_synthetic_root, tmp_path_factory):
     cfg = load_config(CONFIG_DIR / "event_snn_lite.yaml", {**TINY, "data_root": str(tiny_synthetic_root)})
     out = tmp_path_factory.mktemp("flow_quality")
-    rows = fq.run_flow_quality(cfg, [0, 1], out, "cpu", {"unseen": tiny_synthetic_root}, "tiny")
+    rows = fq.run_flow_quality(cfg, [0, 1], out, "cpu", {"yardstick": tiny_synthetic_root}, "tiny")
     return cfg, out, rows
 
 
@@ -47,20 +48,21 @@ def test_each_seed_is_trained_with_its_own_seed_and_scored_on_every_set(trained,
         best = out / f"seed_{row['seed']}" / "checkpoints" / "best_model.pth"
         dense = evaluate_checkpoint(best, tiny_synthetic_root, "test", masks=("dense",), progress=False)
         m = dense.metrics["dense"]["overall"]
-        assert row["test_dense_aee"] == pytest.approx(m["aee"])
-        assert row["unseen_dense_ratio"] == pytest.approx(m["aee"] / m["zero_flow_aee"])  # the same root here
-        assert row["test_sparse_ratio"] != row["test_dense_ratio"] and row["resumed"] is False
-    assert rows[0]["test_dense_aee"] != rows[1]["test_dense_aee"]  # two seeds, two models
+        assert row["yardstick_dense_aee"] == pytest.approx(m["aee"])
+        assert row["yardstick_dense_ratio"] == pytest.approx(m["aee"] / m["zero_flow_aee"])
+        assert row["yardstick_sparse_ratio"] != row["yardstick_dense_ratio"] and row["resumed"] is False
+        assert "test_dense_aee" not in row  # the recipe trains on the yardstick's root: no second column
+    assert rows[0]["yardstick_dense_aee"] != rows[1]["yardstick_dense_aee"]  # two seeds, two models
 
 
 def test_the_report_gives_mean_and_spread_over_the_seeds(trained):
     _, out, rows = trained
     report = (out / "flow_quality.md").read_text()
-    values = [r["test_dense_ratio"] for r in rows]
+    values = [r["yardstick_dense_ratio"] for r in rows]
     mean = sum(values) / 2
     std = math.sqrt(sum((v - mean) ** 2 for v in values))  # n - 1 = 1
     assert f"{mean:.3f} ± {std:.3f}" in report
-    assert "mean ± std (2)" in report and "unseen sparse" in report
+    assert "mean ± std (2)" in report and "yardstick sparse" in report
     assert (out / "flow_quality.csv").read_text().splitlines()[0].startswith("seed,train_minutes")
 
 
@@ -68,11 +70,11 @@ def test_a_finished_seed_is_reused_and_an_interrupted_one_resumed(trained, tmp_p
     cfg, out, rows = trained
     calls = []
     monkeypatch.setattr(fq, "train_and_test", lambda c, resume=None: calls.append((c.seed, resume)))
-    assert fq.run_flow_quality(cfg, [0, 1], out, "cpu", {"unseen": cfg.data_root}, "tiny") == rows
+    assert fq.run_flow_quality(cfg, [0, 1], out, "cpu", {"yardstick": cfg.data_root}, "tiny") == rows
     assert calls == []
     # seed 1 interrupted: its result is gone, its last.pth is there
     (out / "seed_1" / "result.json").unlink()
-    monkeypatch.setattr(fq, "score", lambda *a: {"test_dense_ratio": 0.5})
+    monkeypatch.setattr(fq, "score", lambda *a: {"yardstick_dense_ratio": 0.5})
     fq.run_seed(cfg, 1, out, {}, "cpu")
     assert calls == [(1, out / "seed_1" / "checkpoints" / "last.pth")]
     assert json.loads((out / "seed_1" / "result.json").read_text())["resumed"] is True
@@ -83,3 +85,25 @@ def test_a_bad_set_value_is_one_line_before_anything_trains(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error:") and "crop_size" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_recipe_on_another_data_root_is_also_scored_on_its_own_test_split(trained, tiny_synthetic_root, tmp_path):
+    cfg, _, _ = trained
+    other = tmp_path / "other"
+    shutil.copytree(tiny_synthetic_root, other)
+    seen = {}
+
+    def fake_seed(cfg, seed, output_dir, roots, device):
+        seen.update(roots)
+        return {
+            "seed": seed,
+            "train_minutes": 1.0,
+            **{f"{n}_{m}_{k}": 1.0 for n in roots for m in fq.MASKS for k in ("aee", "zero_flow_aee", "ratio")},
+        }
+
+    recipe = config_from_dict({**cfg.to_dict(), "data_root": str(other)})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fq, "run_seed", fake_seed)
+        fq.run_flow_quality(recipe, [0], tmp_path / "out", "cpu", {"yardstick": tiny_synthetic_root}, "other")
+    assert seen == {"test": other, "yardstick": tiny_synthetic_root}
+    assert "| test dense | yardstick dense |" in (tmp_path / "out" / "flow_quality.md").read_text()

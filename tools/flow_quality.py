@@ -33,6 +33,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default: 0 1 2)")
     p.add_argument("--output-dir", type=Path, required=True, help="runs and reports go here")
     p.add_argument(
+        "--yardstick-root",
+        type=Path,
+        default=DEFAULT_TEST_ROOTS["yardstick"],
+        help="the built-in synthetic set with its default settings, whose test split every recipe is scored on "
+        "(generated on first use)",
+    )
+    p.add_argument(
         "--unseen-root",
         type=Path,
         default=DEFAULT_TEST_ROOTS["unseen"],
@@ -63,7 +70,7 @@ def main(argv=None) -> int:
             args.seeds,
             args.output_dir,
             resolve_device(cfg.device),
-            {"unseen": args.unseen_root, "natural": args.natural_root},
+            {"yardstick": args.yardstick_root, "unseen": args.unseen_root, "natural": args.natural_root},
             title,
         )
     except (ValueError, OSError) as exc:

@@ -3,7 +3,9 @@
 Each seed trains the recipe (a config plus ``--set`` overrides) as ``python train.py`` does, into
 ``<output>/seed_<S>/``, and its best checkpoint is scored on:
 
-- ``test``: the training data root's test split (the built-in synthetic set by default);
+- ``yardstick``: the test split of the built-in synthetic set as ``python train.py`` generates it
+  by default (``data/synthetic``), which stays fixed whatever a recipe trains on;
+- ``test``: the recipe's own test split, where its data root is another one;
 - ``unseen``: ``UNSEEN_TEST_SET``, new scenes at 128x128 that no recipe trains on;
 - ``natural``: ``NATURAL_TEST_SET``, photographs under camera motion at 320x320.
 
@@ -23,14 +25,28 @@ from pathlib import Path
 import torch
 
 from snn.config import Config, config_from_dict
-from snn.data.loaders import prepare_natural_test_set, prepare_unseen_test_set
+from snn.data.loaders import prepare_data_root, prepare_natural_test_set, prepare_unseen_test_set
+from snn.data.synthetic import DEFAULT_ROOT, ensure_synthetic_dataset
+from snn.data.synthetic_config import SyntheticDataset
 from snn.evaluation.evaluate import evaluate_checkpoint
 from snn.evaluation.report import markdown_table, write_csv
 from snn.training.run import train_and_test
 
 MASKS = ("dense", "sparse")
-DEFAULT_TEST_ROOTS = {"unseen": Path("data/synthetic_unseen"), "natural": Path("data/natural_photos")}
-_PREPARE = {"unseen": prepare_unseen_test_set, "natural": prepare_natural_test_set}
+DEFAULT_TEST_ROOTS = {
+    "yardstick": DEFAULT_ROOT,
+    "unseen": Path("data/synthetic_unseen"),
+    "natural": Path("data/natural_photos"),
+}
+
+
+def prepare_yardstick(root: Path) -> Path:
+    """The built-in synthetic set with its default settings (what ``python train.py`` generates)."""
+    default = SyntheticDataset()
+    return ensure_synthetic_dataset(root, default.scene, **default.split_args())
+
+
+_PREPARE = {"yardstick": prepare_yardstick, "unseen": prepare_unseen_test_set, "natural": prepare_natural_test_set}
 
 
 def seed_config(cfg: Config, seed: int, output_dir: Path) -> Config:
@@ -114,11 +130,18 @@ def run_flow_quality(
     test_roots: dict[str, Path] | None = None,
     title: str = "flow quality",
 ) -> list[dict]:
-    """Every seed of the recipe ``cfg``, then ``flow_quality.md`` and ``.csv`` in ``output_dir``."""
+    """Every seed of the recipe ``cfg``, then ``flow_quality.md`` and ``.csv`` in ``output_dir``.
+
+    ``test_roots`` names the test sets (default ``DEFAULT_TEST_ROOTS``; the named ones there are
+    generated on first use); the recipe's own test split is added as ``test`` unless it is one of them.
+    """
     output_dir.mkdir(parents=True, exist_ok=True)
-    roots = {"test": Path(cfg.data_root)}
+    roots = {}
     for name, root in (DEFAULT_TEST_ROOTS if test_roots is None else test_roots).items():
-        roots[name] = _PREPARE[name](root) if name in _PREPARE else Path(root)
+        roots[name] = _PREPARE[name](Path(root)) if name in _PREPARE else Path(root)
+    own = prepare_data_root(cfg)
+    if own.resolve() not in {root.resolve() for root in roots.values()}:
+        roots = {"test": own, **roots}
     rows = [run_seed(cfg, seed, output_dir, roots, device) for seed in seeds]
     (output_dir / "flow_quality.md").write_text(report_markdown(rows, title, list(roots)))
     write_csv(rows, list(rows[0]), output_dir / "flow_quality.csv")

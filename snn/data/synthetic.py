@@ -96,6 +96,7 @@ def generate_sequence(seed: int, config: SyntheticConfig) -> dict[str, np.ndarra
         MotionRanges(cfg.background_speed, cfg.background_accel, cfg.background_spin, cfg.background_zoom),
         MotionRanges(cfg.foreground_speed, cfg.foreground_accel, cfg.foreground_spin, cfg.foreground_zoom),
         background_photos=cfg.background_photos,
+        photo_fraction=cfg.photo_fraction,
     )
     threshold_rng = np.random.default_rng(threshold_seq)
     shape = (cfg.height, cfg.width)

@@ -9,6 +9,8 @@ from typing import Any
 
 from snn.data.photos import NATURAL_TEST_PHOTOS, check_photo_names
 
+PHOTO_KEYS = ("background_photos", "photo_fraction")
+
 
 @dataclass(frozen=True)
 class SyntheticConfig:
@@ -42,6 +44,7 @@ class SyntheticConfig:
     # Photographs (names in snn.data.photos) that backgrounds are cut from instead of the
     # generated textures; each sequence draws one. Empty: generated textures only.
     background_photos: tuple[str, ...] = ()
+    photo_fraction: float = 1.0  # of the sequences that take a photograph (with background_photos)
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -80,6 +83,7 @@ class SyntheticConfig:
             "threshold_on": self.threshold_on > 0,
             "threshold_off": self.threshold_off > 0,
             "threshold_min": 0 < self.threshold_min,
+            "photo_fraction": self.photo_fraction <= 1,
         }
         for name, ok in checks.items():
             if not ok:
@@ -96,12 +100,12 @@ class SyntheticConfig:
         return int(round(1e6 / self.fps))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (tuples as lists) for YAML. ``background_photos`` is left out when empty, so a
-        dataset generated before the key existed still matches the settings it was made with."""
+        """Plain dict (tuples as lists) for YAML. The photo keys are left out without photographs, so a
+        dataset generated before they existed still matches the settings it was made with."""
         return {
             key: list(value) if isinstance(value, tuple) else value
             for key, value in dataclasses.asdict(self).items()
-            if not (key == "background_photos" and not value)
+            if not (key in PHOTO_KEYS and not self.background_photos)
         }
 
     @classmethod

@@ -171,11 +171,12 @@ def sample_scene(
     background_motion: MotionRanges,
     foreground_motion: MotionRanges,
     background_photos: Sequence[str] = (),
+    photo_fraction: float = 1.0,
 ) -> list[Layer]:
     """Draw a background and ``num_foreground`` layers, ordered back to front.
 
     With ``background_photos`` the background is cut from one of these photographs (see
-    ``snn.data.photos``) instead of a generated texture.
+    ``snn.data.photos``) instead of a generated texture, with probability ``photo_fraction``.
     """
     unit = min(height, width) / 64.0
     t_mid = (num_frames - 1) / 2.0
@@ -183,7 +184,8 @@ def sample_scene(
     # The background canvas is twice the frame so its drift and rotation rarely reach the
     # reflected border; reflection still covers the corners when they do.
     bg_size = 2 * max(height, width)
-    if background_photos:
+    # (no draw at a fraction of 1, so that a photo-only set does not depend on the fraction's draw)
+    if background_photos and (photo_fraction >= 1 or rng.random() < photo_fraction):
         background = photo_texture(rng, str(rng.choice(list(background_photos))), bg_size)
     else:
         background = make_texture(rng, (bg_size, bg_size), unit)

@@ -83,3 +83,18 @@ def test_the_natural_test_set_uses_only_its_own_photographs():
     assert set(NATURAL_TEST_SET.scene.background_photos) == set(NATURAL_TEST_PHOTOS)
     assert NATURAL_TEST_SET.num_train == NATURAL_TEST_SET.num_val == 0
     assert (NATURAL_TEST_SET.scene.height, NATURAL_TEST_SET.scene.width) == (320, 320)
+
+
+def test_photo_fraction_mixes_photo_and_generated_backgrounds():
+    base = {"height": 32, "width": 32, "num_frames": 2, "min_foreground": 0, "max_foreground": 0}
+    lowest = np.log(LOG_EPS) - 1e-4
+    photo_like = [
+        generate_sequence(s, SyntheticConfig(**base, background_photos=("grass",), photo_fraction=0.5))["log_frames"]
+        for s in range(12)
+    ]
+    # a photograph's log intensities lie in [log(eps), log(1 + eps)]; a generated texture's mean is in [-1, 1]
+    # with a spread of about 0.5, so it leaves that band (above log(1 + eps) = 0.02) almost surely
+    in_band = [bool(f.min() >= lowest and f.max() <= np.log(1 + LOG_EPS) + 1e-4) for f in photo_like]
+    assert 0 < sum(in_band) < 12
+    with pytest.raises(ValueError, match="photo_fraction"):
+        SyntheticConfig(photo_fraction=1.5)
