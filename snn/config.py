@@ -60,6 +60,10 @@ class Config:
     data_format: str = "auto"  # of a data_root: "auto" (told by its files), "blinksim", "dsec" or "mvsec"
     mvsec_dt: int = 1  # MVSEC's protocol: windows of 1 or 4 grayscale frames
     crop_size: int | None = 48  # random training crops (None: whole frames)
+    # Context late in training: from epoch ceil((1 - late_crop_fraction) * num_epochs) on, crops of
+    # late_crop_size (None: crop_size throughout). Larger crops cost time in proportion to their area.
+    late_crop_size: int | None = None
+    late_crop_fraction: float = 0.25
     augment: bool = True
     batch_size: int = 8
     num_workers: int = 0
@@ -157,6 +161,17 @@ class Config:
         if currents is None:
             currents = weights if self.current_bits is None else self.current_bits
         return weights, currents
+
+    def late_crop_epoch(self) -> int | None:
+        """The first (0-based) epoch of ``late_crop_size`` crops; None when there is no late phase."""
+        if self.late_crop_size is None:
+            return None
+        return min(self.num_epochs - 1, math.ceil((1 - self.late_crop_fraction) * self.num_epochs - 1e-9))
+
+    def crop_at(self, epoch: int) -> int | None:
+        """The training crop of (0-based) ``epoch``."""
+        start = self.late_crop_epoch()
+        return self.late_crop_size if start is not None and epoch >= start else self.crop_size
 
     def bit_width_at(self, epoch: int) -> int:
         """The weights' bit width for ``epoch`` (see ``widths_at``)."""
@@ -270,8 +285,12 @@ def validate(cfg: Config, source: str = "config") -> Config:
     for key in _NON_NEGATIVE:
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{source}: key '{key}' must be >= 0, got {getattr(cfg, key)!r}")
-    if cfg.crop_size is not None and cfg.crop_size % 8:
-        raise ConfigError(f"{source}: key 'crop_size' must be a multiple of 8, got {cfg.crop_size}")
+    for key in ("crop_size", "late_crop_size"):
+        size = getattr(cfg, key)
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0 or size % 8):
+            raise ConfigError(f"{source}: key '{key}' must be a positive multiple of 8, got {size!r}")
+    if not 0 < cfg.late_crop_fraction <= 1:
+        raise ConfigError(f"{source}: key 'late_crop_fraction' must lie in (0, 1], got {cfg.late_crop_fraction}")
     if not 0 <= cfg.weight_ema < 1:
         raise ConfigError(f"{source}: key 'weight_ema' must lie in [0, 1), got {cfg.weight_ema}")
     if not 0 < cfg.min_lr_ratio <= 1:

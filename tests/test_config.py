@@ -28,7 +28,7 @@ def test_wrong_type_and_out_of_range_values_are_rejected(tmp_path):
         load_config(DEFAULT_CONFIG, {"batch_size": "eight"})
     with pytest.raises(ConfigError, match="key 'weight_ema' must lie in"):
         load_config(DEFAULT_CONFIG, {"weight_ema": 1.0})
-    with pytest.raises(ConfigError, match="key 'crop_size' must be a multiple of 8"):
+    with pytest.raises(ConfigError, match="key 'crop_size' must be a positive multiple of 8"):
         load_config(DEFAULT_CONFIG, {"crop_size": 50})
 
 

@@ -45,7 +45,9 @@ def prepare_natural_test_set(root: str | Path) -> Path:
     return ensure_synthetic_dataset(Path(root), NATURAL_TEST_SET.scene, **NATURAL_TEST_SET.split_args())
 
 
-def check_frame_sizes(dataset: Dataset, split: str, size_multiple: int, crop_size: int | None = None) -> None:
+def check_frame_sizes(
+    dataset: Dataset, split: str, size_multiple: int, crop_size: int | None = None, key: str = "crop_size"
+) -> None:
     """Fail now, naming the sequence, if training cannot take the split's frames (or crops).
 
     Training on whole frames needs height and width divisible by ``size_multiple``; a crop must
@@ -59,8 +61,8 @@ def check_frame_sizes(dataset: Dataset, split: str, size_multiple: int, crop_siz
             if ch > h or cw > w:
                 raise DatasetFormatError(
                     seq.seq_dir,
-                    f"frames are {h}x{w}, smaller than the {ch}x{cw} training crop (config key crop_size); "
-                    + _crop_advice(sequences, size_multiple),
+                    f"frames are {h}x{w}, smaller than the {ch}x{cw} training crop (config key {key}); "
+                    + _crop_advice(sequences, size_multiple, key),
                 )
         elif h % size_multiple or w % size_multiple:
             raise DatasetFormatError(
@@ -70,14 +72,16 @@ def check_frame_sizes(dataset: Dataset, split: str, size_multiple: int, crop_siz
             )
 
 
-def _crop_advice(sequences: list[Dataset], size_multiple: int) -> str:
-    """What crop_size fits every frame: the largest multiple of 8 (the config's rule) that does, and
-    null (whole frames) when the frames are sizes the network takes."""
+def _crop_advice(sequences: list[Dataset], size_multiple: int, key: str = "crop_size") -> str:
+    """What crop (config ``key``) fits every frame: the largest multiple of 8 (the config's rule) that
+    does, and null (whole frames, or for late_crop_size no late phase) when the frames are sizes the
+    network takes."""
     side = min(min(seq.height, seq.width) for seq in sequences)
     fits = side // 8 * 8
     whole = all(seq.height % size_multiple == 0 and seq.width % size_multiple == 0 for seq in sequences)
-    options = ([f"a smaller one such as --set crop_size={fits}"] if fits else []) + (
-        ["--set crop_size=null to train on whole frames"] if whole else []
+    null = "to train on whole frames" if key == "crop_size" else "for no late phase"
+    options = ([f"a smaller one such as --set {key}={fits}"] if fits else []) + (
+        [f"--set {key}=null {null}"] if whole or key != "crop_size" else []
     )
     return "use " + " or ".join(options) if options else f"no crop fits frames of side {side}"
 
@@ -107,7 +111,9 @@ def make_dataset(
     )
     if train:
         check_frame_sizes(dataset, split, size_multiple, cfg.crop_size)
-        return SeededAugmentation(dataset, cfg.crop_size, cfg.augment)
+        if cfg.late_crop_size is not None:
+            check_frame_sizes(dataset, split, size_multiple, cfg.late_crop_size, key="late_crop_size")
+        return SeededAugmentation(dataset, cfg.crop_size, cfg.augment, cfg.late_crop_size, cfg.late_crop_epoch())
     return dataset
 
 

@@ -3,10 +3,11 @@
 A resumed or interrupted run must see exactly the batches an uninterrupted one
 sees. So the shuffle of every epoch and every sample's augmentation seed are
 drawn from a generator seeded with (run seed, epoch), not from a global RNG whose
-state depends on the past: ``EpochSampler`` yields ``(index, sample_seed)`` keys,
+state depends on the past: ``EpochSampler`` yields ``(index, sample_seed, epoch)`` keys,
 and ``SeededAugmentation`` crops and flips each sample with a generator seeded
-from its key. Worker count and worker seeding then do not matter either, and an
-epoch can be resumed mid-way by skipping the batches already done.
+from its key (the epoch picks the crop size, which may grow late in training).
+Worker count and worker seeding then do not matter either, and an epoch can be
+resumed mid-way by skipping the batches already done.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 class EpochSampler(Sampler):
-    """``(index, sample_seed)`` keys in a fresh order each epoch; call ``set_epoch`` before iterating.
+    """``(index, sample_seed, epoch)`` keys in a fresh order each epoch; call ``set_epoch`` before iterating.
 
     ``set_epoch(epoch, skip=k)`` starts the epoch at position ``k`` of this rank's share (for
     resuming mid-epoch: the batches before it were already trained on).
@@ -58,14 +59,14 @@ class EpochSampler(Sampler):
             raise ValueError(f"cannot skip {skip} of {self.share} samples")
         self.epoch, self.skip = epoch, skip
 
-    def keys(self) -> list[tuple[int, int]]:
+    def keys(self) -> list[tuple[int, int, int]]:
         """Every key of the current epoch, from position 0."""
         g = epoch_generator(self.seed, self.epoch)
         order = torch.randperm(self.num_samples, generator=g) if self.shuffle else torch.arange(self.num_samples)
         seeds = torch.randint(0, 2**62, (self.num_samples,), generator=g)
-        return list(zip(order.tolist(), seeds.tolist(), strict=True))
+        return [(index, seed, self.epoch) for index, seed in zip(order.tolist(), seeds.tolist(), strict=True)]
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
         mine = self.keys()[self.rank : self.share * self.world : self.world]
         return iter(mine[self.skip :])
 
@@ -74,19 +75,35 @@ class EpochSampler(Sampler):
 
 
 class SeededAugmentation(Dataset):
-    """A dataset read with ``(index, seed)`` keys: random crop and flips drawn from the key's seed."""
+    """A dataset read with ``(index, seed, epoch)`` keys: random crop and flips drawn from the key's seed.
 
-    def __init__(self, dataset: Dataset, crop_size: int | tuple[int, int] | None, flip: bool) -> None:
+    Crops are ``crop_size``, or ``late_crop_size`` from epoch ``late_from`` on (None: no late phase).
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        crop_size: int | tuple[int, int] | None,
+        flip: bool,
+        late_crop_size: int | None = None,
+        late_from: int | None = None,
+    ) -> None:
         self.dataset = dataset
         self.crop_size = crop_size
         self.flip = flip
+        self.late_crop_size = late_crop_size
+        self.late_from = late_from
+
+    def crop_at(self, epoch: int) -> int | tuple[int, int] | None:
+        return self.late_crop_size if self.late_from is not None and epoch >= self.late_from else self.crop_size
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
-        index, seed = key
+    def __getitem__(self, key: tuple[int, int, int]) -> dict[str, Any]:
+        index, seed, epoch = key
         sample = self.dataset[index]
-        if self.crop_size is None and not self.flip:
+        crop = self.crop_at(epoch)
+        if crop is None and not self.flip:
             return sample
-        return augment_sample(sample, self.crop_size, self.flip, generator=torch.Generator().manual_seed(seed))
+        return augment_sample(sample, crop, self.flip, generator=torch.Generator().manual_seed(seed))
