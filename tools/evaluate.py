@@ -74,6 +74,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "DIR/<sequence>/<window>.png (a DSEC window is named by its file index); for DSEC's test release, "
         "which has no ground truth, this is the evaluation",
     )
+    p.add_argument(
+        "--stateful",
+        action="store_true",
+        help="run each sequence's windows in order, the membranes carried from one window to the next "
+        "(reset at the start of every sequence), as a streaming camera and hardware do; default: every "
+        "window starts at rest",
+    )
     p.add_argument("--batch-size", type=int, default=None, help="default: the config's batch_size")
     add_device_flag(p)
     return p.parse_args(argv)
@@ -99,6 +106,7 @@ def main(argv=None) -> int:
             device,
             data_overrides=format_overrides(args),
             predictions_dir=args.predictions,
+            stateful=args.stateful,
         )
         print(evaluation_report(res, masks, str(args.data_root), args.split, str(device)))
         if args.output is not None:

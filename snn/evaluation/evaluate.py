@@ -29,6 +29,7 @@ from snn.evaluation.predictions import FlowPngWriter
 from snn.evaluation.report import comparison_labels
 from snn.evaluation.synops import ActivityMonitor
 from snn.models.checkpoint import CheckpointError, load_checkpoint, load_model
+from snn.models.state import reset_state, set_stateful
 from snn.quantization.control import model_bit_width, model_widths
 from snn.quantization.size import estimate_model_size
 
@@ -44,6 +45,7 @@ def evaluate_model(
     progress: bool = True,
     monitor: ActivityMonitor | None = None,
     on_batch: Callable[[dict, torch.Tensor], None] | None = None,
+    stateful: bool = False,
 ) -> dict:
     """Returns ``{mask: {"overall": metrics, "sequences": {name: metrics}}, "samples_per_s": x,
     "model_samples_per_s": y}``.
@@ -53,24 +55,37 @@ def evaluate_model(
     ``model_samples_per_s`` counts the forward passes alone, less the time the
     hooks of ``monitor`` (an attached ``ActivityMonitor``, if any) spent counting.
     ``on_batch(batch, prediction)``, if given, sees every batch (e.g. a ``FlowPngWriter``).
+
+    ``stateful``: the membranes carry from each window to the next of the same sequence (the
+    loader must give each sequence's windows in order, as an evaluation loader does); the state
+    starts at rest at the first window of every sequence, and wherever a window does not follow
+    the one before it.
     """
     model.eval()
     masks = tuple(masks)
     per_seq = {m: defaultdict(FlowMetrics) for m in masks}
     samples, forward_s, t0 = 0, 0.0, time.perf_counter()
     hook_s0 = monitor.hook_seconds if monitor is not None else 0.0
-    for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress, dynamic_ncols=True):
-        events = batch["events"].to(device)
-        t_fwd = time.perf_counter()
-        pred = model(events).float().cpu()  # .cpu() waits for the device, so the timing is honest
-        forward_s += time.perf_counter() - t_fwd
-        samples += len(events)
-        if on_batch is not None:
-            on_batch(batch, pred)
-        for m in masks:
-            mask = evaluation_mask(batch["flow"], batch["valid"], batch.get("event_mask"), m)
-            for i, name in enumerate(batch["sequence"]):
-                per_seq[m][name].update(pred[i : i + 1], batch["flow"][i : i + 1], mask[i : i + 1])
+    previous = None  # (sequence, index) of the window whose membranes are carried
+    set_stateful(model, stateful)
+    try:
+        for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress, dynamic_ncols=True):
+            events = batch["events"].to(device)
+            t_fwd = time.perf_counter()
+            if stateful:
+                pred, previous = _stateful_forward(model, events, batch, previous)
+            else:
+                pred = model(events).float().cpu()  # .cpu() waits for the device, so the timing is honest
+            forward_s += time.perf_counter() - t_fwd
+            samples += len(events)
+            if on_batch is not None:
+                on_batch(batch, pred)
+            for m in masks:
+                mask = evaluation_mask(batch["flow"], batch["valid"], batch.get("event_mask"), m)
+                for i, name in enumerate(batch["sequence"]):
+                    per_seq[m][name].update(pred[i : i + 1], batch["flow"][i : i + 1], mask[i : i + 1])
+    finally:
+        set_stateful(model, False)
     elapsed = time.perf_counter() - t0
     if monitor is not None:
         forward_s -= monitor.hook_seconds - hook_s0
@@ -87,6 +102,18 @@ def evaluate_model(
             "sequences": {name: acc.compute() for name, acc in sorted(per_seq[m].items())},
         }
     return result
+
+
+def _stateful_forward(model: nn.Module, events: torch.Tensor, batch: dict, previous):
+    """One window at a time, resetting the membranes where a sequence starts (or a window is skipped)."""
+    preds = []
+    for i in range(len(events)):
+        here = (batch["sequence"][i], int(batch["index"][i]))
+        if previous is None or here != (previous[0], previous[1] + 1):
+            reset_state(model)
+        preds.append(model(events[i : i + 1]).float().cpu())
+        previous = here
+    return torch.cat(preds), previous
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -133,6 +160,7 @@ class CheckpointResult:
     representation: str
     metrics: dict
     activity: dict
+    stateful: bool = False  # membranes carried through each sequence
 
 
 def evaluate_checkpoint(
@@ -148,10 +176,12 @@ def evaluate_checkpoint(
     model: nn.Module | None = None,
     data_overrides: dict | None = None,
     predictions_dir: str | Path | None = None,
+    stateful: bool = False,
 ) -> CheckpointResult:
     """Evaluate a checkpoint on a split (``model``: an already loaded copy of it, to avoid reloading;
     ``data_overrides``: config keys such as ``data_format`` that replace the checkpoint's;
-    ``predictions_dir``: also write every window's flow there, see ``FlowPngWriter``)."""
+    ``predictions_dir``: also write every window's flow there, see ``FlowPngWriter``; ``stateful``:
+    carry the membranes through each sequence, see ``evaluate_model``)."""
     device = torch.device(device)
     if model is None:
         model, cfg = load_for_evaluation(path, config_path, device, data_overrides)
@@ -161,7 +191,7 @@ def evaluate_checkpoint(
     loader = make_loader(cfg, dataset, batch_size=batch_size)
     writer = FlowPngWriter(dataset, predictions_dir) if predictions_dir is not None else None
     with ActivityMonitor(model) as monitor:
-        metrics = evaluate_model(model, loader, device, masks, progress, monitor, writer)
+        metrics = evaluate_model(model, loader, device, masks, progress, monitor, writer, stateful)
     size = estimate_model_size(model, verbose=False)
     return CheckpointResult(
         checkpoint=str(path),
@@ -177,6 +207,7 @@ def evaluate_checkpoint(
         representation=cfg.representation,
         metrics=metrics,
         activity=monitor.summary(),
+        stateful=stateful,
     )
 
 

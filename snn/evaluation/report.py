@@ -97,7 +97,8 @@ def evaluation_report(res, masks: tuple[str, ...], data_root: str, split: str, d
         f"{' (full precision)' if res.bit_width >= 32 else ' (weight bits W, current bits A)'}, "
         f"{res.parameters:,} parameters, {res.model_bytes / 1e6:.3f} MB",
         f"data        {data_root}, {split} split: {res.num_sequences} sequences, {res.num_windows} windows, "
-        f"{res.num_bins} bins ({res.representation})",
+        f"{res.num_bins} bins ({res.representation}), "
+        + ("stateful: membranes carried through each sequence" if res.stateful else "every window from rest"),
         f"activity    firing rate {100 * mean_rate:.2f} % (mean of {len(act['firing_rates'])} spiking layers), "
         f"{human(act['synops_per_sample'])} SynOps per sample ({100 * ratio:.1f} % of the dense MACs)",
         "",
@@ -152,6 +153,7 @@ def evaluation_json(res, masks: tuple[str, ...], data_root: str, split: str, dev
             "num_windows": res.num_windows,
             "num_bins": res.num_bins,
             "representation": res.representation,
+            "stateful": res.stateful,
         },
         "activity": {
             "mean_firing_rate": sum(rates.values()) / len(rates) if rates else float("nan"),

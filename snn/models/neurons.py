@@ -70,10 +70,12 @@ class LIFSequence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x_seq, decay: float, threshold: float, alpha: float, reset: str, detach_reset: bool):
+    def forward(ctx, x_seq, v0, decay: float, threshold: float, alpha: float, reset: str, detach_reset: bool):
+        """Returns the spikes and the membrane after the last step (``v0``: the starting membrane, None
+        for rest; no gradient flows into it or out of the final membrane: truncation at the window)."""
         fire_at = threshold * (1 - FIRE_MARGIN)
         spikes = torch.empty_like(x_seq)
-        v = torch.zeros_like(x_seq[0])
+        v = torch.zeros_like(x_seq[0]) if v0 is None else v0.detach().to(x_seq.dtype).clone()
         # h[t], before firing and reset, one tensor per step: glibc serves blocks under 32 MB from
         # its heap but maps and faults in every larger one afresh, which cost a quarter of the time
         # at [5, 4, 32, 160, 160] when h was one [T, ...] tensor.
@@ -88,10 +90,11 @@ class LIFSequence(torch.autograd.Function):
             membranes.append(h)
         ctx.save_for_backward(*membranes)
         ctx.settings = (decay, threshold, alpha, reset, detach_reset, fire_at)
-        return spikes
+        ctx.mark_non_differentiable(v)
+        return spikes, v
 
     @staticmethod
-    def backward(ctx, grad_spikes):
+    def backward(ctx, grad_spikes, grad_final_membrane):
         membranes = ctx.saved_tensors
         decay, threshold, alpha, reset, detach_reset, fire_at = ctx.settings
         grad_x = membranes[0].new_empty((len(membranes), *membranes[0].shape))
@@ -115,7 +118,7 @@ class LIFSequence(torch.autograd.Function):
                 kept = (membranes[t] < fire_at).to(membranes[t].dtype)
                 carry = kept if detach_reset else kept.sub_(surrogate.mul_(membranes[t]))
             grad_x[t].addcmul_(grad_x[t + 1], carry, value=decay)
-        return grad_x, None, None, None, None, None
+        return grad_x, None, None, None, None, None, None
 
 
 class LIFNeuron(nn.Module):
@@ -151,6 +154,9 @@ class LIFNeuron(nn.Module):
         self.detach_reset = detach_reset
         # Mean firing rate of the last forward pass, for logging and SynOps counts.
         self.register_buffer("last_spike_rate", torch.zeros(()), persistent=False)
+        # Membranes carried from one input window to the next (see snn.models.state); not saved.
+        self.stateful = False
+        self.state: torch.Tensor | None = None
 
     @property
     def decay(self) -> float:
@@ -174,15 +180,24 @@ class LIFNeuron(nn.Module):
         return spikes, v
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        """Run over a [T, B, ...] input current; the membrane starts at zero.
+        """Run over a [T, B, ...] input current; the membrane starts at zero, or, when ``stateful``,
+        where the previous call left it (``state``; None: at zero).
 
         One fused autograd node for the whole sequence (``LIFSequence``); ``forward_stepwise``
         is the same arithmetic step by step. The membrane is float32 even under autocast (mixed
         precision): thresholds are crossed in full precision."""
-        with torch.autocast(x_seq.device.type, enabled=False):
-            spikes = LIFSequence.apply(
-                at_least_float32(x_seq), self.decay, self.threshold, self.alpha, self.reset, self.detach_reset
+        v0 = self.state if self.stateful else None
+        if v0 is not None and v0.shape != x_seq.shape[1:]:
+            raise ValueError(
+                f"the carried membrane is {list(v0.shape)} but this input gives {list(x_seq.shape[1:])}: "
+                "reset the state (snn.models.state.reset_state) when the batch or frame size changes"
             )
+        with torch.autocast(x_seq.device.type, enabled=False):
+            spikes, v = LIFSequence.apply(
+                at_least_float32(x_seq), v0, self.decay, self.threshold, self.alpha, self.reset, self.detach_reset
+            )
+        if self.stateful:
+            self.state = v
         self.last_spike_rate = spikes.detach().mean()
         return spikes
 

@@ -20,6 +20,7 @@ from snn.data.provider import build_dataset
 from snn.evaluation.metrics import METRIC_KEYS
 from snn.models.checkpoint import save_checkpoint
 from snn.models.flownet import EventSNNFlowNetLiteV2
+from snn.models.state import carrying_state, reset_state
 from snn.quantization import control
 from snn.utils.quantization_utils import load_model
 from tests.data.dsec_files import write_dsec_root, write_dsec_test_release
@@ -30,6 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 # The flags README.md and QAT_GUIDE.md use: renaming one must fail here, not in a reader's shell.
 DOCUMENTED_FLAGS = {
     "tools/evaluate.py": [
+        "--stateful",
         "--checkpoint",
         "--config",
         "--data-root",
@@ -275,6 +277,40 @@ def test_evaluate_both_masks_json_shape_and_pooled_overall(checkpoints, tiny_syn
         assert d["overall"] == pytest.approx(expected, rel=1e-6, abs=1e-9)
         assert 0 < d["overall"]["aee"] and 0 <= d["overall"]["1pe"] <= 100
     assert doc["sparse"]["overall"]["num_pixels"] < doc["dense"]["overall"]["num_pixels"]
+
+
+def _stateful_aee_by_hand(ckpt, root, split, reset_per_sequence=True):
+    """Dense AEE with membranes carried window to window, at rest at each sequence's start (or only once)."""
+    model = load_model(ckpt)
+    epes = []
+    with torch.no_grad(), carrying_state(model):
+        for s in build_dataset(root, split, 5, names=None).datasets:
+            if reset_per_sequence:
+                reset_state(model)
+            for i in range(len(s)):
+                w = s[i]
+                pred = model(w["events"][None])[0].double()
+                gt = w["flow"].double()
+                mask = (w["valid"][0] > 0.5) & (torch.linalg.vector_norm(gt, dim=0) < 400)
+                epes.append(torch.linalg.vector_norm(pred - gt, dim=0)[mask])
+    return float(torch.cat(epes).mean())
+
+
+def test_evaluate_stateful_carries_membranes_through_each_sequence_and_never_into_the_next(
+    checkpoints, tiny_synthetic_root, tmp_path
+):
+    runs = {}
+    for name, extra in (("stateless", []), ("stateful", ["--stateful"])):
+        out = tmp_path / f"{name}.json"
+        args = ["--checkpoint", checkpoints["fp"], "--data-root", tiny_synthetic_root, "--split", "train"]
+        assert _tool("evaluate").main([*map(str, args), "--output", str(out), *extra]) == 0
+        runs[name] = json.loads(out.read_text())
+    stateful = runs["stateful"]["dense"]["overall"]["aee"]
+    assert runs["stateful"]["data"]["stateful"] is True and runs["stateless"]["data"]["stateful"] is False
+    # batches of 3 over sequences of 4 windows: the resets must follow the sequences, not the batches
+    assert stateful == pytest.approx(_stateful_aee_by_hand(checkpoints["fp"], tiny_synthetic_root, "train"), rel=1e-6)
+    leaking = _stateful_aee_by_hand(checkpoints["fp"], tiny_synthetic_root, "train", reset_per_sequence=False)
+    assert abs(leaking - stateful) > 1e-4 and abs(runs["stateless"]["dense"]["overall"]["aee"] - stateful) > 1e-4
 
 
 def test_evaluate_one_mask_one_sequence_quantized(checkpoints, tiny_synthetic_root, tmp_path):
