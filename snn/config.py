@@ -64,6 +64,10 @@ class Config:
     # late_crop_size (None: crop_size throughout). Larger crops cost time in proportion to their area.
     late_crop_size: int | None = None
     late_crop_fraction: float = 0.25
+    # State across windows: each training sample is this many consecutive windows of a sequence;
+    # all but the last only carry the membranes forward (no gradient), the loss is on the last.
+    # Above 1, validation and the final test run every sequence in order with its state carried.
+    state_windows: int = 1
     augment: bool = True
     batch_size: int = 8
     num_workers: int = 0
@@ -198,6 +202,7 @@ _CHOICES = {
 _POSITIVE = (
     "base_ch",
     "num_bins",
+    "state_windows",
     "batch_size",
     "num_epochs",
     "learning_rate",

@@ -74,12 +74,17 @@ def parse_args(argv=None) -> argparse.Namespace:
         "DIR/<sequence>/<window>.png (a DSEC window is named by its file index); for DSEC's test release, "
         "which has no ground truth, this is the evaluation",
     )
-    p.add_argument(
+    state = p.add_mutually_exclusive_group()
+    state.add_argument(
         "--stateful",
         action="store_true",
+        default=None,
         help="run each sequence's windows in order, the membranes carried from one window to the next "
-        "(reset at the start of every sequence), as a streaming camera and hardware do; default: every "
-        "window starts at rest",
+        "(reset at the start of every sequence), as a streaming camera and hardware do "
+        "(default: as the model was trained, stateful when its config's state_windows > 1)",
+    )
+    state.add_argument(
+        "--stateless", dest="stateful", action="store_false", help="start every window at rest, whatever the training"
     )
     p.add_argument("--batch-size", type=int, default=None, help="default: the config's batch_size")
     add_device_flag(p)

@@ -113,7 +113,9 @@ def make_dataset(
         check_frame_sizes(dataset, split, size_multiple, cfg.crop_size)
         if cfg.late_crop_size is not None:
             check_frame_sizes(dataset, split, size_multiple, cfg.late_crop_size, key="late_crop_size")
-        return SeededAugmentation(dataset, cfg.crop_size, cfg.augment, cfg.late_crop_size, cfg.late_crop_epoch())
+        return SeededAugmentation(
+            dataset, cfg.crop_size, cfg.augment, cfg.late_crop_size, cfg.late_crop_epoch(), cfg.state_windows
+        )
     return dataset
 
 

@@ -78,6 +78,10 @@ class SeededAugmentation(Dataset):
     """A dataset read with ``(index, seed, epoch)`` keys: random crop and flips drawn from the key's seed.
 
     Crops are ``crop_size``, or ``late_crop_size`` from epoch ``late_from`` on (None: no late phase).
+    With ``history`` = k > 1 a sample's ``events`` also hold the k - 1 windows before it in its
+    sequence, oldest first ([k * T, C, H, W]; windows before the sequence's start are empty), all
+    cropped and flipped alike; ``dataset`` must then be a ``ConcatDataset`` of sequences, each with
+    its windows in order.
     """
 
     def __init__(
@@ -87,12 +91,27 @@ class SeededAugmentation(Dataset):
         flip: bool,
         late_crop_size: int | None = None,
         late_from: int | None = None,
+        history: int = 1,
     ) -> None:
+        if history < 1:
+            raise ValueError(f"history must be >= 1 window, got {history}")
+        self.history = history
         self.dataset = dataset
         self.crop_size = crop_size
         self.flip = flip
         self.late_crop_size = late_crop_size
         self.late_from = late_from
+
+    def _with_history(self, index: int, sample: dict[str, Any]) -> torch.Tensor:
+        """The events of the ``history`` windows ending at ``index``, oldest first."""
+        windows = []
+        for back in range(self.history - 1, 0, -1):
+            # ``index`` counts windows from the sequence's start: earlier ones lie in the same sequence
+            if sample["index"] - back >= 0:
+                windows.append(self.dataset[index - back]["events"])
+            else:
+                windows.append(torch.zeros_like(sample["events"]))
+        return torch.cat([*windows, sample["events"]])
 
     def crop_at(self, epoch: int) -> int | tuple[int, int] | None:
         return self.late_crop_size if self.late_from is not None and epoch >= self.late_from else self.crop_size
@@ -103,6 +122,8 @@ class SeededAugmentation(Dataset):
     def __getitem__(self, key: tuple[int, int, int]) -> dict[str, Any]:
         index, seed, epoch = key
         sample = self.dataset[index]
+        if self.history > 1:
+            sample = {**sample, "events": self._with_history(index, sample)}
         crop = self.crop_at(epoch)
         if crop is None and not self.flip:
             return sample

@@ -29,7 +29,7 @@ from snn.evaluation.predictions import FlowPngWriter
 from snn.evaluation.report import comparison_labels
 from snn.evaluation.synops import ActivityMonitor
 from snn.models.checkpoint import CheckpointError, load_checkpoint, load_model
-from snn.models.state import reset_state, set_stateful
+from snn.models.state import set_stateful, stream_windows, window_keys
 from snn.quantization.control import model_bit_width, model_widths
 from snn.quantization.size import estimate_model_size
 
@@ -73,7 +73,8 @@ def evaluate_model(
             events = batch["events"].to(device)
             t_fwd = time.perf_counter()
             if stateful:
-                pred, previous = _stateful_forward(model, events, batch, previous)
+                pred, previous = stream_windows(model, events, window_keys(batch), previous)
+                pred = pred.float().cpu()
             else:
                 pred = model(events).float().cpu()  # .cpu() waits for the device, so the timing is honest
             forward_s += time.perf_counter() - t_fwd
@@ -102,18 +103,6 @@ def evaluate_model(
             "sequences": {name: acc.compute() for name, acc in sorted(per_seq[m].items())},
         }
     return result
-
-
-def _stateful_forward(model: nn.Module, events: torch.Tensor, batch: dict, previous):
-    """One window at a time, resetting the membranes where a sequence starts (or a window is skipped)."""
-    preds = []
-    for i in range(len(events)):
-        here = (batch["sequence"][i], int(batch["index"][i]))
-        if previous is None or here != (previous[0], previous[1] + 1):
-            reset_state(model)
-        preds.append(model(events[i : i + 1]).float().cpu())
-        previous = here
-    return torch.cat(preds), previous
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -176,17 +165,20 @@ def evaluate_checkpoint(
     model: nn.Module | None = None,
     data_overrides: dict | None = None,
     predictions_dir: str | Path | None = None,
-    stateful: bool = False,
+    stateful: bool | None = None,
 ) -> CheckpointResult:
     """Evaluate a checkpoint on a split (``model``: an already loaded copy of it, to avoid reloading;
     ``data_overrides``: config keys such as ``data_format`` that replace the checkpoint's;
     ``predictions_dir``: also write every window's flow there, see ``FlowPngWriter``; ``stateful``:
-    carry the membranes through each sequence, see ``evaluate_model``)."""
+    carry the membranes through each sequence, see ``evaluate_model``; None: as the model was
+    trained, i.e. when its config's ``state_windows`` is above 1)."""
     device = torch.device(device)
     if model is None:
         model, cfg = load_for_evaluation(path, config_path, device, data_overrides)
     else:
         cfg = eval_config(path, config_path, data_overrides)
+    if stateful is None:
+        stateful = cfg.state_windows > 1
     dataset = make_dataset(cfg, data_root, split, sequences=sequences)
     loader = make_loader(cfg, dataset, batch_size=batch_size)
     writer = FlowPngWriter(dataset, predictions_dir) if predictions_dir is not None else None

@@ -10,9 +10,10 @@ checkpoints: a run rebuilds it from the data.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import torch
 from torch import nn
 
 from snn.models.neurons import LIFNeuron
@@ -43,3 +44,47 @@ def carrying_state(model: nn.Module) -> Iterator[nn.Module]:
         yield model
     finally:
         set_stateful(model, False)
+
+
+def forward_with_history(
+    forward: Callable[[torch.Tensor], object], model: nn.Module, events: torch.Tensor, num_bins: int
+) -> object:
+    """``forward`` of the last window of ``events`` [B, k * num_bins, C, H, W], its membranes carried
+    over from the k - 1 windows before it, which run from rest without gradient.
+
+    ``forward`` is ``model``'s (or a wrapper's, such as DDP's, around the same neurons). With k = 1
+    it is a plain stateless call.
+    """
+    steps = events.shape[1]
+    if steps % num_bins:
+        raise ValueError(f"{steps} time bins are not whole windows of {num_bins} bins")
+    if steps == num_bins:
+        return forward(events)
+    with carrying_state(model):
+        with torch.no_grad():
+            for start in range(0, steps - num_bins, num_bins):
+                forward(events[:, start : start + num_bins])
+        return forward(events[:, steps - num_bins :])
+
+
+def stream_windows(
+    model: nn.Module, events: torch.Tensor, keys: list[tuple[str, int]], previous: tuple[str, int] | None
+) -> tuple[torch.Tensor, tuple[str, int] | None]:
+    """``model`` (in stateful mode) over a batch of windows one at a time, in order.
+
+    ``keys`` are the windows' (sequence, index); the membranes start at rest wherever a window does
+    not follow ``previous``, the key of the window before it (a new sequence, or a gap). Returns the
+    outputs, concatenated, and the last key, to pass on with the next batch.
+    """
+    outputs = []
+    for i, key in enumerate(keys):
+        if previous is None or key != (previous[0], previous[1] + 1):
+            reset_state(model)
+        outputs.append(model(events[i : i + 1]))
+        previous = key
+    return torch.cat(outputs), previous
+
+
+def window_keys(batch: dict) -> list[tuple[str, int]]:
+    """(sequence, index) of every window of a collated batch."""
+    return [(name, int(index)) for name, index in zip(batch["sequence"], batch["index"], strict=True)]

@@ -26,6 +26,7 @@ from snn.models.checkpoint import (
     phase_name,
     save_checkpoint,
 )
+from snn.models.state import forward_with_history, set_stateful, stream_windows, window_keys
 from snn.quantization import control
 from snn.quantization.control import model_widths, widths_tag
 from snn.training.activity import firing_rate_penalty, recording_firing_rates
@@ -235,7 +236,7 @@ class Trainer:
             for batch in self.train_loader:
                 if seen >= n:
                     break
-                self.model(batch["events"].to(self.device))
+                self._forward_history(self.model, self.model, batch, self.device)
                 seen += 1
         logger.info("calibrated quantizer ranges on %d training batches", seen)
 
@@ -320,7 +321,7 @@ class Trainer:
             batch = move_batch(batch, self.device)
             with self.precision.autocast():
                 with recording_firing_rates(self.model) if self.cfg.firing_rate_weight > 0 else nullcontext() as rates:
-                    preds = [p.float() for p in self._forward_multiscale(batch["events"])]
+                    preds = [p.float() for p in self._forward_history(self._forward_multiscale, self.model, batch)]
                 flow_loss = multiscale_epe_loss(preds, batch["flow"], batch["valid"], self.cfg.scale_weights)
                 extras = self.extra_loss()
                 if rates is not None:
@@ -329,7 +330,8 @@ class Trainer:
                     )
                 if self.teacher is not None:
                     with torch.no_grad():
-                        taught = [p.float() for p in self.teacher.forward_multiscale(batch["events"])]
+                        teacher = self.teacher
+                        taught = [p.float() for p in self._forward_history(teacher.forward_multiscale, teacher, batch)]
                     extras["distill_loss"] = self.cfg.distill_weight * distillation_loss(
                         preds, taught, self.cfg.scale_weights
                     )
@@ -359,6 +361,12 @@ class Trainer:
         total, count = sum_over_ranks(float(total), count)  # every rank's batches count
         return total / max(1, count)
 
+    def _forward_history(self, forward, model: nn.Module, batch: dict, device: torch.device | None = None):
+        """``forward`` on the batch's last window, its membranes warmed up on the windows before it
+        (``state_windows`` > 1; see ``forward_with_history``)."""
+        events = batch["events"] if device is None else batch["events"].to(device)
+        return forward_with_history(forward, model, events, self.cfg.num_bins)
+
     def _check_finite(self, loss: torch.Tensor, epoch: int) -> None:
         """FloatingPointError once the loss is NaN or infinite (checked at log steps and epoch ends, so
         it may have turned a few steps earlier: a NaN step makes every later loss NaN too)."""
@@ -374,13 +382,23 @@ class Trainer:
         model.eval()
         metrics = FlowMetrics()
         first = None
-        for batch in tqdm(self.val_loader, desc="validate", leave=False, dynamic_ncols=True, disable=not is_main()):
-            batch = move_batch(batch, self.device)
-            with self.precision.autocast():
-                pred = model(batch["events"]).float()
-            metrics.update(pred, batch["flow"], evaluation_mask(batch["flow"], batch["valid"]))
-            if first is None:
-                first = (batch, pred)
+        stateful = self.cfg.state_windows > 1
+        previous = None  # the window whose membranes are carried (stateful validation)
+        set_stateful(model, stateful)
+        try:
+            for batch in tqdm(self.val_loader, desc="validate", leave=False, dynamic_ncols=True, disable=not is_main()):
+                batch = move_batch(batch, self.device)
+                with self.precision.autocast():
+                    if stateful:  # each sequence in order, as the final test and tools/evaluate.py --stateful run it
+                        pred, previous = stream_windows(model, batch["events"], window_keys(batch), previous)
+                        pred = pred.float()
+                    else:
+                        pred = model(batch["events"]).float()
+                metrics.update(pred, batch["flow"], evaluation_mask(batch["flow"], batch["valid"]))
+                if first is None:
+                    first = (batch, pred)
+        finally:
+            set_stateful(model, False)
         every = self.cfg.image_every
         if every and first is not None and is_main() and (epoch % every == 0 or epoch + 1 == self.cfg.num_epochs):
             batch, pred = first

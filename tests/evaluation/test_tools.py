@@ -313,6 +313,22 @@ def test_evaluate_stateful_carries_membranes_through_each_sequence_and_never_int
     assert abs(leaking - stateful) > 1e-4 and abs(runs["stateless"]["dense"]["overall"]["aee"] - stateful) > 1e-4
 
 
+def test_a_model_trained_with_state_is_evaluated_with_state_unless_told_otherwise(
+    checkpoints, tiny_synthetic_root, tmp_path
+):
+    ckpt = torch.load(checkpoints["fp"], weights_only=True)
+    ckpt["config"]["state_windows"] = 2
+    path = tmp_path / "stateful.pth"
+    torch.save(ckpt, path)
+    modes = {}
+    for flag in ([], ["--stateless"], ["--stateful"]):
+        out = tmp_path / f"{'default' if not flag else flag[0]}.json"
+        args = ["--checkpoint", path, "--data-root", tiny_synthetic_root, "--split", "train", "--output", out]
+        assert _tool("evaluate").main([*map(str, args), *flag]) == 0
+        modes[tuple(flag)] = json.loads(out.read_text())["data"]["stateful"]
+    assert modes == {(): True, ("--stateless",): False, ("--stateful",): True}
+
+
 def test_evaluate_one_mask_one_sequence_quantized(checkpoints, tiny_synthetic_root, tmp_path):
     out = tmp_path / "res.json"
     rc = _tool("evaluate").main(

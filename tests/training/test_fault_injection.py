@@ -385,3 +385,20 @@ def test_a_quantized_checkpoint_resumed_with_a_full_precision_config_is_named_an
     assert f"--config {q8.parent / 'config.yaml'}" in line and f"finetune_quantized.py --pretrained {q8}" in line
     assert "quant_layer" not in line
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_stateful_run_killed_mid_epoch_resumes_exactly(driver, tiny_synthetic_root, tmp_path):
+    """state_windows: 2: each sample warms the membranes on the window before it; the warm-up windows
+    come from the data, so a resumed run rebuilds exactly the state the uninterrupted one had."""
+    config = _tiny_config(tmp_path / "stateful.yaml", "event_snn_lite.yaml", tiny_synthetic_root, "state_windows: 2\n")
+    whole = _train(driver, _run_args(config, tmp_path, "whole"))
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    args = _run_args(config, tmp_path, "run")
+    assert _train(driver, args, "kill", at=8).returncode == -9
+    resumed = _train(driver, ["--resume", tmp_path / "run/ckpt/last.pth"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    _assert_bitwise_equal(tmp_path / "run/ckpt/last.pth", tmp_path / "whole/ckpt/last.pth")
+    assert _csv_without_times(tmp_path / "run/logs/metrics.csv") == _csv_without_times(
+        tmp_path / "whole/logs/metrics.csv"
+    )
