@@ -48,6 +48,9 @@ class Config:
     base_ch: int = 32
     num_bins: int = 5
     tau: float = 2.0
+    # Each spiking layer learns its leak among tau = 2, 4, 8, 16 (decay 1 - 2**-k: a shift in
+    # integer hardware), starting from tau, which must then be one of those.
+    learn_leak: bool = False
     threshold: float = 1.0
     reset: str = "subtract"
     surrogate_alpha: float = 2.0  # the model's own default too: EventSNNFlowNetLiteV2() is this model
@@ -138,6 +141,7 @@ class Config:
             "num_bins": self.num_bins,
             "in_channels": num_input_channels(self.representation),
             "tau": self.tau,
+            "learn_leak": self.learn_leak,
             "threshold": self.threshold,
             "reset": self.reset,
             "surrogate_alpha": self.surrogate_alpha,
@@ -294,6 +298,8 @@ def validate(cfg: Config, source: str = "config") -> Config:
         size = getattr(cfg, key)
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0 or size % 8):
             raise ConfigError(f"{source}: key '{key}' must be a positive multiple of 8, got {size!r}")
+    if cfg.learn_leak and cfg.tau not in (2, 4, 8, 16):
+        raise ConfigError(f"{source}: key 'learn_leak' needs tau = 2, 4, 8 or 16 to start from, got tau {cfg.tau}")
     if not 0 < cfg.late_crop_fraction <= 1:
         raise ConfigError(f"{source}: key 'late_crop_fraction' must lie in (0, 1], got {cfg.late_crop_fraction}")
     if not 0 <= cfg.weight_ema < 1:

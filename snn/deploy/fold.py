@@ -198,7 +198,7 @@ def fold_network(model: nn.Module, height: int, width: int) -> tuple[dict[str, A
                 "fire_at": fire_at,
                 "reset": neuron.reset,
                 "frac_bits": MEMBRANE_FRAC,
-                "decay": {"multiplier": decay, "shift": DECAY_SHIFT, "tau": neuron.tau},
+                "decay": {"multiplier": decay, "shift": DECAY_SHIFT, "tau": 1 / (1 - neuron.decay)},  # learned or set
                 "residual_current": residual_current,
                 "threshold_float": neuron.threshold,
             }

@@ -80,6 +80,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
             this many bits (None: they follow ``bit_width`` like the rest).
         current_range: how the spiking layers' current quantizers turn the observed range into
             a step, "maxabs" or "positive" (see ``QuantizationAwareLayer``); heads stay "maxabs".
+        learn_leak: every spiking layer learns its own leak, a shift from ``tau`` on (see ``LIFNeuron``).
     """
 
     downsample_factor = 8
@@ -102,6 +103,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
         first_last_bits: int | None = 8,
         current_bits: int | None = None,
         current_range: str = "maxabs",
+        learn_leak: bool = False,
     ) -> None:
         super().__init__()
         if base_ch < 1 or num_bins < 1 or in_channels < 1:
@@ -127,7 +129,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
         edge = {"quantize": quantize, "quant": edge_spec}
         # The flow heads' currents are signed flow, not input to a threshold: always the symmetric range.
         head = {"quantize": quantize, "quant": dataclasses.replace(edge_spec, current_range="maxabs")}
-        n = {"tau": tau, "threshold": threshold, "reset": reset, "alpha": surrogate_alpha}
+        n = {"tau": tau, "threshold": threshold, "reset": reset, "alpha": surrogate_alpha, "learn_leak": learn_leak}
         self.stem = SpikingConv2d(in_channels, c, 3, norm=True, neuron=n, **edge)
         self.enc1 = SpikingConvBlock(c, 2 * c, stride=2, neuron=n, **q)
         self.enc2 = SpikingConvBlock(2 * c, 4 * c, stride=2, neuron=n, **q)

@@ -76,12 +76,13 @@ class LIFSequence(torch.autograd.Function):
         fire_at = threshold * (1 - FIRE_MARGIN)
         spikes = torch.empty_like(x_seq)
         v = torch.zeros_like(x_seq[0]) if v0 is None else v0.detach().to(x_seq.dtype).clone()
+        learned = torch.is_tensor(decay)  # a learned leak: a 0-dim tensor that wants its gradient
         # h[t], before firing and reset, one tensor per step: glibc serves blocks under 32 MB from
         # its heap but maps and faults in every larger one afresh, which cost a quarter of the time
         # at [5, 4, 32, 160, 160] when h was one [T, ...] tensor.
         membranes = []
         for t in range(x_seq.shape[0]):
-            h = torch.add(x_seq[t], v, alpha=decay)
+            h = torch.addcmul(x_seq[t], v, decay) if learned else torch.add(x_seq[t], v, alpha=decay)
             torch.ge(h, fire_at, out=spikes[t])  # written as 0/1 floats, no boolean temporary
             if reset == "subtract":
                 torch.sub(h, spikes[t], alpha=threshold, out=v)
@@ -90,6 +91,7 @@ class LIFSequence(torch.autograd.Function):
             membranes.append(h)
         ctx.save_for_backward(*membranes)
         ctx.settings = (decay, threshold, alpha, reset, detach_reset, fire_at)
+        ctx.v0 = v0.detach() if learned and v0 is not None else None
         ctx.mark_non_differentiable(v)
         return spikes, v
 
@@ -97,6 +99,8 @@ class LIFSequence(torch.autograd.Function):
     def backward(ctx, grad_spikes, grad_final_membrane):
         membranes = ctx.saved_tensors
         decay, threshold, alpha, reset, detach_reset, fire_at = ctx.settings
+        learned = torch.is_tensor(decay)
+        grad_decay = torch.zeros((), dtype=membranes[0].dtype, device=membranes[0].device)
         grad_x = membranes[0].new_empty((len(membranes), *membranes[0].shape))
         # One step at a time, so that the temporaries are one step's size.
         denominator = torch.empty_like(membranes[0])
@@ -106,19 +110,50 @@ class LIFSequence(torch.autograd.Function):
             torch.sub(membranes[t], fire_at, out=denominator)
             denominator.mul_(0.5 * math.pi * alpha).square_().add_(1)
             torch.div(grad_spikes[t], denominator, out=grad_x[t]).mul_(alpha / 2)
-            if t == steps - 1:
-                continue
-            if reset == "subtract" and detach_reset:  # dv/dh = 1
-                grad_x[t].add_(grad_x[t + 1], alpha=decay)
-                continue
-            surrogate = denominator.reciprocal_().mul_(alpha / 2)
-            if reset == "subtract":  # v = h - threshold * s(h)
-                carry = surrogate.mul_(-threshold).add_(1)
-            else:  # v = h * (1 - s): 1 - s when the reset is detached, minus h * s'(h) when not
-                kept = (membranes[t] < fire_at).to(membranes[t].dtype)
-                carry = kept if detach_reset else kept.sub_(surrogate.mul_(membranes[t]))
-            grad_x[t].addcmul_(grad_x[t + 1], carry, value=decay)
-        return grad_x, None, None, None, None, None, None
+            if t < steps - 1:
+                if reset == "subtract" and detach_reset:  # dv/dh = 1
+                    if learned:
+                        grad_x[t].addcmul_(grad_x[t + 1], decay)
+                    else:
+                        grad_x[t].add_(grad_x[t + 1], alpha=decay)
+                else:
+                    surrogate = denominator.reciprocal_().mul_(alpha / 2)
+                    if reset == "subtract":  # v = h - threshold * s(h)
+                        carry = surrogate.mul_(-threshold).add_(1)
+                    else:  # v = h * (1 - s): 1 - s when the reset is detached, minus h * s'(h) when not
+                        kept = (membranes[t] < fire_at).to(membranes[t].dtype)
+                        carry = kept if detach_reset else kept.sub_(surrogate.mul_(membranes[t]))
+                    grad_x[t].addcmul_(
+                        grad_x[t + 1], carry.mul_(decay) if learned else carry, value=1 if learned else decay
+                    )
+            if learned:  # h[t] = decay * v[t-1] + x[t]: dL/d decay gathers dL/dh[t] * v[t-1]
+                before = _membrane_after_reset(membranes[t - 1], threshold, fire_at, reset) if t else ctx.v0
+                if before is not None:
+                    grad_decay = grad_decay + (grad_x[t] * before).sum()
+        return grad_x, None, grad_decay if learned else None, None, None, None, None
+
+
+def _membrane_after_reset(h: torch.Tensor, threshold: float, fire_at: float, reset: str) -> torch.Tensor:
+    """The membrane a step leaves, from its value ``h`` before firing."""
+    fired = (h >= fire_at).to(h.dtype)
+    return h - threshold * fired if reset == "subtract" else h * (1 - fired)
+
+
+class _RoundSTE(torch.autograd.Function):
+    """round() forward, identity backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+# A learned leak is one of decay = 1 - 2**-k for these shifts k (tau = 2, 4, 8, 16): a membrane
+# update v - (v >> k) + x that integer hardware does with one shift and two additions.
+LEAK_SHIFTS = (1, 4)
 
 
 class LIFNeuron(nn.Module):
@@ -130,6 +165,9 @@ class LIFNeuron(nn.Module):
         reset: ``"subtract"`` (keep the overshoot) or ``"zero"``.
         alpha: sharpness of the arctan surrogate gradient.
         detach_reset: stop the gradient through the reset term (cheaper, often as good).
+        learn_leak: learn the leak with the weights, as ``leak_log2`` = log2(tau), rounded in the
+            forward pass to a shift k in ``LEAK_SHIFTS`` (decay 1 - 2**-k; the gradient passes the
+            rounding straight through). ``tau`` is the start and must be a power of two there.
     """
 
     def __init__(
@@ -139,6 +177,7 @@ class LIFNeuron(nn.Module):
         reset: str = "subtract",
         alpha: float = 4.0,
         detach_reset: bool = True,
+        learn_leak: bool = False,
     ) -> None:
         super().__init__()
         if tau <= 1.0:
@@ -154,13 +193,31 @@ class LIFNeuron(nn.Module):
         self.detach_reset = detach_reset
         # Mean firing rate of the last forward pass, for logging and SynOps counts.
         self.register_buffer("last_spike_rate", torch.zeros(()), persistent=False)
+        self.learn_leak = learn_leak
+        if learn_leak:
+            shift = math.log2(tau)
+            if shift != round(shift) or not LEAK_SHIFTS[0] <= shift <= LEAK_SHIFTS[1]:
+                raise ValueError(f"a learned leak starts from tau = 2, 4, 8 or 16 (got {tau})")
+            self.leak_log2 = nn.Parameter(torch.tensor(float(shift)))
         # Membranes carried from one input window to the next (see snn.models.state); not saved.
         self.stateful = False
         self.state: torch.Tensor | None = None
 
     @property
     def decay(self) -> float:
+        """The leak factor per time step (the learned one, rounded to its shift, with ``learn_leak``)."""
+        if self.learn_leak:
+            return 1.0 - 2.0 ** -float(self.leak_shift().detach())
         return 1.0 - 1.0 / self.tau
+
+    def leak_shift(self) -> torch.Tensor:
+        """The learned leak's shift k (decay 1 - 2**-k), rounded straight-through."""
+        return _RoundSTE.apply(self.leak_log2.clamp(*LEAK_SHIFTS))
+
+    def _decay_for_forward(self) -> float | torch.Tensor:
+        if not self.learn_leak:
+            return self.decay
+        return 1.0 - torch.pow(2.0, -self.leak_shift())
 
     def least_firing_input(self, steps: int) -> float:
         """The smallest constant input current that makes the neuron fire within ``steps`` steps
@@ -170,7 +227,7 @@ class LIFNeuron(nn.Module):
 
     def single_step(self, x: torch.Tensor, v: torch.Tensor | None = None):
         """One time step: returns ``(spikes, new_membrane)``."""
-        v = x if v is None else self.decay * v + x
+        v = x if v is None else self._decay_for_forward() * v + x
         spikes = spike_fn(v - self.threshold * (1 - FIRE_MARGIN), self.alpha)
         s = spikes.detach() if self.detach_reset else spikes
         if self.reset == "subtract":
@@ -193,9 +250,11 @@ class LIFNeuron(nn.Module):
                 "reset the state (snn.models.state.reset_state) when the batch or frame size changes"
             )
         with torch.autocast(x_seq.device.type, enabled=False):
-            spikes, v = LIFSequence.apply(
-                at_least_float32(x_seq), v0, self.decay, self.threshold, self.alpha, self.reset, self.detach_reset
-            )
+            x_seq = at_least_float32(x_seq)
+            decay = self._decay_for_forward()
+            if torch.is_tensor(decay):
+                decay = decay.to(x_seq.dtype)
+            spikes, v = LIFSequence.apply(x_seq, v0, decay, self.threshold, self.alpha, self.reset, self.detach_reset)
         if self.stateful:
             self.state = v
         self.last_spike_rate = spikes.detach().mean()
@@ -214,7 +273,8 @@ class LIFNeuron(nn.Module):
         return spikes
 
     def extra_repr(self) -> str:
-        return f"tau={self.tau}, threshold={self.threshold}, reset={self.reset}, alpha={self.alpha}"
+        leak = ", learned leak" if self.learn_leak else ""
+        return f"tau={self.tau}, threshold={self.threshold}, reset={self.reset}, alpha={self.alpha}{leak}"
 
 
 class NonSpikingIntegrator(nn.Module):
