@@ -73,11 +73,20 @@ def upsample2x_bilinear(flow: np.ndarray) -> np.ndarray:
     return along(along(flow, 2), 3)
 
 
-def run(description: dict[str, Any], weights: dict[str, np.ndarray], events: np.ndarray):
+def run(
+    description: dict[str, Any],
+    weights: dict[str, np.ndarray],
+    events: np.ndarray,
+    membranes: dict[str, np.ndarray] | None = None,
+):
     """events [N, T, C, H, W] (integer counts) -> (flow [N, 2, H, W] float64, spikes {layer: [T, N, C, H, W] uint8}).
 
     ``weights`` maps each layer's weight tensor name to its integer codes, in the layout
     the description gives (OIHW, or IOHW for transposed convolutions).
+
+    ``membranes``: a dict to stream consecutive windows of a sequence: each spiking layer starts
+    from the integer membrane stored there under its name (at rest when absent, as for the
+    first window) and leaves its last membrane there for the next window.
     """
     events = np.asarray(events)
     if not np.all(events == np.round(events)):
@@ -102,7 +111,10 @@ def run(description: dict[str, Any], weights: dict[str, np.ndarray], events: np.
             flow = layer["flow"]
             heads[layer["name"]] = codes.sum(axis=0) * (flow["step"] * flow["flow_scale"] / t_bins)
             continue
-        outputs[layer["name"]] = _neuron(codes, inp if layer["residual"] else None, layer["neuron"])
+        v0 = None if membranes is None else membranes.get(layer["name"])
+        outputs[layer["name"]], v = _neuron(codes, inp if layer["residual"] else None, layer["neuron"], v0)
+        if membranes is not None:
+            membranes[layer["name"]] = v
     flow = None
     for name in description["flow"]["heads"]:
         flow = heads[name] if flow is None else upsample2x_bilinear(flow) + heads[name]
@@ -110,12 +122,15 @@ def run(description: dict[str, Any], weights: dict[str, np.ndarray], events: np.
     return flow, spikes
 
 
-def _neuron(codes: np.ndarray, residual_spikes: np.ndarray | None, neuron: dict[str, Any]) -> np.ndarray:
-    """Integer LIF over [T, ...] current codes; returns spikes (0/1, int64)."""
+def _neuron(
+    codes: np.ndarray, residual_spikes: np.ndarray | None, neuron: dict[str, Any], v0: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Integer LIF over [T, ...] current codes from membrane ``v0`` (None: at rest); returns the
+    spikes (0/1, int64) and the last membrane."""
     frac = neuron["frac_bits"]
     threshold = neuron["threshold"]
     decay, shift = neuron["decay"]["multiplier"], neuron["decay"]["shift"]
-    v = None
+    v = v0
     out = np.zeros_like(codes)
     for t in range(codes.shape[0]):
         current = codes[t] << frac
@@ -125,4 +140,4 @@ def _neuron(codes: np.ndarray, residual_spikes: np.ndarray | None, neuron: dict[
         s = (v >= neuron["fire_at"]).astype(np.int64)
         v = v - s * threshold if neuron["reset"] == "subtract" else v * (1 - s)
         out[t] = s
-    return out
+    return out, v

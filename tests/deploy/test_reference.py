@@ -12,6 +12,7 @@ from snn.deploy.fold import WIRING, FoldError, fold_network
 from snn.deploy.verify import compare, torch_spikes_and_flow
 from snn.models.flownet import EventSNNFlowNetLiteV2
 from snn.models.layers import seq_apply
+from snn.models.state import carrying_state
 from tests.deploy.lively import lively_model
 
 
@@ -112,3 +113,20 @@ def test_a_model_with_synchronised_batch_norms_folds_as_the_plain_one():
     assert described == plain
     assert synced_tensors.keys() == tensors.keys()
     assert all(np.array_equal(synced_tensors[k][0], tensors[k][0]) for k in tensors)
+
+
+def test_the_reference_streams_membranes_across_windows_as_the_stateful_model_does(lively, tmp_path):
+    model, events = lively
+    write_export(*fold_network(model, 16, 16), tmp_path)
+    export = load_export(tmp_path)
+    windows = [events, torch.poisson(torch.full((2, 3, 2, 16, 16), 1.5))]
+    membranes = {}
+    streamed = [reference.run(export.description, export.weights, w.numpy(), membranes)[0] for w in windows]
+    assert set(membranes) == set(model.spiking_layers())
+    twin = copy.deepcopy(model).double()
+    with torch.no_grad(), carrying_state(twin):
+        expected = [twin(w.double()).numpy() for w in windows]
+    assert np.abs(streamed[0] - expected[0]).max() <= 0.01
+    assert np.abs(streamed[1] - expected[1]).max() <= 0.01
+    fresh = reference.run(export.description, export.weights, windows[1].numpy())[0]
+    assert np.abs(fresh - streamed[1]).max() > 0.01  # the carried membranes change the second window
