@@ -473,6 +473,9 @@ class Trainer:
             return
         for key in ("aee", "outliers", "1pe", "3pe", "zero_flow_aee"):
             self.writer.add_scalar(f"val/{key}", val[key], epoch)
+        if self.cfg.learn_leak:  # the validated model's learned leaks, as tau (2, 4, 8 or 16 steps)
+            for name, layer in self.eval_model.spiking_layers().items():
+                self.writer.add_scalar(f"leak_tau/{name}", 1 / (1 - layer.neuron.decay), epoch)
         self.writer.flush()
         append_epoch_row(
             self.log_dir / "metrics.csv",

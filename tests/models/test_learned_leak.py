@@ -89,3 +89,7 @@ def test_a_run_learns_the_leaks_without_weight_decay_and_its_checkpoint_keeps_th
     reloaded = load_model(tmp_path / "ckpt" / "last.pth")
     for name, value in learned.items():
         assert torch.equal(reloaded.get_parameter(name), value)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logged = EventAccumulator(str(tmp_path / "logs")).Reload().Tags()["scalars"]
+    assert {t for t in logged if t.startswith("leak_tau/")} == {f"leak_tau/{n}" for n in reloaded.spiking_layers()}
