@@ -119,8 +119,9 @@ class SeededAugmentation(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int, int]) -> dict[str, Any]:
-        index, seed, epoch = key
+    def __getitem__(self, key: tuple[int, int, int] | tuple[int, int]) -> dict[str, Any]:
+        index, seed, *rest = key  # (index, seed) alone: epoch 0
+        epoch = rest[0] if rest else 0
         sample = self.dataset[index]
         if self.history > 1:
             sample = {**sample, "events": self._with_history(index, sample)}
