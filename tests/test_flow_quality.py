@@ -107,3 +107,12 @@ def test_a_recipe_on_another_data_root_is_also_scored_on_its_own_test_split(trai
         fq.run_flow_quality(recipe, [0], tmp_path / "out", "cpu", {"yardstick": tiny_synthetic_root}, "other")
     assert seen == {"test": other, "yardstick": tiny_synthetic_root}
     assert "| test dense | yardstick dense |" in (tmp_path / "out" / "flow_quality.md").read_text()
+
+
+def test_a_missing_data_root_is_one_line_before_any_set_is_generated_or_folder_made(tmp_path, capsys):
+    args = ["--output-dir", tmp_path / "out", "--seeds", "0", "--set", f"data_root={tmp_path / 'nowhere'}"]
+    args += ["--set", "dataset=blinksim", "--yardstick-root", tmp_path / "yard", "--unseen-root", tmp_path / "unseen"]
+    assert tool.main([*map(str, args), "--natural-root", str(tmp_path / "natural")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nowhere" in err[0] and "does not exist" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

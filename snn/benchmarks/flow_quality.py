@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from snn.config import Config, config_from_dict
-from snn.data.loaders import prepare_data_root, prepare_natural_test_set, prepare_unseen_test_set
+from snn.data.loaders import make_dataset, prepare_data_root, prepare_natural_test_set, prepare_unseen_test_set
 from snn.data.synthetic import DEFAULT_ROOT, ensure_synthetic_dataset
 from snn.data.synthetic_config import SyntheticDataset
 from snn.evaluation.evaluate import evaluate_checkpoint
@@ -135,13 +135,16 @@ def run_flow_quality(
     ``test_roots`` names the test sets (default ``DEFAULT_TEST_ROOTS``; the named ones there are
     generated on first use); the recipe's own test split is added as ``test`` unless it is one of them.
     """
-    output_dir.mkdir(parents=True, exist_ok=True)
+    # The recipe's own data first: a missing or unreadable root fails before any set is generated
+    # or any folder made.
+    own = prepare_data_root(cfg)
+    make_dataset(cfg, own, "test")
     roots = {}
     for name, root in (DEFAULT_TEST_ROOTS if test_roots is None else test_roots).items():
         roots[name] = _PREPARE[name](Path(root)) if name in _PREPARE else Path(root)
-    own = prepare_data_root(cfg)
     if own.resolve() not in {root.resolve() for root in roots.values()}:
         roots = {"test": own, **roots}
+    output_dir.mkdir(parents=True, exist_ok=True)
     rows = [run_seed(cfg, seed, output_dir, roots, device) for seed in seeds]
     (output_dir / "flow_quality.md").write_text(report_markdown(rows, title, list(roots)))
     write_csv(rows, list(rows[0]), output_dir / "flow_quality.csv")
