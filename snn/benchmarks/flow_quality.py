@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 
 from snn.config import Config, config_from_dict
-from snn.data.loaders import make_dataset, prepare_data_root, prepare_natural_test_set, prepare_unseen_test_set
-from snn.data.synthetic import DEFAULT_ROOT, ensure_synthetic_dataset
-from snn.data.synthetic_config import SyntheticDataset
+from snn.data.loaders import make_dataset, prepare_data_root, prepare_synthetic_set
+from snn.data.synthetic import DEFAULT_ROOT
+from snn.data.synthetic_config import NATURAL_TEST_SET, UNSEEN_TEST_SET, SyntheticDataset
 from snn.evaluation.evaluate import evaluate_checkpoint
 from snn.evaluation.report import markdown_table, write_csv
 from snn.training.run import train_and_test
@@ -39,14 +39,9 @@ DEFAULT_TEST_ROOTS = {
     "natural": Path("data/natural_photos"),
 }
 
-
-def prepare_yardstick(root: Path) -> Path:
-    """The built-in synthetic set with its default settings (what ``python train.py`` generates)."""
-    default = SyntheticDataset()
-    return ensure_synthetic_dataset(root, default.scene, **default.split_args())
-
-
-_PREPARE = {"yardstick": prepare_yardstick, "unseen": prepare_unseen_test_set, "natural": prepare_natural_test_set}
+# What each named set is, generated on first use: the yardstick is the built-in set with its
+# default settings (what ``python train.py`` generates).
+TEST_SETS = {"yardstick": SyntheticDataset(), "unseen": UNSEEN_TEST_SET, "natural": NATURAL_TEST_SET}
 
 
 def seed_config(cfg: Config, seed: int, output_dir: Path) -> Config:
@@ -141,7 +136,7 @@ def run_flow_quality(
     make_dataset(cfg, own, "test")
     roots = {}
     for name, root in (DEFAULT_TEST_ROOTS if test_roots is None else test_roots).items():
-        roots[name] = _PREPARE[name](Path(root)) if name in _PREPARE else Path(root)
+        roots[name] = prepare_synthetic_set(root, TEST_SETS[name]) if name in TEST_SETS else Path(root)
     if own.resolve() not in {root.resolve() for root in roots.values()}:
         roots = {"test": own, **roots}
     output_dir.mkdir(parents=True, exist_ok=True)

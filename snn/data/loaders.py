@@ -17,6 +17,7 @@ from snn.utils.distributed import world
 
 if TYPE_CHECKING:
     from snn.config import Config
+    from snn.data.synthetic_config import SyntheticDataset
 
 
 def prepare_data_root(cfg: Config) -> Path:
@@ -29,20 +30,18 @@ def prepare_data_root(cfg: Config) -> Path:
     return root
 
 
+def prepare_synthetic_set(root: str | Path, spec: SyntheticDataset) -> Path:
+    """The synthetic set ``spec`` (e.g. ``UNSEEN_TEST_SET``), generated in ``root`` on first use."""
+    from snn.data.synthetic import ensure_synthetic_dataset
+
+    return ensure_synthetic_dataset(Path(root), spec.scene, **spec.split_args())
+
+
 def prepare_unseen_test_set(root: str | Path) -> Path:
     """The ladder's unseen test set (``UNSEEN_TEST_SET``), generated in ``root`` on first use."""
-    from snn.data.synthetic import ensure_synthetic_dataset
     from snn.data.synthetic_config import UNSEEN_TEST_SET
 
-    return ensure_synthetic_dataset(Path(root), UNSEEN_TEST_SET.scene, **UNSEEN_TEST_SET.split_args())
-
-
-def prepare_natural_test_set(root: str | Path) -> Path:
-    """The natural-image test set (``NATURAL_TEST_SET``), generated in ``root`` on first use."""
-    from snn.data.synthetic import ensure_synthetic_dataset
-    from snn.data.synthetic_config import NATURAL_TEST_SET
-
-    return ensure_synthetic_dataset(Path(root), NATURAL_TEST_SET.scene, **NATURAL_TEST_SET.split_args())
+    return prepare_synthetic_set(root, UNSEEN_TEST_SET)
 
 
 def check_frame_sizes(

@@ -55,12 +55,18 @@ def _data_folder(package: str) -> Path:
         ) from None
 
 
+def check_photo_names(names: tuple[str, ...]) -> None:
+    """Raise ``PhotoError`` for an unknown or held-out name (files are not touched)."""
+    for name in names:
+        if name in HELD_OUT_PHOTOS:
+            raise PhotoError(f"photograph {name!r} is held out for evaluation: no scene of ours may use it")
+        if name not in _FILES:
+            raise PhotoError(f"unknown photograph {name!r}; known: {', '.join(sorted(_FILES))}")
+
+
 def photo_path(name: str) -> Path:
     """The file of photograph ``name``; held-out and unknown names are refused."""
-    if name in HELD_OUT_PHOTOS:
-        raise PhotoError(f"photograph {name!r} is held out for evaluation: no scene of ours may use it")
-    if name not in _FILES:
-        raise PhotoError(f"unknown photograph {name!r}; known: {', '.join(sorted(_FILES))}")
+    check_photo_names((name,))
     package, file_name = _FILES[name]
     path = _data_folder(package) / file_name
     if not path.is_file():
@@ -98,10 +104,3 @@ def photo_texture(rng: np.random.Generator, name: str, size: int) -> np.ndarray:
     if rng.random() < 0.5:
         canvas = canvas[:, ::-1]
     return np.log(canvas + LOG_EPS).astype(np.float32)
-
-
-def check_photo_names(names: tuple[str, ...]) -> None:
-    """Raise ``PhotoError`` for an unknown or held-out name (files are not touched)."""
-    for name in names:
-        if name in HELD_OUT_PHOTOS or name not in _FILES:
-            photo_path(name)  # raises with the reason

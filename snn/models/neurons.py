@@ -112,10 +112,7 @@ class LIFSequence(torch.autograd.Function):
             torch.div(grad_spikes[t], denominator, out=grad_x[t]).mul_(alpha / 2)
             if t < steps - 1:
                 if reset == "subtract" and detach_reset:  # dv/dh = 1
-                    if learned:
-                        grad_x[t].addcmul_(grad_x[t + 1], decay)
-                    else:
-                        grad_x[t].add_(grad_x[t + 1], alpha=decay)
+                    carry = None
                 else:
                     surrogate = denominator.reciprocal_().mul_(alpha / 2)
                     if reset == "subtract":  # v = h - threshold * s(h)
@@ -123,14 +120,26 @@ class LIFSequence(torch.autograd.Function):
                     else:  # v = h * (1 - s): 1 - s when the reset is detached, minus h * s'(h) when not
                         kept = (membranes[t] < fire_at).to(membranes[t].dtype)
                         carry = kept if detach_reset else kept.sub_(surrogate.mul_(membranes[t]))
-                    grad_x[t].addcmul_(
-                        grad_x[t + 1], carry.mul_(decay) if learned else carry, value=1 if learned else decay
-                    )
+                _add_carried(grad_x[t], grad_x[t + 1], carry, decay)
             if learned:  # h[t] = decay * v[t-1] + x[t]: dL/d decay gathers dL/dh[t] * v[t-1]
                 before = _membrane_after_reset(membranes[t - 1], threshold, fire_at, reset) if t else ctx.v0
                 if before is not None:
                     grad_decay = grad_decay + (grad_x[t] * before).sum()
         return grad_x, None, grad_decay if learned else None, None, None, None, None
+
+
+def _add_carried(out: torch.Tensor, later: torch.Tensor, carry: torch.Tensor | None, decay) -> None:
+    """``out += decay * carry * later`` in place (``carry`` None: 1); ``decay`` a float, or a 0-dim
+    tensor for a learned leak (``carry`` is then scaled in place)."""
+    if torch.is_tensor(decay):
+        if carry is None:
+            out.addcmul_(later, decay)
+        else:
+            out.addcmul_(later, carry.mul_(decay))
+    elif carry is None:
+        out.add_(later, alpha=decay)
+    else:
+        out.addcmul_(later, carry, value=decay)
 
 
 def _membrane_after_reset(h: torch.Tensor, threshold: float, fire_at: float, reset: str) -> torch.Tensor:

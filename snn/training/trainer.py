@@ -236,7 +236,7 @@ class Trainer:
             for batch in self.train_loader:
                 if seen >= n:
                     break
-                self._forward_history(self.model, self.model, batch, self.device)
+                self._forward_history(self.model, self.model, batch["events"].to(self.device))
                 seen += 1
         logger.info("calibrated quantizer ranges on %d training batches", seen)
 
@@ -321,7 +321,9 @@ class Trainer:
             batch = move_batch(batch, self.device)
             with self.precision.autocast():
                 with recording_firing_rates(self.model) if self.cfg.firing_rate_weight > 0 else nullcontext() as rates:
-                    preds = [p.float() for p in self._forward_history(self._forward_multiscale, self.model, batch)]
+                    preds = [
+                        p.float() for p in self._forward_history(self._forward_multiscale, self.model, batch["events"])
+                    ]
                 flow_loss = multiscale_epe_loss(preds, batch["flow"], batch["valid"], self.cfg.scale_weights)
                 extras = self.extra_loss()
                 if rates is not None:
@@ -331,7 +333,8 @@ class Trainer:
                 if self.teacher is not None:
                     with torch.no_grad():
                         teacher = self.teacher
-                        taught = [p.float() for p in self._forward_history(teacher.forward_multiscale, teacher, batch)]
+                        taught = self._forward_history(teacher.forward_multiscale, teacher, batch["events"])
+                        taught = [p.float() for p in taught]
                     extras["distill_loss"] = self.cfg.distill_weight * distillation_loss(
                         preds, taught, self.cfg.scale_weights
                     )
@@ -361,10 +364,9 @@ class Trainer:
         total, count = sum_over_ranks(float(total), count)  # every rank's batches count
         return total / max(1, count)
 
-    def _forward_history(self, forward, model: nn.Module, batch: dict, device: torch.device | None = None):
-        """``forward`` on the batch's last window, its membranes warmed up on the windows before it
-        (``state_windows`` > 1; see ``forward_with_history``)."""
-        events = batch["events"] if device is None else batch["events"].to(device)
+    def _forward_history(self, forward, model: nn.Module, events: torch.Tensor):
+        """``forward`` on the last window of ``events``, its membranes warmed up on the windows before
+        it (``state_windows`` > 1; see ``forward_with_history``)."""
         return forward_with_history(forward, model, events, self.cfg.num_bins)
 
     def _check_finite(self, loss: torch.Tensor, epoch: int) -> None:
