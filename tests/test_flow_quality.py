@@ -116,3 +116,12 @@ def test_a_missing_data_root_is_one_line_before_any_set_is_generated_or_folder_m
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nowhere" in err[0] and "does not exist" in err[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_set_null_is_a_value_as_in_train_py(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(tool, "run_flow_quality", lambda cfg, *a: seen.setdefault("cfg", cfg))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "flow_quality.md").write_text("report")
+    assert tool.main(["--output-dir", str(tmp_path / "out"), "--seeds", "0", "--set", "crop_size=null"]) == 0
+    assert seen["cfg"].crop_size is None

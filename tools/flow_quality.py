@@ -60,10 +60,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging()
     try:
-        overrides = parse_overrides(args.settings)
-        if args.device is not None:
-            overrides["device"] = args.device
-        cfg = load_config(args.config, overrides or None)
+        # --set values are explicit (null is a value, as in train.py); --device wins over them
+        cfg = load_config(args.config, {"device": args.device}, settings=parse_overrides(args.settings))
         title = args.title or (", ".join(args.settings) if args.settings else f"{args.config.name} as shipped")
         run_flow_quality(
             cfg,
