@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from snn.cli import add_common_flags, config_from_args, fail, interrupted
+from snn.models.zoo import checkpoint_arg
 from snn.training.interrupt import TrainingInterrupted
 from snn.training.run import train_and_test
 from snn.utils.runtime import setup_logging
@@ -28,9 +28,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_common_flags(parser, default_config=None)
     parser.add_argument(
         "--pretrained",
-        type=Path,
+        type=checkpoint_arg,
         default=None,
-        help="full-precision or higher-bit checkpoint to start from (required unless --resume)",
+        help="full-precision or higher-bit checkpoint to start from (required unless --resume); "
+        "pretrained:FP32, pretrained:W8A8, ... start from a shipped model",
     )
     parser.add_argument(
         "--strict-load",

@@ -21,6 +21,7 @@ from snn.cli import add_device_flag, check_batch_size, fail, split_hint  # noqa:
 from snn.evaluation.evaluate import compare_checkpoints  # noqa: E402
 from snn.evaluation.plots import plot_aee_vs_size  # noqa: E402
 from snn.evaluation.report import comparison_markdown, write_comparison_csv  # noqa: E402
+from snn.models.zoo import checkpoint_arg  # noqa: E402
 from snn.utils.runtime import resolve_device, setup_logging  # noqa: E402
 
 
@@ -28,11 +29,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
         "--checkpoints",
-        type=Path,
+        type=checkpoint_arg,
         nargs="+",
         required=True,
         metavar="CKPT",
-        help="checkpoints to compare (full precision first is customary)",
+        help="checkpoints to compare (full precision first is customary); pretrained:W4A4 names a shipped one",
     )
     p.add_argument("--data-root", type=Path, required=True, help="dataset folder (with train/val/test splits)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split (default: test)")

@@ -28,12 +28,18 @@ from snn.cli import (  # noqa: E402
 from snn.evaluation.evaluate import evaluate_checkpoint  # noqa: E402
 from snn.evaluation.metrics import MASKS  # noqa: E402
 from snn.evaluation.report import check_writable, evaluation_json, evaluation_report, write_json  # noqa: E402
+from snn.models.zoo import checkpoint_arg  # noqa: E402
 from snn.utils.runtime import resolve_device, setup_logging  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint to evaluate (.pth)")
+    p.add_argument(
+        "--checkpoint",
+        type=checkpoint_arg,
+        required=True,
+        help="checkpoint to evaluate (.pth), or pretrained:<FP32|W8A8|W4A4|W2A4|W1A4|W1A1> for a shipped model",
+    )
     p.add_argument(
         "--config",
         type=Path,

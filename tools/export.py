@@ -19,12 +19,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from snn.cli import fail  # noqa: E402
+from snn.models.zoo import checkpoint_arg  # noqa: E402
 from snn.utils.runtime import setup_logging  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", type=Path, required=True, help="quantized checkpoint (.pth) of a QAT run")
+    p.add_argument(
+        "--checkpoint",
+        type=checkpoint_arg,
+        required=True,
+        help="quantized checkpoint (.pth) of a QAT run, or pretrained:W4A4 and the like",
+    )
     p.add_argument("--output-dir", type=Path, required=True, help="folder for weights.bin, index.json, network.json")
     p.add_argument(
         "--input-size",

@@ -26,6 +26,7 @@ from snn.cli import (  # noqa: E402
     parse_overrides,
 )
 from snn.data.loaders import prepare_unseen_test_set  # noqa: E402
+from snn.models.zoo import checkpoint_arg  # noqa: E402
 from snn.training.ladder import run_ladder, run_ladder_seeds  # noqa: E402
 from snn.utils.runtime import resolve_device, setup_logging  # noqa: E402
 
@@ -51,7 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-progressive", action="store_true", help="skip the progressive run")
     p.add_argument(
         "--fp-checkpoint",
-        type=Path,
+        type=checkpoint_arg,
         default=None,
         help="use this full-precision checkpoint (e.g. checkpoints/V2/best_model.pth of python train.py) "
         "instead of training the FP step",

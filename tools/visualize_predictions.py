@@ -25,12 +25,15 @@ from snn.cli import add_device_flag, add_format_flags, fail, format_overrides, s
 from snn.data.loaders import make_dataset  # noqa: E402
 from snn.evaluation.evaluate import load_for_evaluation  # noqa: E402
 from snn.evaluation.visualize import parse_frames, visualize_sequence  # noqa: E402
+from snn.models.zoo import checkpoint_arg  # noqa: E402
 from snn.utils.runtime import resolve_device, setup_logging  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint to draw (.pth)")
+    p.add_argument(
+        "--checkpoint", type=checkpoint_arg, required=True, help="checkpoint to draw (.pth), or pretrained:W4A4 etc."
+    )
     p.add_argument(
         "--config",
         type=Path,

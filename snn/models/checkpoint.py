@@ -8,6 +8,10 @@ with ``torch.load(..., weights_only=True)``:
      "optimizer": dict | None, "scheduler": dict | None, "rng": dict | None,
      "train_state_dict": {...}  # only with weight_ema: the raw weights; state_dict is the EMA}
 
+A shipped pretrained model (``snn.models.zoo``) keeps its quantized convolutions' weights as
+``"weight_codes": {key: {"codes": int8, "scale": float32, "axis": int}}`` instead; loading puts
+``codes * scale`` back into the state_dict.
+
 Writes go to a temporary file that is then renamed, so a crash never leaves
 a half-written checkpoint behind; a write that fails (a full disk, most often)
 removes its temporary file and raises ``CheckpointWriteError``. This module sits below training and
@@ -97,6 +101,27 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: not a checkpoint of this project (missing {', '.join(missing)})")
+    if "weight_codes" in ckpt:  # a shipped model (snn.models.zoo): weights stored as codes and scales
+        expand_weight_codes(ckpt, path)
+    return ckpt
+
+
+def channel_view(t: torch.Tensor, axis: int, ndim: int) -> torch.Tensor:
+    """A per-channel vector shaped to broadcast along ``axis`` of an ``ndim``-d tensor."""
+    shape = [1] * ndim
+    shape[axis] = -1
+    return t.view(shape)
+
+
+def expand_weight_codes(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Put the weights of a shipped checkpoint's ``weight_codes`` (int8 codes, per-channel scales)
+    back into its state_dict, in place."""
+    try:
+        for key, entry in ckpt.pop("weight_codes").items():
+            scale = channel_view(entry["scale"].float(), int(entry["axis"]), entry["codes"].dim())
+            ckpt["state_dict"][key] = entry["codes"].float() * scale
+    except (KeyError, TypeError, AttributeError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: damaged weight_codes ({type(exc).__name__}: {exc})") from None
     return ckpt
 
 
