@@ -51,6 +51,9 @@ class Config:
     # Each spiking layer learns its leak among tau = 2, 4, 8, 16 (decay 1 - 2**-k: a shift in
     # integer hardware), starting from tau, which must then be one of those.
     learn_leak: bool = False
+    # Divide each window's input by the mean of its non-zero values (see EventSNNFlowNetLiteV2);
+    # such a model's input is not integer counts, so the integer export refuses it.
+    input_norm: bool = False
     threshold: float = 1.0
     reset: str = "subtract"
     surrogate_alpha: float = 2.0  # the model's own default too: EventSNNFlowNetLiteV2() is this model
@@ -142,6 +145,7 @@ class Config:
             "in_channels": num_input_channels(self.representation),
             "tau": self.tau,
             "learn_leak": self.learn_leak,
+            "input_norm": self.input_norm,
             "threshold": self.threshold,
             "reset": self.reset,
             "surrogate_alpha": self.surrogate_alpha,

@@ -125,6 +125,8 @@ def fold_network(model: nn.Module, height: int, width: int) -> tuple[dict[str, A
     """
     if not getattr(model, "quantize", False):
         raise FoldError("the model is not quantized: export a QAT checkpoint (finetune_quantized.py)")
+    if getattr(model, "input_norm", False):
+        raise FoldError("the model normalizes each window's input (input_norm), so its input is not integer counts")
     model = model.eval()
     check_ranges(model)  # before the shape pass, which would otherwise seed missing ranges from zeros
     shapes = layer_shapes(model, height, width)

@@ -81,6 +81,9 @@ class EventSNNFlowNetLiteV2(nn.Module):
         current_range: how the spiking layers' current quantizers turn the observed range into
             a step, "maxabs" or "positive" (see ``QuantizationAwareLayer``); heads stay "maxabs".
         learn_leak: every spiking layer learns its own leak, a shift from ``tau`` on (see ``LIFNeuron``).
+        input_norm: divide each window's input by the mean of its non-zero values (E-RAFT's
+            normalization of voxel grids, without the shift, so that no event still means zero
+            input); the input is then no longer integer counts, and the integer export refuses it.
     """
 
     downsample_factor = 8
@@ -104,6 +107,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
         current_bits: int | None = None,
         current_range: str = "maxabs",
         learn_leak: bool = False,
+        input_norm: bool = False,
     ) -> None:
         super().__init__()
         if base_ch < 1 or num_bins < 1 or in_channels < 1:
@@ -112,6 +116,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
             )
         self.num_bins = num_bins
         self.in_channels = in_channels
+        self.input_norm = input_norm
         self.flow_scale = flow_scale
         c = base_ch
         spec = QuantSpec(bit_width, binarize, ema_decay, learn_scale, current_bits, current_range)
@@ -165,6 +170,8 @@ class EventSNNFlowNetLiteV2(nn.Module):
     def forward_multiscale(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Flows at full, 1/2 and 1/4 resolution (finest first), all in full-resolution pixels."""
         self.check_input(x)
+        if self.input_norm:
+            x = normalize_window(x)
         x_seq = x.transpose(0, 1)  # [T, B, C, H, W]: time leads, one SNN step per bin
         s0 = self.stem(x_seq)
         s1 = self.enc1(s0)
@@ -210,6 +217,15 @@ class EventSNNFlowNetLiteV2(nn.Module):
     def spike_rates(self) -> dict[str, float]:
         """Mean firing rate of each spiking layer in the last forward pass."""
         return {name: float(m.neuron.last_spike_rate) for name, m in self.spiking_layers().items()}
+
+
+def normalize_window(x: torch.Tensor) -> torch.Tensor:
+    """Each sample of [B, T, C, H, W] divided by the mean magnitude of its non-zero entries
+    (an empty window stays zero)."""
+    mag = x.abs().flatten(1)
+    count = (mag > 0).sum(dim=1).clamp_min(1)
+    mean = (mag.sum(dim=1) / count).clamp_min(1e-6)
+    return x / mean.view(-1, 1, 1, 1, 1)
 
 
 def upsample_flow(flow: torch.Tensor) -> torch.Tensor:

@@ -69,3 +69,26 @@ def test_gradients_reach_the_first_layer():
     sum(f.pow(2).mean() for f in flows).backward()
     assert model.stem.conv.weight.grad is not None
     assert model.stem.conv.weight.grad.abs().sum() > 0
+
+
+def test_input_norm_makes_the_flow_independent_of_the_event_count_scale():
+    torch.manual_seed(0)
+    x = torch.poisson(torch.full((2, 3, 2, 16, 16), 0.4))
+    plain = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3).eval()
+    normed = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3, input_norm=True).eval()
+    normed.load_state_dict(plain.state_dict())
+    for model in (plain, normed):
+        for head in (model.head1, model.head2, model.head3):  # heads start at zero flow
+            torch.nn.init.normal_(head.conv.weight, std=0.3)
+    with torch.no_grad():
+        assert torch.allclose(normed(x), normed(3 * x), atol=1e-5)
+        assert not torch.allclose(plain(x), plain(3 * x), atol=1e-3)
+        assert torch.equal(normed(torch.zeros_like(x)), plain(torch.zeros_like(x)))
+
+
+def test_the_integer_export_refuses_a_model_with_normalized_input():
+    from snn.deploy.fold import FoldError, fold_network
+
+    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3, quantize=True, input_norm=True)
+    with pytest.raises(FoldError, match="input_norm"):
+        fold_network(model, 16, 16)
