@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -97,12 +99,25 @@ def test_torch_hub_loads_a_shipped_model_from_the_checkout():
     assert not model.training
 
 
+def test_evaluate_tool_takes_a_shipped_model_by_name(tiny_synthetic_root, tmp_path):
+    out = tmp_path / "w4a4.json"
+    args = ["tools/evaluate.py", "--checkpoint", "pretrained:W4A4", "--data-root", tiny_synthetic_root, "--output", out]
+    r = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    assert report["model"]["bit_width"] == 4
+    r = subprocess.run([sys.executable, "tools/evaluate.py", "--checkpoint", "pretrained:W9", "--data-root", "x"],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 2 and "no pretrained model 'W9'" in r.stderr
+
+
 @pytest.fixture(scope="module")
 def yardstick(tmp_path_factory):
     """The built-in synthetic dataset as ``python train.py`` generates it (the card's data)."""
     return prepare_synthetic_set(tmp_path_factory.mktemp("zoo") / "synthetic", SyntheticDataset())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_shipped_model_reproduces_its_card(yardstick, variant):
     torch.set_num_threads(2)
