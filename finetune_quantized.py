@@ -14,8 +14,7 @@ import argparse
 import logging
 import sys
 
-from snn.cli import add_common_flags, config_from_args, fail, interrupted
-from snn.models.zoo import checkpoint_arg
+from snn.cli import add_common_flags, checkpoint_arg, config_from_args, fail, interrupted
 from snn.training.interrupt import TrainingInterrupted
 from snn.training.run import train_and_test
 from snn.utils.runtime import setup_logging

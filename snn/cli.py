@@ -16,6 +16,8 @@ from snn.config import AMP_MODES, DEFAULT_CONFIG, Config, data_root_overrides, l
 from snn.data.errors import MissingSplitError
 from snn.data.mvsec import PROTOCOLS
 from snn.data.provider import FORMATS
+from snn.models.checkpoint import CheckpointError
+from snn.models.zoo import PREFIX, pretrained_path
 from snn.training.interrupt import TrainingInterrupted
 
 logger = logging.getLogger(__name__)
@@ -165,6 +167,16 @@ def config_from_args(args: argparse.Namespace, default_config: Path | None = DEF
     source = f"{path} with --set {', '.join(args.settings)}" if settings else str(path)
     # A resumed run keeps its own schedule; a new, shorter run gets it scaled.
     return load_config(path, overrides, scale_schedule=not own, settings=settings, source=source)
+
+
+def checkpoint_arg(value: str) -> Path:
+    """argparse type for a checkpoint: a path, or ``pretrained:<variant>`` for a shipped model."""
+    if not value.lower().startswith(PREFIX):
+        return Path(value)
+    try:
+        return pretrained_path(value[len(PREFIX) :])
+    except (ValueError, CheckpointError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def split_hint(exc: BaseException) -> BaseException:

@@ -17,11 +17,10 @@ from pathlib import Path
 # Let the tool run from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from snn.cli import add_device_flag, check_batch_size, fail, split_hint  # noqa: E402
+from snn.cli import add_device_flag, check_batch_size, checkpoint_arg, fail, split_hint  # noqa: E402
 from snn.evaluation.evaluate import compare_checkpoints  # noqa: E402
 from snn.evaluation.plots import plot_aee_vs_size  # noqa: E402
 from snn.evaluation.report import comparison_markdown, write_comparison_csv  # noqa: E402
-from snn.models.zoo import checkpoint_arg  # noqa: E402
 from snn.utils.runtime import resolve_device, setup_logging  # noqa: E402
 
 

@@ -21,6 +21,7 @@ from snn.cli import (  # noqa: E402
     add_device_flag,
     add_format_flags,
     check_batch_size,
+    checkpoint_arg,
     fail,
     format_overrides,
     split_hint,
@@ -28,7 +29,6 @@ from snn.cli import (  # noqa: E402
 from snn.evaluation.evaluate import evaluate_checkpoint  # noqa: E402
 from snn.evaluation.metrics import MASKS  # noqa: E402
 from snn.evaluation.report import check_writable, evaluation_json, evaluation_report, write_json  # noqa: E402
-from snn.models.zoo import checkpoint_arg  # noqa: E402
 from snn.utils.runtime import resolve_device, setup_logging  # noqa: E402
 
 

@@ -18,8 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from snn.cli import fail  # noqa: E402
-from snn.models.zoo import checkpoint_arg  # noqa: E402
+from snn.cli import checkpoint_arg, fail  # noqa: E402
 from snn.utils.runtime import setup_logging  # noqa: E402
 
 

@@ -21,12 +21,12 @@ from snn.cli import (  # noqa: E402
     add_device_flag,
     add_format_flags,
     add_set_flag,
+    checkpoint_arg,
     fail,
     format_overrides,
     parse_overrides,
 )
 from snn.data.loaders import prepare_unseen_test_set  # noqa: E402
-from snn.models.zoo import checkpoint_arg  # noqa: E402
 from snn.training.ladder import run_ladder, run_ladder_seeds  # noqa: E402
 from snn.utils.runtime import resolve_device, setup_logging  # noqa: E402
 

@@ -21,11 +21,10 @@ from pathlib import Path
 # Let the tool run from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from snn.cli import add_device_flag, add_format_flags, fail, format_overrides, split_hint  # noqa: E402
+from snn.cli import add_device_flag, add_format_flags, checkpoint_arg, fail, format_overrides, split_hint  # noqa: E402
 from snn.data.loaders import make_dataset  # noqa: E402
 from snn.evaluation.evaluate import load_for_evaluation  # noqa: E402
 from snn.evaluation.visualize import parse_frames, visualize_sequence  # noqa: E402
-from snn.models.zoo import checkpoint_arg  # noqa: E402
 from snn.utils.runtime import resolve_device, setup_logging  # noqa: E402
 
 

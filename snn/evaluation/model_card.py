@@ -50,10 +50,10 @@ def ship_pretrained(
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     card: dict[str, Any] = {"data_root": str(data_root), "split": "test", "mask": "dense", "models": {}}
-    card["data"] = data_description(load_checkpoint(sources[next(iter(sources))])["config"])
     staged = []
     for variant, source in sources.items():
         ckpt = load_checkpoint(source)
+        card.setdefault("data", data_description(ckpt["config"]))  # what the first model was trained on
         tmp = output_dir / f".{variant}.pth.new"
         save_checkpoint(compact_checkpoint(ckpt), tmp)
         staged.append((tmp, output_dir / f"{variant}.pth"))

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from snn.models.factory import build_model
+from snn.quantization.weight_quant import channel_view
 
 logger = logging.getLogger(__name__)
 
@@ -104,13 +105,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if "weight_codes" in ckpt:  # a shipped model (snn.models.zoo): weights stored as codes and scales
         expand_weight_codes(ckpt, path)
     return ckpt
-
-
-def channel_view(t: torch.Tensor, axis: int, ndim: int) -> torch.Tensor:
-    """A per-channel vector shaped to broadcast along ``axis`` of an ``ndim``-d tensor."""
-    shape = [1] * ndim
-    shape[axis] = -1
-    return t.view(shape)
 
 
 def expand_weight_codes(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:

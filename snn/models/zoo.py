@@ -3,7 +3,7 @@
     from snn.models import pretrained
     model = pretrained("W4A4")          # FP32, W8A8, W4A4, W2A4, W1A4 or W1A1, in eval mode
 
-Command-line tools take ``pretrained:W4A4`` wherever they take a checkpoint path.
+Command-line tools take ``pretrained:W4A4`` wherever they take a checkpoint path (``snn.cli.checkpoint_arg``).
 
 A shipped file is an ordinary checkpoint of this project (it loads with ``load_checkpoint``)
 without optimizer or training state, in which every weight-quantized convolution keeps only its
@@ -15,17 +15,16 @@ against the figures of its model card).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from snn.models.checkpoint import CheckpointError, channel_view, load_model
+from snn.models.checkpoint import CheckpointError, load_model
 from snn.models.factory import build_model
 from snn.quantization.control import weight_quantized_convs
-from snn.quantization.weight_quant import weight_codes_and_scale
+from snn.quantization.weight_quant import channel_view, weight_codes_and_scale
 
 PRETRAINED_DIR = Path(__file__).resolve().parents[2] / "checkpoints" / "pretrained"
 VARIANTS = ("FP32", "W8A8", "W4A4", "W2A4", "W1A4", "W1A1")
@@ -53,16 +52,6 @@ def pretrained_path(name: str, folder: Path = PRETRAINED_DIR) -> Path:
 def pretrained(name: str = "W4A4", device: str | torch.device = "cpu") -> nn.Module:
     """A shipped model by name (``VARIANTS``), rebuilt from its file, in eval mode."""
     return load_model(pretrained_path(name), device=device)
-
-
-def checkpoint_arg(value: str) -> Path:
-    """argparse type for a checkpoint: a path, or ``pretrained:<variant>`` for a shipped model."""
-    if not value.lower().startswith(PREFIX):
-        return Path(value)
-    try:
-        return pretrained_path(value[len(PREFIX) :])
-    except (ValueError, CheckpointError) as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def compact_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,8 @@ from snn.quantization.quantization_aware import check_bit_width, qmax_for
 TWN_THRESHOLD = 0.7
 
 
-def _channel_view(t: torch.Tensor, axis: int, ndim: int) -> torch.Tensor:
+def channel_view(t: torch.Tensor, axis: int, ndim: int) -> torch.Tensor:
+    """A per-channel vector shaped to broadcast along ``axis`` of an ``ndim``-d tensor."""
     shape = [1] * ndim
     shape[axis] = -1
     return t.view(shape)
@@ -49,7 +50,7 @@ def weight_codes_and_scale(w: torch.Tensor, bit_width: int, axis: int = 0):
         else:
             qmax = qmax_for(bit_width)
             scale = absw.amax(dim=dims) / qmax
-            codes = torch.clamp(torch.round(w / _channel_view(scale.clamp_min(1e-12), axis, w.dim())), -qmax, qmax)
+            codes = torch.clamp(torch.round(w / channel_view(scale.clamp_min(1e-12), axis, w.dim())), -qmax, qmax)
         return codes, scale.clamp_min(1e-12)
 
 
@@ -61,7 +62,7 @@ def fake_quantize_weight(w: torch.Tensor, bit_width: int, axis: int = 0) -> torc
         zero = torch.zeros(scale.shape, dtype=torch.int32, device=w.device)
         return torch.fake_quantize_per_channel_affine(w, scale.float(), zero, axis, -qmax, qmax)
     codes, scale = weight_codes_and_scale(w, bit_width, axis)
-    w_q = codes * _channel_view(scale, axis, w.dim())
+    w_q = codes * channel_view(scale, axis, w.dim())
     if bit_width == 1:
         # Clipped STE: no gradient for latent weights beyond |W| = 1.
         return w_q + (w - w.detach()) * (w.detach().abs() <= 1)
@@ -86,7 +87,7 @@ class _WeightQuantMixin:
     def weight_quant_error(self) -> torch.Tensor:
         """Relative squared error of the quantized weights; its gradient pulls W to the grid."""
         codes, scale = weight_codes_and_scale(self.weight, self.weight_bits, self.channel_axis)
-        target = codes * _channel_view(scale, self.channel_axis, self.weight.dim())
+        target = codes * channel_view(scale, self.channel_axis, self.weight.dim())
         return ((self.weight - target) ** 2).mean() / (self.weight.detach() ** 2).mean().clamp_min(1e-12)
 
 

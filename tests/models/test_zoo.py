@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from snn.cli import checkpoint_arg
 from snn.data.loaders import prepare_synthetic_set
 from snn.data.synthetic_config import SyntheticDataset
 from snn.evaluation.evaluate import evaluate_checkpoint
 from snn.models import VARIANTS, pretrained
 from snn.models.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from snn.models.flownet import EventSNNFlowNetLiteV2
-from snn.models.zoo import PRETRAINED_DIR, checkpoint_arg, compact_checkpoint, pretrained_path
+from snn.models.zoo import PRETRAINED_DIR, compact_checkpoint, pretrained_path
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_PARAMETERS = 1_200_000
@@ -120,7 +121,6 @@ def yardstick(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_shipped_model_reproduces_its_card(yardstick, variant):
-    torch.set_num_threads(2)
     entry = _card()["models"][variant]
     result = evaluate_checkpoint(pretrained_path(variant), yardstick, "test", progress=False)
     overall = result.metrics["dense"]["overall"]
