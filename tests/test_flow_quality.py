@@ -80,6 +80,17 @@ def test_a_finished_seed_is_reused_and_an_interrupted_one_resumed(trained, tmp_p
     assert json.loads((out / "seed_1" / "result.json").read_text())["resumed"] is True
 
 
+def test_a_resumed_seed_reports_no_training_time():
+    def row(seed, minutes, resumed):
+        ratios = {f"yardstick_{m}_{k}": 1.0 for m in fq.MASKS for k in ("aee", "zero_flow_aee", "ratio")}
+        return {"seed": seed, "train_minutes": minutes, "resumed": resumed, **ratios}
+
+    report = fq.report_markdown([row(0, 0.2, True), row(1, 20.0, False), row(2, 22.0, False)], "t", ["yardstick"])
+    lines = report.splitlines()
+    assert next(x for x in lines if x.startswith("| 0 |")).endswith("| resumed |")
+    assert next(x for x in lines if x.startswith("| mean")).endswith("| 21.0 |")  # the fresh seeds only
+
+
 def test_a_bad_set_value_is_one_line_before_anything_trains(tmp_path, capsys):
     assert tool.main(["--output-dir", str(tmp_path / "out"), "--set", "crop_size=-3", "--seeds", "0"]) == 2
     err = capsys.readouterr().err

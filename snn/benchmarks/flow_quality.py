@@ -100,12 +100,20 @@ def report_markdown(rows: Sequence[dict], title: str, set_names: Sequence[str]) 
         ratios = [get(f"{n}_{mask}_ratio") for mask in MASKS for n in set_names]
         return [label, *ratios, get("train_minutes")]
 
-    body = [line(str(r["seed"]), lambda k, r=r: f"{r[k]:.3f}" if k != "train_minutes" else f"{r[k]:.1f}") for r in rows]
+    def seed_cell(r, k):
+        if k != "train_minutes":
+            return f"{r[k]:.3f}"
+        # A resumed seed's wall time covers only what ran after the resume: not a training time.
+        return "resumed" if r.get("resumed") else f"{r[k]:.1f}"
+
+    body = [line(str(r["seed"]), lambda k, r=r: seed_cell(r, k)) for r in rows]
     stats = summarize(rows)
+    fresh = [r["train_minutes"] for r in rows if not r.get("resumed")]
+    minutes = f"{statistics.fmean(fresh):.1f}" if fresh else "-"
     body.append(
         line(
             f"mean ± std ({len(rows)})",
-            lambda k: f"{stats[k][0]:.3f} ± {stats[k][1]:.3f}" if k != "train_minutes" else f"{stats[k][0]:.1f}",
+            lambda k: f"{stats[k][0]:.3f} ± {stats[k][1]:.3f}" if k != "train_minutes" else minutes,
         )
     )
     aee = ", ".join(
