@@ -54,6 +54,10 @@ class Config:
     # Divide each window's input by the mean of its non-zero values (see EventSNNFlowNetLiteV2);
     # such a model's input is not integer counts, so the integer export refuses it.
     input_norm: bool = False
+    # Each time step reads its own bin and the input_bins - 1 bins before it, stacked as channels
+    # (empty bins before the window's first): the first layer then sees how events moved within a
+    # window instead of one bin at a time. 1: one bin per step. At most num_bins.
+    input_bins: int = 1
     threshold: float = 1.0
     reset: str = "subtract"
     surrogate_alpha: float = 2.0  # the model's own default too: EventSNNFlowNetLiteV2() is this model
@@ -146,6 +150,7 @@ class Config:
             "tau": self.tau,
             "learn_leak": self.learn_leak,
             "input_norm": self.input_norm,
+            "input_bins": self.input_bins,
             "threshold": self.threshold,
             "reset": self.reset,
             "surrogate_alpha": self.surrogate_alpha,
@@ -302,6 +307,10 @@ def validate(cfg: Config, source: str = "config") -> Config:
         size = getattr(cfg, key)
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0 or size % 8):
             raise ConfigError(f"{source}: key '{key}' must be a positive multiple of 8, got {size!r}")
+    if not 1 <= cfg.input_bins <= cfg.num_bins:
+        raise ConfigError(
+            f"{source}: key 'input_bins' must lie in [1, num_bins = {cfg.num_bins}], got {cfg.input_bins}"
+        )
     if cfg.learn_leak and cfg.tau not in (2, 4, 8, 16):
         raise ConfigError(f"{source}: key 'learn_leak' needs tau = 2, 4, 8 or 16 to start from, got tau {cfg.tau}")
     if not 0 < cfg.late_crop_fraction <= 1:

@@ -30,6 +30,11 @@ def test_wrong_type_and_out_of_range_values_are_rejected(tmp_path):
         load_config(DEFAULT_CONFIG, {"weight_ema": 1.0})
     with pytest.raises(ConfigError, match="key 'crop_size' must be a positive multiple of 8"):
         load_config(DEFAULT_CONFIG, {"crop_size": 50})
+    with pytest.raises(ConfigError, match=r"key 'input_bins' must lie in \[1, num_bins = 5\], got 6"):
+        load_config(DEFAULT_CONFIG, {"input_bins": 6})
+    with pytest.raises(ConfigError, match="key 'input_bins' must lie in"):
+        load_config(DEFAULT_CONFIG, {"input_bins": 0})
+    assert load_config(DEFAULT_CONFIG, {"input_bins": 5}).model_args()["input_bins"] == 5
 
 
 def test_base_inheritance_and_overrides(tmp_path):

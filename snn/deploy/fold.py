@@ -130,7 +130,8 @@ def fold_network(model: nn.Module, height: int, width: int) -> tuple[dict[str, A
     model = model.eval()
     check_ranges(model)  # before the shape pass, which would otherwise seed missing ranges from zeros
     shapes = layer_shapes(model, height, width)
-    shapes["events"] = [model.in_channels, height, width]
+    input_bins = getattr(model, "input_bins", 1)
+    shapes["events"] = [model.in_channels * input_bins, height, width]  # what the stem reads per step
     tensors: dict[str, tuple[np.ndarray, int]] = {}
     layers = []
     for name, inputs, residual in WIRING:
@@ -212,7 +213,14 @@ def fold_network(model: nn.Module, height: int, width: int) -> tuple[dict[str, A
         "model": type(model).__name__,
         "widths": {"weights": weights, "currents": currents},
         "time_bins": model.num_bins,
-        "input": {"channels": model.in_channels, "height": height, "width": width, "layout": "[T, C, H, W] counts"},
+        "input": {
+            "channels": model.in_channels,
+            "height": height,
+            "width": width,
+            "layout": "[T, C, H, W] counts",
+            # Step t's stem input: bins t, t-1, ..., t-k+1 (newest first, zeros before bin 0), C channels each.
+            "input_bins": input_bins,
+        },
         "layers": layers,
         "flow": {
             "heads": list(FLOW_HEADS),

@@ -2,7 +2,8 @@
 
 Hardware and runtimes that step an SNN bin by bin want the graph of one step:
 
-    inputs:  events_t [N, C, H, W], then the membrane of every spiking layer and the running
+    inputs:  events_t [N, C, H, W] ([N, k*C, H, W] with input_bins k: bins t, t-1, ... stacked),
+             then the membrane of every spiking layer and the running
              sum of every flow head's current (zeros before the first step)
     outputs: the updated membranes and head sums (named <input>_next), then the flow the sums give so far
              (after the last of the T steps it is the model's flow)
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from snn.deploy.fold import FLOW_HEADS, WIRING, FoldError, layer_shapes
-from snn.models.flownet import upsample_flow
+from snn.models.flownet import stack_recent_bins, upsample_flow
 from snn.quantization.control import activation_quantizers, model_widths, widths_tag
 from snn.quantization.weight_quant import weight_codes_and_scale
 
@@ -116,7 +117,7 @@ def export_onnx(model: nn.Module, path: str | Path, height: int, width: int) -> 
     """Write the one-step graph of a calibrated W8A8 model for [1, C, height, width] inputs."""
     step = OneStepNetwork(model)
     state = step.initial_state(1, height, width)
-    events = torch.zeros(1, model.in_channels, height, width)
+    events = torch.zeros(1, model.in_channels * getattr(model, "input_bins", 1), height, width)
     names = _state_names(model)
     # The TorchScript exporter (deprecated since torch 2.9, still shipped) maps the fake-quant ops to
     # QuantizeLinear/DequantizeLinear and needs only the onnx package; the newer exporter also needs
@@ -148,7 +149,8 @@ def run_onnx(path: str | Path, step: OneStepNetwork, events: torch.Tensor) -> to
     state = [s.numpy() for s in step.initial_state(events.shape[0], *events.shape[-2:])]
     names = [i.name for i in session.get_inputs()]
     flow = None
-    for t in range(events.shape[1]):
-        feeds = dict(zip(names, [events[:, t].numpy(), *state], strict=True))
+    steps = stack_recent_bins(events, getattr(step.model, "input_bins", 1))  # what the stem reads per step
+    for t in range(steps.shape[1]):
+        feeds = dict(zip(names, [steps[:, t].numpy(), *state], strict=True))
         *state, flow = session.run(None, feeds)
     return torch.from_numpy(flow)

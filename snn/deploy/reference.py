@@ -73,6 +73,16 @@ def upsample2x_bilinear(flow: np.ndarray) -> np.ndarray:
     return along(along(flow, 2), 3)
 
 
+def stack_recent_bins(x: np.ndarray, k: int) -> np.ndarray:
+    """[T, N, C, H, W] -> [T, N, k*C, H, W]: step t reads bins t, t-1, ..., t-k+1, newest first,
+    zeros before the first bin (the stem input of a model with ``input_bins`` k)."""
+    if k == 1:
+        return x
+    padded = np.concatenate([np.zeros((k - 1, *x.shape[1:]), dtype=x.dtype), x])
+    t = x.shape[0]
+    return np.concatenate([padded[k - 1 - j : k - 1 - j + t] for j in range(k)], axis=2)
+
+
 def run(
     description: dict[str, Any],
     weights: dict[str, np.ndarray],
@@ -95,7 +105,7 @@ def run(
     t_bins, n = x.shape[:2]
     if t_bins != description["time_bins"]:
         raise ValueError(f"the export runs {description['time_bins']} time bins, the input has {t_bins}")
-    outputs: dict[str, np.ndarray] = {"events": x}
+    outputs: dict[str, np.ndarray] = {"events": stack_recent_bins(x, description["input"].get("input_bins", 1))}
     heads: dict[str, np.ndarray] = {}
     for layer in description["layers"]:
         inp = np.concatenate([outputs[i] for i in layer["inputs"]], axis=2)

@@ -1,7 +1,8 @@
 """EventSNNFlowNetLiteV2: a spiking encoder-decoder that estimates optical flow from events.
 
 Input: [B, T, C, H, W] event tensors (per-bin ON/OFF counts, C=2); each of the
-T time bins is one SNN time step. Output: flow in pixels over the input
+T time bins is one SNN time step (with ``input_bins`` k > 1 a step reads its bin and the
+k - 1 before it, so the stem takes k*C channels). Output: flow in pixels over the input
 window, [B, 2, H, W].
 
     stem   C  -> c    (H)        SpikingConv2d
@@ -84,6 +85,9 @@ class EventSNNFlowNetLiteV2(nn.Module):
         input_norm: divide each window's input by the mean of its non-zero values (E-RAFT's
             normalization of voxel grids, without the shift, so that no event still means zero
             input); the input is then no longer integer counts, and the integer export refuses it.
+        input_bins: each time step reads its own bin and the ``input_bins - 1`` bins before it,
+            stacked as channels (``stack_recent_bins``), so that the stem sees events move within
+            the window; the stem then takes ``in_channels * input_bins`` channels.
     """
 
     downsample_factor = 8
@@ -108,8 +112,11 @@ class EventSNNFlowNetLiteV2(nn.Module):
         current_range: str = "maxabs",
         learn_leak: bool = False,
         input_norm: bool = False,
+        input_bins: int = 1,
     ) -> None:
         super().__init__()
+        if not 1 <= input_bins <= num_bins:
+            raise ValueError(f"input_bins must lie in [1, num_bins = {num_bins}] (got {input_bins})")
         if base_ch < 1 or num_bins < 1 or in_channels < 1:
             raise ValueError(
                 f"base_ch, num_bins and in_channels must be >= 1 (got {base_ch}, {num_bins}, {in_channels})"
@@ -117,6 +124,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
         self.num_bins = num_bins
         self.in_channels = in_channels
         self.input_norm = input_norm
+        self.input_bins = input_bins
         self.flow_scale = flow_scale
         c = base_ch
         spec = QuantSpec(bit_width, binarize, ema_decay, learn_scale, current_bits, current_range)
@@ -135,7 +143,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
         # The flow heads' currents are signed flow, not input to a threshold: always the symmetric range.
         head = {"quantize": quantize, "quant": dataclasses.replace(edge_spec, current_range="maxabs")}
         n = {"tau": tau, "threshold": threshold, "reset": reset, "alpha": surrogate_alpha, "learn_leak": learn_leak}
-        self.stem = SpikingConv2d(in_channels, c, 3, norm=True, neuron=n, **edge)
+        self.stem = SpikingConv2d(in_channels * input_bins, c, 3, norm=True, neuron=n, **edge)
         self.enc1 = SpikingConvBlock(c, 2 * c, stride=2, neuron=n, **q)
         self.enc2 = SpikingConvBlock(2 * c, 4 * c, stride=2, neuron=n, **q)
         self.enc3 = SpikingConvBlock(4 * c, 4 * c, stride=2, neuron=n, **q)
@@ -172,7 +180,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
         self.check_input(x)
         if self.input_norm:
             x = normalize_window(x)
-        x_seq = x.transpose(0, 1)  # [T, B, C, H, W]: time leads, one SNN step per bin
+        x_seq = stack_recent_bins(x, self.input_bins).transpose(0, 1)  # [T, B, C', H, W]: one SNN step per bin
         s0 = self.stem(x_seq)
         s1 = self.enc1(s0)
         s2 = self.enc2(s1)
@@ -226,6 +234,16 @@ def normalize_window(x: torch.Tensor) -> torch.Tensor:
     count = (mag > 0).sum(dim=1).clamp_min(1)
     mean = (mag.sum(dim=1) / count).clamp_min(1e-6)
     return x / mean.view(-1, 1, 1, 1, 1)
+
+
+def stack_recent_bins(x: torch.Tensor, k: int) -> torch.Tensor:
+    """[B, T, C, H, W] -> [B, T, k*C, H, W]: step t gets bins t, t-1, ..., t-k+1, newest first, each
+    with its C channels; bins before the window's first are empty (zeros)."""
+    if k == 1:
+        return x
+    t = x.shape[1]
+    padded = F.pad(x, (0, 0, 0, 0, 0, 0, k - 1, 0))  # k - 1 empty bins in front
+    return torch.cat([padded[:, k - 1 - j : k - 1 - j + t] for j in range(k)], dim=2)
 
 
 def upsample_flow(flow: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,9 @@ from snn.models.flownet import EventSNNFlowNetLiteV2
 from snn.quantization import control
 
 
-def lively_model(weights: int, currents: int, size: int = 16, seed: int = 0, current_range: str = "maxabs"):
+def lively_model(
+    weights: int, currents: int, size: int = 16, seed: int = 0, current_range: str = "maxabs", input_bins: int = 1
+):
     """A small calibrated quantized model whose every layer fires, and the event windows it was calibrated on."""
     torch.manual_seed(seed)
     model = EventSNNFlowNetLiteV2(
@@ -18,6 +20,7 @@ def lively_model(weights: int, currents: int, size: int = 16, seed: int = 0, cur
         binarize=weights == currents == 1,
         learn_scale=True,
         current_range=current_range,
+        input_bins=input_bins,
     )
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):  # trained-looking statistics, currents near threshold

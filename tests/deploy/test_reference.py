@@ -130,3 +130,26 @@ def test_the_reference_streams_membranes_across_windows_as_the_stateful_model_do
     assert np.abs(streamed[1] - expected[1]).max() <= 0.01
     fresh = reference.run(export.description, export.weights, windows[1].numpy())[0]
     assert np.abs(fresh - streamed[1]).max() > 0.01  # the carried membranes change the second window
+
+
+@pytest.mark.parametrize("widths", [(8, 8), (1, 1)], ids=["W8A8", "W1A1"])
+def test_integer_reference_stacks_recent_bins_as_the_model_does(widths, tmp_path):
+    """With input_bins 3 the stem reads bins t, t-1, t-2 at step t; the reference builds the same input."""
+    model, events = lively_model(*widths, input_bins=3)
+    description, tensors = fold_network(model, 16, 16)
+    assert description["input"]["input_bins"] == 3
+    assert description["layers"][0]["in_channels"] == 3 * model.in_channels
+    write_export(description, tensors, tmp_path)
+    export = load_export(tmp_path)
+    other = torch.poisson(torch.full((2, 3, 2, 16, 16), 1.5))
+    agreement = compare({"float64": copy.deepcopy(model).double()}, export, [events, other])["float64"]
+    assert agreement.passed, agreement.summary()
+
+
+def test_stacking_recent_bins_in_numpy_matches_the_model():
+    from snn.models.flownet import stack_recent_bins
+
+    x = torch.poisson(torch.full((2, 4, 2, 3, 3), 1.0))
+    want = stack_recent_bins(x, 3).transpose(0, 1).numpy()
+    got = reference.stack_recent_bins(np.moveaxis(x.numpy(), 1, 0), 3)
+    assert np.array_equal(got, want)

@@ -92,3 +92,41 @@ def test_the_integer_export_refuses_a_model_with_normalized_input():
     model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3, quantize=True, input_norm=True)
     with pytest.raises(FoldError, match="input_norm"):
         fold_network(model, 16, 16)
+
+
+def test_each_step_reads_its_bin_and_the_ones_before_it():
+    from snn.models.flownet import stack_recent_bins
+
+    x = torch.arange(1.0, 5.0).view(1, 4, 1, 1, 1).expand(1, 4, 2, 1, 1)  # bin t holds t + 1 in both channels
+    stacked = stack_recent_bins(x, 3)[0, :, :, 0, 0]
+    assert stacked.tolist() == [[1, 1, 0, 0, 0, 0], [2, 2, 1, 1, 0, 0], [3, 3, 2, 2, 1, 1], [4, 4, 3, 3, 2, 2]]
+    assert torch.equal(stack_recent_bins(x, 1), x)
+
+
+def test_input_bins_widens_the_stem_and_only_the_stem():
+    plain = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3)
+    stacked = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3, input_bins=3)
+    assert stacked.stem.conv.in_channels == 3 * plain.stem.conv.in_channels
+    widened = {k for k, v in stacked.state_dict().items() if v.shape != plain.state_dict()[k].shape}
+    assert widened == {"stem.conv.weight"}
+    assert stacked(torch.rand(1, 3, 2, 16, 16)).shape == (1, 2, 16, 16)
+    with pytest.raises(ValueError, match="input_bins"):
+        EventSNNFlowNetLiteV2(num_bins=3, input_bins=4)
+
+
+def test_with_input_bins_the_first_step_sees_the_later_bins_only_at_later_steps():
+    """Causal within the window: changing the last bin leaves the stem's first steps as they were."""
+    torch.manual_seed(0)
+    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3, input_bins=2).eval()
+    x = torch.poisson(torch.full((1, 3, 2, 16, 16), 1.0))
+    y = x.clone()
+    y[:, 2] += 3
+    with torch.no_grad():
+        a, b = model.stem(stack_steps(model, x)), model.stem(stack_steps(model, y))
+    assert torch.equal(a[:2], b[:2]) and not torch.equal(a[2], b[2])
+
+
+def stack_steps(model, x):
+    from snn.models.flownet import stack_recent_bins
+
+    return stack_recent_bins(x, model.input_bins).transpose(0, 1)
