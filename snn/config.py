@@ -58,6 +58,10 @@ class Config:
     # (empty bins before the window's first): the first layer then sees how events moved within a
     # window instead of one bin at a time. 1: one bin per step. At most num_bins.
     input_bins: int = 1
+    # Each SNN time step reads this many consecutive bins, stacked as channels, so a window runs
+    # num_bins / bins_per_step steps: fewer steps cost less time. Must divide num_bins; input_bins
+    # then counts steps. 1: one bin per step.
+    bins_per_step: int = 1
     threshold: float = 1.0
     reset: str = "subtract"
     surrogate_alpha: float = 2.0  # the model's own default too: EventSNNFlowNetLiteV2() is this model
@@ -151,6 +155,7 @@ class Config:
             "learn_leak": self.learn_leak,
             "input_norm": self.input_norm,
             "input_bins": self.input_bins,
+            "bins_per_step": self.bins_per_step,
             "threshold": self.threshold,
             "reset": self.reset,
             "surrogate_alpha": self.surrogate_alpha,
@@ -307,9 +312,14 @@ def validate(cfg: Config, source: str = "config") -> Config:
         size = getattr(cfg, key)
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0 or size % 8):
             raise ConfigError(f"{source}: key '{key}' must be a positive multiple of 8, got {size!r}")
-    if not 1 <= cfg.input_bins <= cfg.num_bins:
+    if cfg.bins_per_step < 1 or cfg.num_bins % cfg.bins_per_step:
         raise ConfigError(
-            f"{source}: key 'input_bins' must lie in [1, num_bins = {cfg.num_bins}], got {cfg.input_bins}"
+            f"{source}: key 'bins_per_step' must divide num_bins = {cfg.num_bins}, got {cfg.bins_per_step}"
+        )
+    steps = cfg.num_bins // cfg.bins_per_step
+    if not 1 <= cfg.input_bins <= steps:
+        raise ConfigError(
+            f"{source}: key 'input_bins' must lie in [1, num_bins / bins_per_step = {steps}], got {cfg.input_bins}"
         )
     if cfg.learn_leak and cfg.tau not in (2, 4, 8, 16):
         raise ConfigError(f"{source}: key 'learn_leak' needs tau = 2, 4, 8 or 16 to start from, got tau {cfg.tau}")

@@ -131,7 +131,8 @@ def fold_network(model: nn.Module, height: int, width: int) -> tuple[dict[str, A
     check_ranges(model)  # before the shape pass, which would otherwise seed missing ranges from zeros
     shapes = layer_shapes(model, height, width)
     input_bins = getattr(model, "input_bins", 1)
-    shapes["events"] = [model.in_channels * input_bins, height, width]  # what the stem reads per step
+    bins_per_step = getattr(model, "bins_per_step", 1)
+    shapes["events"] = [model.in_channels * bins_per_step * input_bins, height, width]  # the stem's input per step
     tensors: dict[str, tuple[np.ndarray, int]] = {}
     layers = []
     for name, inputs, residual in WIRING:
@@ -213,19 +214,23 @@ def fold_network(model: nn.Module, height: int, width: int) -> tuple[dict[str, A
         "model": type(model).__name__,
         "widths": {"weights": weights, "currents": currents},
         "time_bins": model.num_bins,
+        "time_steps": model.num_bins // bins_per_step,
         "input": {
             "channels": model.in_channels,
             "height": height,
             "width": width,
             "layout": "[T, C, H, W] counts",
-            # Step t's stem input: bins t, t-1, ..., t-k+1 (newest first, zeros before bin 0), C channels each.
+            # Step s reads bins s*g .. s*g+g-1 (g = bins_per_step, oldest first, C channels each) as
+            # its own group; with input_bins k, the groups of steps s, s-1, ..., s-k+1 (newest first,
+            # zeros before the first step).
+            "bins_per_step": bins_per_step,
             "input_bins": input_bins,
         },
         "layers": layers,
         "flow": {
             "heads": list(FLOW_HEADS),
             "rule": "flow = head3; flow = upsample2x_bilinear(flow) + head for head2, head1",
-            "head_output": "sum over time bins of current codes x step / time_bins x flow_scale, in pixels",
+            "head_output": "sum over time steps of current codes x step / time_steps x flow_scale, in pixels",
         },
     }
     return description, tensors

@@ -2,7 +2,8 @@
 
 Hardware and runtimes that step an SNN bin by bin want the graph of one step:
 
-    inputs:  events_t [N, C, H, W] ([N, k*C, H, W] with input_bins k: bins t, t-1, ... stacked),
+    inputs:  events_t [N, C, H, W], what the stem reads at step t ([N, k*g*C, H, W] with
+             bins_per_step g and input_bins k: see ``step_inputs``),
              then the membrane of every spiking layer and the running
              sum of every flow head's current (zeros before the first step)
     outputs: the updated membranes and head sums (named <input>_next), then the flow the sums give so far
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from snn.deploy.fold import FLOW_HEADS, WIRING, FoldError, layer_shapes
-from snn.models.flownet import stack_recent_bins, upsample_flow
+from snn.models.flownet import step_inputs, upsample_flow
 from snn.quantization.control import activation_quantizers, model_widths, widths_tag
 from snn.quantization.weight_quant import weight_codes_and_scale
 
@@ -52,7 +53,7 @@ class OneStepNetwork(nn.Module):
         check_step_export(model)
         self.model = model.eval()
         self.layers = list(model.spiking_layers())
-        self.num_bins = model.num_bins
+        self.time_steps = getattr(model, "time_steps", model.num_bins)
         # Constants of the graph: each layer's per-channel weight scales and its current step.
         self.weight_scales = {}
         self.steps = {}
@@ -100,10 +101,10 @@ class OneStepNetwork(nn.Module):
             if residual:
                 current = current + x
             outputs[name], membranes[name] = layer.neuron.single_step(current, membranes[name])
-        # The heads' integrators average over the time bins: sum / T.
+        # The heads' integrators average over the time steps: sum / steps.
         flow = None
         for name in FLOW_HEADS:
-            head = sums[name] * (self.model.flow_scale / self.num_bins)
+            head = sums[name] * (self.model.flow_scale / self.time_steps)
             flow = head if flow is None else upsample_flow(flow) + head
         return (*[membranes[n] for n in self.layers], *[sums[n] for n in FLOW_HEADS], flow)
 
@@ -117,7 +118,8 @@ def export_onnx(model: nn.Module, path: str | Path, height: int, width: int) -> 
     """Write the one-step graph of a calibrated W8A8 model for [1, C, height, width] inputs."""
     step = OneStepNetwork(model)
     state = step.initial_state(1, height, width)
-    events = torch.zeros(1, model.in_channels * getattr(model, "input_bins", 1), height, width)
+    stem_channels = model.in_channels * getattr(model, "bins_per_step", 1) * getattr(model, "input_bins", 1)
+    events = torch.zeros(1, stem_channels, height, width)
     names = _state_names(model)
     # The TorchScript exporter (deprecated since torch 2.9, still shipped) maps the fake-quant ops to
     # QuantizeLinear/DequantizeLinear and needs only the onnx package; the newer exporter also needs
@@ -141,15 +143,16 @@ def _export(step: OneStepNetwork, events: torch.Tensor, state: list[torch.Tensor
 
 
 def run_onnx(path: str | Path, step: OneStepNetwork, events: torch.Tensor) -> torch.Tensor:
-    """Run the exported graph with onnxruntime over all time bins of [1, T, C, H, W] events,
-    carrying the state from step to step; returns the flow after the last bin."""
+    """Run the exported graph with onnxruntime over all time steps of [1, T, C, H, W] events,
+    carrying the state from step to step; returns the flow after the last step."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     state = [s.numpy() for s in step.initial_state(events.shape[0], *events.shape[-2:])]
     names = [i.name for i in session.get_inputs()]
     flow = None
-    steps = stack_recent_bins(events, getattr(step.model, "input_bins", 1))  # what the stem reads per step
+    model = step.model
+    steps = step_inputs(events, getattr(model, "bins_per_step", 1), getattr(model, "input_bins", 1))  # stem input
     for t in range(steps.shape[1]):
         feeds = dict(zip(names, [steps[:, t].numpy(), *state], strict=True))
         *state, flow = session.run(None, feeds)

@@ -184,5 +184,6 @@ def export_step_onnx(model: nn.Module, export: Export, path: Path) -> float:
     with torch.no_grad():
         want = model.cpu().eval()(events)
     difference = float((run_onnx(path, step, events) - want).abs().max())
-    print(f"wrote {path}; onnxruntime over {model.num_bins} steps against PyTorch: flow max |diff| {difference:.2e} px")
+    steps = getattr(model, "time_steps", model.num_bins)
+    print(f"wrote {path}; onnxruntime over {steps} steps against PyTorch: flow max |diff| {difference:.2e} px")
     return difference

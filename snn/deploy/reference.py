@@ -73,6 +73,15 @@ def upsample2x_bilinear(flow: np.ndarray) -> np.ndarray:
     return along(along(flow, 2), 3)
 
 
+def step_inputs(x: np.ndarray, bins_per_step: int = 1, input_bins: int = 1) -> np.ndarray:
+    """[T, N, C, H, W] -> [T / g, N, k*g*C, H, W]: what the stem reads at each step, the g =
+    ``bins_per_step`` bins of the step (oldest first) and with k = ``input_bins`` those of the
+    k - 1 steps before it."""
+    t, n, c, h, w = x.shape
+    grouped = x.reshape(t // bins_per_step, bins_per_step, n, c, h, w).transpose(0, 2, 1, 3, 4, 5)
+    return stack_recent_bins(grouped.reshape(t // bins_per_step, n, bins_per_step * c, h, w), input_bins)
+
+
 def stack_recent_bins(x: np.ndarray, k: int) -> np.ndarray:
     """[T, N, C, H, W] -> [T, N, k*C, H, W]: step t reads bins t, t-1, ..., t-k+1, newest first,
     zeros before the first bin (the stem input of a model with ``input_bins`` k)."""
@@ -105,7 +114,10 @@ def run(
     t_bins, n = x.shape[:2]
     if t_bins != description["time_bins"]:
         raise ValueError(f"the export runs {description['time_bins']} time bins, the input has {t_bins}")
-    outputs: dict[str, np.ndarray] = {"events": stack_recent_bins(x, description["input"].get("input_bins", 1))}
+    inputs = description["input"]
+    stem_input = step_inputs(x, inputs.get("bins_per_step", 1), inputs.get("input_bins", 1))
+    t_bins = stem_input.shape[0]  # SNN time steps from here on
+    outputs: dict[str, np.ndarray] = {"events": stem_input}
     heads: dict[str, np.ndarray] = {}
     for layer in description["layers"]:
         inp = np.concatenate([outputs[i] for i in layer["inputs"]], axis=2)

@@ -1,8 +1,9 @@
 """EventSNNFlowNetLiteV2: a spiking encoder-decoder that estimates optical flow from events.
 
 Input: [B, T, C, H, W] event tensors (per-bin ON/OFF counts, C=2); each of the
-T time bins is one SNN time step (with ``input_bins`` k > 1 a step reads its bin and the
-k - 1 before it, so the stem takes k*C channels). Output: flow in pixels over the input
+T time bins is one SNN time step (with ``bins_per_step`` g, g consecutive bins stacked as
+channels make one step, T/g steps in all; with ``input_bins`` k > 1 a step also reads the
+k - 1 steps' bins before it, so the stem takes k*g*C channels). Output: flow in pixels over the input
 window, [B, 2, H, W].
 
     stem   C  -> c    (H)        SpikingConv2d
@@ -65,7 +66,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
 
     Args:
         base_ch: channel width of the first layer; the others are multiples of it.
-        num_bins: time bins per input window (= SNN time steps).
+        num_bins: time bins per input window (= SNN time steps, unless ``bins_per_step`` > 1).
         in_channels: channels per bin (2 for ON/OFF counts, 1 for a voxel grid).
         tau, threshold, reset, surrogate_alpha: LIF neuron parameters.
         flow_scale: flow heads output ``flow_scale`` pixels per unit current, so
@@ -88,6 +89,9 @@ class EventSNNFlowNetLiteV2(nn.Module):
         input_bins: each time step reads its own bin and the ``input_bins - 1`` bins before it,
             stacked as channels (``stack_recent_bins``), so that the stem sees events move within
             the window; the stem then takes ``in_channels * input_bins`` channels.
+        bins_per_step: each SNN time step reads this many consecutive bins, stacked as channels
+            (oldest first), so a window runs ``num_bins // bins_per_step`` steps (it must divide
+            ``num_bins``); ``input_bins`` then counts steps' worth of bins.
     """
 
     downsample_factor = 8
@@ -113,10 +117,14 @@ class EventSNNFlowNetLiteV2(nn.Module):
         learn_leak: bool = False,
         input_norm: bool = False,
         input_bins: int = 1,
+        bins_per_step: int = 1,
     ) -> None:
         super().__init__()
-        if not 1 <= input_bins <= num_bins:
-            raise ValueError(f"input_bins must lie in [1, num_bins = {num_bins}] (got {input_bins})")
+        if bins_per_step < 1 or num_bins % bins_per_step:
+            raise ValueError(f"bins_per_step must divide num_bins = {num_bins} (got {bins_per_step})")
+        time_steps = num_bins // bins_per_step
+        if not 1 <= input_bins <= time_steps:
+            raise ValueError(f"input_bins must lie in [1, num_bins / bins_per_step = {time_steps}] (got {input_bins})")
         if base_ch < 1 or num_bins < 1 or in_channels < 1:
             raise ValueError(
                 f"base_ch, num_bins and in_channels must be >= 1 (got {base_ch}, {num_bins}, {in_channels})"
@@ -125,6 +133,8 @@ class EventSNNFlowNetLiteV2(nn.Module):
         self.in_channels = in_channels
         self.input_norm = input_norm
         self.input_bins = input_bins
+        self.bins_per_step = bins_per_step
+        self.time_steps = time_steps
         self.flow_scale = flow_scale
         c = base_ch
         spec = QuantSpec(bit_width, binarize, ema_decay, learn_scale, current_bits, current_range)
@@ -143,7 +153,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
         # The flow heads' currents are signed flow, not input to a threshold: always the symmetric range.
         head = {"quantize": quantize, "quant": dataclasses.replace(edge_spec, current_range="maxabs")}
         n = {"tau": tau, "threshold": threshold, "reset": reset, "alpha": surrogate_alpha, "learn_leak": learn_leak}
-        self.stem = SpikingConv2d(in_channels * input_bins, c, 3, norm=True, neuron=n, **edge)
+        self.stem = SpikingConv2d(in_channels * bins_per_step * input_bins, c, 3, norm=True, neuron=n, **edge)
         self.enc1 = SpikingConvBlock(c, 2 * c, stride=2, neuron=n, **q)
         self.enc2 = SpikingConvBlock(2 * c, 4 * c, stride=2, neuron=n, **q)
         self.enc3 = SpikingConvBlock(4 * c, 4 * c, stride=2, neuron=n, **q)
@@ -157,7 +167,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
         self.head1 = FlowHead(2 * c, **head)
         for layer in self.spiking_layers().values():
             if quantize:  # a binary current step below this keeps the layer silent by construction
-                layer.quant_layer.binary_floor = layer.neuron.least_firing_input(num_bins) * BINARY_FLOOR_MARGIN
+                layer.quant_layer.binary_floor = layer.neuron.least_firing_input(time_steps) * BINARY_FLOOR_MARGIN
         self.quantize = quantize
         self.bit_width = bit_width if not binarize else 1
         self.current_bits = 1 if binarize else (bit_width if current_bits is None else current_bits)
@@ -180,7 +190,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
         self.check_input(x)
         if self.input_norm:
             x = normalize_window(x)
-        x_seq = stack_recent_bins(x, self.input_bins).transpose(0, 1)  # [T, B, C', H, W]: one SNN step per bin
+        x_seq = step_inputs(x, self.bins_per_step, self.input_bins).transpose(0, 1)  # [steps, B, C', H, W]
         s0 = self.stem(x_seq)
         s1 = self.enc1(s0)
         s2 = self.enc2(s1)
@@ -234,6 +244,14 @@ def normalize_window(x: torch.Tensor) -> torch.Tensor:
     count = (mag > 0).sum(dim=1).clamp_min(1)
     mean = (mag.sum(dim=1) / count).clamp_min(1e-6)
     return x / mean.view(-1, 1, 1, 1, 1)
+
+
+def step_inputs(x: torch.Tensor, bins_per_step: int = 1, input_bins: int = 1) -> torch.Tensor:
+    """[B, T, C, H, W] -> [B, T / g, k*g*C, H, W], what the stem reads at each SNN step: the g =
+    ``bins_per_step`` bins of the step (oldest first), and with k = ``input_bins`` those of the
+    k - 1 steps before it (``stack_recent_bins``)."""
+    b, t, c, h, w = x.shape
+    return stack_recent_bins(x.reshape(b, t // bins_per_step, bins_per_step * c, h, w), input_bins)
 
 
 def stack_recent_bins(x: torch.Tensor, k: int) -> torch.Tensor:

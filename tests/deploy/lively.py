@@ -7,13 +7,20 @@ from snn.quantization import control
 
 
 def lively_model(
-    weights: int, currents: int, size: int = 16, seed: int = 0, current_range: str = "maxabs", input_bins: int = 1
+    weights: int,
+    currents: int,
+    size: int = 16,
+    seed: int = 0,
+    current_range: str = "maxabs",
+    input_bins: int = 1,
+    num_bins: int = 3,
+    bins_per_step: int = 1,
 ):
     """A small calibrated quantized model whose every layer fires, and the event windows it was calibrated on."""
     torch.manual_seed(seed)
     model = EventSNNFlowNetLiteV2(
         base_ch=4,
-        num_bins=3,
+        num_bins=num_bins,
         quantize=True,
         bit_width=weights,
         current_bits=None if currents == weights else currents,
@@ -21,6 +28,7 @@ def lively_model(
         learn_scale=True,
         current_range=current_range,
         input_bins=input_bins,
+        bins_per_step=bins_per_step,
     )
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):  # trained-looking statistics, currents near threshold
@@ -31,7 +39,7 @@ def lively_model(
     for head in (model.head1, model.head2, model.head3):
         torch.nn.init.normal_(head.conv.weight, std=0.2)
         torch.nn.init.normal_(head.conv.bias, std=0.1)
-    events = torch.poisson(torch.full((2, 3, 2, size, size), 1.5))
+    events = torch.poisson(torch.full((2, num_bins, 2, size, size), 1.5))
     with control.calibrating(model):
         model(events)
     model.eval()(events)  # seeds the learned steps from the calibrated ranges

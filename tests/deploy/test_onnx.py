@@ -44,16 +44,16 @@ def test_only_w8a8_models_get_a_step_graph():
         OneStepNetwork(model)
 
 
-def test_the_step_graph_takes_the_stacked_bins_of_an_input_bins_model(tmp_path):
+def test_the_step_graph_takes_the_grouped_and_stacked_bins_of_its_model(tmp_path):
     pytest.importorskip("onnx", reason="the optional onnx package is not installed (python -m pip install onnx)")
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (python -m pip install onnxruntime)")
     import onnx
 
-    model, events = lively_model(8, 8, input_bins=2)
+    model, events = lively_model(8, 8, input_bins=2, num_bins=4, bins_per_step=2)
     path = tmp_path / "step.onnx"
     step = export_onnx(model, path, 16, 16)
     events_t = onnx.load(str(path)).graph.input[0]
-    assert events_t.type.tensor_type.shape.dim[1].dim_value == 2 * model.in_channels
+    assert events_t.type.tensor_type.shape.dim[1].dim_value == 2 * 2 * model.in_channels
     with torch.no_grad():
         want = model(events[:1])
     assert float((run_onnx(path, step, events[:1]) - want).abs().max()) < 1e-4

@@ -146,6 +146,32 @@ def test_integer_reference_stacks_recent_bins_as_the_model_does(widths, tmp_path
     assert agreement.passed, agreement.summary()
 
 
+@pytest.mark.parametrize("widths", [(8, 8), (1, 1)], ids=["W8A8", "W1A1"])
+def test_integer_reference_groups_bins_into_steps_as_the_model_does(widths, tmp_path):
+    """bins_per_step 2 with input_bins 2: 4 bins run 2 steps, each stem input holds 2 steps x 2 bins."""
+    model, events = lively_model(*widths, num_bins=4, bins_per_step=2, input_bins=2)
+    description, tensors = fold_network(model, 16, 16)
+    assert (description["time_bins"], description["time_steps"]) == (4, 2)
+    assert description["input"]["bins_per_step"] == 2
+    assert description["layers"][0]["in_channels"] == 4 * model.in_channels
+    write_export(description, tensors, tmp_path)
+    export = load_export(tmp_path)
+    other = torch.poisson(torch.full((2, 4, 2, 16, 16), 1.5))
+    agreement = compare({"float64": copy.deepcopy(model).double()}, export, [events, other])["float64"]
+    assert agreement.passed, agreement.summary()
+    _, spikes = reference.run(description, export.weights, events.numpy())
+    assert spikes["stem"].shape[0] == 2  # two SNN steps, not four
+
+
+def test_step_inputs_in_numpy_match_the_model():
+    from snn.models.flownet import step_inputs
+
+    x = torch.poisson(torch.full((2, 6, 2, 3, 3), 1.0))
+    want = step_inputs(x, 3, 2).transpose(0, 1).numpy()
+    got = reference.step_inputs(np.moveaxis(x.numpy(), 1, 0), 3, 2)
+    assert np.array_equal(got, want)
+
+
 def test_stacking_recent_bins_in_numpy_matches_the_model():
     from snn.models.flownet import stack_recent_bins
 

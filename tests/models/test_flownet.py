@@ -126,6 +126,29 @@ def test_with_input_bins_the_first_step_sees_the_later_bins_only_at_later_steps(
     assert torch.equal(a[:2], b[:2]) and not torch.equal(a[2], b[2])
 
 
+def test_bins_per_step_groups_consecutive_bins_into_one_step():
+    from snn.models.flownet import step_inputs
+
+    x = torch.arange(1.0, 5.0).view(1, 4, 1, 1, 1).expand(1, 4, 2, 1, 1)  # bin t holds t + 1 in both channels
+    assert step_inputs(x, 2)[0, :, :, 0, 0].tolist() == [[1, 1, 2, 2], [3, 3, 4, 4]]  # oldest bin first
+    assert step_inputs(x, 2, 2)[0, :, :, 0, 0].tolist() == [[1, 1, 2, 2, 0, 0, 0, 0], [3, 3, 4, 4, 1, 1, 2, 2]]
+    assert torch.equal(step_inputs(x), x)
+
+
+def test_bins_per_step_runs_fewer_steps_through_a_wider_stem():
+    torch.manual_seed(0)
+    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=4, bins_per_step=4)
+    assert model.time_steps == 1 and model.stem.conv.in_channels == 4 * 2
+    steps = []
+    model.stem.register_forward_hook(lambda _m, _i, out: steps.append(out.shape[0]))
+    assert model(torch.rand(1, 4, 2, 16, 16)).shape == (1, 2, 16, 16)
+    assert steps == [1]
+    with pytest.raises(ValueError, match="bins_per_step must divide num_bins = 5"):
+        EventSNNFlowNetLiteV2(num_bins=5, bins_per_step=2)
+    with pytest.raises(ValueError, match="input_bins"):
+        EventSNNFlowNetLiteV2(num_bins=4, bins_per_step=2, input_bins=3)
+
+
 def stack_steps(model, x):
     from snn.models.flownet import stack_recent_bins
 
