@@ -130,9 +130,7 @@ def fold_network(model: nn.Module, height: int, width: int) -> tuple[dict[str, A
     model = model.eval()
     check_ranges(model)  # before the shape pass, which would otherwise seed missing ranges from zeros
     shapes = layer_shapes(model, height, width)
-    input_bins = getattr(model, "input_bins", 1)
-    bins_per_step = getattr(model, "bins_per_step", 1)
-    shapes["events"] = [model.in_channels * bins_per_step * input_bins, height, width]  # the stem's input per step
+    shapes["events"] = [model.stem.conv.in_channels, height, width]  # what the stem reads per step
     tensors: dict[str, tuple[np.ndarray, int]] = {}
     layers = []
     for name, inputs, residual in WIRING:
@@ -214,7 +212,7 @@ def fold_network(model: nn.Module, height: int, width: int) -> tuple[dict[str, A
         "model": type(model).__name__,
         "widths": {"weights": weights, "currents": currents},
         "time_bins": model.num_bins,
-        "time_steps": model.num_bins // bins_per_step,
+        "time_steps": getattr(model, "time_steps", model.num_bins),
         "input": {
             "channels": model.in_channels,
             "height": height,
@@ -223,8 +221,8 @@ def fold_network(model: nn.Module, height: int, width: int) -> tuple[dict[str, A
             # Step s reads bins s*g .. s*g+g-1 (g = bins_per_step, oldest first, C channels each) as
             # its own group; with input_bins k, the groups of steps s, s-1, ..., s-k+1 (newest first,
             # zeros before the first step).
-            "bins_per_step": bins_per_step,
-            "input_bins": input_bins,
+            "bins_per_step": getattr(model, "bins_per_step", 1),
+            "input_bins": getattr(model, "input_bins", 1),
         },
         "layers": layers,
         "flow": {

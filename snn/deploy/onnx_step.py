@@ -118,8 +118,7 @@ def export_onnx(model: nn.Module, path: str | Path, height: int, width: int) -> 
     """Write the one-step graph of a calibrated W8A8 model for [1, C, height, width] inputs."""
     step = OneStepNetwork(model)
     state = step.initial_state(1, height, width)
-    stem_channels = model.in_channels * getattr(model, "bins_per_step", 1) * getattr(model, "input_bins", 1)
-    events = torch.zeros(1, stem_channels, height, width)
+    events = torch.zeros(1, model.stem.conv.in_channels, height, width)  # what the stem reads per step
     names = _state_names(model)
     # The TorchScript exporter (deprecated since torch 2.9, still shipped) maps the fake-quant ops to
     # QuantizeLinear/DequantizeLinear and needs only the onnx package; the newer exporter also needs

@@ -116,22 +116,22 @@ def run(
         raise ValueError(f"the export runs {description['time_bins']} time bins, the input has {t_bins}")
     inputs = description["input"]
     stem_input = step_inputs(x, inputs.get("bins_per_step", 1), inputs.get("input_bins", 1))
-    t_bins = stem_input.shape[0]  # SNN time steps from here on
+    steps = stem_input.shape[0]  # SNN time steps (num_bins / bins_per_step)
     outputs: dict[str, np.ndarray] = {"events": stem_input}
     heads: dict[str, np.ndarray] = {}
     for layer in description["layers"]:
         inp = np.concatenate([outputs[i] for i in layer["inputs"]], axis=2)
-        flat = inp.reshape(t_bins * n, *inp.shape[2:])
+        flat = inp.reshape(steps * n, *inp.shape[2:])
         w = weights[layer["weight"]["tensor"]]
         if layer["type"] == "spiking_conv_transpose":
             acc = conv_transpose2d_int(flat, w, layer["stride"][0], layer["padding"][0], layer["output_padding"][0])
         else:
             acc = conv2d_int(flat, w, layer["stride"][0], layer["padding"][0])
         codes = current_codes(acc, layer["current"])
-        codes = codes.reshape(t_bins, n, *codes.shape[1:])
+        codes = codes.reshape(steps, n, *codes.shape[1:])
         if layer["type"] == "flow_head":
             flow = layer["flow"]
-            heads[layer["name"]] = codes.sum(axis=0) * (flow["step"] * flow["flow_scale"] / t_bins)
+            heads[layer["name"]] = codes.sum(axis=0) * (flow["step"] * flow["flow_scale"] / steps)
             continue
         v0 = None if membranes is None else membranes.get(layer["name"])
         outputs[layer["name"]], v = _neuron(codes, inp if layer["residual"] else None, layer["neuron"], v0)

@@ -132,35 +132,34 @@ def test_the_reference_streams_membranes_across_windows_as_the_stateful_model_do
     assert np.abs(fresh - streamed[1]).max() > 0.01  # the carried membranes change the second window
 
 
-@pytest.mark.parametrize("widths", [(8, 8), (1, 1)], ids=["W8A8", "W1A1"])
-def test_integer_reference_stacks_recent_bins_as_the_model_does(widths, tmp_path):
-    """With input_bins 3 the stem reads bins t, t-1, t-2 at step t; the reference builds the same input."""
-    model, events = lively_model(*widths, input_bins=3)
-    description, tensors = fold_network(model, 16, 16)
-    assert description["input"]["input_bins"] == 3
-    assert description["layers"][0]["in_channels"] == 3 * model.in_channels
-    write_export(description, tensors, tmp_path)
-    export = load_export(tmp_path)
-    other = torch.poisson(torch.full((2, 3, 2, 16, 16), 1.5))
-    agreement = compare({"float64": copy.deepcopy(model).double()}, export, [events, other])["float64"]
-    assert agreement.passed, agreement.summary()
+# input_bins 3: step t reads bins t, t-1, t-2. bins_per_step 2 with input_bins 2: 4 bins run 2 steps,
+# each stem input holding 2 steps x 2 bins. The reference must build the same stem input.
+STEM_INPUTS = {
+    "input_bins3": ({"input_bins": 3}, {"time_bins": 3, "time_steps": 3, "stacked": 3}),
+    "bins_per_step2": (
+        {"num_bins": 4, "bins_per_step": 2, "input_bins": 2},
+        {"time_bins": 4, "time_steps": 2, "stacked": 4},
+    ),
+}
 
 
 @pytest.mark.parametrize("widths", [(8, 8), (1, 1)], ids=["W8A8", "W1A1"])
-def test_integer_reference_groups_bins_into_steps_as_the_model_does(widths, tmp_path):
-    """bins_per_step 2 with input_bins 2: 4 bins run 2 steps, each stem input holds 2 steps x 2 bins."""
-    model, events = lively_model(*widths, num_bins=4, bins_per_step=2, input_bins=2)
+@pytest.mark.parametrize("case", list(STEM_INPUTS))
+def test_integer_reference_builds_the_stem_input_as_the_model_does(case, widths, tmp_path):
+    kwargs, want = STEM_INPUTS[case]
+    model, events = lively_model(*widths, **kwargs)
     description, tensors = fold_network(model, 16, 16)
-    assert (description["time_bins"], description["time_steps"]) == (4, 2)
-    assert description["input"]["bins_per_step"] == 2
-    assert description["layers"][0]["in_channels"] == 4 * model.in_channels
+    assert (description["time_bins"], description["time_steps"]) == (want["time_bins"], want["time_steps"])
+    assert description["input"]["input_bins"] == kwargs["input_bins"]
+    assert description["input"]["bins_per_step"] == kwargs.get("bins_per_step", 1)
+    assert description["layers"][0]["in_channels"] == want["stacked"] * model.in_channels
     write_export(description, tensors, tmp_path)
     export = load_export(tmp_path)
-    other = torch.poisson(torch.full((2, 4, 2, 16, 16), 1.5))
+    other = torch.poisson(torch.full(tuple(events.shape), 1.5))
     agreement = compare({"float64": copy.deepcopy(model).double()}, export, [events, other])["float64"]
     assert agreement.passed, agreement.summary()
     _, spikes = reference.run(description, export.weights, events.numpy())
-    assert spikes["stem"].shape[0] == 2  # two SNN steps, not four
+    assert spikes["stem"].shape[0] == want["time_steps"]
 
 
 def test_step_inputs_in_numpy_match_the_model():
