@@ -49,7 +49,7 @@ def test_the_ann_twin_has_no_neurons_left_and_the_same_convolutions():
     from snn.models.flownet import EventSNNFlowNetLiteV2
     from snn.models.neurons import LIFNeuron
 
-    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=2)
+    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=2, bins_per_step=1)
     convs = [m.weight.shape for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     twin = as_ann(model)
     assert not any(isinstance(m, LIFNeuron) for m in twin.modules())

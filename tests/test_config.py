@@ -30,11 +30,12 @@ def test_wrong_type_and_out_of_range_values_are_rejected(tmp_path):
         load_config(DEFAULT_CONFIG, {"weight_ema": 1.0})
     with pytest.raises(ConfigError, match="key 'crop_size' must be a positive multiple of 8"):
         load_config(DEFAULT_CONFIG, {"crop_size": 50})
+    five_steps = {"bins_per_step": 1}
     with pytest.raises(ConfigError, match=r"key 'input_bins' must lie in \[1, num_bins / bins_per_step = 5\], got 6"):
-        load_config(DEFAULT_CONFIG, {"input_bins": 6})
+        load_config(DEFAULT_CONFIG, {**five_steps, "input_bins": 6})
     with pytest.raises(ConfigError, match="key 'input_bins' must lie in"):
-        load_config(DEFAULT_CONFIG, {"input_bins": 0})
-    assert load_config(DEFAULT_CONFIG, {"input_bins": 5}).model_args()["input_bins"] == 5
+        load_config(DEFAULT_CONFIG, {**five_steps, "input_bins": 0})
+    assert load_config(DEFAULT_CONFIG, {**five_steps, "input_bins": 5}).model_args()["input_bins"] == 5
 
 
 def test_bins_per_step_must_divide_num_bins_and_bounds_input_bins():
@@ -42,7 +43,7 @@ def test_bins_per_step_must_divide_num_bins_and_bounds_input_bins():
         load_config(DEFAULT_CONFIG, {"bins_per_step": 2})
     with pytest.raises(ConfigError, match=r"key 'input_bins' must lie in \[1, num_bins / bins_per_step = 1\], got 2"):
         load_config(DEFAULT_CONFIG, {"bins_per_step": 5, "input_bins": 2})
-    assert load_config(DEFAULT_CONFIG, {"bins_per_step": 5}).model_args()["bins_per_step"] == 5
+    assert load_config(DEFAULT_CONFIG, {"bins_per_step": 1}).model_args()["bins_per_step"] == 1
 
 
 def test_base_inheritance_and_overrides(tmp_path):

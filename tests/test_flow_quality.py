@@ -22,6 +22,7 @@ _spec.loader.exec_module(tool)
 TINY = {
     "base_ch": 4,
     "num_bins": 3,
+    "bins_per_step": 1,
     "batch_size": 4,
     "num_epochs": 1,
     "crop_size": 16,

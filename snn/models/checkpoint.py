@@ -104,6 +104,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: not a checkpoint of this project (missing {', '.join(missing)})")
     if "weight_codes" in ckpt:  # a shipped model (snn.models.zoo): weights stored as codes and scales
         expand_weight_codes(ckpt, path)
+    return with_legacy_defaults(ckpt)
+
+
+# Keys whose default changed: a checkpoint written before the key existed was built with the old value.
+LEGACY_DEFAULTS = {"bins_per_step": 1}
+
+
+def with_legacy_defaults(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """Fill keys that older checkpoints lack with the value those checkpoints were trained with, in place."""
+    for section in ("model_args", "config"):
+        stored = ckpt[section]
+        if isinstance(stored, dict) and (section == "model_args" or stored):
+            for key, value in LEGACY_DEFAULTS.items():
+                stored.setdefault(key, value)
     return ckpt
 
 

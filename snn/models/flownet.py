@@ -91,7 +91,9 @@ class EventSNNFlowNetLiteV2(nn.Module):
             the window; the stem then takes ``in_channels * input_bins`` channels.
         bins_per_step: each SNN time step reads this many consecutive bins, stacked as channels
             (oldest first), so a window runs ``num_bins // bins_per_step`` steps (it must divide
-            ``num_bins``); ``input_bins`` then counts steps' worth of bins.
+            ``num_bins``); ``input_bins`` then counts steps' worth of bins. The default runs the
+            default five-bin window in one step; checkpoints from before this key existed ran one
+            bin per step, and loading them says so (``snn.models.checkpoint``).
     """
 
     downsample_factor = 8
@@ -117,7 +119,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
         learn_leak: bool = False,
         input_norm: bool = False,
         input_bins: int = 1,
-        bins_per_step: int = 1,
+        bins_per_step: int = 5,
     ) -> None:
         super().__init__()
         if bins_per_step < 1 or num_bins % bins_per_step:

@@ -16,8 +16,8 @@ def _cfg(root, **extra):
 
 
 def test_the_late_phase_is_the_last_fraction_of_the_epochs():
-    cfg = load_config(overrides={"late_crop_size": 64})
-    assert cfg.num_epochs == 28 and cfg.late_crop_epoch() == 21
+    cfg = load_config(overrides={"num_epochs": 28, "late_crop_size": 64})
+    assert cfg.late_crop_epoch() == 21
     assert [cfg.crop_at(e) for e in (0, 20, 21, 27)] == [48, 48, 64, 64]
     assert (
         load_config(overrides={"num_epochs": 3, "late_crop_size": 64, "late_crop_fraction": 0.1}).late_crop_epoch() == 2

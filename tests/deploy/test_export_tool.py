@@ -27,7 +27,8 @@ def _tool():
 def _run(root, tmp, name, config="snn/configs/event_snn_lite.yaml", resume=None):
     cfg = load_config(
         config,
-        {"data_root": str(root), "dataset": "blinksim", "base_ch": 4, "num_bins": 3, "batch_size": 2,
+        {"data_root": str(root), "dataset": "blinksim", "base_ch": 4, "num_bins": 3,
+         "bins_per_step": 1, "batch_size": 2,
          "num_epochs": 1, "crop_size": 32, "image_every": 0, "calibration_batches": 2,
          "checkpoint_dir": str(tmp / name / "ckpt"), "log_dir": str(tmp / name / "logs")},
     )  # fmt: skip

@@ -74,7 +74,7 @@ def test_description_matches_the_model(lively):
 
 def test_a_full_precision_model_cannot_be_folded():
     with pytest.raises(FoldError, match="not quantized"):
-        fold_network(EventSNNFlowNetLiteV2(base_ch=4, num_bins=2), 16, 16)
+        fold_network(EventSNNFlowNetLiteV2(base_ch=4, num_bins=2, bins_per_step=1), 16, 16)
 
 
 def test_corrupt_or_truncated_exports_are_refused(tmp_path):

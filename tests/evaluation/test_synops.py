@@ -108,7 +108,7 @@ def test_monitor_counts_per_sample_over_time_and_pools_firing_rates(conv_cls):
 
 def test_monitor_on_the_flow_net_matches_its_own_spike_rates():
     torch.manual_seed(0)
-    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3).eval()
+    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3, bins_per_step=1).eval()
     x = (torch.rand(2, 3, 2, 16, 16) < 0.3).float()
     with torch.no_grad(), ActivityMonitor(model) as mon:
         model(x)

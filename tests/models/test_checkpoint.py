@@ -53,3 +53,24 @@ def test_torchs_error_on_a_full_disk_is_reported_as_a_full_disk(tmp_path, monkey
                        r"\(512 bytes free in .*\); no best_model\.pth was written"):  # fmt: skip
         save_checkpoint(PAYLOAD, tmp_path / "best_model.pth")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_checkpoint_from_before_bins_per_step_loads_as_one_step_per_bin(tmp_path):
+    from snn.config import config_from_checkpoint, load_config
+    from snn.models.checkpoint import load_checkpoint, load_model
+    from snn.models.flownet import EventSNNFlowNetLiteV2
+
+    old = EventSNNFlowNetLiteV2(base_ch=4, bins_per_step=1).eval()
+    args = {"base_ch": 4}  # what such a checkpoint stored: bins_per_step did not exist, one step per bin
+    config = load_config(overrides={"base_ch": 4}).to_dict()
+    del config["bins_per_step"]
+    save_checkpoint({"model_name": "EventSNNFlowNetLiteV2", "model_args": args, "config": config,
+                     "state_dict": old.state_dict()}, tmp_path / "old.pth")  # fmt: skip
+    model = load_model(tmp_path / "old.pth")
+    assert model.time_steps == 5 and model.stem.conv.in_channels == 2
+    x = torch.poisson(torch.full((1, 5, 2, 16, 16), 1.0))
+    with torch.no_grad():
+        assert torch.equal(model(x), old(x))
+    assert config_from_checkpoint(load_checkpoint(tmp_path / "old.pth"), tmp_path / "old.pth").bins_per_step == 1
+    # Today's default runs the window in one step: the stem reads its five bins as ten channels.
+    assert EventSNNFlowNetLiteV2(base_ch=4).stem.conv.in_channels == 10

@@ -24,7 +24,7 @@ def test_residual_block_needs_matching_shapes():
 
 
 def test_model_output_shapes():
-    model = EventSNNFlowNetLiteV2(base_ch=8, num_bins=3)
+    model = EventSNNFlowNetLiteV2(base_ch=8, num_bins=3, bins_per_step=1)
     x = torch.rand(2, 3, 2, 32, 48)
     flows = model.forward_multiscale(x)
     assert [tuple(f.shape) for f in flows] == [(2, 2, 32, 48), (2, 2, 16, 24), (2, 2, 8, 12)]
@@ -46,7 +46,7 @@ def test_parameter_count_at_base_ch_32_and_scaling():
 
 
 def test_any_frame_size_is_padded_with_empty_input_and_cropped_back():
-    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=2).eval()
+    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=2, bins_per_step=1).eval()
     x = (torch.rand(1, 2, 2, 60, 58) > 0.7).float()
     flow = model(x)
     assert flow.shape == (1, 2, 60, 58)
@@ -61,7 +61,7 @@ def test_any_frame_size_is_padded_with_empty_input_and_cropped_back():
 
 
 def test_gradients_reach_the_first_layer():
-    model = EventSNNFlowNetLiteV2(base_ch=8, num_bins=3)
+    model = EventSNNFlowNetLiteV2(base_ch=8, num_bins=3, bins_per_step=1)
     # Heads start at zero: give them weights so a gradient flows back.
     for head in (model.head1, model.head2, model.head3):
         torch.nn.init.normal_(head.conv.weight, std=0.1)
@@ -74,8 +74,8 @@ def test_gradients_reach_the_first_layer():
 def test_input_norm_makes_the_flow_independent_of_the_event_count_scale():
     torch.manual_seed(0)
     x = torch.poisson(torch.full((2, 3, 2, 16, 16), 0.4))
-    plain = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3).eval()
-    normed = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3, input_norm=True).eval()
+    plain = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3, bins_per_step=1).eval()
+    normed = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3, bins_per_step=1, input_norm=True).eval()
     normed.load_state_dict(plain.state_dict())
     for model in (plain, normed):
         for head in (model.head1, model.head2, model.head3):  # heads start at zero flow
@@ -89,7 +89,7 @@ def test_input_norm_makes_the_flow_independent_of_the_event_count_scale():
 def test_the_integer_export_refuses_a_model_with_normalized_input():
     from snn.deploy.fold import FoldError, fold_network
 
-    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3, quantize=True, input_norm=True)
+    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3, bins_per_step=1, quantize=True, input_norm=True)
     with pytest.raises(FoldError, match="input_norm"):
         fold_network(model, 16, 16)
 
@@ -104,20 +104,20 @@ def test_each_step_reads_its_bin_and_the_ones_before_it():
 
 
 def test_input_bins_widens_the_stem_and_only_the_stem():
-    plain = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3)
-    stacked = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3, input_bins=3)
+    plain = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3, bins_per_step=1)
+    stacked = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3, bins_per_step=1, input_bins=3)
     assert stacked.stem.conv.in_channels == 3 * plain.stem.conv.in_channels
     widened = {k for k, v in stacked.state_dict().items() if v.shape != plain.state_dict()[k].shape}
     assert widened == {"stem.conv.weight"}
     assert stacked(torch.rand(1, 3, 2, 16, 16)).shape == (1, 2, 16, 16)
     with pytest.raises(ValueError, match="input_bins"):
-        EventSNNFlowNetLiteV2(num_bins=3, input_bins=4)
+        EventSNNFlowNetLiteV2(num_bins=3, bins_per_step=1, input_bins=4)
 
 
 def test_with_input_bins_the_first_step_sees_the_later_bins_only_at_later_steps():
     """Causal within the window: changing the last bin leaves the stem's first steps as they were."""
     torch.manual_seed(0)
-    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3, input_bins=2).eval()
+    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3, bins_per_step=1, input_bins=2).eval()
     x = torch.poisson(torch.full((1, 3, 2, 16, 16), 1.0))
     y = x.clone()
     y[:, 2] += 3

@@ -58,10 +58,10 @@ def test_the_leak_moves_in_shifts_and_the_model_learns_it_per_layer():
     assert neuron.decay == 1 - 2**-4  # clamped to the longest leak
     with pytest.raises(ValueError, match="tau = 2, 4, 8 or 16"):
         LIFNeuron(tau=3.0, learn_leak=True)
-    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3, learn_leak=True)
+    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3, bins_per_step=1, learn_leak=True)
     leaks = [n for n, _ in model.named_parameters() if n.endswith("leak_log2")]
     assert len(leaks) == len(model.spiking_layers()) == 9
-    plain = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3)
+    plain = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3, bins_per_step=1)
     assert not [n for n, _ in plain.named_parameters() if n.endswith("leak_log2")]
 
 
@@ -73,6 +73,7 @@ def test_a_run_learns_the_leaks_without_weight_decay_and_its_checkpoint_keeps_th
     cfg = load_config(
         settings={
             "dataset": "blinksim", "data_root": str(tiny_synthetic_root), "base_ch": 4, "num_bins": 3,
+            "bins_per_step": 1,
             "batch_size": 2, "num_epochs": 1, "crop_size": 16, "device": "cpu", "image_every": 0,
             "learn_leak": True, "tau": 4.0, "learning_rate": 0.05,
             "checkpoint_dir": str(tmp_path / "ckpt"), "log_dir": str(tmp_path / "logs"),

@@ -54,7 +54,7 @@ def test_a_state_of_another_shape_is_an_error_that_says_to_reset():
 
 def test_the_network_carries_state_across_windows_and_stateless_mode_is_unchanged():
     torch.manual_seed(0)
-    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3).eval()
+    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3, bins_per_step=1).eval()
     for head in (model.head1, model.head2, model.head3):  # heads start at zero flow
         torch.nn.init.normal_(head.conv.weight, std=0.3)
     x = torch.poisson(torch.full((1, 6, 2, 16, 16), 0.5))

@@ -92,6 +92,7 @@ def test_the_host_reads_of_a_training_epoch_do_not_grow_with_its_steps(tiny_synt
         CONFIG_DIR / "event_snn_lite_4bit.yaml",
         {
             "data_root": str(tiny_synthetic_root), "dataset": "blinksim", "base_ch": 4, "num_bins": 3,
+            "bins_per_step": 1,
             "batch_size": 2, "crop_size": 16, "image_every": 0, "log_every": 10_000, "calibration_batches": 0,
             "checkpoint_dir": str(tmp_path / "ckpt"), "log_dir": str(tmp_path / "logs"), "device": "cpu",
         },

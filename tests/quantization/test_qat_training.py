@@ -16,7 +16,7 @@ from snn.training.run import build_trainer
 from snn.utils.quantization_utils import compare_model_outputs, estimate_model_size, load_model
 
 CPU = torch.device("cpu")
-SMALL = {"base_ch": 8, "num_bins": 3}
+SMALL = {"base_ch": 8, "num_bins": 3, "bins_per_step": 1}
 
 
 def test_loading_fp_into_quantized_reports_only_quant_keys():
@@ -30,7 +30,7 @@ def test_loading_fp_into_quantized_reports_only_quant_keys():
 
 
 def test_another_architecture_is_an_error_naming_the_keys():
-    other = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3)
+    other = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3, bins_per_step=1)
     q = EventSNNFlowNetLiteV2(**SMALL, quantize=True)
     with pytest.raises(CheckpointError, match=r"another architecture.*stem\.conv\.weight"):
         load_weights(q, other.state_dict(), "other.pth")

@@ -16,7 +16,7 @@ root, out = Path(sys.argv[1]), Path(sys.argv[2])
 cfg = load_config(
     DEFAULT_CONFIG,
     {
-        "data_root": str(root), "dataset": "blinksim", "base_ch": 4, "num_bins": 3, "batch_size": 1,
+        "data_root": str(root), "dataset": "blinksim", "base_ch": 4, "num_bins": 3, "bins_per_step": 1, "batch_size": 1,
         "num_epochs": 2, "crop_size": 32, "augment": False, "warmup_epochs": 0.0, "image_every": 1,
         "quantization_enabled": True, "initial_bit_width": 4, "learn_scale": True,
         "checkpoint_dir": str(out / "ckpt"), "log_dir": str(out / "logs"), "device": "cpu",

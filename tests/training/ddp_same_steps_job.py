@@ -31,7 +31,8 @@ root, out, batch = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 cfg = load_config(
     DEFAULT_CONFIG,
     {
-        "data_root": str(root), "dataset": "blinksim", "base_ch": 4, "num_bins": 3, "batch_size": batch,
+        "data_root": str(root), "dataset": "blinksim", "base_ch": 4, "num_bins": 3,
+        "bins_per_step": 1, "batch_size": batch,
         "num_epochs": 2, "crop_size": 32, "augment": False, "warmup_epochs": 0.0, "weight_ema": 0.9,
         "quantization_enabled": True, "initial_bit_width": 4, "learn_scale": False, "num_workers": 0,
         "checkpoint_dir": str(out / "ckpt"), "log_dir": str(out / "logs"), "device": "cpu",

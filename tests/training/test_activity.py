@@ -41,7 +41,7 @@ def test_a_w1_layer_with_silent_inputs_gets_a_gradient_from_the_penalty(widths):
 
 
 def test_recording_gives_every_spiking_layer_a_differentiable_rate_and_removes_its_hooks():
-    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=2)
+    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=2, bins_per_step=1)
     x = (torch.rand(1, 2, 2, 16, 16) < 0.3).float() * 5
     with recording_firing_rates(model) as rates:
         model(x)
@@ -51,7 +51,7 @@ def test_recording_gives_every_spiking_layer_a_differentiable_rate_and_removes_i
 
 
 def test_norm_parameters_get_their_own_group_only_with_a_multiplier():
-    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=2, quantize=True, learn_scale=True)
+    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=2, bins_per_step=1, quantize=True, learn_scale=True)
     plain = load_config(overrides={"learning_rate": 1e-3})
     assert len(param_groups(model, plain)) == 2  # weights, learned steps
     boosted = load_config(overrides={"learning_rate": 1e-3, "norm_lr_multiplier": 50})
@@ -71,7 +71,9 @@ def test_a_binary_current_step_never_drops_below_the_least_firing_input():
     from snn.models.flownet import BINARY_FLOOR_MARGIN
     from snn.quantization import control
 
-    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=5, quantize=True, bit_width=1, binarize=True, learn_scale=True)
+    model = EventSNNFlowNetLiteV2(
+        base_ch=4, num_bins=5, bins_per_step=1, quantize=True, bit_width=1, binarize=True, learn_scale=True
+    )
     least = model.enc2.neuron.least_firing_input(5)
     assert least == pytest.approx(0.5 / (1 - 0.5**5))  # tau 2, threshold 1: 1.9375 x step must reach 1
     with control.calibrating(model):
@@ -100,7 +102,7 @@ def test_a_positive_current_range_spends_the_grid_where_the_thresholds_are():
     assert out.tolist() == [-7.0, -1.0, 0.0, 7.0]  # -19 clips at -qmax steps; 0.5 rounds to even 0
     with pytest.raises(ValueError, match="range_mode"):
         QuantizationAwareLayer(4, range_mode="percentile")
-    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=2, quantize=True, current_range="positive")
+    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=2, bins_per_step=1, quantize=True, current_range="positive")
     modes = {name: q.range_mode for name, q in control.activation_quantizers(model)}
     assert modes["stem.quant_layer"] == modes["enc1.quant_layer"] == "positive"
     assert modes["head1.quant_layer"] == "maxabs"  # flow is signed

@@ -135,7 +135,8 @@ def test_torchrun_train_py_says_how_the_run_is_spread_and_only_rank_0_logs(tiny_
     config = tmp_path / "tiny.yaml"
     config.write_text(
         f"base: {repo / 'snn/configs/event_snn_lite.yaml'}\ndata_root: {tiny_synthetic_root}\ndataset: blinksim\n"
-        "base_ch: 4\nnum_bins: 3\nbatch_size: 2\nnum_epochs: 1\ncrop_size: 16\nimage_every: 0\ndevice: cpu\n"
+        "base_ch: 4\nnum_bins: 3\n"
+        "bins_per_step: 1\nbatch_size: 2\nnum_epochs: 1\ncrop_size: 16\nimage_every: 0\ndevice: cpu\n"
     )
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
            str(repo / "train.py"), "--config", str(config), "--checkpoint-dir", str(tmp_path / "ckpt"),

@@ -81,7 +81,7 @@ def _tiny_config(path, base, root, extra=""):
     path.write_text(
         f"base: {REPO / 'snn/configs' / base}\n"
         f"data_root: {root}\ndataset: blinksim\n"
-        "base_ch: 4\nnum_bins: 3\nbatch_size: 4\nnum_epochs: 3\ncrop_size: 16\naugment: true\n"
+        "base_ch: 4\nnum_bins: 3\nbins_per_step: 1\nbatch_size: 4\nnum_epochs: 3\ncrop_size: 16\naugment: true\n"
         "learning_rate: 0.003\nweight_ema: 0.9\nimage_every: 0\n"
         # CPU: some CUDA kernels (bilinear upsampling's backward, cuDNN convolutions) are not
         # deterministic, so two CUDA runs differ in the last bits, interrupted or not.

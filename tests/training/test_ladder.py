@@ -355,7 +355,8 @@ def test_learned_steps_are_seeded_from_training_batches_never_from_the_test_spli
 
     loud = _loud_copy(tiny_synthetic_root, tmp_path / "loud")
     fp_cfg = load_config(CONFIG_DIR / "event_snn_lite.yaml", {
-        "data_root": str(loud), "dataset": "blinksim", "base_ch": 4, "num_bins": 3, "num_epochs": 1, "crop_size": 32,
+        "data_root": str(loud), "dataset": "blinksim", "base_ch": 4, "num_bins": 3,
+        "bins_per_step": 1, "num_epochs": 1, "crop_size": 32,
         "image_every": 0,
         "checkpoint_dir": str(tmp_path / "fp" / "ckpt"), "log_dir": str(tmp_path / "fp" / "logs"),
     })  # fmt: skip
@@ -397,6 +398,8 @@ def test_evaluating_a_model_whose_learned_steps_were_never_seeded_is_an_error():
     from snn.models.flownet import EventSNNFlowNetLiteV2
     from snn.quantization.quantization_aware import QuantizerStateError
 
-    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3, quantize=True, bit_width=4, learn_scale=True).eval()
+    model = EventSNNFlowNetLiteV2(
+        base_ch=4, num_bins=3, bins_per_step=1, quantize=True, bit_width=4, learn_scale=True
+    ).eval()
     with pytest.raises(QuantizerStateError, match="calibrate the model on training batches"):
         model(torch.rand(1, 3, 2, 16, 16))

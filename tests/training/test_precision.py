@@ -17,7 +17,7 @@ def test_under_bf16_autocast_only_unquantized_convolutions_run_in_bf16(monkeypat
     bfloat16 one would put 8-bit codes 64-127 on a grid of 0.5."""
     from snn.models import neurons
 
-    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=2, quantize=quantize, bit_width=8)
+    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=2, bins_per_step=1, quantize=quantize, bit_width=8)
     seen = {}
 
     def record(name):
@@ -64,6 +64,7 @@ def test_a_bf16_run_trains_and_resumes_with_its_settings(tiny_synthetic_root, tm
     from snn.training.run import build_trainer, run_precision
 
     values = {"data_root": str(tiny_synthetic_root), "dataset": "blinksim", "base_ch": 4, "num_bins": 3,
+              "bins_per_step": 1,
               "batch_size": 4, "num_epochs": 1, "crop_size": 32, "augment": False, "amp": "bf16",
               "checkpoint_dir": str(tmp_path / "ckpt"), "log_dir": str(tmp_path / "logs")}  # fmt: skip
     trainer = build_trainer(load_config(DEFAULT_CONFIG, values), CPU)
@@ -88,6 +89,7 @@ def test_a_quantized_run_says_that_amp_leaves_its_currents_in_float32(tiny_synth
     from snn.training.run import build_trainer, run_precision
 
     values = {"data_root": str(tiny_synthetic_root), "dataset": "blinksim", "base_ch": 4, "num_bins": 3,
+              "bins_per_step": 1,
               "crop_size": 32, "checkpoint_dir": str(tmp_path / "ckpt"), "log_dir": str(tmp_path / "logs")}  # fmt: skip
     cfg = load_config(CONFIG_DIR / "event_snn_lite_4bit.yaml", {**values, "amp": "bf16"})
     assert (

@@ -13,7 +13,14 @@ from snn.training.run import build_trainer
 
 
 def _cfg(root, **extra):
-    base = {"dataset": "blinksim", "data_root": str(root), "base_ch": 4, "num_bins": 3, "batch_size": 2}
+    base = {
+        "dataset": "blinksim",
+        "data_root": str(root),
+        "base_ch": 4,
+        "num_bins": 3,
+        "bins_per_step": 1,
+        "batch_size": 2,
+    }
     return load_config(settings={**base, **extra})
 
 
@@ -47,7 +54,7 @@ def test_history_windows_are_cropped_and_flipped_with_their_sample(tiny_syntheti
 
 def test_forward_with_history_is_the_last_window_of_a_stateful_stream():
     torch.manual_seed(0)
-    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3)
+    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3, bins_per_step=1)
     for head in (model.head1, model.head2, model.head3):
         torch.nn.init.normal_(head.conv.weight, std=0.3)
     x = torch.poisson(torch.full((2, 6, 2, 16, 16), 0.6)).requires_grad_()

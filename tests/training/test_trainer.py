@@ -18,6 +18,7 @@ def _cfg(root, tmp_path, **extra):
         "dataset": "blinksim",
         "base_ch": 8,
         "num_bins": 3,
+        "bins_per_step": 1,
         "batch_size": 4,
         "num_epochs": 2,
         "learning_rate": 3e-3,
