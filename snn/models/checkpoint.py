@@ -112,10 +112,13 @@ LEGACY_DEFAULTS = {"bins_per_step": 1}
 
 
 def with_legacy_defaults(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """Fill keys that older checkpoints lack with the value those checkpoints were trained with, in place."""
-    for section in ("model_args", "config"):
-        stored = ckpt[section]
-        if isinstance(stored, dict) and (section == "model_args" or stored):
+    """Fill keys that older checkpoints lack with the value those checkpoints were trained with, in place.
+
+    Empty model_args meant every default of its day, so it is filled; an empty config means none was
+    stored (hand-made checkpoints), and it stays empty so that readers still see that.
+    """
+    for stored in (ckpt["model_args"], ckpt["config"] or None):
+        if isinstance(stored, dict):
             for key, value in LEGACY_DEFAULTS.items():
                 stored.setdefault(key, value)
     return ckpt

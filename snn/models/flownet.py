@@ -93,7 +93,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
             (oldest first), so a window runs ``num_bins // bins_per_step`` steps (it must divide
             ``num_bins``); ``input_bins`` then counts steps' worth of bins. The default runs the
             default five-bin window in one step; checkpoints from before this key existed ran one
-            bin per step, and loading them says so (``snn.models.checkpoint``).
+            bin per step, and loading fills that in (``LEGACY_DEFAULTS`` in ``snn.models.checkpoint``).
     """
 
     downsample_factor = 8
