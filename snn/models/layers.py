@@ -19,7 +19,7 @@ from torch import nn
 from snn.models.neurons import LIFNeuron
 from snn.quantization.quantization_aware import QuantizationAwareLayer
 from snn.quantization.weight_quant import QuantConv2d, QuantConvTranspose2d
-from snn.utils.runtime import at_least_float32
+from snn.utils.runtime import at_least_float32, ieee_float32_convolutions
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,10 @@ def make_conv(quantize: bool, spec: QuantSpec | None, transposed: bool = False, 
 def into_quantizer(quant_layer: nn.Module, op: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """``quant_layer(op(x))``, with ``op`` in float32 when ``quant_layer`` quantizes, autocast or not:
     a bfloat16 current (8 mantissa bits) would put 8-bit codes 64-127 on a grid of 0.5, so the
-    rounding would not be the one the exported integer network makes."""
+    rounding would not be the one the exported integer network makes. For the same reason a CUDA
+    convolution runs in IEEE float32 here, not in cuDNN's default TF32."""
     if getattr(quant_layer, "enabled", False):
-        with torch.autocast(x.device.type, enabled=False):
+        with torch.autocast(x.device.type, enabled=False), ieee_float32_convolutions(x.device.type):
             return quant_layer(op(at_least_float32(x)))
     return quant_layer(op(x))
 

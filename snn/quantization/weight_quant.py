@@ -4,8 +4,8 @@ The optimizer keeps FP32 weights; the forward pass uses integer codes times a
 per-channel scale, which integer hardware reproduces exactly (and batch norm
 folds into that per-channel scale and a bias):
 
-- b >= 3 bits: codes in [-qmax, qmax], ``scale_c = max|W_c| / qmax`` (PyTorch's
-  per-channel fake-quant kernel, straight-through gradient inside the range);
+- b >= 3 bits: codes in [-qmax, qmax], ``scale_c = max|W_c| / qmax`` (the arithmetic of
+  PyTorch's per-channel fake-quant kernel, straight-through gradient inside the range);
 - 2 bits (ternary, TWN): codes in {-1, 0, 1}, zero below ``0.7 * mean|W_c|``,
   ``scale_c`` = mean |W_c| above that threshold (max-abs would zero most weights);
 - 1 bit (XNOR-Net): codes in {-1, 1}, ``scale_c = mean|W_c|``; the
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from snn.quantization.quantization_aware import check_bit_width, qmax_for
+from snn.quantization.torch_ops import ClippedRounding
 
 TWN_THRESHOLD = 0.7
 
@@ -57,10 +58,11 @@ def weight_codes_and_scale(w: torch.Tensor, bit_width: int, axis: int = 0):
 def fake_quantize_weight(w: torch.Tensor, bit_width: int, axis: int = 0) -> torch.Tensor:
     """Quantized weights with a straight-through gradient to the FP32 ones."""
     if bit_width >= 3:
+        # The arithmetic of PyTorch's fake_quantize_per_channel_affine, bit for bit (a test checks),
+        # without its check of the zero points, which on CUDA waits for the GPU once per layer and step.
         qmax = qmax_for(bit_width)
         scale = (w.detach().abs().amax(dim=_reduce_dims(w, axis)) / qmax).clamp_min(1e-12)
-        zero = torch.zeros(scale.shape, dtype=torch.int32, device=w.device)
-        return torch.fake_quantize_per_channel_affine(w, scale.float(), zero, axis, -qmax, qmax)
+        return ClippedRounding.apply(w, channel_view(scale.float(), axis, w.dim()), qmax)
     codes, scale = weight_codes_and_scale(w, bit_width, axis)
     w_q = codes * channel_view(scale, axis, w.dim())
     if bit_width == 1:

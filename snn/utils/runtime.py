@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -46,6 +48,26 @@ def resolve_device(name: str = "auto") -> torch.device:
 def at_least_float32(x: torch.Tensor) -> torch.Tensor:
     """``x`` in float32 when autocast gave it a 16-bit float type; float32 and float64 stay as they are."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+@contextmanager
+def ieee_float32_convolutions(device_type: str) -> Iterator[None]:
+    """cuDNN convolutions in full float32 inside the block, on CUDA.
+
+    cuDNN's default on Ampere and newer GPUs is TF32, which rounds both operands to 10 mantissa
+    bits: a current that feeds a quantizer would then round to other codes than the exported
+    integer network computes. The legacy flag is the one every torch from 2.1 on reads.
+    """
+    if device_type != "cuda":
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    before = cudnn.allow_tf32
+    cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        cudnn.allow_tf32 = before
 
 
 def available_memory() -> int | None:

@@ -59,3 +59,19 @@ def test_transposed_conv_quantizes_per_output_channel():
 
 def test_state_dict_keys_match_the_float_convolution():
     assert set(QuantConv2d(2, 3, 3).state_dict()) == set(torch.nn.Conv2d(2, 3, 3).state_dict())
+
+
+@pytest.mark.parametrize(("bits", "axis"), [(8, 0), (4, 0), (3, 1)])
+def test_the_weight_quantizer_is_pytorchs_per_channel_kernel_bit_for_bit(bits, axis):
+    """Ours avoids the kernel's zero-point check (a GPU sync per layer and step), not its arithmetic."""
+    torch.manual_seed(0)
+    w = (torch.randn(16, 8, 3, 3) * torch.rand(16, 1, 1, 1)).requires_grad_()
+    ours = fake_quantize_weight(w, bits, axis)
+    (ours * torch.arange(ours.numel()).view_as(ours)).sum().backward()
+    ours_grad, w.grad = w.grad, None
+    qmax = 2 ** (bits - 1) - 1
+    scale = (w.detach().abs().amax(dim=[d for d in range(4) if d != axis]) / qmax).clamp_min(1e-12)
+    zero = torch.zeros(scale.shape, dtype=torch.int32)
+    theirs = torch.fake_quantize_per_channel_affine(w, scale, zero, axis, -qmax, qmax)
+    (theirs * torch.arange(theirs.numel()).view_as(theirs)).sum().backward()
+    assert torch.equal(ours, theirs) and torch.equal(ours_grad, w.grad)

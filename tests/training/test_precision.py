@@ -95,3 +95,17 @@ def test_a_quantized_run_says_that_amp_leaves_its_currents_in_float32(tiny_synth
     assert (
         run_precision(build_trainer(cfg, CPU)) == "W4A4 (--amp bf16 unused: quantized currents are computed in float32)"
     )
+
+
+def test_quantized_currents_set_tf32_aside_on_cuda_only():
+    from snn.utils.runtime import ieee_float32_convolutions
+
+    cudnn = torch.backends.cudnn
+    assert cudnn.allow_tf32  # PyTorch's default
+    with ieee_float32_convolutions("cuda"):
+        assert not cudnn.allow_tf32
+    with ieee_float32_convolutions("cpu"):
+        assert cudnn.allow_tf32
+    with pytest.raises(KeyError), ieee_float32_convolutions("cuda"):
+        raise KeyError
+    assert cudnn.allow_tf32
