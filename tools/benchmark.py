@@ -55,25 +55,32 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="3 timed steps after 1 warm-up, 200 k events")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     p.add_argument(
+        "--device", default="cpu", choices=["cpu", "cuda"],
+        help="where the training steps run (default: %(default)s); inference runs on CUDA when present",
+    )  # fmt: skip
+    p.add_argument(
         "--only", nargs="+", choices=MEASURES, default=list(MEASURES), metavar="M",
         help=f"run only these measures: {', '.join(MEASURES)} (default: all)",
     )  # fmt: skip
     args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: CUDA is not available on this machine")
     steps, warmup = (3, 1) if args.quick else (args.steps, 2)
     events = 200_000 if args.quick else args.events
     doc: dict = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-                 f"torch {torch.__version__}", "batch": args.batch, "size": args.size, "steps": steps}  # fmt: skip
+                 f"torch {torch.__version__}" + (f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""),
+                 "device": args.device, "batch": args.batch, "size": args.size, "steps": steps}  # fmt: skip
     print(f"{doc['machine']}; batch {args.batch} of {args.size}x{args.size}, median of {steps} steps\n")
 
     rows = (
-        in_fresh_process(training_step_times, args.batch, args.size, steps, warmup)
+        in_fresh_process(training_step_times, args.batch, args.size, steps, warmup, args.device)
         if "training" in args.only or "loader" in args.only
         else []
     )
     if "training" in args.only:
         _training_table(doc, rows, "training_step", f"training step, batch {args.batch} of {args.size}x{args.size}")
         if args.full_size:
-            full = in_fresh_process(training_step_times, 1, args.full_size, 2 if args.quick else 3, 1)
+            full = in_fresh_process(training_step_times, 1, args.full_size, 2 if args.quick else 3, 1, args.device)
             _training_table(doc, full, "training_step_full_size",
                             f"training step, batch 1 of {args.full_size}x{args.full_size}")  # fmt: skip
     if "ann" in args.only:

@@ -52,8 +52,10 @@ def random_batch(cfg: Config, batch: int, size: int, generator: torch.Generator)
 
 
 def training_step(model: nn.Module, cfg: Config, data: dict, teacher: nn.Module | None = None) -> Callable[[], None]:
-    """A function that runs one training step of ``model`` on ``data`` (with its own AdamW)."""
+    """A function that runs one training step of ``model`` on ``data`` (with its own AdamW); on CUDA
+    it waits for the GPU to finish the step, so that a timer around it sees the whole step."""
     model.train()
+    on_cuda = data["events"].is_cuda
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
 
     def step() -> None:
@@ -66,25 +68,29 @@ def training_step(model: nn.Module, cfg: Config, data: dict, teacher: nn.Module 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if on_cuda:
+            torch.cuda.synchronize()
 
     return step
 
 
-def training_step_times(batch: int = 8, size: int = 48, steps: int = 10, warmup: int = 2) -> list[StepTime]:
+def training_step_times(
+    batch: int = 8, size: int = 48, steps: int = 10, warmup: int = 2, device: str = "cpu"
+) -> list[StepTime]:
     """Each ladder width's step, and W4A4 with its teacher (the W8A8 model) distilling, timed in
-    interleaved rounds; the ratio to FP32 is the median of the rounds' ratios."""
+    interleaved rounds on ``device``; the ratio to FP32 is the median of the rounds' ratios."""
     generator = torch.Generator().manual_seed(0)
     runs = {}
     for label, name, overrides in STEPS:
         cfg = config_for(name, overrides)
         torch.manual_seed(0)
-        model = build_model(cfg.model, cfg.model_args())
-        data = random_batch(cfg, batch, size, generator)
+        model = build_model(cfg.model, cfg.model_args()).to(device)
+        data = {k: v.to(device) for k, v in random_batch(cfg, batch, size, generator).items()}
         model(data["events"][:1])  # quantizer ranges start from a first pass
         runs[label] = training_step(model, cfg, data)
         if label == "W4A4":
             teacher_cfg = config_for("event_snn_lite_8bit.yaml", {})
-            teacher = build_model(teacher_cfg.model, teacher_cfg.model_args())
+            teacher = build_model(teacher_cfg.model, teacher_cfg.model_args()).to(device)
             with calibrating(teacher), torch.no_grad():  # its ranges and steps from a first pass
                 teacher(data["events"][:1])
             runs["W4A4 + distillation"] = training_step(model, cfg, data, teacher)

@@ -350,14 +350,21 @@ def run_ladder(
             rows[-1]["unseen_aee"] = other.metrics["dense"]["overall"]["aee"]
             rows[-1]["unseen_zero_flow_aee"] = other.metrics["dense"]["overall"]["zero_flow_aee"]
         logger.info("%s: test AEE %.3f (zero-flow %.3f)", step.name, test["aee"], test["zero_flow_aee"])
-    fp_aee = rows[0]["aee"]
-    for row in rows:
-        row["retention"] = fp_aee / row["aee"]
-        row["ptq_retention"] = fp_aee / row["ptq_aee"]
-        if unseen_root is not None:
-            row["unseen_retention"] = rows[0]["unseen_aee"] / row["unseen_aee"]
+        _add_retention(rows)
+        if math.isfinite(minutes):  # trained now: a ladder stopped later still reports it
+            write_ladder_reports(rows, output_dir)
     write_ladder_reports(rows, output_dir)
     return rows
+
+
+def _add_retention(rows: list[dict]) -> None:
+    """Each row's AEE (calibration-only and unseen too, where present) against the first row's."""
+    fp = rows[0]
+    for row in rows:
+        row["retention"] = fp["aee"] / row["aee"]
+        row["ptq_retention"] = fp["aee"] / row["ptq_aee"]
+        if "unseen_aee" in fp:
+            row["unseen_retention"] = fp["unseen_aee"] / row["unseen_aee"]
 
 
 SEED_FIELDS = (

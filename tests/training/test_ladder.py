@@ -403,3 +403,22 @@ def test_evaluating_a_model_whose_learned_steps_were_never_seeded_is_an_error():
     ).eval()
     with pytest.raises(QuantizerStateError, match="calibrate the model on training batches"):
         model(torch.rand(1, 3, 2, 16, 16))
+
+
+def test_a_ladder_stopped_part_way_reports_the_steps_it_finished(tiny_synthetic_root, tmp_path, monkeypatch):
+    """A time limit or a signal that stops the ladder in W4A4 leaves FP and W8A8 in ladder.csv."""
+    real = ladder.run_step
+
+    def stopped_in_w4(step, *args, **kwargs):
+        if step.name == "V2_W4A4":
+            raise KeyboardInterrupt
+        return real(step, *args, **kwargs)
+
+    monkeypatch.setattr(ladder, "run_step", stopped_in_w4)
+    out = tmp_path / "stopped"
+    with pytest.raises(KeyboardInterrupt):
+        run_ladder(out, str(tiny_synthetic_root), 1, 1, CPU, False, 5, NO_CROP)
+    with open(out / "ladder.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["step"] for r in rows] == ["V2", "V2_W8A8"]
+    assert float(rows[0]["retention"]) == 1.0 and float(rows[1]["aee"]) > 0
