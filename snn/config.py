@@ -129,6 +129,9 @@ class Config:
     # How a current quantizer's observed range becomes its step: "maxabs" covers max(|min|, |max|);
     # "positive" covers the positive side only, where the thresholds are (negative currents clip).
     current_range: str = "maxabs"
+    # Snap each spiking layer's current step so its threshold falls on a rounding boundary: with
+    # one SNN step per window, a quantized current then fires exactly when the unquantized one would.
+    align_current_steps: bool = False
     scale_lr_multiplier: float = 100.0  # the learned steps' LR relative to learning_rate
     # The batch-norm shift and scale before each spiking layer act as its per-channel threshold and
     # gain; their LR relative to learning_rate (the guide's low-bit rates barely move them).
@@ -169,6 +172,7 @@ class Config:
             "learn_scale": self.learn_scale,
             "current_range": self.current_range,
             "first_last_bits": self.first_last_bits,
+            "align_current_steps": self.align_current_steps,
         }
 
     def widths_at(self, epoch: int) -> tuple[int, int]:

@@ -94,6 +94,10 @@ class EventSNNFlowNetLiteV2(nn.Module):
             ``num_bins``); ``input_bins`` then counts steps' worth of bins. The default runs the
             default five-bin window in one step; checkpoints from before this key existed ran one
             bin per step, and loading fills that in (``LEGACY_DEFAULTS`` in ``snn.models.checkpoint``).
+        align_current_steps: every spiking layer's current step is snapped so that the threshold
+            falls on a rounding boundary (``QuantizationAwareLayer.align_step``): with one step per
+            window a neuron then fires on its quantized current exactly when it would on the
+            unquantized one. Binary currents and the flow heads are left as they are.
     """
 
     downsample_factor = 8
@@ -120,6 +124,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
         input_norm: bool = False,
         input_bins: int = 1,
         bins_per_step: int = 5,
+        align_current_steps: bool = False,
     ) -> None:
         super().__init__()
         if bins_per_step < 1 or num_bins % bins_per_step:
@@ -170,6 +175,8 @@ class EventSNNFlowNetLiteV2(nn.Module):
         for layer in self.spiking_layers().values():
             if quantize:  # a binary current step below this keeps the layer silent by construction
                 layer.quant_layer.binary_floor = layer.neuron.least_firing_input(time_steps) * BINARY_FLOOR_MARGIN
+                if align_current_steps:
+                    layer.quant_layer.align_to = layer.neuron.threshold
         self.quantize = quantize
         self.bit_width = bit_width if not binarize else 1
         self.current_bits = 1 if binarize else (bit_width if current_bits is None else current_bits)

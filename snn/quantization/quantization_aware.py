@@ -121,6 +121,9 @@ class QuantizationAwareLayer(nn.Module):
         # The smallest binary step: the model sets it to the least current with which its neuron
         # can ever fire (below it a +-step current keeps the layer silent whatever comes in).
         self.binary_floor = 0.0
+        # The threshold of the neuron this current feeds, when the model aligns the grid to it
+        # (``align_step``); None: the step is used as learned or observed.
+        self.align_to: float | None = None
         # Host-side copies of the two flags once they are True, so that a forward pass does not
         # read a device buffer (a GPU sync) every step; False means "read the buffer".
         self._range_known = False
@@ -223,8 +226,22 @@ class QuantizationAwareLayer(nn.Module):
 
     def scale(self) -> torch.Tensor:
         if self.learn_scale:
-            return self.step.abs().clamp_min(max(1e-8, self.binary_floor if self.is_binary else 0.0))
-        return self.range_scale()
+            if self.is_binary:
+                return self.step.abs().clamp_min(max(1e-8, self.binary_floor))
+            return self.align_step(self.step.abs().clamp_min(1e-8))
+        return self.range_scale() if self.is_binary else self.align_step(self.range_scale())
+
+    def align_step(self, step: torch.Tensor) -> torch.Tensor:
+        """With ``align_to`` (a threshold theta): the step theta / (k + 1/2), k = floor(theta / step)
+        but at most qmax - 1, so that theta falls on a rounding boundary within reach of the codes and
+        a current fires exactly when it would unquantized (code >= k + 1 iff x >= theta). Otherwise a
+        grid off the threshold moves it by up to half a step, which at 4 bits was up to a third of
+        the threshold. The gradient passes to the step straight through."""
+        if self.align_to is None:
+            return step
+        theta = self.align_to
+        snapped = theta / (torch.floor(theta / step.detach()).clamp_max(self.qmax - 1) + 0.5)
+        return step + (snapped - step).detach()
 
     def _step_seed(self, absmean: torch.Tensor) -> torch.Tensor:
         """LSQ's initial step 2*mean|x|/sqrt(qmax), or the range scale when it is smaller (binary: the range scale)."""
@@ -267,7 +284,7 @@ class QuantizationAwareLayer(nn.Module):
             return self._binary(x)
         if self.learn_scale:
             grad_factor = lsq_grad_factor(x, self.qmax)
-            return learnable_fake_quantize(x, self.step.abs().clamp_min(1e-8), self.qmax, grad_factor)
+            return learnable_fake_quantize(x, self.scale(), self.qmax, grad_factor)
         return fake_quantize(x, self.scale().float(), self.qmax)  # the scale stays a tensor: no device sync
 
     def _binary(self, x: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ def lively_model(
     input_bins: int = 1,
     num_bins: int = 3,
     bins_per_step: int = 1,
+    align_current_steps: bool = False,
 ):
     """A small calibrated quantized model whose every layer fires, and the event windows it was calibrated on."""
     torch.manual_seed(seed)
@@ -29,6 +30,7 @@ def lively_model(
         current_range=current_range,
         input_bins=input_bins,
         bins_per_step=bins_per_step,
+        align_current_steps=align_current_steps,
     )
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):  # trained-looking statistics, currents near threshold

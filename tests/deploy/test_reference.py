@@ -103,6 +103,17 @@ def test_integer_reference_follows_a_positive_current_range(tmp_path):
     assert agreement.passed, agreement.summary()
 
 
+@pytest.mark.parametrize("bins_per_step", [1, 3], ids=["three steps", "one step"])
+@pytest.mark.parametrize("widths", [(4, 4), (1, 4)], ids=["W4A4", "W1A4"])
+def test_integer_reference_follows_current_steps_aligned_to_the_threshold(widths, bins_per_step, tmp_path):
+    model, events = lively_model(*widths, current_range="positive", bins_per_step=bins_per_step,
+                                 align_current_steps=True)  # fmt: skip
+    assert all(layer.quant_layer.align_to == 1.0 for layer in model.spiking_layers().values())
+    write_export(*fold_network(model, 16, 16), tmp_path)
+    agreement = compare({"float64": copy.deepcopy(model).double()}, load_export(tmp_path), [events])["float64"]
+    assert agreement.passed, agreement.summary()
+
+
 def test_a_model_with_synchronised_batch_norms_folds_as_the_plain_one():
     """DDP on CUDA turns batch norms into SyncBatchNorm; their statistics must fold all the same."""
     model, _ = lively_model(4, 4)
