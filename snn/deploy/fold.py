@@ -71,7 +71,9 @@ def _folded_affine(layer: nn.Module) -> tuple[np.ndarray, np.ndarray, np.ndarray
     Returns (codes, weight scales, gain, offset, bits)."""
     conv = layer.conv
     axis = conv.channel_axis
-    codes, w_scale = weight_codes_and_scale(conv.weight.detach().double(), conv.weight_bits, axis)
+    # The codes from the float32 weights, with the arithmetic of the fake-quant forward that trained them.
+    codes, w_scale = weight_codes_and_scale(conv.weight.detach().float(), conv.weight_bits, axis)
+    w_scale = w_scale.double()
     gain = w_scale
     offset = conv.bias.detach().double() if conv.bias is not None else torch.zeros_like(gain)
     norm = getattr(layer, "norm", nn.Identity())

@@ -75,3 +75,20 @@ def test_the_weight_quantizer_is_pytorchs_per_channel_kernel_bit_for_bit(bits, a
     theirs = torch.fake_quantize_per_channel_affine(w, scale, zero, axis, -qmax, qmax)
     (theirs * torch.arange(theirs.numel()).view_as(theirs)).sum().backward()
     assert torch.equal(ours, theirs) and torch.equal(ours_grad, w.grad)
+
+
+def test_the_exported_codes_are_the_ones_the_fake_quant_forward_used():
+    """x * (1 / scale) in float32, as training computes it, not x / scale, which rounds some codes the
+    other way (the export of a W8A8 model then disagreed with it in one neuron)."""
+    torch.manual_seed(0)
+    found = False
+    for _ in range(50):
+        w = torch.randn(64, 32, 3, 3)
+        codes, scale = weight_codes_and_scale(w, 8)
+        inverse = scale.reciprocal().view(-1, 1, 1, 1)
+        assert torch.equal(codes, torch.round(w * inverse).clamp(-127, 127))
+        assert torch.equal(codes * scale.view(-1, 1, 1, 1), fake_quantize_weight(w, 8).detach())
+        found = found or not torch.equal(codes, torch.round(w / scale.view(-1, 1, 1, 1)))
+        if found:
+            break
+    assert found, "no weight where division and the reciprocal round apart: the test shows nothing"
