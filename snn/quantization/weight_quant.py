@@ -35,6 +35,11 @@ def _reduce_dims(w: torch.Tensor, axis: int) -> list[int]:
     return [d for d in range(w.dim()) if d != axis]
 
 
+def _maxabs_scale(w: torch.Tensor, qmax: int, axis: int) -> torch.Tensor:
+    """Per-channel ``max|W_c| / qmax``: the scale of 3..16-bit weights, in training and in the export alike."""
+    return (w.detach().abs().amax(dim=_reduce_dims(w, axis)) / qmax).clamp_min(1e-12)
+
+
 def weight_codes_and_scale(w: torch.Tensor, bit_width: int, axis: int = 0):
     """Integer codes (same shape as w) and per-channel scales, without gradients."""
     with torch.no_grad():
@@ -50,11 +55,10 @@ def weight_codes_and_scale(w: torch.Tensor, bit_width: int, axis: int = 0):
             codes = torch.sign(w) * keep
         else:
             qmax = qmax_for(bit_width)
-            scale = absw.amax(dim=dims) / qmax
+            scale = _maxabs_scale(w, qmax, axis)
             # x * (1 / scale), as the fake-quant forward computes it: w / scale rounds a code the
             # other way now and then (2 of 1.1 M 8-bit codes in one checkpoint), so the export differed.
-            inverse = channel_view(scale.clamp_min(1e-12).reciprocal(), axis, w.dim())
-            codes = torch.clamp(torch.round(w * inverse), -qmax, qmax)
+            codes = torch.clamp(torch.round(w * channel_view(scale.reciprocal(), axis, w.dim())), -qmax, qmax)
         return codes, scale.clamp_min(1e-12)
 
 
@@ -64,8 +68,7 @@ def fake_quantize_weight(w: torch.Tensor, bit_width: int, axis: int = 0) -> torc
         # The arithmetic of PyTorch's fake_quantize_per_channel_affine, bit for bit (a test checks),
         # without its check of the zero points, which on CUDA waits for the GPU once per layer and step.
         qmax = qmax_for(bit_width)
-        scale = (w.detach().abs().amax(dim=_reduce_dims(w, axis)) / qmax).clamp_min(1e-12)
-        return ClippedRounding.apply(w, channel_view(scale.float(), axis, w.dim()), qmax)
+        return ClippedRounding.apply(w, channel_view(_maxabs_scale(w, qmax, axis).float(), axis, w.dim()), qmax)
     codes, scale = weight_codes_and_scale(w, bit_width, axis)
     w_q = codes * channel_view(scale, axis, w.dim())
     if bit_width == 1:

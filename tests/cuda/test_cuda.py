@@ -99,13 +99,17 @@ def test_the_sync_detector_sees_a_host_read():
         torch.cuda.set_sync_debug_mode("default")
 
 
+def _tiny_run(root, tmp_path, **extra) -> dict:
+    """Config overrides of a two-epoch run on the tiny dataset."""
+    return {"data_root": str(root), "dataset": "blinksim", "base_ch": 8, "num_bins": 3, "bins_per_step": 1,
+            "batch_size": 4, "num_epochs": 2, "crop_size": 32, "augment": False,
+            "checkpoint_dir": str(tmp_path / "ckpt"), "log_dir": str(tmp_path / "logs"), **extra}  # fmt: skip
+
+
 @pytest.mark.parametrize(("amp", "scaler_saved"), [("none", False), ("bf16", False), ("fp16", True)])
 def test_a_short_run_trains_on_cuda_under_each_precision(tiny_synthetic_root, tmp_path, amp, scaler_saved):
-    values = {"data_root": str(tiny_synthetic_root), "dataset": "blinksim", "base_ch": 8, "num_bins": 3,
-              "bins_per_step": 1, "batch_size": 4, "num_epochs": 2, "crop_size": 32, "augment": False,
-              "amp": amp, "checkpoint_dir": str(tmp_path / "ckpt"), "log_dir": str(tmp_path / "logs")}  # fmt: skip
     seed_everything(0)
-    trainer = build_trainer(load_config(DEFAULT_CONFIG, values), CUDA)
+    trainer = build_trainer(load_config(DEFAULT_CONFIG, _tiny_run(tiny_synthetic_root, tmp_path, amp=amp)), CUDA)
     assert math.isfinite(trainer.fit())
     saved = torch.load(tmp_path / "ckpt" / "last.pth", weights_only=False, map_location="cpu")
     assert saved["epoch"] == 1  # epochs count from 0
@@ -114,9 +118,7 @@ def test_a_short_run_trains_on_cuda_under_each_precision(tiny_synthetic_root, tm
 
 
 def test_a_quantized_run_trains_on_cuda(tiny_synthetic_root, tmp_path):
-    values = {"data_root": str(tiny_synthetic_root), "dataset": "blinksim", "base_ch": 8, "num_bins": 3,
-              "bins_per_step": 1, "batch_size": 4, "num_epochs": 2, "crop_size": 32, "augment": False,
-              "checkpoint_dir": str(tmp_path / "ckpt"), "log_dir": str(tmp_path / "logs")}  # fmt: skip
     seed_everything(0)
-    trainer = build_trainer(load_config(CONFIG_DIR / "event_snn_lite_4bit.yaml", values), CUDA)
+    cfg = load_config(CONFIG_DIR / "event_snn_lite_4bit.yaml", _tiny_run(tiny_synthetic_root, tmp_path))
+    trainer = build_trainer(cfg, CUDA)
     assert math.isfinite(trainer.fit())
