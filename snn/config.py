@@ -63,6 +63,9 @@ class Config:
     # then counts steps. The default 5 runs the whole window in one step (four times cheaper per
     # epoch than one bin per step, at least as accurate over more epochs); 1: one bin per step.
     bins_per_step: int = 5
+    # Dilations of the two residual blocks at 1/8 resolution: [1, 1] sees about 49 px, [2, 4] about
+    # 113 px, with the same weights (context for flat regions, far from any edge).
+    bottleneck_dilation: list = field(default_factory=lambda: [1, 1])
     threshold: float = 1.0
     reset: str = "subtract"
     surrogate_alpha: float = 2.0  # the model's own default too: EventSNNFlowNetLiteV2() is this model
@@ -173,6 +176,7 @@ class Config:
             "current_range": self.current_range,
             "first_last_bits": self.first_last_bits,
             "align_current_steps": self.align_current_steps,
+            "bottleneck_dilation": list(self.bottleneck_dilation),
         }
 
     def widths_at(self, epoch: int) -> tuple[int, int]:
@@ -326,6 +330,9 @@ def validate(cfg: Config, source: str = "config") -> Config:
         raise ConfigError(
             f"{source}: key 'input_bins' must lie in [1, num_bins / bins_per_step = {steps}], got {cfg.input_bins}"
         )
+    dil = cfg.bottleneck_dilation
+    if len(dil) != 2 or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dil):
+        raise ConfigError(f"{source}: key 'bottleneck_dilation' must be two integers >= 1, got {dil!r}")
     if cfg.learn_leak and cfg.tau not in (2, 4, 8, 16):
         raise ConfigError(f"{source}: key 'learn_leak' needs tau = 2, 4, 8 or 16 to start from, got tau {cfg.tau}")
     if not 0 < cfg.late_crop_fraction <= 1:

@@ -9,7 +9,8 @@ with ReLUs; the multi-step LIF's forward+backward against a plain per-step loop 
 and snntorch's neurons where installed, pip install -r requirements-bench.txt); events to tensor
 (counts, voxel grid, tonic's voxel grid where installed); the data loader's samples/s over the
 training step's, with 0 and 2 workers; inference per window at the crop size and at 320x320, with
-peak memory. Each measure runs in a fresh process; within it, contenders are timed in
+peak memory; the numpy integer reference of the shipped W8A8 on a 320x320 window beside the PyTorch
+model on the same window. Each measure runs in a fresh process; within it, contenders are timed in
 interleaved rounds and each ratio is the median of the rounds' ratios, which cancels most of the
 drift of a shared machine. Still, run nothing else meanwhile.
 """
@@ -29,6 +30,7 @@ import torch  # noqa: E402
 from snn.benchmarks.measures import (  # noqa: E402
     events_to_tensor,
     inference,
+    integer_reference,
     loader_samples_per_s,
     multistep_lif,
     spiking_vs_ann,
@@ -39,7 +41,7 @@ from snn.config import load_config  # noqa: E402
 from snn.data.loaders import make_dataset, make_loader, prepare_data_root  # noqa: E402
 from snn.evaluation.report import markdown_table  # noqa: E402
 
-MEASURES = ("training", "ann", "lif", "events", "loader", "inference")
+MEASURES = ("training", "ann", "lif", "events", "loader", "inference", "reference")
 
 
 def main(argv=None) -> int:
@@ -93,6 +95,8 @@ def main(argv=None) -> int:
         _loader(doc, args, rows)
     if "inference" in args.only:
         _inference(doc, args)
+    if "reference" in args.only:
+        _reference(doc, args)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=1) + "\n")
@@ -161,6 +165,16 @@ def _inference(doc, args) -> None:
                            f"{v['cuda_max_allocated_mb']:.0f}" if device == "cuda"
                            else f"{v['peak_rss_mb']:.0f} / {v['forward_rss_mb']:.0f}"]
                           for s, v in ((int(k), v) for k, v in doc["inference"].items())]))  # fmt: skip
+
+
+def _reference(doc, args) -> None:
+    r = doc["integer_reference"] = integer_reference(320, 2 if args.quick else 5)
+    print(markdown_table(["one 320x320 window, shipped W8A8, CPU", "s/window", "reference over it"],
+                         [["numpy integer reference", f"{r['reference_seconds']:.2f}", "1.00"],
+                          ["PyTorch, integer evaluation", f"{r['torch_integer_seconds']:.2f}",
+                           f"{r['reference_over_torch_integer']:.2f}"],
+                          ["PyTorch, float fake-quant", f"{r['torch_float_seconds']:.2f}",
+                           f"{r['reference_over_torch_float']:.2f}"]]))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -233,3 +233,40 @@ def loader_samples_per_s(loader, batches: int) -> float:
         except StopIteration:
             break
     return seen / (time.perf_counter() - t0)
+
+
+def integer_reference(size: int = 320, rounds: int = 3, variant: str = "W8A8") -> dict[str, float]:
+    """Seconds per ``size`` x ``size`` window (batch 1, 5 bins of Poisson events, CPU) of the numpy
+    integer reference of a shipped model's export, against the PyTorch model evaluating the same window
+    in its integer arithmetic and in the float fake-quant one; interleaved rounds in a fresh process."""
+    return in_fresh_process(_integer_reference_here, size, rounds, variant)
+
+
+def _integer_reference_here(size: int, rounds: int, variant: str) -> dict[str, float]:
+    from snn.deploy import reference
+    from snn.deploy.fold import fold_network
+    from snn.models.flownet import float_fake_quant
+    from snn.models.zoo import pretrained
+
+    model = pretrained(variant).eval()
+    description, tensors = fold_network(model, size, size)
+    weights = {name: codes for name, (codes, _) in tensors.items()}
+    events = torch.poisson(torch.full((1, model.num_bins, model.in_channels, size, size), 0.3))
+
+    def floating():
+        with float_fake_quant(model):
+            return model(events)
+
+    with torch.no_grad():
+        seconds = interleaved_seconds(
+            {
+                "reference": lambda: reference.run(description, weights, events.numpy()),
+                "torch_integer": lambda: model(events),
+                "torch_float": floating,
+            },
+            rounds,
+        )
+    out = {f"{k}_seconds": statistics.median(v) for k, v in seconds.items()}
+    for other in ("torch_integer", "torch_float"):
+        out[f"reference_over_{other}"] = median_ratios(seconds, other)["reference"]
+    return out

@@ -1,23 +1,13 @@
-"""Fold a quantized EventSNNFlowNetLiteV2 into integer arithmetic: the form hardware runs.
+"""Fold a quantized EventSNNFlowNetLiteV2 into 32-bit integer arithmetic: the form hardware runs.
 
-Per layer and time step (see QAT_GUIDE.md, "Deploying", for the whole spec):
-
-    acc[c]  = sum of weight codes x input spikes (or event counts)      exact integer
-    q[c]    = clamp(round((acc[c] * M[c] + B[c]) / 2**S), -Qa, Qa)      the current code
-              (binary currents: q = +1 where acc * M + B >= 0, else -1)
-    V       = (V * D) >> K  +  q << F  (+ R x input spikes in a residual block)
-    spike   = V >= FIRE;  reset: V -= spike * TH    (FIRE = TH x (1 - 1e-5), see neurons.FIRE_MARGIN)
-
-``M``/``B`` fold the weight scale, batch norm (or the bias) and the current quantizer's
-step into one per-channel fixed-point multiplier and offset; the membrane ``V`` counts
-in steps of the current quantizer with ``F`` fractional bits, so the threshold ``TH``,
-the residual spike current ``R`` and the leak ``D / 2**K`` (a plain shift for tau = 2)
-are integers too. Flow heads integrate their current codes over the time bins; only
-the final flow (codes x step / T, x2 bilinear upsampling) leaves the integer domain.
+The arithmetic itself lives in ``snn.models.integer`` (the model evaluates with it too); this
+module writes it out as a JSON-ready description, layer by layer in execution order, with the
+width of every value. ``docs/hardware.md`` is the spec an implementation follows.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -26,16 +16,11 @@ import torch
 from torch import nn
 
 from snn.models.hooks import capturing_outputs
-from snn.models.neurons import FIRE_MARGIN
+from snn.models.integer import INPUT_MAX, FoldedLayer, FoldError, signed_bits
 from snn.quantization.control import activation_quantizers, model_widths
-from snn.quantization.weight_quant import weight_codes_and_scale
 
-FORMAT = "snn-flow-int/1"
-MAX_MULT_SHIFT = 40  # fractional bits of the folded multipliers and offsets, at most
-ARITH_BITS = 62  # what acc * M + B may use of int64
-MEMBRANE_FRAC = 16  # fractional bits of the membrane, in steps of the current quantizer
-DECAY_SHIFT = 16  # fractional bits of the leak multiplier
-MAX_INPUT_COUNT = 255  # events per pixel and bin the stem's accumulator is sized for
+FORMAT = "snn-flow-int/2"
+MAX_INPUT_COUNT = INPUT_MAX  # events per pixel and bin; the input saturates there
 
 # The network's wiring, in execution order: (layer, inputs concatenated along channels, residual).
 WIRING = (
@@ -56,38 +41,9 @@ WIRING = (
 FLOW_HEADS = ("head3", "head2", "head1")
 
 
-class FoldError(ValueError):
-    """The model cannot be folded (not quantized, an unknown layer, a value out of range)."""
-
-
-def _bits_for(max_abs: float) -> int:
-    """Signed bits that hold every integer in [-max_abs, max_abs]."""
-    return int(math.ceil(math.log2(max(1.0, max_abs) + 1))) + 1
-
-
-def _folded_affine(layer: nn.Module) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """Weight codes and scales, and the float per-channel (gain, offset) that map the integer
-    accumulator to the pre-quantizer current: current = acc * gain + offset.
-    Returns (codes, weight scales, gain, offset, bits)."""
-    conv = layer.conv
-    axis = conv.channel_axis
-    # The codes from the float32 weights, with the arithmetic of the fake-quant forward that trained them.
-    codes, w_scale = weight_codes_and_scale(conv.weight.detach().float(), conv.weight_bits, axis)
-    w_scale = w_scale.double()
-    gain = w_scale
-    offset = conv.bias.detach().double() if conv.bias is not None else torch.zeros_like(gain)
-    norm = getattr(layer, "norm", nn.Identity())
-    if isinstance(norm, nn.modules.batchnorm._BatchNorm):  # BatchNorm2d, and SyncBatchNorm after DDP on CUDA
-        inv = norm.weight.detach().double() / torch.sqrt(norm.running_var.double() + norm.eps)
-        offset = (offset - norm.running_mean.double()) * inv + norm.bias.detach().double()
-        gain = gain * inv
-    return codes.to(torch.int64).numpy(), w_scale.numpy(), gain.numpy(), offset.numpy(), conv.weight_bits
-
-
-def _current_step(q: nn.Module) -> float:
-    if not bool(q.initialized):
-        raise FoldError("a current quantizer has no range yet: calibrate or train the model before exporting")
-    return float(q.scale().detach())
+def _check_range(q: nn.Module) -> None:
+    if not bool(q.initialized) or (q.learn_scale and not bool(q.step_initialized)):
+        raise FoldError("a current quantizer has no range or step yet: calibrate or train the model before exporting")
 
 
 # Peak memory of a quantized forward pass per element of the layers' outputs (one time bin) and of
@@ -98,7 +54,7 @@ BYTES_PER_ACTIVATION = 56
 def check_ranges(model: nn.Module) -> None:
     """FoldError unless every current quantizer has its range (a forward pass would seed it from zeros)."""
     for _, q in activation_quantizers(model):
-        _current_step(q)
+        _check_range(q)
 
 
 def forward_bytes(model: nn.Module, height: int, width: int) -> int:
@@ -112,6 +68,8 @@ def forward_bytes(model: nn.Module, height: int, width: int) -> int:
 
 def layer_shapes(model: nn.Module, height: int, width: int) -> dict[str, list[int]]:
     """Output [C, H, W] of every layer for one input window of ``height`` x ``width``."""
+    model = copy.deepcopy(model).eval()  # a forward pass in training mode would move its statistics
+    model.integer_eval = False  # the shapes are the same, and float32 takes less memory
     layers = {name: getattr(model, name) for name, _, _ in WIRING}
     dtype = next(model.parameters()).dtype
     with capturing_outputs(layers, lambda out: list(out.shape[-3:])) as shapes, torch.no_grad():
@@ -123,90 +81,29 @@ def fold_network(model: nn.Module, height: int, width: int) -> tuple[dict[str, A
     """The layer description (JSON-ready) and the integer weight codes of a quantized model.
 
     ``height`` x ``width`` is the input size the description's shapes are given for (any
-    multiple of 8 runs). Returns ``(description, {tensor name: (codes, bits)})``.
+    multiple of 8 runs). Folds a copy: the caller's model is left as it is (its mode included).
+    Returns ``(description, {tensor name: (codes, bits)})``; FoldError names what cannot be exact.
     """
     if not getattr(model, "quantize", False):
         raise FoldError("the model is not quantized: export a QAT checkpoint (finetune_quantized.py)")
     if getattr(model, "input_norm", False):
         raise FoldError("the model normalizes each window's input (input_norm), so its input is not integer counts")
-    model = model.eval()
+    known = {name for name, _, _ in WIRING}
+    unknown = [name for name, m in model.named_children() if name not in known and any(True for _ in m.parameters())]
+    if unknown:
+        raise FoldError(f"layers the fold does not know: {', '.join(unknown)}")
+    model = copy.deepcopy(model).eval()
     check_ranges(model)  # before the shape pass, which would otherwise seed missing ranges from zeros
+    folded = model.fold_layers()
     shapes = layer_shapes(model, height, width)
     shapes["events"] = [model.stem.conv.in_channels, height, width]  # what the stem reads per step
+    steps = getattr(model, "time_steps", model.num_bins)
     tensors: dict[str, tuple[np.ndarray, int]] = {}
     layers = []
     for name, inputs, residual in WIRING:
         layer = getattr(model, name)
-        codes, w_scales, gain, offset, w_bits = _folded_affine(layer)
-        q = layer.quant_layer
-        step = _current_step(q)
-        binary = q.is_binary
-        conv = layer.conv
-        transposed = isinstance(conv, nn.ConvTranspose2d)
-        head = name in FLOW_HEADS
-        in_ch = sum(shapes[i][0] for i in inputs)
-        fan_in = int(np.abs(codes).sum(axis=tuple(d for d in range(4) if d != conv.channel_axis)).max())
-        max_in = MAX_INPUT_COUNT if inputs == ["events"] else 1
-        acc_bits = _bits_for(fan_in * max_in)
-        # As many fractional bits as int64 leaves room for: |acc * M + B| < 2**ARITH_BITS.
-        ratio = max(float(np.abs(gain).max()) * fan_in * max_in + float(np.abs(offset).max()), 1e-30) / step
-        shift = min(MAX_MULT_SHIFT, ARITH_BITS - 1 - int(math.ceil(math.log2(ratio + 1))))
-        if shift < 8:
-            raise FoldError(f"{name}: its folded multiplier leaves under 8 fractional bits in 64-bit arithmetic")
-        mult = np.round(gain / step * 2.0**shift).astype(np.int64)
-        add = np.round(offset / step * 2.0**shift).astype(np.int64)
-        tensors[f"{name}.weight"] = (codes, w_bits)
-        entry: dict[str, Any] = {
-            "name": name,
-            "type": "flow_head" if head else ("spiking_conv_transpose" if transposed else "spiking_conv"),
-            "inputs": inputs,
-            "residual": residual,
-            "in_channels": in_ch,
-            "out_channels": int(conv.out_channels),
-            "kernel": list(conv.kernel_size),
-            "stride": list(conv.stride),
-            "padding": list(conv.padding),
-            "output_padding": list(conv.output_padding) if transposed else [0, 0],
-            "input_shape": [in_ch, *shapes[inputs[0]][1:]],
-            "output_shape": shapes[name],
-            "weight": {
-                "tensor": f"{name}.weight",
-                "bits": w_bits,
-                "layout": "OIHW" if not transposed else "IOHW",
-                "scales": w_scales.tolist(),  # per output channel; already folded into the multipliers
-            },
-            "current": {
-                "bits": q.bit_width if not binary else 1,
-                "binary": binary,
-                "qmax": 1 if binary else q.qmax,
-                "step": step,
-                "multiplier": mult.tolist(),
-                "offset": add.tolist(),
-                "shift": shift,
-            },
-            "accumulator_bits": acc_bits,
-        }
-        if head:
-            entry["flow"] = {"step": step, "flow_scale": float(model.flow_scale)}
-        else:
-            neuron = layer.neuron
-            one = 2**MEMBRANE_FRAC / step  # one unit of float current, in membrane counts
-            threshold = int(round(neuron.threshold * one))
-            fire_at = int(round(neuron.threshold * (1 - FIRE_MARGIN) * one))
-            residual_current = int(round(one)) if residual else 0
-            decay = int(round(neuron.decay * 2**DECAY_SHIFT))
-            per_step = (entry["current"]["qmax"] << MEMBRANE_FRAC) + residual_current
-            peak = per_step / (1 - neuron.decay) + threshold
-            entry["neuron"] = {
-                "threshold": threshold,
-                "fire_at": fire_at,
-                "reset": neuron.reset,
-                "frac_bits": MEMBRANE_FRAC,
-                "decay": {"multiplier": decay, "shift": DECAY_SHIFT, "tau": 1 / (1 - neuron.decay)},  # learned or set
-                "residual_current": residual_current,
-                "threshold_float": neuron.threshold,
-            }
-            entry["membrane_bits"] = _bits_for(peak)
+        entry, codes = _describe(name, inputs, residual, layer, folded[name], shapes, steps, float(model.flow_scale))
+        tensors[entry["weight"]["tensor"]] = (codes, folded[name].current.weight_bits)
         layers.append(entry)
     weights, currents = model_widths(model)
     description = {
@@ -214,17 +111,25 @@ def fold_network(model: nn.Module, height: int, width: int) -> tuple[dict[str, A
         "model": type(model).__name__,
         "widths": {"weights": weights, "currents": currents},
         "time_bins": model.num_bins,
-        "time_steps": getattr(model, "time_steps", model.num_bins),
+        "time_steps": steps,
         "input": {
             "channels": model.in_channels,
             "height": height,
             "width": width,
             "layout": "[T, C, H, W] counts",
+            "max_count": MAX_INPUT_COUNT,  # counts saturate here (min(count, max_count)) before the stem
             # Step s reads bins s*g .. s*g+g-1 (g = bins_per_step, oldest first, C channels each) as
             # its own group; with input_bins k, the groups of steps s, s-1, ..., s-k+1 (newest first,
             # zeros before the first step).
             "bins_per_step": getattr(model, "bins_per_step", 1),
             "input_bins": getattr(model, "input_bins", 1),
+        },
+        "arithmetic": {
+            "integers": "signed 32-bit; every stated width is proven for every input",
+            "shift": "arithmetic right shift (rounds towards minus infinity)",
+            "current_rounding": "half up: (acc * M + B + 2**(S-1)) >> S, then clamp to [-qmax, qmax]",
+            "binary_current": "+1 where acc * M + B >= 0, else -1",
+            "leak": "V - (V >> k)",
         },
         "layers": layers,
         "flow": {
@@ -234,3 +139,73 @@ def fold_network(model: nn.Module, height: int, width: int) -> tuple[dict[str, A
         },
     }
     return description, tensors
+
+
+def _describe(
+    name: str,
+    inputs: list[str],
+    residual: bool,
+    layer: nn.Module,
+    folded: FoldedLayer,
+    shapes: dict[str, list[int]],
+    steps: int,
+    flow_scale: float,
+) -> tuple[dict[str, Any], np.ndarray]:
+    conv = layer.conv
+    current = folded.current
+    transposed = isinstance(conv, nn.ConvTranspose2d)
+    head = folded.neuron is None
+    in_ch = sum(shapes[i][0] for i in inputs)
+    widths = current.widths()
+    entry: dict[str, Any] = {
+        "name": name,
+        "type": "flow_head" if head else ("spiking_conv_transpose" if transposed else "spiking_conv"),
+        "inputs": inputs,
+        "residual": residual,
+        "in_channels": in_ch,
+        "out_channels": int(conv.out_channels),
+        "kernel": list(conv.kernel_size),
+        "stride": list(conv.stride),
+        "padding": list(conv.padding),
+        "dilation": list(conv.dilation),
+        "output_padding": list(conv.output_padding) if transposed else [0, 0],
+        "input_shape": [in_ch, *shapes[inputs[0]][1:]],
+        "output_shape": shapes[name],
+        "max_input": folded.max_input,
+        "weight": {
+            "tensor": f"{name}.weight",
+            "bits": current.weight_bits,
+            "layout": "OIHW" if not transposed else "IOHW",
+            "scales": current.weight_scale.tolist(),  # per output channel; already folded into the multipliers
+        },
+        "current": {
+            "bits": 1 if current.binary else signed_bits(current.qmax),
+            "binary": current.binary,
+            "qmax": current.qmax,
+            "step": current.step,
+            "multiplier": current.multiplier.tolist(),
+            "offset": current.offset.tolist(),
+            "shift": current.shift,
+        },
+        "accumulator_bound": current.acc_bound.tolist(),  # per output channel: the largest |acc|
+        "widths": widths,
+        "accumulator_bits": widths["accumulator"],
+    }
+    if head:
+        entry["flow"] = {"step": current.step, "flow_scale": flow_scale}
+        entry["widths"]["code_sum"] = signed_bits(steps * current.qmax)
+    else:
+        neuron = folded.neuron
+        entry["neuron"] = {
+            "threshold": neuron.threshold,
+            "fire_at": neuron.fire_at,
+            "reset": neuron.reset,
+            "frac_bits": neuron.frac_bits,
+            "leak_shift": neuron.leak_shift,
+            "tau": 2**neuron.leak_shift,
+            "residual_current": neuron.residual_current,
+            "threshold_float": layer.neuron.threshold,
+        }
+        entry["widths"].update(neuron.widths())
+        entry["membrane_bits"] = entry["widths"]["membrane"]
+    return entry, current.codes.numpy()

@@ -10,7 +10,10 @@ Hardware and runtimes that step an SNN bin by bin want the graph of one step:
              (after the last of the T steps it is the model's flow)
 
 Weights and currents go through QuantizeLinear/DequantizeLinear pairs (int8, per channel for
-weights, per tensor for currents), which is what PyTorch's fake-quant ops export as. Needs the
+weights, per tensor for currents), which is what PyTorch's fake-quant ops export as. The graph
+follows the float fake-quant arithmetic of training (``float_fake_quant``), not the integer one
+the model evaluates with: the two differ where a current lies within rounding of a code boundary.
+For bit-exact results use the integer export and its reference. Needs the
 optional ``onnx`` package to export and ``onnxruntime`` to run.
 """
 
@@ -25,6 +28,7 @@ from torch import nn
 
 from snn.deploy.fold import FLOW_HEADS, WIRING, FoldError, layer_shapes
 from snn.models.flownet import step_inputs, upsample_flow
+from snn.models.integer import INPUT_MAX
 from snn.quantization.control import activation_quantizers, model_widths, widths_tag
 from snn.quantization.weight_quant import weight_codes_and_scale
 
@@ -81,7 +85,7 @@ class OneStepNetwork(nn.Module):
         if isinstance(conv, nn.ConvTranspose2d):
             y = F.conv_transpose2d(x, w, conv.bias, conv.stride, conv.padding, conv.output_padding)
         else:
-            y = F.conv2d(x, w, conv.bias, conv.stride, conv.padding)
+            y = F.conv2d(x, w, conv.bias, conv.stride, conv.padding, conv.dilation)
         y = getattr(layer, "norm", nn.Identity())(y)
         q, step = layer.quant_layer, self.steps[name]
         y = torch.clamp(y, -q.qmax * step, q.qmax * step)  # the narrow range [-127, 127] of the model
@@ -90,7 +94,7 @@ class OneStepNetwork(nn.Module):
     def forward(self, events_t: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         membranes = dict(zip(self.layers, state[: len(self.layers)], strict=True))
         sums = dict(zip(FLOW_HEADS, state[len(self.layers) :], strict=True))
-        outputs = {"events": events_t}
+        outputs = {"events": events_t.clamp(max=INPUT_MAX)}  # the input saturates as the model's does
         for name, inputs, residual in WIRING:
             layer = getattr(self.model, name)
             x = torch.cat([outputs[i] for i in inputs], dim=1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import stat
 from itertools import islice
@@ -16,8 +15,11 @@ from snn.config import Config, config_from_checkpoint
 from snn.data.loaders import check_frame_sizes, make_dataset, make_loader, sequences_of
 from snn.deploy.export import INDEX, Export, load_export, write_export
 from snn.deploy.fold import FoldError, fold_network, forward_bytes
+from snn.deploy.resources import resource_table
+from snn.deploy.vectors import write_vectors
 from snn.deploy.verify import Agreement, compare
 from snn.models.checkpoint import load_checkpoint, load_model
+from snn.models.flownet import float_fake_quant
 from snn.quantization.control import model_widths, widths_tag
 from snn.utils.runtime import available_memory
 
@@ -113,6 +115,11 @@ def export_checkpoint(
         raise ValueError(f"{out_dir / INDEX} already exists: another export is there (pass --force to replace it)")
     cfg = config_from_checkpoint(load_checkpoint(checkpoint), checkpoint)
     model = load_model(checkpoint)
+    if cfg.representation != "counts":
+        raise ValueError(
+            f"{checkpoint}: its input is a {cfg.representation} representation, not integer event counts, "
+            "so the integer network cannot reproduce it"
+        )
     if not getattr(model, "quantize", False):
         raise ValueError(f"{checkpoint}: a full-precision model; export a QAT checkpoint (finetune_quantized.py)")
     height, width, source = export_input_size(cfg, checkpoint, input_size, data_root, split)
@@ -143,27 +150,39 @@ def export_checkpoint(
         f"constants (network.json; {4 * constants:,} bytes at 32 bits); "
         f"parameters x bits / 8 = {parameters:,} x {widths[0]} / 8 = {estimate:,.0f} bytes"
     )
+    print(resource_table(description))
     return load_export(out_dir), model, cfg  # read back: --verify checks the files, not what we meant to write
 
 
-def verify_export(
-    model: nn.Module, export: Export, cfg: Config, data_root: str | Path, split: str, windows: int
-) -> dict[str, Agreement]:
-    """The integer reference against the PyTorch model on the first ``windows`` windows of a split.
-
-    Returns the agreement with the fake-quant model evaluated in float64 (``"float64"``: what the
-    bounds judge; the same arithmetic without float32 rounding) and as it runs, in float32
-    (``"float32"``: its rounding flips a current code now and then, which can flip a spike).
-    """
+def first_windows(cfg: Config, data_root: str | Path, split: str, windows: int, model: nn.Module):
+    """Batches [N, T, C, H, W] of the first ``windows`` windows of a split, in order."""
     dataset = make_dataset(cfg, data_root, split)
     check_frame_sizes(dataset, split, model.downsample_factor)  # the integer network does not pad
     loader = make_loader(cfg, dataset, batch_size=min(windows, cfg.batch_size))
     needed = -(-windows // loader.batch_size)
     batches = (b["events"][: windows - i * loader.batch_size] for i, b in enumerate(islice(loader, needed)))
-    model = model.cpu().eval()
-    models = {"float64": copy.deepcopy(model).double(), "float32": model}
+    return batches, needed
+
+
+def verify_export(
+    model: nn.Module, export: Export, cfg: Config, data_root: str | Path, split: str, windows: int
+) -> Agreement:
+    """The integer reference against the PyTorch model (evaluating in its integer arithmetic) on the
+    first ``windows`` windows of a split: every spike and flow code must be equal."""
+    batches, needed = first_windows(cfg, data_root, split, windows, model)
     with torch.no_grad():
-        return compare(models, export, tqdm(batches, total=needed, desc="verify", leave=False))
+        return compare(model.cpu().eval(), export, tqdm(batches, total=needed, desc="verify", leave=False))
+
+
+def export_vectors(
+    model: nn.Module, export: Export, cfg: Config, data_root: str | Path, split: str, windows: int, out_dir: Path
+) -> dict:
+    """Golden vectors of the first ``windows`` windows of a split into ``out_dir`` (see ``write_vectors``)."""
+    batches, needed = first_windows(cfg, data_root, split, windows, model)
+    each = (w.numpy() for batch in batches for w in batch)
+    manifest = write_vectors(export, tqdm(each, total=windows, desc="vectors", leave=False), out_dir)
+    print(f"wrote golden vectors of {manifest['windows']} windows to {out_dir} ({len(manifest['arrays'])} arrays each)")
+    return manifest
 
 
 def export_step_onnx(model: nn.Module, export: Export, path: Path) -> float:
@@ -181,9 +200,12 @@ def export_step_onnx(model: nn.Module, export: Export, path: Path) -> float:
     generator = torch.Generator().manual_seed(0)
     shape = (1, model.num_bins, model.in_channels, size["height"], size["width"])
     events = torch.poisson(torch.full(shape, 0.5), generator=generator)
-    with torch.no_grad():
+    with torch.no_grad(), float_fake_quant(model):  # the graph follows the float fake-quant arithmetic
         want = model.cpu().eval()(events)
     difference = float((run_onnx(path, step, events) - want).abs().max())
     steps = getattr(model, "time_steps", model.num_bins)
-    print(f"wrote {path}; onnxruntime over {steps} steps against PyTorch: flow max |diff| {difference:.2e} px")
+    print(
+        f"wrote {path}; onnxruntime over {steps} steps against PyTorch's float fake-quant arithmetic: "
+        f"flow max |diff| {difference:.2e} px"
+    )
     return difference

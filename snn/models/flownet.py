@@ -10,7 +10,7 @@ window, [B, 2, H, W].
     enc1   c  -> 2c   (H/2)      SpikingConvBlock, stride 2
     enc2   2c -> 4c   (H/4)      SpikingConvBlock, stride 2
     enc3   4c -> 4c   (H/8)      SpikingConvBlock, stride 2
-    res1-2 4c -> 4c   (H/8)      residual SpikingConvBlocks
+    res1-2 4c -> 4c   (H/8)      residual SpikingConvBlocks (dilated by ``bottleneck_dilation``)
     dec3   4c -> 4c   (H/4)      SpikingConvTranspose2d, then concat enc2
     dec2   8c -> 2c   (H/2)      SpikingConvTranspose2d, then concat enc1
     dec1   4c -> c    (H)        SpikingConvTranspose2d, then concat stem
@@ -22,12 +22,17 @@ on the upsampled coarser flow, so the network refines coarse-to-fine.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
+import logging
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from snn.models.integer import INPUT_MAX, FoldedLayer, FoldError, fold_layer, integer_conv
 from snn.models.layers import (
     QuantSpec,
     SpikingConv2d,
@@ -56,8 +61,15 @@ class FlowHead(nn.Module):
         nn.init.zeros_(self.conv.bias)
         self.quant_layer = make_quant_layer(quantize, quant)
         self.integrator = NonSpikingIntegrator()
+        self.folded: FoldedLayer | None = None  # the integer arithmetic of an integer evaluation pass
+        self.last_code_sum: torch.Tensor | None = None  # that pass's current codes summed over the steps
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
+        if self.folded is not None:
+            current = self.folded.current
+            codes = seq_apply(lambda x: current.codes_from_acc(self.conv(x)), spikes)  # conv: integer_conv
+            self.last_code_sum = codes.sum(dim=0)
+            return (self.last_code_sum * (current.step / codes.shape[0])).to(spikes.dtype)
         return self.integrator(seq_apply(lambda x: into_quantizer(self.quant_layer, self.conv, x), spikes))
 
 
@@ -98,6 +110,8 @@ class EventSNNFlowNetLiteV2(nn.Module):
             falls on a rounding boundary (``QuantizationAwareLayer.align_step``): with one step per
             window a neuron then fires on its quantized current exactly when it would on the
             unquantized one. Binary currents and the flow heads are left as they are.
+        bottleneck_dilation: the dilations of the two residual blocks at 1/8 resolution: a wider view
+            (receptive field about 49 px at (1, 1), 81 at (2, 2), 113 at (2, 4)) at no cost in weights.
     """
 
     downsample_factor = 8
@@ -125,8 +139,11 @@ class EventSNNFlowNetLiteV2(nn.Module):
         input_bins: int = 1,
         bins_per_step: int = 5,
         align_current_steps: bool = False,
+        bottleneck_dilation: tuple[int, int] | list[int] = (1, 1),
     ) -> None:
         super().__init__()
+        if len(bottleneck_dilation) != 2 or any(int(d) != d or d < 1 for d in bottleneck_dilation):
+            raise ValueError(f"bottleneck_dilation must be two integers >= 1 (got {bottleneck_dilation!r})")
         if bins_per_step < 1 or num_bins % bins_per_step:
             raise ValueError(f"bins_per_step must divide num_bins = {num_bins} (got {bins_per_step})")
         time_steps = num_bins // bins_per_step
@@ -164,8 +181,9 @@ class EventSNNFlowNetLiteV2(nn.Module):
         self.enc1 = SpikingConvBlock(c, 2 * c, stride=2, neuron=n, **q)
         self.enc2 = SpikingConvBlock(2 * c, 4 * c, stride=2, neuron=n, **q)
         self.enc3 = SpikingConvBlock(4 * c, 4 * c, stride=2, neuron=n, **q)
-        self.res1 = SpikingConvBlock(4 * c, 4 * c, residual=True, neuron=n, **q)
-        self.res2 = SpikingConvBlock(4 * c, 4 * c, residual=True, neuron=n, **q)
+        d1, d2 = (int(d) for d in bottleneck_dilation)
+        self.res1 = SpikingConvBlock(4 * c, 4 * c, residual=True, neuron=n, dilation=d1, **q)
+        self.res2 = SpikingConvBlock(4 * c, 4 * c, residual=True, neuron=n, dilation=d2, **q)
         self.dec3 = SpikingConvTranspose2d(4 * c, 4 * c, neuron=n, **q)
         self.dec2 = SpikingConvTranspose2d(8 * c, 2 * c, neuron=n, **q)
         self.dec1 = SpikingConvTranspose2d(4 * c, c, neuron=n, **q)
@@ -178,6 +196,9 @@ class EventSNNFlowNetLiteV2(nn.Module):
                 if align_current_steps:
                     layer.quant_layer.align_to = layer.neuron.threshold
         self.quantize = quantize
+        # Evaluate a quantized model in the integer arithmetic of its export (see integer_plan).
+        self.integer_eval = True
+        self._warned_float_eval = False
         self.bit_width = bit_width if not binarize else 1
         self.current_bits = 1 if binarize else (bit_width if current_bits is None else current_bits)
 
@@ -195,8 +216,32 @@ class EventSNNFlowNetLiteV2(nn.Module):
             )
 
     def forward_multiscale(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Flows at full, 1/2 and 1/4 resolution (finest first), all in full-resolution pixels."""
+        """Flows at full, 1/2 and 1/4 resolution (finest first), all in full-resolution pixels.
+
+        A quantized model in evaluation runs the integer arithmetic of its export (``integer_plan``).
+        """
         self.check_input(x)
+        x = x.clamp(-INPUT_MAX, INPUT_MAX)  # the input saturates where the integer stem's bound says
+        plan = self.integer_plan()
+        if plan is None:
+            return self._forward_multiscale(x)
+        layers = dict(self.named_children())
+        try:
+            for name, folded in plan.items():
+                layer = layers[name]
+                layer.folded = folded
+                layer.conv.integer_forward = functools.partial(integer_conv, layer.conv, folded.current)
+                if folded.neuron is not None:
+                    layer.neuron.folded = folded.neuron
+            return self._forward_multiscale(x)
+        finally:
+            for name in plan:
+                layers[name].folded = None
+                layers[name].conv.integer_forward = None
+                if hasattr(layers[name], "neuron"):
+                    layers[name].neuron.folded = None
+
+    def _forward_multiscale(self, x: torch.Tensor) -> list[torch.Tensor]:
         if self.input_norm:
             x = normalize_window(x)
         x_seq = step_inputs(x, self.bins_per_step, self.input_bins).transpose(0, 1)  # [steps, B, C', H, W]
@@ -226,6 +271,41 @@ class EventSNNFlowNetLiteV2(nn.Module):
             x = F.pad(x, (0, pad_w, 0, pad_h))
         return self.forward_multiscale(x)[0][..., :h, :w]
 
+    def integer_plan(self) -> dict[str, FoldedLayer] | None:
+        """Every layer's integer arithmetic when this forward pass runs it, else None.
+
+        It runs in evaluation (not in training, which needs the float fake-quant gradients) once every
+        current quantizer has its range and step and quantizes, unless ``integer_eval`` is False. A
+        model that cannot be folded exactly evaluates in float, with a warning (the export refuses it).
+        """
+        if not self.quantize or self.training or not self.integer_eval or self.input_norm:
+            return None
+        for _, q in control.activation_quantizers(self):
+            if not q.enabled or q.calibrating or not q.has_range or (q.learn_scale and not q.has_step):
+                return None  # the float path runs (and says what is missing)
+        try:
+            return self.fold_layers()
+        except FoldError as exc:
+            if not self._warned_float_eval:
+                logging.getLogger(__name__).warning("evaluating in float fake-quant arithmetic: %s", exc)
+                self._warned_float_eval = True
+            return None
+
+    def fold_layers(self) -> dict[str, FoldedLayer]:
+        """The integer arithmetic of every layer, in execution order (FoldError when it cannot be exact)."""
+        folded = {}
+        for name, layer in self.named_children():
+            if not hasattr(layer, "quant_layer"):
+                continue
+            spiking = isinstance(getattr(layer, "neuron", None), LIFNeuron)
+            try:
+                folded[name] = fold_layer(
+                    layer, INPUT_MAX if name == "stem" else 1, bool(getattr(layer, "residual", False)), spiking
+                )
+            except FoldError as exc:
+                raise FoldError(f"layer {name}: {exc}") from None
+        return folded
+
     def spiking_layers(self) -> dict[str, nn.Module]:
         """Named layers that end in LIF neurons, in forward order."""
         return {name: m for name, m in self.named_modules() if isinstance(getattr(m, "neuron", None), LIFNeuron)}
@@ -244,6 +324,18 @@ class EventSNNFlowNetLiteV2(nn.Module):
     def spike_rates(self) -> dict[str, float]:
         """Mean firing rate of each spiking layer in the last forward pass."""
         return {name: float(m.neuron.last_spike_rate) for name, m in self.spiking_layers().items()}
+
+
+@contextlib.contextmanager
+def float_fake_quant(model: nn.Module) -> Iterator[nn.Module]:
+    """Evaluate ``model`` in the float fake-quant arithmetic of training instead of its integer one
+    (for the ONNX step graph, which follows the float form, and for comparisons)."""
+    before = getattr(model, "integer_eval", False)
+    model.integer_eval = False
+    try:
+        yield model
+    finally:
+        model.integer_eval = before
 
 
 def normalize_window(x: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from snn.models.integer import FoldedLayer
 from snn.models.neurons import LIFNeuron
 from snn.quantization.quantization_aware import QuantizationAwareLayer
 from snn.quantization.weight_quant import QuantConv2d, QuantConvTranspose2d
@@ -85,12 +86,23 @@ class _SpikingLayer(nn.Module):
         self.norm = nn.BatchNorm2d(out_channels) if norm else nn.Identity()
         self.quant_layer = make_quant_layer(quantize, quant)
         self.neuron = LIFNeuron(**(neuron or {}))
+        # The layer's integer arithmetic during an integer evaluation pass (set by the model), else None.
+        self.folded: FoldedLayer | None = None
 
     def current(self, x_seq: torch.Tensor) -> torch.Tensor:
         """The input current of the neurons, [T, B, C, H, W]."""
         return seq_apply(lambda x: into_quantizer(self.quant_layer, lambda y: self.norm(self.conv(y)), x), x_seq)
 
+    def integer_input(self, x_seq: torch.Tensor, residual: bool = False) -> torch.Tensor:
+        """What the integer neuron adds to its membrane per step: ``(q << F) [+ R x input spikes]`` (float64)."""
+        folded = self.folded
+        codes = seq_apply(lambda x: folded.current.codes_from_acc(self.conv(x)), x_seq)  # conv: integer_conv
+        inputs = codes * 2.0**folded.neuron.frac_bits
+        return inputs + x_seq.to(inputs) * folded.neuron.residual_current if residual else inputs
+
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        if self.folded is not None:
+            return self.neuron(self.integer_input(x_seq)).to(x_seq.dtype)
         return self.neuron(self.current(x_seq))
 
 
@@ -108,8 +120,9 @@ class SpikingConv2d(_SpikingLayer):
         quantize: bool = False,
         quant: QuantSpec | None = None,
         neuron: dict | None = None,
+        dilation: int = 1,
     ) -> None:
-        padding = kernel_size // 2 if padding is None else padding
+        padding = dilation * (kernel_size // 2) if padding is None else padding
         conv = make_conv(
             quantize,
             quant,
@@ -118,6 +131,7 @@ class SpikingConv2d(_SpikingLayer):
             kernel_size=kernel_size,
             stride=stride,
             padding=padding,
+            dilation=dilation,
             bias=not norm,
         )
         super().__init__(conv, out_channels, norm, quantize, quant, neuron)
@@ -169,6 +183,7 @@ class SpikingConvBlock(SpikingConv2d):
         quantize: bool = False,
         quant: QuantSpec | None = None,
         neuron: dict | None = None,
+        dilation: int = 1,
     ) -> None:
         if residual and (in_channels != out_channels or stride != 1):
             raise ValueError("a residual SpikingConvBlock needs in_channels == out_channels, stride 1")
@@ -181,10 +196,13 @@ class SpikingConvBlock(SpikingConv2d):
             quantize=quantize,
             quant=quant,
             neuron=neuron,
+            dilation=dilation,
         )
         self.residual = residual
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        if self.folded is not None:
+            return self.neuron(self.integer_input(x_seq, self.residual)).to(x_seq.dtype)
         current = self.current(x_seq)
         if self.residual:
             current = current + x_seq

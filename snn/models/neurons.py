@@ -211,6 +211,9 @@ class LIFNeuron(nn.Module):
         # Membranes carried from one input window to the next (see snn.models.state); not saved.
         self.stateful = False
         self.state: torch.Tensor | None = None
+        # The integer neuron (snn.models.integer.FoldedNeuron) during an integer evaluation pass:
+        # the input is then the integer membrane increment, and so is the carried state.
+        self.folded = None
 
     @property
     def decay(self) -> float:
@@ -258,6 +261,12 @@ class LIFNeuron(nn.Module):
                 f"the carried membrane is {list(v0.shape)} but this input gives {list(x_seq.shape[1:])}: "
                 "reset the state (snn.models.state.reset_state) when the batch or frame size changes"
             )
+        if self.folded is not None:
+            spikes, v = self.folded.run(x_seq, v0)
+            if self.stateful:
+                self.state = v
+            self.last_spike_rate = spikes.mean().to(self.last_spike_rate.dtype)  # a buffer: keep its dtype
+            return spikes
         with torch.autocast(x_seq.device.type, enabled=False):
             x_seq = at_least_float32(x_seq)
             decay = self._decay_for_forward()

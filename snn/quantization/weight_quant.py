@@ -14,6 +14,8 @@ folds into that per-channel scale and a bias):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -85,6 +87,9 @@ class _WeightQuantMixin:
 
     def _init_quant(self, bit_width: int) -> None:
         self.weight_bits = check_bit_width(bit_width)
+        # During an integer evaluation pass the model sets this to the exact integer accumulation of
+        # the layer's weight codes (x -> acc); calling the module keeps its hooks (SynOps counts) working.
+        self.integer_forward: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def set_bit_width(self, bit_width: int) -> None:
         self.weight_bits = check_bit_width(bit_width)
@@ -107,6 +112,8 @@ class QuantConv2d(_WeightQuantMixin, nn.Conv2d):
         self._init_quant(bit_width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.integer_forward is not None:
+            return self.integer_forward(x)
         return self._conv_forward(x, self.quantized_weight(), self.bias)
 
 
@@ -120,6 +127,8 @@ class QuantConvTranspose2d(_WeightQuantMixin, nn.ConvTranspose2d):
         self._init_quant(bit_width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.integer_forward is not None:
+            return self.integer_forward(x)
         return F.conv_transpose2d(
             x,
             self.quantized_weight(),

@@ -16,21 +16,27 @@ def lively_model(
     num_bins: int = 3,
     bins_per_step: int = 1,
     align_current_steps: bool = False,
+    progressive: bool = False,
+    **model_args,
 ):
-    """A small calibrated quantized model whose every layer fires, and the event windows it was calibrated on."""
+    """A small calibrated quantized model whose every layer fires, and the event windows it was calibrated on.
+
+    ``progressive``: built at W8A8 and switched down 8 -> 4 -> ``weights``/``currents`` with a
+    calibration at every width, as a progressive run's bit-width schedule does."""
     torch.manual_seed(seed)
     model = EventSNNFlowNetLiteV2(
         base_ch=4,
         num_bins=num_bins,
         quantize=True,
-        bit_width=weights,
-        current_bits=None if currents == weights else currents,
-        binarize=weights == currents == 1,
+        bit_width=8 if progressive else weights,
+        current_bits=None if progressive or currents == weights else currents,
+        binarize=weights == currents == 1 and not progressive,
         learn_scale=True,
         current_range=current_range,
         input_bins=input_bins,
         bins_per_step=bins_per_step,
         align_current_steps=align_current_steps,
+        **model_args,
     )
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):  # trained-looking statistics, currents near threshold
@@ -44,6 +50,11 @@ def lively_model(
     events = torch.poisson(torch.full((2, num_bins, 2, size, size), 1.5))
     with control.calibrating(model):
         model(events)
+    if progressive:
+        for w, a in ((4, 4), (weights, currents)):
+            model.set_bit_width(w, a)
+            with control.calibrating(model):
+                model(events)
     model.eval()(events)  # seeds the learned steps from the calibrated ranges
     for _, q in control.activation_quantizers(model):
         if q.is_binary:  # +-step must be able to reach the threshold, as training would make it

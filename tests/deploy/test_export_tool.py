@@ -4,6 +4,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -73,7 +74,9 @@ def test_export_errors_are_one_line(checkpoints, tmp_path, capsys):
     assert export.main(["--checkpoint", str(fp), "--output-dir", str(tmp_path / "a")]) == 2
     assert "full-precision" in capsys.readouterr().err
     assert export.main(["--checkpoint", str(quantized), "--output-dir", str(tmp_path / "b"), "--verify"]) == 2
-    assert "--verify needs --data-root" in capsys.readouterr().err
+    assert "--verify and --vectors need --data-root" in capsys.readouterr().err
+    assert export.main(["--checkpoint", str(quantized), "--output-dir", str(tmp_path / "b"), "--vectors", "2"]) == 2
+    assert "--verify and --vectors need --data-root" in capsys.readouterr().err
     assert export.main(["--checkpoint", str(tmp_path / "none.pth"), "--output-dir", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "none.pth" in err and len(err.strip().splitlines()) == 1
@@ -192,3 +195,41 @@ def test_an_input_size_whose_buffers_do_not_fit_is_refused_before_allocating(che
     # The estimate against what the machine has: 32x32 fits in 1 GiB, not in 1 MiB.
     model = pipeline.load_model(checkpoints[1])
     assert 2**20 < pipeline.forward_bytes(model, 32, 32) < 2**30
+
+
+def _read_hex(path, bits, signed):
+    values = np.array([int(line, 16) for line in path.read_text().split()], dtype=np.int64)
+    return np.where(values >= 2 ** (bits - 1), values - 2**bits, values) if signed else values
+
+
+def test_golden_vectors_hold_what_the_model_computes_in_hex_and_npz(checkpoints, tiny_synthetic_root, tmp_path, capsys):
+    export = _tool()
+    out = tmp_path / "exp"
+    argv = ["--checkpoint", str(checkpoints[2]), "--output-dir", str(out), "--input-size", "32", "32"]
+    assert export.main([*argv, "--vectors", "2", "--data-root", str(tiny_synthetic_root)]) == 0
+    printed = capsys.readouterr().out
+    assert "| total |" in printed and "wrote golden vectors of 2 windows" in printed
+    manifest = json.loads((out / "vectors" / "manifest.json").read_text())
+    assert manifest["windows"] == 2
+    arrays = {entry["name"]: entry for entry in manifest["arrays"]}
+    assert {"input", "stem.current", "stem.membrane", "stem.spikes", "head1.code_sum"} <= set(arrays)
+    for window in range(2):
+        folder = out / "vectors" / f"window_{window:03d}"
+        stored = np.load(folder / "vectors.npz")
+        for name, entry in arrays.items():
+            from_hex = _read_hex(folder / f"{name}.hex", entry["bits"], entry["signed"])
+            assert np.array_equal(from_hex.reshape(entry["shape"]), stored[name]), name
+    # The vectors are the model's own values: its spikes and flow codes on the first test window.
+    from snn.config import config_from_checkpoint
+    from snn.data.loaders import make_dataset
+    from snn.deploy.verify import torch_spikes_and_flow
+    from snn.models.checkpoint import load_checkpoint, load_model
+
+    model = load_model(checkpoints[2])
+    cfg = config_from_checkpoint(load_checkpoint(checkpoints[2]), checkpoints[2])
+    events = make_dataset(cfg, tiny_synthetic_root, "test")[0]["events"][None]
+    codes = {}
+    _, spikes = torch_spikes_and_flow(model, events, codes)
+    first = np.load(out / "vectors" / "window_000" / "vectors.npz")
+    assert np.array_equal(first["dec1.spikes"], spikes["dec1"][:, 0])
+    assert np.array_equal(first["head1.code_sum"], codes["head1"][0])

@@ -5,6 +5,7 @@ import torch
 
 from snn.deploy.fold import FoldError
 from snn.deploy.onnx_step import OneStepNetwork, export_onnx, run_onnx
+from snn.models.flownet import float_fake_quant
 from tests.deploy.lively import lively_model
 
 
@@ -15,7 +16,8 @@ def test_stepping_the_one_step_module_gives_the_model_flow():
     with torch.no_grad():
         for t in range(events.shape[1]):
             *state, flow = step(events[:, t], *state)
-        want = model(events)
+        with float_fake_quant(model):
+            want = model(events)
     assert float((flow - want).abs().max()) < 1e-5 * max(1.0, float(want.abs().max()))
 
 
@@ -31,7 +33,7 @@ def test_onnxruntime_matches_pytorch_over_all_time_bins(tmp_path):
     ops = [node.op_type for node in graph.node]
     assert ops.count("QuantizeLinear") == ops.count("DequantizeLinear") == 24  # weights and currents of 12 layers
     assert [i.name for i in graph.input][:2] == ["events_t", "v_stem"] and graph.output[-1].name == "flow"
-    with torch.no_grad():
+    with torch.no_grad(), float_fake_quant(model):
         want = model(events[:1])
     got = run_onnx(path, step, events[:1])
     assert want.abs().max() > 0.1  # a flow worth comparing
@@ -54,6 +56,6 @@ def test_the_step_graph_takes_the_grouped_and_stacked_bins_of_its_model(tmp_path
     step = export_onnx(model, path, 16, 16)
     events_t = onnx.load(str(path)).graph.input[0]
     assert events_t.type.tensor_type.shape.dim[1].dim_value == 2 * 2 * model.in_channels
-    with torch.no_grad():
+    with torch.no_grad(), float_fake_quant(model):
         want = model(events[:1])
     assert float((run_onnx(path, step, events[:1]) - want).abs().max()) < 1e-4

@@ -1,4 +1,8 @@
-"""The folded integer network against the PyTorch fake-quant model it came from."""
+"""The folded integer network against the PyTorch model it came from: exact equality, no tolerance.
+
+A quantized model evaluates in the integer arithmetic it exports (``snn.models.integer``), so
+the numpy reference must give the same spikes in every layer at every step and the same flow codes.
+"""
 
 import copy
 
@@ -11,39 +15,106 @@ from snn.deploy.export import ExportError, load_export, write_export
 from snn.deploy.fold import WIRING, FoldError, fold_network
 from snn.deploy.verify import compare, torch_spikes_and_flow
 from snn.models.flownet import EventSNNFlowNetLiteV2
-from snn.models.layers import seq_apply
+from snn.models.integer import INPUT_MAX
 from snn.models.state import carrying_state
 from tests.deploy.lively import lively_model
 
 
-def test_integer_reference_reproduces_pytorch_at_every_width(lively, tmp_path):
+def _export(model, tmp_path, size=16):
+    write_export(*fold_network(model, size, size), tmp_path)
+    return load_export(tmp_path)
+
+
+def _windows(events):
+    """All-zero, saturated (over the input's maximum) and random windows of ``events``' shape."""
+    shape = tuple(events.shape)
+    generator = torch.Generator().manual_seed(1)
+    return {
+        "zero": torch.zeros(shape),
+        "saturated": torch.full(shape, float(INPUT_MAX + 45)),
+        "random": torch.poisson(torch.full(shape, 1.5), generator=generator),
+        "calibration": events,
+    }
+
+
+def test_the_reference_gives_the_model_spikes_and_flow_codes_exactly(lively, tmp_path):
     model, events = lively
-    description, tensors = fold_network(model, 16, 16)
-    write_export(description, tensors, tmp_path)
-    export = load_export(tmp_path)
-    other = torch.poisson(torch.full((2, 3, 2, 16, 16), 1.5))  # windows it was not calibrated on
-    agreement = compare({"float64": copy.deepcopy(model).double()}, export, [events, other])["float64"]
-    _, spikes = torch_spikes_and_flow(model, other)
+    export = _export(model, tmp_path)
+    for kind, window in _windows(events).items():
+        agreement = compare(model, export, [window])
+        assert agreement.passed, f"{kind}: {agreement.summary()}"
+        assert agreement.code_total == sum(2 * s * s for s in (16, 8, 4)) * len(window)
+    _, spikes = torch_spikes_and_flow(model, events)
     assert all(s.mean() > 0 for s in spikes.values()), "every layer must fire for the comparison to mean much"
-    assert agreement.spike_agreement >= 0.999, agreement.summary()
-    assert agreement.flow_max_abs <= 0.01, agreement.summary()
-    assert agreement.passed
 
 
-def test_folded_currents_match_the_fake_quant_currents(lively):
-    """Before rounding: acc x M / 2^S + B / 2^S is the float current over the step."""
+def test_an_input_beyond_the_maximum_count_saturates_in_the_model_and_the_reference(lively, tmp_path):
     model, events = lively
-    description, tensors = fold_network(model, 16, 16)
-    layer = next(entry for entry in description["layers"] if entry["name"] == "enc1")
-    spikes = model.stem(events.transpose(0, 1)).detach()
+    export = _export(model, tmp_path)
+    at_max, beyond = torch.full(events.shape, float(INPUT_MAX)), torch.full(events.shape, 1000.0)
     with torch.no_grad():
-        want = seq_apply(lambda x: model.enc1.norm(model.enc1.conv(x)), spikes).flatten(0, 1).double().numpy()
-    acc = reference.conv2d_int(spikes.flatten(0, 1).numpy().astype(np.int64), tensors["enc1.weight"][0], 2, 1)
-    current = layer["current"]
-    mult = np.asarray(current["multiplier"], dtype=np.float64)[None, :, None, None]
-    add = np.asarray(current["offset"], dtype=np.float64)[None, :, None, None]
-    got = (acc * mult + add) / 2 ** current["shift"] * current["step"]
-    assert np.abs(got - want).max() < 1e-4 * max(1.0, np.abs(want).max())
+        assert torch.equal(model.eval()(at_max), model(beyond))
+    flow_max = reference.run(export.description, export.weights, at_max.numpy())[0]
+    flow_beyond = reference.run(export.description, export.weights, beyond.numpy())[0]
+    assert np.array_equal(flow_max, flow_beyond)
+
+
+def test_every_value_fits_the_widths_the_description_states(lively):
+    model, _ = lively
+    description, _ = fold_network(model, 16, 16)
+    for layer in description["layers"]:
+        widths = layer["widths"]
+        assert max(widths.values()) <= 32, (layer["name"], widths)
+        assert widths["product_sum"] >= widths["accumulator"]
+        if "neuron" in layer:
+            assert 1 <= layer["neuron"]["threshold"] < 2 ** (widths["membrane"] - 1)
+
+
+def test_the_reference_fails_loudly_when_a_value_leaves_its_stated_width(tmp_path):
+    model, events = lively_model(4, 4)
+    export = _export(model, tmp_path)
+    enc1 = next(layer for layer in export.description["layers"] if layer["name"] == "enc1")
+    enc1["widths"]["membrane"] = 4  # a membrane of 4 bits cannot hold what enc1 integrates
+    with pytest.raises(reference.IntegerOverflowError, match="enc1 membrane"):
+        reference.run(export.description, export.weights, events.numpy())
+    enc1["widths"]["membrane"] = 32
+    enc1["current"]["multiplier"] = [2**30] * len(enc1["current"]["multiplier"])
+    with pytest.raises(reference.IntegerOverflowError, match="enc1 acc\\*M\\+B"):
+        reference.run(export.description, export.weights, events.numpy())
+
+
+def test_folding_refuses_what_it_cannot_make_exact(tmp_path):
+    model, _ = lively_model(4, 4)
+    unset = copy.deepcopy(model)
+    unset.enc2.quant_layer.step_initialized.fill_(False)
+    with pytest.raises(FoldError, match="no range or step"):
+        fold_network(unset, 16, 16)
+    leaky = copy.deepcopy(model)
+    leaky.enc1.neuron.tau = 3.0
+    with pytest.raises(FoldError, match="enc1: .*tau = 3"):
+        fold_network(leaky, 16, 16)
+    extra = copy.deepcopy(model)
+    extra.context = torch.nn.Conv2d(2, 2, 1)
+    with pytest.raises(FoldError, match="does not know: context"):
+        fold_network(extra, 16, 16)
+
+
+def test_folding_leaves_the_callers_model_as_it_was():
+    model, _ = lively_model(4, 4)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fold_network(model, 16, 16)
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_model_that_cannot_be_folded_evaluates_in_float_and_says_so(caplog):
+    model, events = lively_model(4, 4)
+    model.enc1.neuron.tau = 3.0
+    with torch.no_grad():
+        model.eval()(events)
+    assert model.integer_plan() is None
+    assert "evaluating in float fake-quant arithmetic" in caplog.text and "tau = 3" in caplog.text
 
 
 def test_description_matches_the_model(lively):
@@ -68,7 +139,7 @@ def test_description_matches_the_model(lively):
     assert layers["enc3"]["output_shape"] == [16, 3, 4] and layers["head1"]["output_shape"] == [2, 24, 32]
     assert layers["res1"]["residual"] and not layers["enc3"]["residual"]
     assert layers["dec2"]["inputs"] == ["dec3", "enc2"] and layers["dec3"]["type"] == "spiking_conv_transpose"
-    assert layers["enc1"]["neuron"]["decay"] == {"multiplier": 2**15, "shift": 16, "tau": 2.0}  # tau 2: a shift
+    assert layers["enc1"]["neuron"]["leak_shift"] == 1 and layers["enc1"]["neuron"]["tau"] == 2  # tau 2: one shift
     assert layers["stem"]["weight"]["bits"] == 8  # pinned edge layer
 
 
@@ -99,7 +170,7 @@ def test_corrupt_or_truncated_exports_are_refused(tmp_path):
 def test_integer_reference_follows_a_positive_current_range(tmp_path):
     model, events = lively_model(4, 4, current_range="positive")
     write_export(*fold_network(model, 16, 16), tmp_path)
-    agreement = compare({"float64": copy.deepcopy(model).double()}, load_export(tmp_path), [events])["float64"]
+    agreement = compare(model, load_export(tmp_path), [events])
     assert agreement.passed, agreement.summary()
 
 
@@ -110,7 +181,7 @@ def test_integer_reference_follows_current_steps_aligned_to_the_threshold(widths
                                  align_current_steps=True)  # fmt: skip
     assert all(layer.quant_layer.align_to == 1.0 for layer in model.spiking_layers().values())
     write_export(*fold_network(model, 16, 16), tmp_path)
-    agreement = compare({"float64": copy.deepcopy(model).double()}, load_export(tmp_path), [events])["float64"]
+    agreement = compare(model, load_export(tmp_path), [events])
     assert agreement.passed, agreement.summary()
 
 
@@ -128,19 +199,23 @@ def test_a_model_with_synchronised_batch_norms_folds_as_the_plain_one():
 
 def test_the_reference_streams_membranes_across_windows_as_the_stateful_model_does(lively, tmp_path):
     model, events = lively
-    write_export(*fold_network(model, 16, 16), tmp_path)
-    export = load_export(tmp_path)
+    export = _export(model, tmp_path)
     windows = [events, torch.poisson(torch.full((2, 3, 2, 16, 16), 1.5))]
-    membranes = {}
-    streamed = [reference.run(export.description, export.weights, w.numpy(), membranes)[0] for w in windows]
+    membranes, traces, codes = {}, [{}, {}], [{}, {}]
+    streamed = [
+        reference.run(export.description, export.weights, w.numpy(), membranes, trace)
+        for w, trace in zip(windows, traces, strict=True)
+    ]
     assert set(membranes) == set(model.spiking_layers())
-    twin = copy.deepcopy(model).double()
-    with torch.no_grad(), carrying_state(twin):
-        expected = [twin(w.double()).numpy() for w in windows]
-    assert np.abs(streamed[0] - expected[0]).max() <= 0.01
-    assert np.abs(streamed[1] - expected[1]).max() <= 0.01
-    fresh = reference.run(export.description, export.weights, windows[1].numpy())[0]
-    assert np.abs(fresh - streamed[1]).max() > 0.01  # the carried membranes change the second window
+    with torch.no_grad(), carrying_state(model.eval()):
+        expected = [torch_spikes_and_flow(model, w, c) for w, c in zip(windows, codes, strict=True)]
+    for i, ((_, spikes_r), (_, spikes_t)) in enumerate(zip(streamed, expected, strict=True)):
+        assert all(np.array_equal(spikes_r[name], spikes_t[name]) for name in spikes_t)
+        assert all(np.array_equal(traces[i][head]["code_sum"], codes[i][head]) for head in codes[i])
+    fresh = {}
+    reference.run(export.description, export.weights, windows[1].numpy(), trace=fresh)
+    # The carried membranes change the second window.
+    assert not np.array_equal(fresh["head1"]["code_sum"], traces[1]["head1"]["code_sum"])
 
 
 # input_bins 3: step t reads bins t, t-1, t-2. bins_per_step 2 with input_bins 2: 4 bins run 2 steps,
@@ -167,7 +242,7 @@ def test_integer_reference_builds_the_stem_input_as_the_model_does(case, widths,
     write_export(description, tensors, tmp_path)
     export = load_export(tmp_path)
     other = torch.poisson(torch.full(tuple(events.shape), 1.5))
-    agreement = compare({"float64": copy.deepcopy(model).double()}, export, [events, other])["float64"]
+    agreement = compare(model, export, [events, other])
     assert agreement.passed, agreement.summary()
     _, spikes = reference.run(description, export.weights, events.numpy())
     assert spikes["stem"].shape[0] == want["time_steps"]
@@ -189,3 +264,13 @@ def test_stacking_recent_bins_in_numpy_matches_the_model():
     want = stack_recent_bins(x, 3).transpose(0, 1).numpy()
     got = reference.stack_recent_bins(np.moveaxis(x.numpy(), 1, 0), 3)
     assert np.array_equal(got, want)
+
+
+def test_the_reference_convolves_a_dilated_bottleneck_as_the_model_does(tmp_path):
+    model, events = lively_model(4, 4, size=32, bottleneck_dilation=[2, 3])
+    description, tensors = fold_network(model, 32, 32)
+    dilations = {layer["name"]: layer["dilation"] for layer in description["layers"]}
+    assert dilations["res1"] == [2, 2] and dilations["res2"] == [3, 3] and dilations["enc3"] == [1, 1]
+    write_export(description, tensors, tmp_path)
+    agreement = compare(model, load_export(tmp_path), [events])
+    assert agreement.passed, agreement.summary()

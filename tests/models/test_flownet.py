@@ -153,3 +153,24 @@ def stack_steps(model, x):
     from snn.models.flownet import stack_recent_bins
 
     return stack_recent_bins(x, model.input_bins).transpose(0, 1)
+
+
+def _reach(model: EventSNNFlowNetLiteV2, size: int = 192) -> int:
+    """How far from the centre pixel's flow an input still has a gradient (pixels, Chebyshev)."""
+    torch.manual_seed(0)
+    for head in (model.head1, model.head2, model.head3):  # zero at the start: no gradient would flow
+        torch.nn.init.normal_(head.conv.weight, std=0.1)
+    x = (torch.rand(1, 5, 2, size, size) * 3).requires_grad_()
+    model.eval()(x)[0, :, size // 2, size // 2].sum().backward()  # eval: batch norm mixes no pixels
+    ys, xs = torch.nonzero(x.grad.abs().sum(dim=(0, 1, 2)) > 0, as_tuple=True)
+    return int(torch.maximum((ys - size // 2).abs(), (xs - size // 2).abs()).max())
+
+
+def test_bottleneck_dilation_widens_the_view_with_the_same_weights():
+    plain = EventSNNFlowNetLiteV2(base_ch=4)
+    dilated = EventSNNFlowNetLiteV2(base_ch=4, bottleneck_dilation=[2, 4])
+    assert dilated.res1.conv.dilation == (2, 2) and dilated.res2.conv.dilation == (4, 4)
+    assert sum(p.numel() for p in dilated.parameters()) == sum(p.numel() for p in plain.parameters())
+    assert _reach(dilated) >= _reach(plain) + 32  # (1 + 3) x 8 px more at 1/8 resolution
+    with pytest.raises(ValueError, match="bottleneck_dilation"):
+        EventSNNFlowNetLiteV2(bottleneck_dilation=[0, 1])

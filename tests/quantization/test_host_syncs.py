@@ -1,5 +1,6 @@
 """A quantized model's forward and backward read no tensor value on the host: on a GPU every such
-read (bool, float, item) waits for the device, once per quantizer per step."""
+read (bool, float, item) waits for the device, once per quantizer per step. (The integer evaluation
+folds the model's constants on the host once per pass, before it queues any convolution.)"""
 
 import pytest
 import torch
@@ -7,6 +8,7 @@ from torch.overrides import TorchFunctionMode
 
 from snn.config import CONFIG_DIR, load_config
 from snn.models.factory import build_model
+from snn.models.flownet import float_fake_quant
 from snn.quantization.quantization_aware import QuantizationAwareLayer, QuantizerStateError
 from snn.training.run import build_trainer
 
@@ -40,8 +42,14 @@ def test_a_quantized_training_step_and_an_eval_pass_read_nothing_on_the_host(con
     with HostReads() as reads:
         sum(p.sum() for p in model.forward_multiscale(x)).backward()
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), float_fake_quant(model):
             model(x)
+    assert reads.seen == []
+    # The integer evaluation reads the folded constants once per pass, before any convolution is queued.
+    folded = model.fold_layers()
+    with HostReads() as reads, torch.no_grad():
+        model.integer_plan = lambda: folded
+        model(x)
     assert reads.seen == []
 
 

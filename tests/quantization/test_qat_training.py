@@ -274,6 +274,12 @@ def test_export_lists_integer_codes_and_scales_that_rebuild_the_weights(tmp_path
     with control.calibrating(q):
         q((torch.rand(1, 3, 2, 16, 16) < 0.3).float())
     info = export_quantized_model_info(q, tmp_path / "info.json", input_size=(16, 16))
+    # This untrained model's deeper layers never fired in calibration: their steps are at the floor.
+    assert "32 bits" in info["network_error"] and "never fired" in info["network_error"]
+    from tests.deploy.lively import lively_model
+
+    q, _ = lively_model(2, 2)
+    info = export_quantized_model_info(q, tmp_path / "info.json", input_size=(16, 16))
     from snn.deploy.fold import fold_network
 
     assert info["network"] == json.loads(json.dumps(fold_network(q, 16, 16)[0]))
