@@ -177,6 +177,7 @@ class Config:
             "first_last_bits": self.first_last_bits,
             "align_current_steps": self.align_current_steps,
             "bottleneck_dilation": list(self.bottleneck_dilation),
+            "integer_input": self.representation == "counts",
         }
 
     def widths_at(self, epoch: int) -> tuple[int, int]:

@@ -241,13 +241,13 @@ def run(
         record = {} if trace is not None else None
         outputs[name], v = _neuron(codes, inp if layer["residual"] else None, layer["neuron"], v0, widths, name, record)
         if trace is not None:
-            trace[name] = {"current": codes, **record, "spikes": outputs[name].astype(np.uint8)}
+            trace[name] = {"current": codes, **record, "spikes": outputs[name]}
         if membranes is not None:
             membranes[name] = v
     flow = None
     for name in description["flow"]["heads"]:
         flow = heads[name] if flow is None else upsample2x_bilinear(flow) + heads[name]
-    spikes = {k: v.astype(np.uint8) for k, v in outputs.items() if k != "events"}
+    spikes = {k: v for k, v in outputs.items() if k != "events"}
     return flow, spikes
 
 
@@ -261,22 +261,25 @@ def _neuron(
     record: dict[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Integer LIF over [T, ...] current codes from membrane ``v0`` (None: at rest); returns the
-    spikes (0/1, int64) and the last membrane. ``record`` receives every step's membrane after the reset."""
+    spikes (0/1, uint8) and the last membrane. ``record`` receives every step's membrane after the reset."""
     frac = neuron["frac_bits"]
     threshold, fire_at = neuron["threshold"], neuron["fire_at"]
     k = neuron["leak_shift"]
     bits = (widths or {}).get("membrane", 32)
     v = None if v0 is None else np.asarray(v0, np.int64)  # None: at rest, V = 0
-    out = np.zeros_like(codes)
+    out = np.zeros(codes.shape, np.uint8)  # spikes: one byte each, cheap to read again
     after = np.zeros_like(codes) if record is not None else None
     for t in range(codes.shape[0]):
         current = codes[t] << frac
         if residual_spikes is not None:
-            current += residual_spikes[t] * neuron["residual_current"]
+            current += residual_spikes[t].astype(np.int64) * neuron["residual_current"]
         v = check_width(current if v is None else v - (v >> k) + current, bits, f"{name} membrane")
-        s = (v >= fire_at).astype(np.int64)
-        v = v - s * threshold if neuron["reset"] == "subtract" else v * (1 - s)
-        out[t] = s
+        fired = v >= fire_at
+        if neuron["reset"] == "subtract":
+            v[fired] -= threshold
+        else:
+            v[fired] = 0
+        out[t] = fired
         if after is not None:
             after[t] = v
     if record is not None:

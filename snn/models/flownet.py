@@ -110,6 +110,8 @@ class EventSNNFlowNetLiteV2(nn.Module):
             falls on a rounding boundary (``QuantizationAwareLayer.align_step``): with one step per
             window a neuron then fires on its quantized current exactly when it would on the
             unquantized one. Binary currents and the flow heads are left as they are.
+        integer_input: the input is integer event counts (two channels per bin); otherwise (a voxel
+            grid) the model evaluates in float and the integer export refuses it.
         bottleneck_dilation: the dilations of the two residual blocks at 1/8 resolution: a wider view
             (receptive field about 49 px at (1, 1), 81 at (2, 2), 113 at (2, 4)) at no cost in weights.
     """
@@ -140,6 +142,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
         bins_per_step: int = 5,
         align_current_steps: bool = False,
         bottleneck_dilation: tuple[int, int] | list[int] = (1, 1),
+        integer_input: bool = True,
     ) -> None:
         super().__init__()
         if len(bottleneck_dilation) != 2 or any(int(d) != d or d < 1 for d in bottleneck_dilation):
@@ -196,6 +199,9 @@ class EventSNNFlowNetLiteV2(nn.Module):
                 if align_current_steps:
                     layer.quant_layer.align_to = layer.neuron.threshold
         self.quantize = quantize
+        # Event counts (integers), or not: a voxel grid, which is also the only one-channel input (checkpoints
+        # from before this argument are told apart by that).
+        self.integer_input = integer_input and in_channels == 2
         # Evaluate a quantized model in the integer arithmetic of its export (see integer_plan).
         self.integer_eval = True
         self._warned_float_eval = False
@@ -278,7 +284,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
         current quantizer has its range and step and quantizes, unless ``integer_eval`` is False. A
         model that cannot be folded exactly evaluates in float, with a warning (the export refuses it).
         """
-        if not self.quantize or self.training or not self.integer_eval or self.input_norm:
+        if not self.quantize or self.training or not self.integer_eval or self.input_norm or not self.integer_input:
             return None
         for _, q in control.activation_quantizers(self):
             if not q.enabled or q.calibrating or not q.has_range or (q.learn_scale and not q.has_step):

@@ -39,3 +39,18 @@ def test_an_integer_evaluation_is_still_counted_by_the_activity_monitor():
         counts[integer] = monitor.synops_per_sample()
     assert counts[True] > 0
     assert abs(counts[True] - counts[False]) < 0.05 * counts[False]  # the same spikes, near enough
+
+
+def test_a_voxel_grid_model_evaluates_in_float_and_is_not_folded():
+    import pytest
+
+    from snn.deploy.fold import FoldError, fold_network
+    from snn.models.flownet import EventSNNFlowNetLiteV2
+    from snn.quantization import control
+
+    model = EventSNNFlowNetLiteV2(base_ch=4, num_bins=3, bins_per_step=1, in_channels=1, quantize=True, bit_width=4)
+    with control.calibrating(model):
+        model(torch.randn(2, 3, 1, 16, 16))
+    assert not model.integer_input and model.eval().integer_plan() is None
+    with pytest.raises(FoldError, match="not integer event counts"):
+        fold_network(model, 16, 16)
