@@ -210,4 +210,4 @@ def _describe(
         }
         entry["widths"].update(neuron.widths())
         entry["membrane_bits"] = entry["widths"]["membrane"]
-    return entry, current.codes.numpy()
+    return entry, current.codes.cpu().numpy()

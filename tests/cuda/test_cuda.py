@@ -8,7 +8,7 @@ import torch
 
 from snn.config import CONFIG_DIR, DEFAULT_CONFIG, load_config
 from snn.models.factory import build_model
-from snn.models.flownet import EventSNNFlowNetLiteV2
+from snn.models.flownet import EventSNNFlowNetLiteV2, float_fake_quant
 from snn.quantization.torch_ops import fake_quantize, learnable_fake_quantize
 from snn.training.run import build_trainer
 from snn.utils.runtime import seed_everything
@@ -42,7 +42,8 @@ def test_a_quantized_current_on_cuda_is_float32_not_tf32():
     model.eval()
     on_gpu = copy.deepcopy(model).to(CUDA)
     assert torch.backends.cudnn.allow_tf32  # PyTorch's default, which the quantized layers set aside
-    gpu = _currents(on_gpu, x.to(CUDA))
+    with float_fake_quant(on_gpu):  # the float currents of training (an integer pass has none)
+        gpu = _currents(on_gpu, x.to(CUDA))
     assert torch.backends.cudnn.allow_tf32  # and restore
     modules = dict(model.named_modules())
     assert len(gpu) >= 10
@@ -84,6 +85,17 @@ def test_a_quantized_training_step_does_not_wait_for_the_gpu(config):
     try:
         sum(p.sum() for p in model.forward_multiscale(x)).backward()
         model.eval()
+        with torch.no_grad(), float_fake_quant(model):
+            model(x)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    # The integer evaluation reads its folded constants on the host once per pass, before it queues
+    # any convolution; the pass itself waits for nothing.
+    folded = model.fold_layers()
+    model.integer_plan = lambda: folded
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
         with torch.no_grad():
             model(x)
     finally:
