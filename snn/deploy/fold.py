@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from snn.models.hooks import capturing_outputs
-from snn.models.integer import INPUT_MAX, FoldedLayer, FoldError, signed_bits
+from snn.models.integer import INPUT_MAX, FoldedLayer, FoldError, check_range, signed_bits
 from snn.quantization.control import activation_quantizers, model_widths
 
 FORMAT = "snn-flow-int/2"
@@ -41,11 +41,6 @@ WIRING = (
 FLOW_HEADS = ("head3", "head2", "head1")
 
 
-def _check_range(q: nn.Module) -> None:
-    if not bool(q.initialized) or (q.learn_scale and not bool(q.step_initialized)):
-        raise FoldError("a current quantizer has no range or step yet: calibrate or train the model before exporting")
-
-
 # Peak memory of a quantized forward pass per element of the layers' outputs (one time bin) and of
 # the input, measured at 256x256 and 512x512 on CPU (44-51 bytes), with some margin.
 BYTES_PER_ACTIVATION = 56
@@ -54,7 +49,7 @@ BYTES_PER_ACTIVATION = 56
 def check_ranges(model: nn.Module) -> None:
     """FoldError unless every current quantizer has its range (a forward pass would seed it from zeros)."""
     for _, q in activation_quantizers(model):
-        _check_range(q)
+        check_range(q)
 
 
 def forward_bytes(model: nn.Module, height: int, width: int) -> int:
@@ -95,8 +90,7 @@ def fold_network(model: nn.Module, height: int, width: int) -> tuple[dict[str, A
     if unknown:
         raise FoldError(f"layers the fold does not know: {', '.join(unknown)}")
     model = copy.deepcopy(model).eval()
-    check_ranges(model)  # before the shape pass, which would otherwise seed missing ranges from zeros
-    folded = model.fold_layers()
+    folded = model.fold_layers()  # checks every range before the shape pass, which would seed missing ones
     shapes = layer_shapes(model, height, width)
     shapes["events"] = [model.stem.conv.in_channels, height, width]  # what the stem reads per step
     steps = getattr(model, "time_steps", model.num_bins)

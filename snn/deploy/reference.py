@@ -8,8 +8,8 @@ the description states for it: an overflow raises ``IntegerOverflowError``. Only
 time-summed codes are turned into pixels at the end (x step / T x flow_scale, then x2 bilinear
 upsampling and the sum).
 
-The convolutions run through BLAS in float64, which holds every integer below 2**53 exactly, so
-the sums are exact (the accumulators stay below 2**31 by the fold's bound).
+The convolutions run through BLAS, in float32 where no partial sum can reach 2**24 and in float64
+(exact below 2**53) otherwise, so every sum of these integers is exact whatever order BLAS takes.
 """
 
 from __future__ import annotations

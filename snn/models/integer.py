@@ -76,9 +76,8 @@ class FoldedCurrent:
         return torch.floor((value + 2.0 ** (self.shift - 1)) / 2.0**self.shift).clamp(-self.qmax, self.qmax)
 
     def widths(self) -> dict[str, int]:
-        bound = int(self.acc_bound.max())
         return {
-            "accumulator": signed_bits(bound),
+            "accumulator": signed_bits(self.acc_max),
             "multiplier": signed_bits(int(self.multiplier.abs().max())),
             "offset": signed_bits(int(self.offset.abs().max())),
             "product_sum": signed_bits(int(_fold_bound(self.acc_bound, self.multiplier, self.offset, self.shift))),
@@ -120,6 +119,12 @@ class FoldedLayer:
     max_input: int  # the largest input value: INPUT_MAX for the stem, 1 (a spike) elsewhere
 
 
+def check_range(q: nn.Module) -> None:
+    """FoldError unless the current quantizer ``q`` has its range (and, when learned, its step)."""
+    if not bool(q.initialized) or (q.learn_scale and not bool(q.step_initialized)):
+        raise FoldError("a current quantizer has no range or step yet: calibrate or train the model first")
+
+
 def _fold_bound(acc_bound: torch.Tensor, mult: torch.Tensor, add: torch.Tensor, shift: int) -> int:
     """The largest |acc * M + B + 2**(S-1)| over the channels (exact: int64 holds these products)."""
     return int((acc_bound * mult.abs() + add.abs()).max()) + 2 ** (shift - 1)
@@ -151,8 +156,7 @@ def fold_current(layer: nn.Module, max_input: int) -> FoldedCurrent:
     if getattr(conv, "groups", 1) != 1:
         raise FoldError("grouped convolutions are not folded")
     q = layer.quant_layer
-    if not bool(q.initialized) or (q.learn_scale and not bool(q.step_initialized)):
-        raise FoldError("a current quantizer has no range or step yet: calibrate or train the model first")
+    check_range(q)
     codes, w_scale, gain, offset = _float_affine(layer)
     step = float(q.scale().detach())
     binary = q.is_binary
