@@ -66,6 +66,12 @@ class Config:
     # Dilations of the two residual blocks at 1/8 resolution: [1, 1] sees about 49 px, [2, 4] about
     # 113 px, with the same weights (context for flat regions, far from any edge).
     bottleneck_dilation: list = field(default_factory=lambda: [1, 1])
+    # What the flow heads read from the decoder: "spikes", or "current", its neurons' multi-bit input
+    # current (the membrane they integrate). The integer export folds only "spikes".
+    head_input: str = "spikes"
+    # A context path: the bottleneck's frame-wide spike rates, through a 1x1 convolution, add one
+    # current per channel at every pixel of the first decoder layer. Not folded by the integer export.
+    global_context: bool = False
     threshold: float = 1.0
     reset: str = "subtract"
     surrogate_alpha: float = 2.0  # the model's own default too: EventSNNFlowNetLiteV2() is this model
@@ -87,6 +93,14 @@ class Config:
     # Above 1, validation and the final test run every sequence in order with its state carried.
     state_windows: int = 1
     augment: bool = True
+    # With augment: each training sample keeps each of its events with a probability drawn uniformly
+    # in [event_keep_min, 1] (as a higher contrast threshold would give fewer events for the same
+    # motion), so that the number of events at an edge stops telling the speed. 1: no thinning.
+    event_keep_min: float = 1.0
+    # With augment: each training crop is cut at 1/s its size and enlarged by s, drawn uniformly in
+    # [1, zoom_max] (nearest neighbour, the flow times s): edges as wide and motions as large as a
+    # closer camera, or one with more pixels, sees. 1: no zoom.
+    zoom_max: float = 1.0
     batch_size: int = 8
     num_workers: int = 0
     synthetic: SyntheticDataset = field(default_factory=SyntheticDataset)  # YAML: one flat mapping, see its class
@@ -177,6 +191,8 @@ class Config:
             "first_last_bits": self.first_last_bits,
             "align_current_steps": self.align_current_steps,
             "bottleneck_dilation": list(self.bottleneck_dilation),
+            "head_input": self.head_input,
+            "global_context": self.global_context,
             "integer_input": self.representation == "counts",
         }
 
@@ -334,6 +350,16 @@ def validate(cfg: Config, source: str = "config") -> Config:
     dil = cfg.bottleneck_dilation
     if len(dil) != 2 or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dil):
         raise ConfigError(f"{source}: key 'bottleneck_dilation' must be two integers >= 1, got {dil!r}")
+    if not 1 <= cfg.zoom_max <= 8:
+        raise ConfigError(f"{source}: key 'zoom_max' must lie in [1, 8], got {cfg.zoom_max}")
+    if not 0 < cfg.event_keep_min <= 1:
+        raise ConfigError(f"{source}: key 'event_keep_min' must lie in (0, 1], got {cfg.event_keep_min}")
+    if cfg.event_keep_min < 1 and cfg.representation != "counts":
+        raise ConfigError(
+            f"{source}: key 'event_keep_min' thins event counts; representation {cfg.representation!r} has none"
+        )
+    if cfg.head_input not in ("spikes", "current"):
+        raise ConfigError(f"{source}: key 'head_input' must be 'spikes' or 'current', got {cfg.head_input!r}")
     if cfg.learn_leak and cfg.tau not in (2, 4, 8, 16):
         raise ConfigError(f"{source}: key 'learn_leak' needs tau = 2, 4, 8 or 16 to start from, got tau {cfg.tau}")
     if not 0 < cfg.late_crop_fraction <= 1:

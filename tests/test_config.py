@@ -40,6 +40,8 @@ def test_wrong_type_and_out_of_range_values_are_rejected(tmp_path):
         with pytest.raises(ConfigError, match="key 'bottleneck_dilation' must be"):
             load_config(DEFAULT_CONFIG, {"bottleneck_dilation": bad})
     assert load_config(DEFAULT_CONFIG, {"bottleneck_dilation": [2, 4]}).model_args()["bottleneck_dilation"] == [2, 4]
+    with pytest.raises(ConfigError, match="key 'head_input' must be"):
+        load_config(DEFAULT_CONFIG, {"head_input": "membrane"})
 
 
 def test_bins_per_step_must_divide_num_bins_and_bounds_input_bins():

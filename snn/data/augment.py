@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,32 @@ def random_crop(
     return out
 
 
+def zoomed_crop(
+    sample: dict[str, Any],
+    crop_size: int | tuple[int, int] | list[int] | None,
+    zoom_max: float,
+    generator: torch.Generator | None = None,
+) -> dict[str, Any]:
+    """A random crop seen closer: a region 1/s the size of the crop (s drawn uniformly in [1, ``zoom_max``])
+    enlarged to the crop's size (the whole frame's when ``crop_size`` is None), every tensor by nearest
+    neighbour, so events stay integer counts and each pixel keeps a source pixel's events and flow; the
+    flow grows by s. A camera twice as close (or with twice the pixels) sees edges twice as wide that
+    move twice as far."""
+    height, width = sample["flow"].shape[-2:]
+    out_h, out_w = (height, width) if crop_size is None else check_crop_fits(crop_size, height, width)
+    s = 1.0 + (zoom_max - 1.0) * float(torch.rand((), generator=generator))
+    region_h, region_w = max(1, round(out_h / s)), max(1, round(out_w / s))
+    region = random_crop(sample, (region_h, region_w), generator)
+    out = dict(region)
+    for key in SPATIAL_KEYS:
+        x = region[key]
+        lead = x.shape[:-2]
+        y = F.interpolate(x.reshape(1, -1, region_h, region_w).float(), size=(out_h, out_w), mode="nearest")
+        out[key] = y.reshape(*lead, out_h, out_w).to(x.dtype)
+    out["flow"] = out["flow"] * torch.tensor([out_w / region_w, out_h / region_h]).view(2, 1, 1)
+    return out
+
+
 def hflip(sample: dict[str, Any]) -> dict[str, Any]:
     """Mirror left-right: x -> W-1-x, so the horizontal flow u changes sign."""
     out = {**sample, **{k: torch.flip(sample[k], dims=(-1,)) for k in SPATIAL_KEYS}}
@@ -74,18 +101,36 @@ def random_flips(sample: dict[str, Any], p: float = 0.5, generator: torch.Genera
     return sample
 
 
+def thin_events(sample: dict[str, Any], keep_min: float, generator: torch.Generator | None = None) -> dict[str, Any]:
+    """Keep each event with one probability p drawn uniformly in [keep_min, 1] for the sample (binomial
+    thinning of the counts), as a higher contrast threshold would: the flow stays, the events get fewer.
+    The events stay integer counts; ``event_mask`` is left as it was (the evaluation's mask is the
+    reader's)."""
+    p = keep_min + (1.0 - keep_min) * float(torch.rand((), generator=generator))
+    events = sample["events"]
+    thinned = torch.binomial(events.float(), torch.full_like(events, p, dtype=torch.float32), generator=generator)
+    return {**sample, "events": thinned.to(events.dtype)}
+
+
 def augment_sample(
     sample: dict[str, Any],
     crop_size: int | tuple[int, int] | list[int] | None = None,
     flip: bool = True,
     generator: torch.Generator | None = None,
+    keep_min: float = 1.0,
+    zoom_max: float = 1.0,
 ) -> dict[str, Any]:
-    """Crop (when ``crop_size`` is set), then random flips (when ``flip``).
+    """Crop (when ``crop_size`` is set; seen closer when ``zoom_max`` > 1, see ``zoomed_crop``), random
+    flips (when ``flip``), then thinning of the events (when ``keep_min`` < 1, see ``thin_events``).
 
-    ``generator`` draws the crop position and flips (None: torch's global generator).
+    ``generator`` draws the crop position, zoom, flips and thinning (None: torch's global generator).
     """
-    if crop_size is not None:
+    if zoom_max > 1:
+        sample = zoomed_crop(sample, crop_size, zoom_max, generator)
+    elif crop_size is not None:
         sample = random_crop(sample, crop_size, generator)
     if flip:
         sample = random_flips(sample, generator=generator)
+    if keep_min < 1:
+        sample = thin_events(sample, keep_min, generator)
     return sample

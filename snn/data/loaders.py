@@ -113,7 +113,14 @@ def make_dataset(
         if cfg.late_crop_size is not None:
             check_frame_sizes(dataset, split, size_multiple, cfg.late_crop_size, key="late_crop_size")
         return SeededAugmentation(
-            dataset, cfg.crop_size, cfg.augment, cfg.late_crop_size, cfg.late_crop_epoch(), cfg.state_windows
+            dataset,
+            cfg.crop_size,
+            cfg.augment,
+            cfg.late_crop_size,
+            cfg.late_crop_epoch(),
+            cfg.state_windows,
+            cfg.event_keep_min if cfg.augment else 1.0,
+            cfg.zoom_max if cfg.augment else 1.0,
         )
     return dataset
 

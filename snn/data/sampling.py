@@ -75,7 +75,8 @@ class EpochSampler(Sampler):
 
 
 class SeededAugmentation(Dataset):
-    """A dataset read with ``(index, seed, epoch)`` keys: random crop and flips drawn from the key's seed.
+    """A dataset read with ``(index, seed, epoch)`` keys: random crop (seen closer up to ``zoom_max``),
+    flips and (``keep_min`` < 1) thinning of the events, drawn from the key's seed.
 
     Crops are ``crop_size``, or ``late_crop_size`` from epoch ``late_from`` on (None: no late phase).
     With ``history`` = k > 1 a sample's ``events`` also hold the k - 1 windows before it in its
@@ -92,6 +93,8 @@ class SeededAugmentation(Dataset):
         late_crop_size: int | None = None,
         late_from: int | None = None,
         history: int = 1,
+        keep_min: float = 1.0,
+        zoom_max: float = 1.0,
     ) -> None:
         if history < 1:
             raise ValueError(f"history must be >= 1 window, got {history}")
@@ -101,6 +104,8 @@ class SeededAugmentation(Dataset):
         self.flip = flip
         self.late_crop_size = late_crop_size
         self.late_from = late_from
+        self.keep_min = keep_min
+        self.zoom_max = zoom_max
 
     def _with_history(self, index: int, sample: dict[str, Any]) -> torch.Tensor:
         """The events of the ``history`` windows ending at ``index``, oldest first."""
@@ -126,6 +131,7 @@ class SeededAugmentation(Dataset):
         if self.history > 1:
             sample = {**sample, "events": self._with_history(index, sample)}
         crop = self.crop_at(epoch)
-        if crop is None and not self.flip:
+        if crop is None and not self.flip and self.keep_min >= 1 and self.zoom_max <= 1:
             return sample
-        return augment_sample(sample, crop, self.flip, generator=torch.Generator().manual_seed(seed))
+        generator = torch.Generator().manual_seed(seed)
+        return augment_sample(sample, crop, self.flip, generator, self.keep_min, self.zoom_max)

@@ -83,6 +83,8 @@ def fold_network(model: nn.Module, height: int, width: int) -> tuple[dict[str, A
         raise FoldError("the model is not quantized: export a QAT checkpoint (finetune_quantized.py)")
     if getattr(model, "input_norm", False):
         raise FoldError("the model normalizes each window's input (input_norm), so its input is not integer counts")
+    if getattr(model, "head_input", "spikes") != "spikes":
+        raise FoldError("the flow heads read the decoder's currents (head_input), which the fold does not describe")
     if not getattr(model, "integer_input", True):
         raise FoldError("the model's input is not integer event counts (a voxel grid), so it cannot be folded")
     known = {name for name, _, _ in WIRING}

@@ -49,6 +49,7 @@ from snn.quantization import control
 # A binary current of +-step fires its neuron only if step reaches the least firing input; the
 # margin makes a current that stays positive over all time bins fire at the last one for sure.
 BINARY_FLOOR_MARGIN = 1.01
+HEAD_INPUTS = ("spikes", "current")
 
 
 class FlowHead(nn.Module):
@@ -114,6 +115,14 @@ class EventSNNFlowNetLiteV2(nn.Module):
             grid) the model evaluates in float and the integer export refuses it.
         bottleneck_dilation: the dilations of the two residual blocks at 1/8 resolution: a wider view
             (receptive field about 49 px at (1, 1), 81 at (2, 2), 113 at (2, 4)) at no cost in weights.
+        head_input: what each flow head reads from the decoder layer before it: "spikes" (binary, and
+            with one step per window at most one per neuron), or "current", the multi-bit input current
+            of those neurons (the membrane they integrate); the skip connections stay spikes either way.
+            The integer export folds only "spikes".
+        global_context: a context path: the bottleneck's spike rates averaged over the whole frame,
+            through a 1x1 convolution, add the same current at every pixel of the first decoder layer,
+            so that flat regions far from any edge hear of the motion elsewhere in the frame. The
+            integer export does not fold it.
     """
 
     downsample_factor = 8
@@ -143,8 +152,13 @@ class EventSNNFlowNetLiteV2(nn.Module):
         align_current_steps: bool = False,
         bottleneck_dilation: tuple[int, int] | list[int] = (1, 1),
         integer_input: bool = True,
+        head_input: str = "spikes",
+        global_context: bool = False,
     ) -> None:
         super().__init__()
+        if head_input not in HEAD_INPUTS:
+            raise ValueError(f"head_input must be one of {', '.join(HEAD_INPUTS)} (got {head_input!r})")
+        self.head_input = head_input
         if len(bottleneck_dilation) != 2 or any(int(d) != d or d < 1 for d in bottleneck_dilation):
             raise ValueError(f"bottleneck_dilation must be two integers >= 1 (got {bottleneck_dilation!r})")
         if bins_per_step < 1 or num_bins % bins_per_step:
@@ -188,6 +202,11 @@ class EventSNNFlowNetLiteV2(nn.Module):
         self.res1 = SpikingConvBlock(4 * c, 4 * c, residual=True, neuron=n, dilation=d1, **q)
         self.res2 = SpikingConvBlock(4 * c, 4 * c, residual=True, neuron=n, dilation=d2, **q)
         self.dec3 = SpikingConvTranspose2d(4 * c, 4 * c, neuron=n, **q)
+        self.context = None
+        if global_context:
+            self.context = make_conv(quantize, spec, in_channels=4 * c, out_channels=4 * c, kernel_size=1)
+            nn.init.zeros_(self.context.weight)  # start as the network without it
+            nn.init.zeros_(self.context.bias)
         self.dec2 = SpikingConvTranspose2d(8 * c, 2 * c, neuron=n, **q)
         self.dec1 = SpikingConvTranspose2d(4 * c, c, neuron=n, **q)
         self.head3 = FlowHead(8 * c, **head)
@@ -255,13 +274,33 @@ class EventSNNFlowNetLiteV2(nn.Module):
         s1 = self.enc1(s0)
         s2 = self.enc2(s1)
         s3 = self.res2(self.res1(self.enc3(s2)))
-        d3 = torch.cat([self.dec3(s3), s2], dim=2)
-        flow3 = self.head3(d3) * self.flow_scale
-        d2 = torch.cat([self.dec2(d3), s1], dim=2)
-        flow2 = upsample_flow(flow3) + self.head2(d2) * self.flow_scale
-        d1 = torch.cat([self.dec1(d2), s0], dim=2)
-        flow1 = upsample_flow(flow2) + self.head1(d1) * self.flow_scale
+        context = None
+        if self.context is not None:  # [steps, B, 4c, 1, 1]: one current per channel for the whole frame
+            context = seq_apply(self.context, s3.mean(dim=(-2, -1), keepdim=True))
+        d3, h3 = self._decode(self.dec3, s3, s2, context)
+        flow3 = self.head3(h3) * self.flow_scale
+        d2, h2 = self._decode(self.dec2, d3, s1)
+        flow2 = upsample_flow(flow3) + self.head2(h2) * self.flow_scale
+        d1, h1 = self._decode(self.dec1, d2, s0)
+        flow1 = upsample_flow(flow2) + self.head1(h1) * self.flow_scale
         return [flow1, flow2, flow3]
+
+    def _decode(
+        self, layer: nn.Module, x: torch.Tensor, skip: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(what the next decoder layer reads, what the flow head reads): the layer's spikes or, with
+        ``head_input="current"``, its neurons' input current for the head, each beside the skip's spikes.
+        ``context`` is added to the layer's current."""
+        if self.head_input == "spikes" and context is None:
+            out = torch.cat([layer(x), skip], dim=2)
+            return out, out
+        current = layer.current(x)
+        if context is not None:
+            current = current + context.to(current.dtype)
+        if self.head_input == "spikes":
+            out = torch.cat([layer.neuron(current), skip], dim=2)
+            return out, out
+        return torch.cat([layer.neuron(current), skip], dim=2), torch.cat([current.to(skip.dtype), skip], dim=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Flow in pixels over the input window, [B, 2, H, W], for frames of any size.
@@ -284,7 +323,15 @@ class EventSNNFlowNetLiteV2(nn.Module):
         current quantizer has its range and step and quantizes, unless ``integer_eval`` is False. A
         model that cannot be folded exactly evaluates in float, with a warning (the export refuses it).
         """
-        if not self.quantize or self.training or not self.integer_eval or self.input_norm or not self.integer_input:
+        if (
+            not self.quantize
+            or self.training
+            or not self.integer_eval
+            or self.input_norm
+            or not self.integer_input
+            or self.head_input != "spikes"
+            or self.context is not None
+        ):
             return None
         for _, q in control.activation_quantizers(self):
             if not q.enabled or q.calibrating or not q.has_range or (q.learn_scale and not q.has_step):

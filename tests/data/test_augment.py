@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from snn.data.augment import check_crop_fits, hflip, random_crop, random_flips, vflip
+from snn.config import DEFAULT_CONFIG, ConfigError, load_config
+from snn.data.augment import check_crop_fits, hflip, random_crop, random_flips, thin_events, vflip, zoomed_crop
+from snn.data.sampling import SeededAugmentation
 
 H, W = 4, 5
 
@@ -88,3 +90,59 @@ def test_crop_larger_than_image_names_both_sizes() -> None:
         random_crop(coordinate_sample(), 5)
     with pytest.raises(ValueError, match="positive"):
         check_crop_fits(0, H, W)
+
+
+def test_thinning_keeps_fewer_integer_events_and_the_flow() -> None:
+    torch.manual_seed(0)
+    sample = {**coordinate_sample(), "events": torch.poisson(torch.full((5, 2, 32, 32), 3.0))}
+    before = sample["events"].sum()
+    kept = []
+    for seed in range(20):
+        out = thin_events(sample, 0.4, torch.Generator().manual_seed(seed))
+        assert torch.equal(out["events"], out["events"].round()) and bool((out["events"] <= sample["events"]).all())
+        assert torch.equal(out["flow"], sample["flow"]) and torch.equal(out["event_mask"], sample["event_mask"])
+        kept.append(float(out["events"].sum() / before))
+    assert 0.37 <= min(kept) and max(kept) <= 1.0 and max(kept) - min(kept) > 0.3  # one p per sample, over [0.4, 1]
+    again = thin_events(sample, 0.4, torch.Generator().manual_seed(3))
+    assert torch.equal(again["events"], thin_events(sample, 0.4, torch.Generator().manual_seed(3))["events"])
+
+
+def test_training_samples_are_thinned_by_their_key_alone() -> None:
+    windows = [{**coordinate_sample(), "events": torch.full((5, 2, H, W), 4.0)} for _ in range(3)]
+    data = SeededAugmentation(windows, crop_size=None, flip=False, keep_min=0.2)
+    assert torch.equal(data[1, 7]["events"], data[1, 7]["events"]) and not torch.equal(
+        data[1, 7]["events"], data[1, 8]["events"]
+    )
+    assert torch.equal(SeededAugmentation(windows, None, False)[1, 7]["events"], windows[1]["events"])
+
+
+def test_thinning_is_validated_at_load() -> None:
+    for bad in (0, 1.5, -0.1):
+        with pytest.raises(ConfigError, match="key 'event_keep_min' must lie in"):
+            load_config(DEFAULT_CONFIG, {"event_keep_min": bad})
+    with pytest.raises(ConfigError, match="thins event counts"):
+        load_config(DEFAULT_CONFIG, {"event_keep_min": 0.5, "representation": "voxel"})
+
+
+def test_a_zoomed_crop_enlarges_a_region_and_its_flow_alike() -> None:
+    h, w = 32, 40
+    ids = torch.arange(h * w, dtype=torch.float32).view(1, h, w)
+    sample = {"events": ids.expand(3, 2, h, w).clone(), "flow": torch.cat([ids, ids]), "valid": ids.clone(),
+              "event_mask": ids.clone()}  # fmt: skip
+    scales = set()
+    for seed in range(8):
+        out = zoomed_crop(sample, 16, 2.0, torch.Generator().manual_seed(seed))
+        src = out["valid"][0]
+        assert out["events"].shape == (3, 2, 16, 16) and torch.equal(out["events"][2, 1], src)  # events follow pixels
+        kept = src.unique()
+        rows, cols = (kept // w).unique(), (kept % w).unique()
+        assert len(kept) == len(rows) * len(cols) and rows.diff().eq(1).all() and cols.diff().eq(1).all()
+        s_x, s_y = 16 / len(cols), 16 / len(rows)
+        assert torch.allclose(out["flow"][0], src * s_x) and torch.allclose(out["flow"][1], src * s_y)
+        scales.add(len(cols))
+    assert min(scales) >= 8 and len(scales) > 2  # regions of 8 to 16 px: zooms drawn from [1, 2]
+    whole = zoomed_crop(sample, None, 1.5, torch.Generator().manual_seed(0))
+    assert whole["flow"].shape == (2, h, w)
+    for bad in (0.5, 9):
+        with pytest.raises(ConfigError, match="key 'zoom_max' must lie in"):
+            load_config(DEFAULT_CONFIG, {"zoom_max": bad})

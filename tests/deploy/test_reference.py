@@ -97,6 +97,15 @@ def test_folding_refuses_what_it_cannot_make_exact(tmp_path):
     extra.context = torch.nn.Conv2d(2, 2, 1)
     with pytest.raises(FoldError, match="does not know: context"):
         fold_network(extra, 16, 16)
+    currents = copy.deepcopy(model)
+    currents.head_input = "current"
+    with pytest.raises(FoldError, match="head_input"):
+        fold_network(currents, 16, 16)
+    assert currents.eval().integer_plan() is None  # and it evaluates in float
+    context, _ = lively_model(4, 4, global_context=True)
+    with pytest.raises(FoldError, match="does not know: context"):
+        fold_network(context, 16, 16)
+    assert context.eval().integer_plan() is None
 
 
 def test_folding_leaves_the_callers_model_as_it_was():

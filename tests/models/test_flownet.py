@@ -174,3 +174,41 @@ def test_bottleneck_dilation_widens_the_view_with_the_same_weights():
     assert _reach(dilated) >= _reach(plain) + 32  # (1 + 3) x 8 px more at 1/8 resolution
     with pytest.raises(ValueError, match="bottleneck_dilation"):
         EventSNNFlowNetLiteV2(bottleneck_dilation=[0, 1])
+
+
+def _head_inputs(model: EventSNNFlowNetLiteV2, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    seen = {}
+    hooks = [
+        module.register_forward_pre_hook(lambda _m, args, name=name: seen.__setitem__(name, args[0]))
+        for name, module in (("head1", model.head1), ("dec2", model.dec2.conv))
+    ]
+    model(x)
+    for hook in hooks:
+        hook.remove()
+    return seen
+
+
+def test_heads_can_read_the_decoders_current_and_the_decoder_still_reads_spikes():
+    torch.manual_seed(0)
+    spikes = EventSNNFlowNetLiteV2(base_ch=4)
+    current = EventSNNFlowNetLiteV2(base_ch=4, head_input="current")
+    current.load_state_dict(spikes.state_dict())  # the same weights: the key adds none
+    x = torch.rand(2, 5, 2, 16, 16) * 3
+    a, b = _head_inputs(spikes, x), _head_inputs(current, x)  # training: batch norm makes every layer fire
+    assert torch.equal(a["dec2"], b["dec2"])  # the decoder chain runs on spikes either way
+    assert set(a["head1"].unique().tolist()) <= {0.0, 1.0}
+    c = 4  # dec1 has base_ch channels, then the stem's skip
+    assert torch.equal(a["head1"][:, :, c:], b["head1"][:, :, c:])  # the skip stays spikes
+    assert not set(b["head1"][:, :, :c].unique().tolist()) <= {0.0, 1.0}  # the decoder's part is multi-bit
+    with pytest.raises(ValueError, match="head_input"):
+        EventSNNFlowNetLiteV2(head_input="membrane")
+
+
+def test_the_context_path_tells_every_pixel_of_motion_anywhere_in_the_frame():
+    torch.manual_seed(0)
+    model = EventSNNFlowNetLiteV2(base_ch=4, global_context=True)
+    assert _reach(model) < 64  # zero at the start: the network without it
+    torch.nn.init.normal_(model.context.weight, std=0.5)
+    assert _reach(model) >= 95  # a 192-px frame: every event reaches the centre pixel
+    plain = EventSNNFlowNetLiteV2(base_ch=4)
+    assert sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in plain.parameters()) == 16 * 16 + 16

@@ -13,3 +13,10 @@ def test_a_run_from_a_checkpoint_takes_its_input_bins_and_leak():
     assert (adopted.input_bins, adopted.learn_leak) == (3, True)
     assert adopted.initial_bit_width == 4  # quantization stays the config's
     assert (cfg.input_bins, cfg.learn_leak) == (1, False)  # the config itself is left as it was
+
+
+def test_a_run_from_a_checkpoint_takes_its_dilation_and_head_input():
+    cfg = load_config(DEFAULT_CONFIG, {"initial_bit_width": 4})
+    ckpt = {"model_args": {"bottleneck_dilation": [2, 4], "head_input": "current"}, "config": {}}
+    adopted = adopt_architecture(cfg, ckpt, Path("fp.pth"))
+    assert adopted.bottleneck_dilation == [2, 4] and adopted.model_args()["head_input"] == "current"
