@@ -26,6 +26,7 @@ from snn.cli import (  # noqa: E402
     format_overrides,
     split_hint,
 )
+from snn.evaluation.distance import ErrorByDistance  # noqa: E402
 from snn.evaluation.evaluate import evaluate_checkpoint  # noqa: E402
 from snn.evaluation.metrics import MASKS  # noqa: E402
 from snn.evaluation.report import check_writable, evaluation_json, evaluation_report, write_json  # noqa: E402
@@ -92,6 +93,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     state.add_argument(
         "--stateless", dest="stateful", action="store_false", help="start every window at rest, whatever the training"
     )
+    p.add_argument(
+        "--by-distance",
+        action="store_true",
+        help="also print the errors by distance to the nearest event (bands of 0-1, 1-3, 3-6, 6-12, 12-24 "
+        "and 24+ px): how well the flow is filled in away from edges",
+    )
     p.add_argument("--batch-size", type=int, default=None, help="default: the config's batch_size")
     add_device_flag(p)
     return p.parse_args(argv)
@@ -118,8 +125,11 @@ def main(argv=None) -> int:
             data_overrides=format_overrides(args),
             predictions_dir=args.predictions,
             stateful=args.stateful,
+            by_distance=args.by_distance,
         )
         print(evaluation_report(res, masks, str(args.data_root), args.split, str(device)))
+        if res.by_distance is not None:
+            print("\nDense errors by distance to the nearest event:\n" + ErrorByDistance.format(res.by_distance))
         if args.output is not None:
             write_json(evaluation_json(res, masks, str(args.data_root), args.split, str(device)), args.output)
             print(f"wrote {args.output}")

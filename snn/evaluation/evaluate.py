@@ -24,6 +24,7 @@ from tqdm import tqdm
 from snn.config import Config, config_from_checkpoint, config_from_dict, load_config
 from snn.data.loaders import make_dataset, make_loader, sequences_of
 from snn.data.representations import num_input_channels
+from snn.evaluation.distance import ErrorByDistance
 from snn.evaluation.metrics import FlowMetrics, compare_model_outputs, evaluation_mask
 from snn.evaluation.predictions import FlowPngWriter
 from snn.evaluation.report import comparison_labels
@@ -150,6 +151,7 @@ class CheckpointResult:
     metrics: dict
     activity: dict
     stateful: bool = False  # membranes carried through each sequence
+    by_distance: list[dict] | None = None  # ErrorByDistance.rows(), when asked for
 
 
 def evaluate_checkpoint(
@@ -166,12 +168,14 @@ def evaluate_checkpoint(
     data_overrides: dict | None = None,
     predictions_dir: str | Path | None = None,
     stateful: bool | None = None,
+    by_distance: bool = False,
 ) -> CheckpointResult:
     """Evaluate a checkpoint on a split (``model``: an already loaded copy of it, to avoid reloading;
     ``data_overrides``: config keys such as ``data_format`` that replace the checkpoint's;
     ``predictions_dir``: also write every window's flow there, see ``FlowPngWriter``; ``stateful``:
     carry the membranes through each sequence, see ``evaluate_model``; None: as the model was
-    trained, i.e. when its config's ``state_windows`` is above 1)."""
+    trained, i.e. when its config's ``state_windows`` is above 1); ``by_distance``: also pool the errors
+    by distance to the nearest event, see ``ErrorByDistance``)."""
     device = torch.device(device)
     if model is None:
         model, cfg = load_for_evaluation(path, config_path, device, data_overrides)
@@ -182,8 +186,15 @@ def evaluate_checkpoint(
     dataset = make_dataset(cfg, data_root, split, sequences=sequences)
     loader = make_loader(cfg, dataset, batch_size=batch_size)
     writer = FlowPngWriter(dataset, predictions_dir) if predictions_dir is not None else None
+    bands = ErrorByDistance() if by_distance else None
+    watchers = [w for w in (writer, bands) if w is not None]
+
+    def on_batch(batch: dict, pred: torch.Tensor) -> None:
+        for watch in watchers:
+            watch(batch, pred)
+
     with ActivityMonitor(model) as monitor:
-        metrics = evaluate_model(model, loader, device, masks, progress, monitor, writer, stateful)
+        metrics = evaluate_model(model, loader, device, masks, progress, monitor, on_batch, stateful)
     size = estimate_model_size(model, verbose=False)
     return CheckpointResult(
         checkpoint=str(path),
@@ -200,6 +211,7 @@ def evaluate_checkpoint(
         metrics=metrics,
         activity=monitor.summary(),
         stateful=stateful,
+        by_distance=bands.rows() if bands is not None else None,
     )
 
 

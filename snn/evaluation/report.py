@@ -175,6 +175,8 @@ def evaluation_json(res, masks: tuple[str, ...], data_root: str, split: str, dev
             "overall": _metrics_json(res.metrics[m]["overall"]),
             "sequences": {name: _metrics_json(v) for name, v in res.metrics[m]["sequences"].items()},
         }
+    if getattr(res, "by_distance", None) is not None:
+        doc["by_distance"] = res.by_distance
     return _finite(doc)
 
 

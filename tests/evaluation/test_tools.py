@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 DOCUMENTED_FLAGS = {
     "tools/evaluate.py": [
         "--stateful",
+        "--by-distance",
         "--checkpoint",
         "--config",
         "--data-root",
@@ -277,6 +278,21 @@ def test_evaluate_both_masks_json_shape_and_pooled_overall(checkpoints, tiny_syn
         assert d["overall"] == pytest.approx(expected, rel=1e-6, abs=1e-9)
         assert 0 < d["overall"]["aee"] and 0 <= d["overall"]["1pe"] <= 100
     assert doc["sparse"]["overall"]["num_pixels"] < doc["dense"]["overall"]["num_pixels"]
+
+
+def test_errors_by_distance_split_the_dense_aee_and_begin_with_the_sparse_one(
+    checkpoints, tiny_synthetic_root, tmp_path, capsys
+):
+    out = tmp_path / "res.json"
+    args = ["--checkpoint", str(checkpoints["fp"]), "--data-root", str(tiny_synthetic_root), "--split", "train"]
+    assert _tool("evaluate").main([*args, "--mask", "both", "--by-distance", "--output", str(out)]) == 0
+    assert "Dense errors by distance to the nearest event" in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    bands = doc["by_distance"]
+    assert bands[0]["band"] == "0-1" and bands[0]["aee"] == pytest.approx(doc["sparse"]["overall"]["aee"], rel=1e-5)
+    assert sum(b["share"] for b in bands) == pytest.approx(1)
+    pooled = sum(b["share"] * b["aee"] for b in bands)
+    assert pooled == pytest.approx(doc["dense"]["overall"]["aee"], rel=1e-5)
 
 
 def _stateful_aee_by_hand(ckpt, root, split, reset_per_sequence=True):
