@@ -323,20 +323,14 @@ class EventSNNFlowNetLiteV2(nn.Module):
         current quantizer has its range and step and quantizes, unless ``integer_eval`` is False. A
         model that cannot be folded exactly evaluates in float, with a warning (the export refuses it).
         """
-        if (
-            not self.quantize
-            or self.training
-            or not self.integer_eval
-            or self.input_norm
-            or not self.integer_input
-            or self.head_input != "spikes"
-            or self.context is not None
-        ):
+        if not self.quantize or self.training or not self.integer_eval or self.input_norm or not self.integer_input:
             return None
         for _, q in control.activation_quantizers(self):
             if not q.enabled or q.calibrating or not q.has_range or (q.learn_scale and not q.has_step):
                 return None  # the float path runs (and says what is missing)
         try:
+            if self.head_input != "spikes" or self.context is not None:
+                raise FoldError("the integer arithmetic covers neither head_input=current nor global_context")
             return self.fold_layers()
         except FoldError as exc:
             if not self._warned_float_eval:
