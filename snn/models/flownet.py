@@ -291,16 +291,14 @@ class EventSNNFlowNetLiteV2(nn.Module):
         """(what the next decoder layer reads, what the flow head reads): the layer's spikes or, with
         ``head_input="current"``, its neurons' input current for the head, each beside the skip's spikes.
         ``context`` is added to the layer's current."""
-        if self.head_input == "spikes" and context is None:
+        if self.head_input == "spikes" and context is None:  # the layer's own forward: the integer pass runs there
             out = torch.cat([layer(x), skip], dim=2)
             return out, out
         current = layer.current(x)
         if context is not None:
             current = current + context.to(current.dtype)
-        if self.head_input == "spikes":
-            out = torch.cat([layer.neuron(current), skip], dim=2)
-            return out, out
-        return torch.cat([layer.neuron(current), skip], dim=2), torch.cat([current.to(skip.dtype), skip], dim=2)
+        out = torch.cat([layer.neuron(current), skip], dim=2)
+        return out, out if self.head_input == "spikes" else torch.cat([current.to(skip.dtype), skip], dim=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Flow in pixels over the input window, [B, 2, H, W], for frames of any size.
