@@ -97,6 +97,7 @@ def generate_sequence(seed: int, config: SyntheticConfig) -> dict[str, np.ndarra
         MotionRanges(cfg.foreground_speed, cfg.foreground_accel, cfg.foreground_spin, cfg.foreground_zoom),
         background_photos=cfg.background_photos,
         photo_fraction=cfg.photo_fraction,
+        scene_scale=cfg.scene_scale,
     )
     threshold_rng = np.random.default_rng(threshold_seq)
     shape = (cfg.height, cfg.width)

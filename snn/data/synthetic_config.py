@@ -10,6 +10,7 @@ from typing import Any
 from snn.data.photos import NATURAL_TEST_PHOTOS, check_photo_names
 
 PHOTO_KEYS = ("background_photos", "photo_fraction")
+UNIT_SCALE = (1.0, 1.0)  # scene_scale's default
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,10 @@ class SyntheticConfig:
     # generated textures; each sequence draws one. Empty: generated textures only.
     background_photos: tuple[str, ...] = ()
     photo_fraction: float = 1.0  # of the sequences that take a photograph (with background_photos)
+    # Each sequence draws a scale s uniformly in this range and sees its textures and motions as a
+    # frame s times larger would (pattern sizes and speeds in pixels times s; the objects keep their
+    # size relative to the frame). (1, 1): every sequence at the frame's own scale.
+    scene_scale: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -84,6 +89,7 @@ class SyntheticConfig:
             "threshold_off": self.threshold_off > 0,
             "threshold_min": 0 < self.threshold_min,
             "photo_fraction": self.photo_fraction <= 1,
+            "scene_scale": self.scene_scale[0] > 0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -100,12 +106,14 @@ class SyntheticConfig:
         return int(round(1e6 / self.fps))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (tuples as lists) for YAML. The photo keys are left out without photographs, so a
-        dataset generated before they existed still matches the settings it was made with."""
+        """Plain dict (tuples as lists) for YAML. The photo keys are left out without photographs, and
+        ``scene_scale`` at (1, 1), so that a dataset generated before they existed still matches the
+        settings it was made with."""
         return {
             key: list(value) if isinstance(value, tuple) else value
             for key, value in dataclasses.asdict(self).items()
             if not (key in PHOTO_KEYS and not self.background_photos)
+            and not (key == "scene_scale" and tuple(value) == UNIT_SCALE)
         }
 
     @classmethod

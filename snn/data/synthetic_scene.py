@@ -172,13 +172,19 @@ def sample_scene(
     foreground_motion: MotionRanges,
     background_photos: Sequence[str] = (),
     photo_fraction: float = 1.0,
+    scene_scale: tuple[float, float] = (1.0, 1.0),
 ) -> list[Layer]:
     """Draw a background and ``num_foreground`` layers, ordered back to front.
 
     With ``background_photos`` the background is cut from one of these photographs (see
     ``snn.data.photos``) instead of a generated texture, with probability ``photo_fraction``.
+    ``scene_scale`` (low, high) multiplies the pixel sizes of textures and motions by a factor
+    drawn uniformly in it, as a frame that many times larger would see them.
     """
     unit = min(height, width) / 64.0
+    # (no draw at (1, 1), so that the scenes of a dataset without a scale range stay what they were)
+    if tuple(scene_scale) != (1.0, 1.0):
+        unit *= float(rng.uniform(*scene_scale))
     t_mid = (num_frames - 1) / 2.0
     image_centre = np.array([(width - 1) / 2.0, (height - 1) / 2.0])
     # The background canvas is twice the frame so its drift and rotation rarely reach the
