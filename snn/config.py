@@ -102,6 +102,11 @@ class Config:
     # closer camera, or one with more pixels, sees. 1: no zoom.
     zoom_max: float = 1.0
     batch_size: int = 8
+    # Training windows per epoch (None: every window once). An epoch then stays the same size whatever
+    # the dataset's, so the epoch counts of the schedules (QAT steps, bit-width switches, observer
+    # freezes, late crops) keep their meaning; successive epochs walk on through shuffled passes over
+    # the whole set, so every window is seen once per pass.
+    epoch_samples: int | None = None
     num_workers: int = 0
     synthetic: SyntheticDataset = field(default_factory=SyntheticDataset)  # YAML: one flat mapping, see its class
 
@@ -334,6 +339,9 @@ def validate(cfg: Config, source: str = "config") -> Config:
     for key in _NON_NEGATIVE:
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{source}: key '{key}' must be >= 0, got {getattr(cfg, key)!r}")
+    samples = cfg.epoch_samples
+    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
+        raise ConfigError(f"{source}: key 'epoch_samples' must be a positive integer or null, got {samples!r}")
     for key in ("crop_size", "late_crop_size"):
         size = getattr(cfg, key)
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0 or size % 8):

@@ -42,6 +42,10 @@ def test_wrong_type_and_out_of_range_values_are_rejected(tmp_path):
     assert load_config(DEFAULT_CONFIG, {"bottleneck_dilation": [2, 4]}).model_args()["bottleneck_dilation"] == [2, 4]
     with pytest.raises(ConfigError, match="key 'head_input' must be"):
         load_config(DEFAULT_CONFIG, {"head_input": "membrane"})
+    for bad in (0, -5, True):
+        with pytest.raises(ConfigError, match="key 'epoch_samples' must be"):
+            load_config(DEFAULT_CONFIG, {"epoch_samples": bad})
+    assert load_config(DEFAULT_CONFIG, {"epoch_samples": None}).epoch_samples is None
 
 
 def test_bins_per_step_must_divide_num_bins_and_bounds_input_bins():

@@ -138,8 +138,10 @@ def make_loader(
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=EpochSampler(len(dataset), seed, rank=rank, world=size) if train else None,
-        drop_last=train and len(dataset) > batch_size,
+        sampler=EpochSampler(len(dataset), seed, rank=rank, world=size, epoch_samples=cfg.epoch_samples)
+        if train
+        else None,
+        drop_last=train and (cfg.epoch_samples or len(dataset)) > batch_size,
         num_workers=cfg.num_workers,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=cfg.num_workers > 0,

@@ -22,10 +22,15 @@ from torch.utils.data import Dataset, Sampler
 from snn.data.augment import augment_sample
 
 
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """A generator whose state is a function of (seed, epoch) only."""
-    state = np.random.SeedSequence([seed & 0xFFFFFFFF, seed >> 32 & 0xFFFFFFFF, epoch]).generate_state(1, np.uint64)
+def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
+    """A generator whose state is a function of (seed, epoch, stream) only; streams other than 0 give
+    generators independent of stream 0's (which is what every epoch used before streams existed)."""
+    entropy = [seed & 0xFFFFFFFF, seed >> 32 & 0xFFFFFFFF, epoch] + ([stream] if stream else [])
+    state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)
     return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+
+
+PASS_STREAM = 1  # the stream of the shuffled passes that fixed-size epochs walk through
 
 
 class EpochSampler(Sampler):
@@ -34,15 +39,31 @@ class EpochSampler(Sampler):
     ``set_epoch(epoch, skip=k)`` starts the epoch at position ``k`` of this rank's share (for
     resuming mid-epoch: the batches before it were already trained on).
 
+    With ``epoch_samples`` an epoch holds that many keys instead of ``num_samples``: epoch ``e``
+    takes positions ``[e * epoch_samples, (e + 1) * epoch_samples)`` of an endless walk through
+    shuffled passes over the dataset (pass ``k`` shuffled from (seed, k) alone), so every sample is
+    seen once per pass and the keys still depend on (seed, epoch) only.
+
     With ``world`` > 1 processes (DDP) every rank draws the same order and takes every
-    ``world``-th key from position ``rank``; the last ``num_samples % world`` keys are left
+    ``world``-th key from position ``rank``; the last ``epoch_size % world`` keys are left
     out, so that every rank takes the same number of steps.
     """
 
-    def __init__(self, num_samples: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1) -> None:
+    def __init__(
+        self,
+        num_samples: int,
+        seed: int,
+        shuffle: bool = True,
+        rank: int = 0,
+        world: int = 1,
+        epoch_samples: int | None = None,
+    ) -> None:
         if not 0 <= rank < world:
             raise ValueError(f"rank {rank} outside a world of {world}")
+        if epoch_samples is not None and epoch_samples < 1:
+            raise ValueError(f"epoch_samples must be >= 1, got {epoch_samples}")
         self.num_samples = num_samples
+        self.epoch_samples = epoch_samples
         self.seed = seed
         self.shuffle = shuffle
         self.rank, self.world = rank, world
@@ -50,9 +71,14 @@ class EpochSampler(Sampler):
         self.skip = 0
 
     @property
+    def epoch_size(self) -> int:
+        """Keys per epoch, over all ranks."""
+        return self.num_samples if self.epoch_samples is None else self.epoch_samples
+
+    @property
     def share(self) -> int:
         """Keys this rank takes per epoch."""
-        return self.num_samples // self.world
+        return self.epoch_size // self.world
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         if not 0 <= skip <= self.share:
@@ -62,9 +88,24 @@ class EpochSampler(Sampler):
     def keys(self) -> list[tuple[int, int, int]]:
         """Every key of the current epoch, from position 0."""
         g = epoch_generator(self.seed, self.epoch)
-        order = torch.randperm(self.num_samples, generator=g) if self.shuffle else torch.arange(self.num_samples)
-        seeds = torch.randint(0, 2**62, (self.num_samples,), generator=g)
+        if self.epoch_samples is None:
+            order = torch.randperm(self.num_samples, generator=g) if self.shuffle else torch.arange(self.num_samples)
+        else:
+            order = self._walk(self.epoch * self.epoch_samples, self.epoch_samples)
+        seeds = torch.randint(0, 2**62, (len(order),), generator=g)
         return [(index, seed, self.epoch) for index, seed in zip(order.tolist(), seeds.tolist(), strict=True)]
+
+    def _walk(self, start: int, count: int) -> torch.Tensor:
+        """Positions ``[start, start + count)`` of the walk through the shuffled passes."""
+        first, last = start // self.num_samples, (start + count - 1) // self.num_samples
+        passes = [
+            torch.randperm(self.num_samples, generator=epoch_generator(self.seed, k, PASS_STREAM))
+            if self.shuffle
+            else torch.arange(self.num_samples)
+            for k in range(first, last + 1)
+        ]
+        offset = start - first * self.num_samples
+        return torch.cat(passes)[offset : offset + count]
 
     def __iter__(self) -> Iterator[tuple[int, int, int]]:
         mine = self.keys()[self.rank : self.share * self.world : self.world]
