@@ -102,10 +102,10 @@ class Config:
     # closer camera, or one with more pixels, sees. 1: no zoom.
     zoom_max: float = 1.0
     batch_size: int = 8
-    # Training windows per epoch (None: every window once). An epoch then stays the same size whatever
-    # the dataset's, so the epoch counts of the schedules (QAT steps, bit-width switches, observer
-    # freezes, late crops) keep their meaning; successive epochs walk on through shuffled passes over
-    # the whole set, so every window is seen once per pass.
+    # At most this many training windows per epoch (None: every window once; a smaller set is read
+    # whole). A larger dataset then keeps the epoch's size, so the epoch counts of the schedules (QAT
+    # steps, bit-width switches, observer freezes, late crops) keep their meaning; successive epochs
+    # walk on through shuffled passes over the whole set, so every window is seen once per pass.
     epoch_samples: int | None = None
     num_workers: int = 0
     synthetic: SyntheticDataset = field(default_factory=SyntheticDataset)  # YAML: one flat mapping, see its class

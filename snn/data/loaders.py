@@ -135,13 +135,13 @@ def make_loader(
     """
     batch_size = batch_size or cfg.batch_size
     rank, size = world()
+    # A set no larger than epoch_samples is read whole every epoch, as without it.
+    epoch_samples = cfg.epoch_samples if cfg.epoch_samples is not None and cfg.epoch_samples < len(dataset) else None
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=EpochSampler(len(dataset), seed, rank=rank, world=size, epoch_samples=cfg.epoch_samples)
-        if train
-        else None,
-        drop_last=train and (cfg.epoch_samples or len(dataset)) > batch_size,
+        sampler=EpochSampler(len(dataset), seed, rank=rank, world=size, epoch_samples=epoch_samples) if train else None,
+        drop_last=train and (epoch_samples or len(dataset)) > batch_size,
         num_workers=cfg.num_workers,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=cfg.num_workers > 0,
