@@ -106,7 +106,7 @@ class Config:
     # whole). A larger dataset then keeps the epoch's size, so the epoch counts of the schedules (QAT
     # steps, bit-width switches, observer freezes, late crops) keep their meaning; successive epochs
     # walk on through shuffled passes over the whole set, so every window is seen once per pass.
-    epoch_samples: int | None = None
+    epoch_samples: int | None = 960
     num_workers: int = 0
     synthetic: SyntheticDataset = field(default_factory=SyntheticDataset)  # YAML: one flat mapping, see its class
 

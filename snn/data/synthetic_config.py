@@ -142,12 +142,12 @@ class SyntheticDataset:
 
     In YAML it is one flat mapping: the split sizes, the dataset seed and the worker count,
     plus any ``SyntheticConfig`` key (the scene, camera and event model), e.g.
-    ``synthetic: {num_train: 64, num_val: 8, num_test: 16, seed: 0, height: 96}``.
+    ``synthetic: {num_train: 256, num_val: 8, num_test: 16, seed: 0, height: 96}``.
     These defaults are the ones ``python train.py`` uses and ``tools/make_synthetic_dataset.py``
     offers.
     """
 
-    num_train: int = 64
+    num_train: int = 256
     num_val: int = 8
     num_test: int = 16
     seed: int = 0

@@ -102,10 +102,15 @@ def data_description(config: dict[str, Any]) -> str:
     syn = SyntheticDataset.from_dict(config.get("synthetic") or {})
     scene = syn.scene
     photos = f", photo backgrounds {list(scene.background_photos)}" if scene.background_photos else ""
+    windows = syn.num_train * (scene.num_frames - 1)
+    samples = config.get("epoch_samples")
+    epochs = (
+        f" (epochs of {samples} of the {windows} training windows)" if samples is not None and samples < windows else ""
+    )
     return (
         f"Trained on the built-in synthetic dataset (`{config.get('data_root')}`, generated on first use): "
         f"{syn.num_train} training, {syn.num_val} validation and {syn.num_test} test sequences of "
-        f"{scene.height}x{scene.width} pixels, {scene.num_frames - 1} windows each, generator seed {syn.seed}"
+        f"{scene.height}x{scene.width} pixels, {scene.num_frames - 1} windows each{epochs}, generator seed {syn.seed}"
         f"{photos}; {config.get('crop_size')}x{config.get('crop_size')} training crops."
     )
 
