@@ -45,7 +45,7 @@ def test_wrong_type_and_out_of_range_values_are_rejected(tmp_path):
     for bad in (0, -5, True):
         with pytest.raises(ConfigError, match="key 'epoch_samples' must be"):
             load_config(DEFAULT_CONFIG, {"epoch_samples": bad})
-    assert load_config(DEFAULT_CONFIG, {"epoch_samples": None}).epoch_samples is None
+    assert load_config(DEFAULT_CONFIG, settings={"epoch_samples": None}).epoch_samples is None
 
 
 def test_bins_per_step_must_divide_num_bins_and_bounds_input_bins():

@@ -62,7 +62,9 @@ def test_the_loader_takes_its_epoch_size_from_the_config(tiny_synthetic_root):
     assert len(dataset) != 6
     loader = make_loader(cfg, dataset, train=True)
     assert len(loader) == 3
-    whole = make_loader(load_config(DEFAULT_CONFIG, {"batch_size": 2, "epoch_samples": None}), dataset, train=True)
+    whole = make_loader(
+        load_config(DEFAULT_CONFIG, {"batch_size": 2}, settings={"epoch_samples": None}), dataset, train=True
+    )
     assert len(whole) == len(dataset) // 2 and whole.sampler.epoch_samples is None
     # a set no larger than epoch_samples is read whole, in the order it had without the key
     capped = make_loader(load_config(DEFAULT_CONFIG, {"batch_size": 2, "epoch_samples": 1000}), dataset, train=True)
