@@ -72,11 +72,11 @@ def add_set_flag(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE", help=help_text)
 
 
-def parse_overrides(items: list[str]) -> dict:
+def parse_overrides(items: list[str], flag: str = "--set") -> dict:
     """``["distill_weight=1.0"]`` -> ``{"distill_weight": 1.0}``, each value read as YAML (``null``: None).
 
     A malformed item, a value that is not YAML or a key the config does not have is a ValueError
-    naming the item; the values themselves are checked where the config is validated.
+    naming the item (as given with ``flag``); the values themselves are checked where the config is validated.
     """
     known = [f.name for f in dataclasses.fields(Config)]
     overrides = {}
@@ -84,15 +84,15 @@ def parse_overrides(items: list[str]) -> dict:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+            raise ValueError(f"{flag} {item!r}: expected KEY=VALUE")
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" (did you mean {close[0]}?)" if close else " (the keys are those of snn/config.py's Config)"
-            raise ValueError(f"--set {item!r}: unknown config key {key!r}{hint}")
+            raise ValueError(f"{flag} {item!r}: unknown config key {key!r}{hint}")
         try:
             overrides[key] = yaml.safe_load(value)
         except yaml.YAMLError as exc:
-            raise ValueError(f"--set {item!r}: the value is not valid YAML ({str(exc).splitlines()[0]})") from None
+            raise ValueError(f"{flag} {item!r}: the value is not valid YAML ({str(exc).splitlines()[0]})") from None
     return overrides
 
 

@@ -159,6 +159,12 @@ class Config:
     # gain; their LR relative to learning_rate (the guide's low-bit rates barely move them).
     norm_lr_multiplier: float = 1.0
     first_last_bits: int | None = 8  # stem and flow heads never go below this
+    # Binary currents (W1A1): each spiking layer takes the sign against a learned threshold per
+    # channel that starts where the neuron fires (ReActNet's RSign), not against zero.
+    binary_threshold: bool = False
+    # The residual blocks add their input spikes to the current before its quantizer, not after:
+    # what keeps the shortcut alive under binary or ternary currents.
+    shortcut_before_quant: bool = False
     calibration_batches: int = 20  # batches that initialise the ranges before QAT starts
 
     # Runtime and logging.
@@ -198,6 +204,8 @@ class Config:
             "bottleneck_dilation": list(self.bottleneck_dilation),
             "head_input": self.head_input,
             "global_context": self.global_context,
+            "binary_threshold": self.binary_threshold,
+            "shortcut_before_quant": self.shortcut_before_quant,
             "integer_input": self.representation == "counts",
         }
 

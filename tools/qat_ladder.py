@@ -1,4 +1,4 @@
-"""Run the whole QAT ladder (FP -> W8A8 -> W4A4 -> W2A4 -> W1A4 -> W1A1, plus the progressive run) and report it.
+"""Run the whole QAT ladder (FP -> W8A8 -> W4A4 -> W2A4 -> W2A2, W1A4 -> W1A1, plus the progressive run) and report it.
 
     python tools/qat_ladder.py --output-dir results/ladder
     python tools/qat_ladder.py --output-dir results/ladder --fp-checkpoint checkpoints/V2/best_model.pth
@@ -102,6 +102,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--set distill_weight=1.0 or --set learn_scale=true; printed and recorded with each step",
     )
     p.add_argument(
+        "--low-set",
+        dest="low_settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key of the 2- and 1-bit current steps only (W2A2, W1A1), after --set: trials "
+        "of their devices, e.g. --low-set binary_threshold=false or --low-set shortcut_before_quant=false",
+    )
+    p.add_argument(
         "--last-step",
         default=None,
         metavar="STEP",
@@ -129,6 +138,7 @@ def main(argv=None) -> int:
             "unseen_root": None if args.no_unseen else args.unseen_root,
             "low_current_bits": args.low_current_bits,
             "qat_overrides": parse_overrides(args.settings),
+            "low_overrides": parse_overrides(args.low_settings, "--low-set"),
             "last_step": args.last_step,
             "data_overrides": format_overrides(args),
         }

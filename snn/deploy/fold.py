@@ -19,7 +19,7 @@ from snn.models.hooks import capturing_outputs
 from snn.models.integer import INPUT_MAX, FoldedLayer, FoldError, check_range, signed_bits
 from snn.quantization.control import activation_quantizers, model_widths
 
-FORMAT = "snn-flow-int/2"
+FORMAT = "snn-flow-int/3"  # 3: the current shortcut P
 MAX_INPUT_COUNT = INPUT_MAX  # events per pixel and bin; the input saturates there
 
 # The network's wiring, in execution order: (layer, inputs concatenated along channels, residual).
@@ -127,6 +127,8 @@ def fold_network(model: nn.Module, height: int, width: int) -> tuple[dict[str, A
             "shift": "arithmetic right shift (rounds towards minus infinity)",
             "current_rounding": "half up: (acc * M + B + 2**(S-1)) >> S, then clamp to [-qmax, qmax]",
             "binary_current": "+1 where acc * M + B >= 0, else -1",
+            "shortcut": "a layer whose current has a shortcut P adds P x its input spikes to acc * M + B "
+            "before the rounding or the sign (its neuron then has no residual current)",
             "leak": "V - (V >> k)",
         },
         "layers": layers,
@@ -184,6 +186,7 @@ def _describe(
             "multiplier": current.multiplier.tolist(),
             "offset": current.offset.tolist(),
             "shift": current.shift,
+            "shortcut": current.shortcut,
         },
         "accumulator_bound": current.acc_bound.tolist(),  # per output channel: the largest |acc|
         "widths": widths,

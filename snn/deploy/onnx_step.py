@@ -43,6 +43,8 @@ def check_step_export(model: nn.Module) -> None:
     quantizers = [q for _, q in activation_quantizers(model)]
     if model_widths(model) != (8, 8) or any(q.is_binary or q.bit_width != 8 for q in quantizers):
         raise FoldError(f"the ONNX step graph is built for W8A8 models, this one is {widths_tag(*model_widths(model))}")
+    if any(getattr(m, "shortcut_before_quant", False) for m in model.modules()):
+        raise FoldError("the ONNX step graph adds residual spikes after the quantizer (no shortcut_before_quant)")
     try:
         import onnx  # noqa: F401  (torch's exporter needs it)
     except ImportError:

@@ -121,14 +121,22 @@ def conv_transpose2d_int(
     return _exact(full[:, :, padding : padding + ho, padding : padding + wo]).transpose(1, 0, 2, 3)
 
 
-def current_codes(acc: np.ndarray, current: dict[str, Any], product_bits: int = 32, what: str = "layer") -> np.ndarray:
-    """Accumulator [N, O, H, W] -> current codes, per the folded multiplier, offset and shift."""
+def current_codes(
+    acc: np.ndarray,
+    current: dict[str, Any],
+    product_bits: int = 32,
+    what: str = "layer",
+    spikes: np.ndarray | None = None,
+) -> np.ndarray:
+    """Accumulator [N, O, H, W] -> current codes, per the folded multiplier, offset and shift; a layer
+    with a ``shortcut`` P adds P x its input ``spikes`` (same shape) before the rounding or the sign."""
     mult = np.asarray(current["multiplier"], dtype=np.int64)[None, :, None, None]
     add = np.asarray(current["offset"], dtype=np.int64)[None, :, None, None]
     shift = current["shift"]
-    value = check_width(
-        acc * mult + add + (0 if current["binary"] else 1 << (shift - 1)), product_bits, f"{what} acc*M+B"
-    )
+    value = acc * mult + add + (0 if current["binary"] else 1 << (shift - 1))
+    if current.get("shortcut", 0):
+        value = value + spikes.astype(np.int64) * current["shortcut"]
+    value = check_width(value, product_bits, f"{what} acc*M+B")
     if current["binary"]:
         return np.where(value >= 0, 1, -1).astype(np.int64)
     return np.clip(value >> shift, -current["qmax"], current["qmax"])  # the rounding term is in value: half up
@@ -228,7 +236,7 @@ def run(
         if bound is not None and np.any(np.abs(acc).max(axis=(0, 2, 3)) > np.asarray(bound)):
             raise IntegerOverflowError(f"{name}: an accumulator exceeds its stated bound")
         check_width(acc, widths.get("accumulator", 32), f"{name} accumulator")
-        codes = current_codes(acc, layer["current"], widths.get("product_sum", 32), name)
+        codes = current_codes(acc, layer["current"], widths.get("product_sum", 32), name, flat)
         codes = codes.reshape(steps, n, *codes.shape[1:])
         if layer["type"] == "flow_head":
             code_sum = check_width(codes.sum(axis=0), widths.get("code_sum", 32), f"{name} code sum")

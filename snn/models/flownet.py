@@ -123,6 +123,16 @@ class EventSNNFlowNetLiteV2(nn.Module):
             through a 1x1 convolution, add the same current at every pixel of the first decoder layer,
             so that flat regions far from any edge hear of the motion elsewhere in the frame. The
             integer export does not fold it.
+        binary_threshold: every spiking layer's binary current takes its sign against a learned
+            threshold per channel, which starts at the least current that fires the neuron in one
+            window (the threshold itself with one step per window), so that a binary current fires
+            where the unquantized one would; the integer export folds it into the comparison's offset.
+            Multi-bit currents ignore it.
+        shortcut_before_quant: the residual blocks add their input spikes (the shortcut) to the current
+            before its quantizer, not after: a binary current then fires on current + shortcut >= its
+            threshold as the unquantized one does, instead of drowning the shortcut in its +-step,
+            and a ternary one no longer fires on a shortcut spike alone. The integer export adds
+            the spikes to ``acc * M + B`` before the rounding or the sign.
     """
 
     downsample_factor = 8
@@ -154,6 +164,8 @@ class EventSNNFlowNetLiteV2(nn.Module):
         integer_input: bool = True,
         head_input: str = "spikes",
         global_context: bool = False,
+        binary_threshold: bool = False,
+        shortcut_before_quant: bool = False,
     ) -> None:
         super().__init__()
         if head_input not in HEAD_INPUTS:
@@ -178,7 +190,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
         self.time_steps = time_steps
         self.flow_scale = flow_scale
         c = base_ch
-        spec = QuantSpec(bit_width, binarize, ema_decay, learn_scale, current_bits, current_range)
+        spec = QuantSpec(bit_width, binarize, ema_decay, learn_scale, current_bits, current_range, binary_threshold)
         q = {"quantize": quantize, "quant": spec}
         # The input layer and flow heads keep at least first_last_bits (common practice: they
         # are a small share of the weights and the most sensitive).
@@ -188,19 +200,27 @@ class EventSNNFlowNetLiteV2(nn.Module):
         edge_bits = max(bit_width, first_last_bits or 0)
         edge_current = None if current_bits is None else max(current_bits, first_last_bits or 0)
         edge_spec = QuantSpec(
-            edge_bits, binarize and first_last_bits is None, ema_decay, learn_scale, edge_current, current_range
+            edge_bits,
+            binarize and first_last_bits is None,
+            ema_decay,
+            learn_scale,
+            edge_current,
+            current_range,
+            binary_threshold and first_last_bits is None,  # a pinned stem never goes binary
         )
         edge = {"quantize": quantize, "quant": edge_spec}
         # The flow heads' currents are signed flow, not input to a threshold: always the symmetric range.
-        head = {"quantize": quantize, "quant": dataclasses.replace(edge_spec, current_range="maxabs")}
+        head_spec = dataclasses.replace(edge_spec, current_range="maxabs", binary_threshold=False)
+        head = {"quantize": quantize, "quant": head_spec}
         n = {"tau": tau, "threshold": threshold, "reset": reset, "alpha": surrogate_alpha, "learn_leak": learn_leak}
         self.stem = SpikingConv2d(in_channels * bins_per_step * input_bins, c, 3, norm=True, neuron=n, **edge)
         self.enc1 = SpikingConvBlock(c, 2 * c, stride=2, neuron=n, **q)
         self.enc2 = SpikingConvBlock(2 * c, 4 * c, stride=2, neuron=n, **q)
         self.enc3 = SpikingConvBlock(4 * c, 4 * c, stride=2, neuron=n, **q)
         d1, d2 = (int(d) for d in bottleneck_dilation)
-        self.res1 = SpikingConvBlock(4 * c, 4 * c, residual=True, neuron=n, dilation=d1, **q)
-        self.res2 = SpikingConvBlock(4 * c, 4 * c, residual=True, neuron=n, dilation=d2, **q)
+        short = {"residual": True, "neuron": n, "shortcut_before_quant": shortcut_before_quant}
+        self.res1 = SpikingConvBlock(4 * c, 4 * c, dilation=d1, **short, **q)
+        self.res2 = SpikingConvBlock(4 * c, 4 * c, dilation=d2, **short, **q)
         self.dec3 = SpikingConvTranspose2d(4 * c, 4 * c, neuron=n, **q)
         self.context = None
         if global_context:
@@ -217,6 +237,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
                 layer.quant_layer.binary_floor = layer.neuron.least_firing_input(time_steps) * BINARY_FLOOR_MARGIN
                 if align_current_steps:
                     layer.quant_layer.align_to = layer.neuron.threshold
+                layer.quant_layer.init_binary_threshold(layer.neuron.least_firing_input(time_steps))
         self.quantize = quantize
         # Event counts (integers), or not: a voxel grid, which is also the only one-channel input (checkpoints
         # from before this argument are told apart by that).

@@ -5,15 +5,17 @@ Per spiking layer and time step, with every value a signed 32-bit integer:
 
     acc = sum of weight codes x inputs            (spikes 0/1, or event counts saturated at INPUT_MAX)
     q   = clamp((acc * M + B + 2**(S-1)) >> S, -Qa, Qa)   binary currents: +1 where acc * M + B >= 0, else -1
+          (with ``shortcut_before_quant`` a residual block adds P x input spikes to acc * M + B first)
     V   = V - (V >> k) + (q << F)  [+ R x input spikes in a residual block]
     s   = V >= FIRE;   V -= s * TH  (reset "subtract")  or  V *= 1 - s  (reset "zero")
 
 ``>>`` is an arithmetic shift (it rounds towards minus infinity), so the rounding of ``q`` is half up.
 ``M``, ``B`` fold the weight scale, batch norm and the current step into one multiplier and
-offset per channel, with the shift ``S`` chosen per layer as large as the 32-bit bound allows:
-``|acc| * |M| + |B| + 2**(S-1)`` is below 2**31 for every input the layer can receive. The
-membrane counts in steps of the current quantizer with ``F`` fractional bits; the leak is one
-shift (tau = 2**k). Flow heads sum their codes ``q`` over the time steps.
+offset per channel (a binary current's learned threshold goes into ``B`` too), with the shift
+``S`` chosen per layer as large as the 32-bit bound allows: ``|acc| * |M| + |B| + 2**(S-1)`` is
+below 2**31 for every input the layer can receive. The membrane counts in steps of the current
+quantizer with ``F`` fractional bits; the leak is one shift (tau = 2**k).
+Flow heads sum their codes ``q`` over the time steps.
 
 In training the model runs the float fake-quant arithmetic (it needs gradients); in evaluation a
 quantized model runs this arithmetic exactly, in float64 tensors that hold every integer here
@@ -65,12 +67,16 @@ class FoldedCurrent:
     step: float  # the current quantizer's step: code x step is the float current
     acc_bound: torch.Tensor  # int64 [C]: the largest |acc| any input can give
     acc_max: int  # its largest entry, on the host
+    shortcut: int = 0  # P: what one input spike adds to acc * M + B before rounding or sign (0: none)
 
-    def codes_from_acc(self, acc: torch.Tensor) -> torch.Tensor:
-        """Accumulators [N, C, H, W] (integer-valued float64) -> current codes (float64)."""
+    def codes_from_acc(self, acc: torch.Tensor, spikes: torch.Tensor | None = None) -> torch.Tensor:
+        """Accumulators [N, C, H, W] (integer-valued float64) -> current codes (float64); ``spikes``: the
+        layer's input spikes (same shape), added with weight ``shortcut`` before the sign."""
         m = self.multiplier.to(acc).view(1, -1, 1, 1)
         b = self.offset.to(acc).view(1, -1, 1, 1)
         value = acc * m + b  # below 2**31: exact in float64
+        if self.shortcut:
+            value = value + spikes.to(acc) * self.shortcut
         if self.binary:
             return torch.where(value >= 0, 1.0, -1.0).to(acc)
         return torch.floor((value + 2.0 ** (self.shift - 1)) / 2.0**self.shift).clamp(-self.qmax, self.qmax)
@@ -80,7 +86,9 @@ class FoldedCurrent:
             "accumulator": signed_bits(self.acc_max),
             "multiplier": signed_bits(int(self.multiplier.abs().max())),
             "offset": signed_bits(int(self.offset.abs().max())),
-            "product_sum": signed_bits(int(_fold_bound(self.acc_bound, self.multiplier, self.offset, self.shift))),
+            "product_sum": signed_bits(
+                int(_fold_bound(self.acc_bound, self.multiplier, self.offset, self.shift)) + self.shortcut
+            ),
             "code": signed_bits(self.qmax),
         }
 
@@ -148,8 +156,9 @@ def _float_affine(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.T
     return codes.to(torch.int64), w_scale, gain, offset
 
 
-def fold_current(layer: nn.Module, max_input: int) -> FoldedCurrent:
-    """The integer current of a conv (+ batch norm) + current quantizer layer."""
+def fold_current(layer: nn.Module, max_input: int, shortcut: bool = False) -> FoldedCurrent:
+    """The integer current of a conv (+ batch norm) + current quantizer layer; ``shortcut``: the layer's
+    input spikes join the current before its quantizer (``SpikingConvBlock.shortcut_before_quant``)."""
     conv = layer.conv
     if not hasattr(conv, "weight_bits"):
         raise FoldError(f"a convolution without weight quantization: {type(conv).__name__}")
@@ -161,20 +170,24 @@ def fold_current(layer: nn.Module, max_input: int) -> FoldedCurrent:
     step = float(q.scale().detach())
     binary = q.is_binary
     qmax = 1 if binary else q.qmax
+    if binary and getattr(q, "binary_threshold", None) is not None:  # the sign reads current - threshold
+        offset = offset - q.binary_threshold.detach().double()
     axis = conv.channel_axis
     acc_bound = codes.abs().sum(dim=[d for d in range(codes.dim()) if d != axis]) * max_input
     g = gain / step
     # An offset beyond what any accumulator can reach saturates the code whatever comes in: clipping it
     # there changes no code and bounds B.
-    reach = acc_bound.double() * g.abs() + qmax + 1
+    spike = 1 / step if shortcut else 0.0  # one input spike, in steps
+    reach = acc_bound.double() * g.abs() + spike + qmax + 1
     o = torch.maximum(torch.minimum(offset / step, reach), -reach)
     # The largest shift the bound allows, give or take the rounding of M and B: start there, go down.
-    reach_sum = float((acc_bound.double() * g.abs() + o.abs()).max()) + 1
+    reach_sum = float((acc_bound.double() * g.abs() + o.abs()).max()) + spike + 1
     start = min(MAX_SHIFT, max(1, math.floor(math.log2(INT32_MAX / reach_sum))))
     for shift in range(start, 0, -1):
         mult = torch.round(g * 2.0**shift).to(torch.int64)
         add = torch.round(o * 2.0**shift).to(torch.int64)
-        if _fold_bound(acc_bound, mult, add, shift) <= INT32_MAX:
+        extra = round(spike * 2.0**shift)
+        if _fold_bound(acc_bound, mult, add, shift) + extra <= INT32_MAX:
             break
     else:
         raise FoldError(
@@ -182,7 +195,7 @@ def fold_current(layer: nn.Module, max_input: int) -> FoldedCurrent:
             f"{int(acc_bound.max())} (a layer that never fired in calibration?)"
         )
     return FoldedCurrent(
-        codes, w_scale, conv.weight_bits, mult, add, shift, qmax, binary, step, acc_bound, int(acc_bound.max())
+        codes, w_scale, conv.weight_bits, mult, add, shift, qmax, binary, step, acc_bound, int(acc_bound.max()), extra
     )
 
 
@@ -223,8 +236,11 @@ def fold_neuron(neuron: LIFNeuron, current: FoldedCurrent, residual: bool) -> Fo
 
 
 def fold_layer(layer: nn.Module, max_input: int, residual: bool, spiking: bool) -> FoldedLayer:
-    current = fold_current(layer, max_input)
-    return FoldedLayer(current, fold_neuron(layer.neuron, current, residual) if spiking else None, max_input)
+    shortcut = residual and bool(getattr(layer, "shortcut_before_quant", False))
+    current = fold_current(layer, max_input, shortcut)
+    # A shortcut taken before the quantizer leaves the neuron no residual current to add.
+    neuron = fold_neuron(layer.neuron, current, residual and not shortcut) if spiking else None
+    return FoldedLayer(current, neuron, max_input)
 
 
 def integer_conv(conv: nn.Module, current: FoldedCurrent, x: torch.Tensor) -> torch.Tensor:

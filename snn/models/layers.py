@@ -33,15 +33,18 @@ class QuantSpec:
     learn_scale: bool = False
     current_bits: int | None = None  # the current quantizer's (None: bit_width)
     current_range: str = "maxabs"  # see QuantizationAwareLayer's range_mode
+    binary_threshold: bool = False  # a learned threshold per channel before the sign of a binary current
 
-    def activation_quantizer(self) -> QuantizationAwareLayer:
+    def activation_quantizer(self, channels: int | None = None) -> QuantizationAwareLayer:
         bits = self.bit_width if self.current_bits is None else self.current_bits
-        return QuantizationAwareLayer(bits, self.binarize, self.ema_decay, self.learn_scale, self.current_range)
+        return QuantizationAwareLayer(
+            bits, self.binarize, self.ema_decay, self.learn_scale, self.current_range, channels, self.binary_threshold
+        )
 
 
-def make_quant_layer(quantize: bool, spec: QuantSpec | None) -> nn.Module:
-    """The module placed right after the convolution: a quantizer, or an identity."""
-    return (spec or QuantSpec()).activation_quantizer() if quantize else nn.Identity()
+def make_quant_layer(quantize: bool, spec: QuantSpec | None, channels: int | None = None) -> nn.Module:
+    """The module placed right after the convolution (``channels`` outputs): a quantizer, or an identity."""
+    return (spec or QuantSpec()).activation_quantizer(channels) if quantize else nn.Identity()
 
 
 def make_conv(quantize: bool, spec: QuantSpec | None, transposed: bool = False, **kwargs) -> nn.Module:
@@ -84,7 +87,7 @@ class _SpikingLayer(nn.Module):
         super().__init__()
         self.conv = op
         self.norm = nn.BatchNorm2d(out_channels) if norm else nn.Identity()
-        self.quant_layer = make_quant_layer(quantize, quant)
+        self.quant_layer = make_quant_layer(quantize, quant, out_channels)
         self.neuron = LIFNeuron(**(neuron or {}))
         # The layer's integer arithmetic during an integer evaluation pass (set by the model), else None.
         self.folded: FoldedLayer | None = None
@@ -96,7 +99,10 @@ class _SpikingLayer(nn.Module):
     def integer_input(self, x_seq: torch.Tensor, residual: bool = False) -> torch.Tensor:
         """What the integer neuron adds to its membrane per step: ``(q << F) [+ R x input spikes]`` (float64)."""
         folded = self.folded
-        codes = seq_apply(lambda x: folded.current.codes_from_acc(self.conv(x)), x_seq)  # conv: integer_conv
+        shortcut = folded.current.shortcut != 0  # the input spikes enter before the rounding
+        codes = seq_apply(
+            lambda x: folded.current.codes_from_acc(self.conv(x), x if shortcut else None), x_seq
+        )  # conv: integer_conv
         inputs = codes * 2.0**folded.neuron.frac_bits
         return inputs + x_seq.to(inputs) * folded.neuron.residual_current if residual else inputs
 
@@ -170,7 +176,10 @@ class SpikingConvBlock(SpikingConv2d):
     """The main building block: conv -> batch norm -> LIF, optionally residual.
 
     With ``residual=True`` (same shape in and out) the block adds its input
-    spikes to its output current, so information can skip the block.
+    spikes to its output current, so information can skip the block. With
+    ``shortcut_before_quant`` as well, the input spikes join the current before its
+    quantizer rather than after: a coarse current (a binary +-step, or a ternary one
+    whose zero spans the threshold's width) would otherwise drown them or fire on them alone.
     """
 
     def __init__(
@@ -184,6 +193,7 @@ class SpikingConvBlock(SpikingConv2d):
         quant: QuantSpec | None = None,
         neuron: dict | None = None,
         dilation: int = 1,
+        shortcut_before_quant: bool = False,
     ) -> None:
         if residual and (in_channels != out_channels or stride != 1):
             raise ValueError("a residual SpikingConvBlock needs in_channels == out_channels, stride 1")
@@ -199,10 +209,14 @@ class SpikingConvBlock(SpikingConv2d):
             dilation=dilation,
         )
         self.residual = residual
+        self.shortcut_before_quant = shortcut_before_quant and residual
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         if self.folded is not None:
             return self.neuron(self.integer_input(x_seq, self.residual)).to(x_seq.dtype)
+        if self.shortcut_before_quant:
+            op = lambda y: self.norm(self.conv(y)) + y  # noqa: E731 - the shortcut enters the quantizer
+            return self.neuron(seq_apply(lambda x: into_quantizer(self.quant_layer, op, x), x_seq))
         current = self.current(x_seq)
         if self.residual:
             current = current + x_seq

@@ -15,7 +15,11 @@ Per-tensor symmetric quantization around zero, built from small parts:
 At 1 bit (or ``binarize=True``) the output is ``sign(x) * scale`` with a clipped
 straight-through gradient (1 where |x| <= the clip level, else 0); the binary
 scale is the running mean of |x| (as in XNOR-Net), or learned, and never below
-``binary_floor``, the least current that lets the neuron behind it fire.
+``binary_floor``, the least current that lets the neuron behind it fire. With
+``binary_threshold=True`` the sign is taken of ``x - t`` with a learned threshold ``t``
+per channel (ReActNet's RSign): a binary current then tells the neuron whether its input
+reached ``t``, not whether it was positive, and the integer export folds ``t`` into the
+per-channel offset of its comparison at no cost.
 """
 
 from __future__ import annotations
@@ -87,6 +91,10 @@ class QuantizationAwareLayer(nn.Module):
         learn_scale: learn the step size (LSQ) instead of deriving it from the range.
         range_mode: "maxabs" (the step covers the larger side of the range) or "positive" (it
             covers the positive side; more negative values clip).
+        channels, binary_threshold: with ``binary_threshold``, a learned threshold per channel
+            (dimension 1 of the input, ``channels`` of them) that binary currents take the sign
+            against; it starts at zero (the plain sign) until ``init_binary_threshold`` sets it.
+            Multi-bit currents ignore it.
     """
 
     def __init__(
@@ -96,8 +104,12 @@ class QuantizationAwareLayer(nn.Module):
         ema_decay: float = 0.99,
         learn_scale: bool = False,
         range_mode: str = "maxabs",
+        channels: int | None = None,
+        binary_threshold: bool = False,
     ) -> None:
         super().__init__()
+        if binary_threshold and (not isinstance(channels, int) or channels < 1):
+            raise ValueError(f"a binary threshold needs the number of channels (got {channels!r})")
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay!r}")
         if range_mode not in RANGE_MODES:
@@ -118,6 +130,7 @@ class QuantizationAwareLayer(nn.Module):
         # The learned step (used only with learn_scale); re-seeded from the range when needed.
         self.step = nn.Parameter(torch.ones(()))
         self.register_buffer("step_initialized", torch.zeros((), dtype=torch.bool))
+        self.binary_threshold = nn.Parameter(torch.zeros(channels)) if binary_threshold else None
         # The smallest binary step: the model sets it to the least current with which its neuron
         # can ever fire (below it a +-step current keeps the layer silent whatever comes in).
         self.binary_floor = 0.0
@@ -194,6 +207,19 @@ class QuantizationAwareLayer(nn.Module):
         else:
             self._forget_step()
 
+    @torch.no_grad()
+    def init_binary_threshold(self, value: float) -> None:
+        """Start every channel's binary threshold at ``value`` (no-op without one)."""
+        if self.binary_threshold is not None:
+            self.binary_threshold.fill_(value)
+
+    def sign_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What a binary current takes the sign of: ``x`` less its channel's threshold, if any."""
+        if self.binary_threshold is None:
+            return x
+        t = self.binary_threshold.to(x.dtype)
+        return x - t.view(1, -1, *([1] * (x.dim() - 2)))
+
     # --------------------------------------------------------------- range
     @torch.no_grad()
     def observe(self, x: torch.Tensor) -> None:
@@ -266,6 +292,8 @@ class QuantizationAwareLayer(nn.Module):
     def _quantize(self, x: torch.Tensor) -> torch.Tensor:
         # Ranges and steps come from training or calibration batches; an evaluation only reads them.
         learning = self.training or self.calibrating
+        if self.is_binary:  # its range, mean |x| and clip level are those of what the sign reads
+            x = self.sign_input(x)
         if self.calibrating or (self.training and (self.observer_enabled or not self.has_range)):
             self.observe(x)
         elif not self.has_range:
@@ -295,4 +323,6 @@ class QuantizationAwareLayer(nn.Module):
 
     def extra_repr(self) -> str:
         kind = "binary" if self.is_binary else f"{self.bit_width} bit"
+        if self.binary_threshold is not None:
+            kind += f", {self.binary_threshold.numel()} binary thresholds"
         return f"{kind}, ema_decay={self.ema_decay}, learn_scale={self.learn_scale}, enabled={self.enabled}"

@@ -51,24 +51,47 @@ class Step:
     start_from: str | None  # name of the step whose best checkpoint this one starts from
     progressive: bool = False
     overrides: dict = field(default_factory=dict)  # the ladder's changes to the config (printed)
+    low_currents: bool = False  # a 2- or 1-bit current step (W2A2, W1A1): ``low_overrides`` apply
+
+
+# The 2- and 1-bit configs switch these on for their own W2A2 and W1A1; the W2A<a> and W1A<a> steps,
+# whose currents are wide enough without them, run as they were measured before they existed.
+LOW_CURRENT_DEVICES = {"shortcut_before_quant": False, "binary_threshold": False}
 
 
 def ladder_steps(low_current_bits: int = 4) -> tuple[Step, ...]:
-    """FP -> W8A8 -> W4A4 -> W2A<a> -> W1A<a> -> W1A1 (the guide's binarize), and the progressive run.
+    """FP -> W8A8 -> W4A4 -> W2A<a> -> W2A2, W2A<a> -> W1A<a> -> W1A1 (the guide's binarize), and the
+    progressive run.
 
-    The 2- and 1-bit weights keep ``low_current_bits``-bit currents: the current is an
-    accumulator sum on integer hardware, and 2-bit or binary currents are what collapses.
+    The 2- and 1-bit weights first keep ``low_current_bits``-bit currents (the current is an
+    accumulator sum on integer hardware); W2A2 and W1A1 then take the currents down from there with
+    the 2- and 1-bit configs' own devices (see ``LOW_CURRENT_DEVICES``).
     """
     a = low_current_bits
     if not 2 <= a <= 16:
         raise ValueError(f"the low steps' current bits must lie in 2..16, got {a}")
+    w2a2 = [] if a == 2 else [Step("V2_W2A2", "event_snn_lite_2bit.yaml", f"V2_W2A{a}", low_currents=True)]
+    wide = LOW_CURRENT_DEVICES if a > 2 else {}
     return (
         Step("V2", "event_snn_lite.yaml", None),
         Step("V2_W8A8", "event_snn_lite_8bit.yaml", "V2"),
         Step("V2_W4A4", "event_snn_lite_4bit.yaml", "V2_W8A8"),
-        Step(f"V2_W2A{a}", "event_snn_lite_2bit.yaml", "V2_W4A4", overrides={"current_bits": a}),
-        Step(f"V2_W1A{a}", "event_snn_lite_1bit.yaml", f"V2_W2A{a}", overrides={"binarize": False, "current_bits": a}),
-        Step("V2_W1A1", "event_snn_lite_1bit.yaml", f"V2_W1A{a}"),
+        Step(
+            f"V2_W2A{a}",
+            "event_snn_lite_2bit.yaml",
+            "V2_W4A4",
+            overrides={"current_bits": a, **wide},
+            low_currents=a == 2,
+        ),
+        *w2a2,
+        Step(
+            f"V2_W1A{a}",
+            "event_snn_lite_1bit.yaml",
+            f"V2_W2A{a}",
+            overrides={"binarize": False, "current_bits": a, **wide},
+            low_currents=a == 2,
+        ),
+        Step("V2_W1A1", "event_snn_lite_1bit.yaml", f"V2_W1A{a}", low_currents=True),
         Step("V2_progressive", "event_snn_lite_progressive.yaml", "V2", progressive=True),
     )
 
@@ -268,6 +291,7 @@ def run_ladder(
     qat_overrides: dict | None = None,
     last_step: str | None = None,
     data_overrides: dict | None = None,
+    low_overrides: dict | None = None,
 ) -> list[dict]:
     """Train (or reuse) every step, evaluate each on the test split, write the reports.
 
@@ -279,7 +303,9 @@ def run_ladder(
     overrides config keys of every step (e.g. ``{"crop_size": None}``); ``fp_checkpoint``
     stands in for the full-precision step (e.g. the checkpoint of ``python train.py``).
     ``qat_overrides`` overrides config keys of the quantized steps only (e.g. ``{"distill_weight": 1.0}``,
-    which needs a start checkpoint as teacher); ``last_step`` ends the ladder after that step.
+    which needs a start checkpoint as teacher); ``low_overrides`` those of the 2- and 1-bit current steps
+    (W2A2, W1A1) only, after ``qat_overrides`` (trials of their devices, e.g. ``{"binary_threshold": False}``);
+    ``last_step`` ends the ladder after that step.
     ``data_overrides`` (``data_format``, ``mvsec_dt``) say how ``data_root`` is read, by every step and
     its evaluation; the unseen root is always detected by its files.
     """
@@ -288,8 +314,10 @@ def run_ladder(
     if last_step is not None and last_step not in names:
         raise ValueError(f"unknown last step {last_step!r}; the steps are {', '.join(names)}")
     data_overrides = data_overrides or {}
-    if qat_overrides:  # a wrong key or value stops here, not after the full-precision step has trained
-        step_config(steps[1], output_dir, data_root, epochs_per_step, seed, {**(extra or {}), **qat_overrides})
+    if qat_overrides or low_overrides:  # a wrong key or value stops here, not after the FP step has trained
+        low = next(s for s in steps if s.low_currents)
+        step_config(low, output_dir, data_root, epochs_per_step, seed, {**(extra or {}), **(qat_overrides or {}),
+                                                                         **(low_overrides or {})})  # fmt: skip
     output_dir.mkdir(parents=True, exist_ok=True)
     base = load_config(CONFIG_DIR / STEPS[0].config, {**data_root_overrides(data_root), **data_overrides})
     prepare_data_root(base)  # the synthetic set may be needed before any step trains
@@ -307,6 +335,8 @@ def run_ladder(
             epochs = fp_epochs if step.start_from is None else epochs_per_step * (3 if step.progressive else 1)
             start = bests.get(step.start_from)
             changed = {**(extra or {}), **data_overrides, **((qat_overrides or {}) if step.start_from else {})}
+            if step.low_currents:
+                changed.update(low_overrides or {})
             cfg = step_config(step, output_dir, data_root, epochs, seed, changed)
             changes = overridden(step, cfg)
             logger.info("%s: %s, ladder overrides: %s", step.name, step.config, "; ".join(changes) or "none")

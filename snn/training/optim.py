@@ -48,11 +48,13 @@ def norm_parameters(model: nn.Module) -> list[nn.Parameter]:
 def param_groups(model: nn.Module, cfg: Config) -> list[dict]:
     """Weights; the learned quantizer steps (own LR multiplier, no weight decay); with
     ``norm_lr_multiplier != 1`` the batch norms (own LR multiplier, no weight decay); learned leaks
-    (no weight decay, which would pull every leak to its shortest)."""
+    (no weight decay, which would pull every leak to its shortest); learned binary thresholds (no
+    weight decay, which would pull them to zero, the plain sign)."""
     steps = [p for n, p in model.named_parameters() if n.endswith("quant_layer.step")]
     norms = norm_parameters(model) if cfg.norm_lr_multiplier != 1 else []
     leaks = [p for n, p in model.named_parameters() if n.endswith("neuron.leak_log2")]
-    ids = {id(p) for p in steps + norms + leaks}
+    thresholds = [p for n, p in model.named_parameters() if n.endswith("quant_layer.binary_threshold")]
+    ids = {id(p) for p in steps + norms + leaks + thresholds}
     # Group order is part of the optimizer state: new groups go last, and only when used, so
     # that runs saved before them still resume.
     groups = [{"params": [p for p in model.parameters() if id(p) not in ids]}]
@@ -62,4 +64,6 @@ def param_groups(model: nn.Module, cfg: Config) -> list[dict]:
         groups.append({"params": norms, "lr": cfg.learning_rate * cfg.norm_lr_multiplier, "weight_decay": 0.0})
     if leaks:
         groups.append({"params": leaks, "weight_decay": 0.0})
+    if thresholds:
+        groups.append({"params": thresholds, "weight_decay": 0.0})
     return groups

@@ -17,6 +17,7 @@ from snn.deploy.verify import compare, torch_spikes_and_flow
 from snn.models.flownet import EventSNNFlowNetLiteV2
 from snn.models.integer import INPUT_MAX
 from snn.models.state import carrying_state
+from snn.quantization import control
 from tests.deploy.lively import lively_model
 
 
@@ -192,6 +193,32 @@ def test_integer_reference_follows_current_steps_aligned_to_the_threshold(widths
     write_export(*fold_network(model, 16, 16), tmp_path)
     agreement = compare(model, load_export(tmp_path), [events])
     assert agreement.passed, agreement.summary()
+
+
+@pytest.mark.parametrize("bins_per_step", [1, 3], ids=["three steps", "one step"])
+@pytest.mark.parametrize("widths", [(1, 1), (2, 2)], ids=["W1A1", "W2A2"])
+def test_integer_reference_follows_binary_thresholds_and_the_shortcut_before_the_quantizer(
+    widths, bins_per_step, tmp_path
+):
+    model, events = lively_model(*widths, bins_per_step=bins_per_step, align_current_steps=True,
+                                 binary_threshold=True, shortcut_before_quant=True)  # fmt: skip
+    generator = torch.Generator().manual_seed(2)
+    for layer in model.spiking_layers().values():
+        layer.norm.bias.data.uniform_(0.6, 1.2, generator=generator)  # currents at the aligned threshold too
+        t = layer.quant_layer.binary_threshold
+        if t is not None:  # thresholds that differ per channel, as training leaves them
+            t.data.copy_(torch.rand(t.shape, generator=generator) * 1.2 - 0.2)
+    with control.calibrating(model):
+        model(events)
+    description, tensors = fold_network(model, 16, 16)
+    shortcuts = {layer["name"]: layer["current"]["shortcut"] for layer in description["layers"]}
+    assert shortcuts["res1"] > 0 and shortcuts["res2"] > 0 and shortcuts["enc1"] == 0
+    assert all(layer["neuron"]["residual_current"] == 0 for layer in description["layers"] if "neuron" in layer)
+    write_export(description, tensors, tmp_path)
+    agreement = compare(model, load_export(tmp_path), [events, torch.poisson(torch.full(events.shape, 0.7))])
+    assert agreement.passed, agreement.summary()
+    _, spikes = torch_spikes_and_flow(model, events)
+    assert spikes["enc3"].mean() > 0 and 0 < spikes["res1"].mean() < 1  # the shortcut had spikes to carry
 
 
 def test_a_model_with_synchronised_batch_norms_folds_as_the_plain_one():

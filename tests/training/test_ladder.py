@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 
+from snn.config import ConfigError
 from snn.data.provider import build_dataset
 from snn.data.synthetic import generate_dataset
 from snn.data.synthetic_config import SyntheticConfig
@@ -44,7 +45,8 @@ def trained_ladder(tiny_synthetic_root, tmp_path_factory):
 def test_ladder_runs_every_step_and_writes_reports(trained_ladder, tiny_synthetic_root):
     out, rows = trained_ladder
     assert [r["step"] for r in rows] == [s.name for s in STEPS]
-    assert [(r["bits"], r["current_bits"]) for r in rows] == [(32, 32), (8, 8), (4, 4), (2, 4), (1, 4), (1, 1), (2, 2)]
+    widths = [(32, 32), (8, 8), (4, 4), (2, 4), (2, 2), (1, 4), (1, 1), (2, 2)]
+    assert [(r["bits"], r["current_bits"]) for r in rows] == widths
     # Every step was trained with the ladder's seed, not its config's, and recorded as finished.
     for step in STEPS:
         assert load_checkpoint(out / step.name / "checkpoints" / "best_model.pth")["config"]["seed"] == 5
@@ -52,8 +54,9 @@ def test_ladder_runs_every_step_and_writes_reports(trained_ladder, tiny_syntheti
         assert record["status"] == "finished" and record["settings"]["seed"] == 5
     zero = _zero_flow_aee(tiny_synthetic_root, "test")
     assert all(r["zero_flow_aee"] == pytest.approx(zero, rel=1e-5) for r in rows)
-    sizes = [r["size_mb"] for r in rows[:6]]
+    sizes = [r["size_mb"] for r in rows[:6]]  # FP32 ... W1A4
     assert sizes == sorted(sizes, reverse=True)
+    assert sizes[-1] < rows[6]["size_mb"] <= 1.1 * sizes[-1]  # W1A1's thresholds: at most 10 % more
     for name in ("ladder.md", "ladder.csv", "ladder.png"):
         assert (out / name).stat().st_size > 0
     table = list(csv.DictReader(open(out / "ladder.csv")))
@@ -63,8 +66,13 @@ def test_ladder_runs_every_step_and_writes_reports(trained_ladder, tiny_syntheti
     # What the ladder changed in the guide's configs is printed, not silent.
     assert "- V2_W1A4 (event_snn_lite_1bit.yaml): " in md
     assert "binarize True -> False" in md and "current_bits None -> 4" in md and "num_epochs 50 -> 1" in md
+    w1a4 = next(line for line in md.splitlines() if line.startswith("- V2_W1A4 (event_snn_lite_1bit.yaml): "))
+    assert "binary_threshold True -> False" in w1a4 and "shortcut_before_quant True -> False" in w1a4
     w1a1 = next(line for line in md.splitlines() if line.startswith("- V2_W1A1 (event_snn_lite_1bit.yaml): "))
     assert "num_epochs 50 -> 1" in w1a1 and "seed 0 -> 5" in w1a1 and "binarize" not in w1a1
+    assert "binary_threshold" not in w1a1 and "shortcut" not in w1a1  # the 1-bit config's own devices
+    w1a1_config = load_checkpoint(out / "V2_W1A1" / "checkpoints" / "best_model.pth")["config"]
+    assert w1a1_config["binary_threshold"] and w1a1_config["shortcut_before_quant"]
     # Firing and SynOps beside the AEE: the lowest rate of each step, and which layers were silent.
     for row, step in zip(table, STEPS, strict=True):  # as an evaluation of the step's checkpoint finds them
         best = out / step.name / "checkpoints" / "best_model.pth"
@@ -98,7 +106,7 @@ def test_a_moved_ladder_folder_is_still_reused(trained_ladder, tiny_synthetic_ro
     shutil.copytree(out, moved)
     rows = run_ladder(moved, str(tiny_synthetic_root), 1, 1, CPU, progressive=False, seed=5, extra=NO_CROP)
     assert all(r["train_minutes"] != r["train_minutes"] for r in rows)  # nan: nothing trained again
-    assert [r["aee"] for r in rows] == pytest.approx([r["aee"] for r in first[:6]], rel=1e-6)
+    assert [r["aee"] for r in rows] == pytest.approx([r["aee"] for r in first[:7]], rel=1e-6)
 
 
 @pytest.mark.slow
@@ -125,9 +133,26 @@ def test_overrides_of_the_quantized_steps_train_only_the_steps_asked_for(trained
         run_ladder(*args, last_step="W4")
 
 
-def test_a_wrong_quantized_step_override_stops_before_anything_trains(tiny_synthetic_root, tmp_path):
-    from snn.config import ConfigError
+@pytest.mark.slow
+def test_low_current_overrides_train_only_the_w2a2_and_w1a1_steps(trained_ladder, tiny_synthetic_root, tmp_path):
+    out, first = trained_ladder
+    trial = tmp_path / "no_threshold"
+    for name in ("V2", "V2_W8A8", "V2_W4A4", "V2_W2A4", "V2_W1A4"):  # as a device trial starts
+        shutil.copytree(out / name, trial / name)
+    args = (trial, str(tiny_synthetic_root), 1, 1, CPU, False, 5, NO_CROP)
+    rows = run_ladder(*args, low_overrides={"binary_threshold": False})
+    trained = [r["step"] for r in rows if r["train_minutes"] == r["train_minutes"]]
+    assert trained == ["V2_W2A2", "V2_W1A1"]  # the others are reused as they were
+    for step in trained:
+        config = load_checkpoint(trial / step / "checkpoints" / "best_model.pth")["config"]
+        assert config["binary_threshold"] is False and config["shortcut_before_quant"] is True
+    md = (trial / "ladder.md").read_text()
+    assert "binary_threshold True -> False" in next(line for line in md.splitlines() if line.startswith("- V2_W1A1"))
+    with pytest.raises(ConfigError, match="binary_treshold"):
+        run_ladder(*args, low_overrides={"binary_treshold": False})
 
+
+def test_a_wrong_quantized_step_override_stops_before_anything_trains(tiny_synthetic_root, tmp_path):
     out = tmp_path / "never"
     with pytest.raises(ConfigError, match="distil_weight"):
         run_ladder(out, str(tiny_synthetic_root), 1, 1, CPU, False, 5, NO_CROP, qat_overrides={"distil_weight": 1.0})
@@ -217,7 +242,7 @@ def test_an_interrupted_step_continues_from_its_last_checkpoint(tiny_synthetic_r
             raise KeyboardInterrupt
         return real(self, epoch)
 
-    for step in ("V2_W2A4", "V2_W1A4", "V2_W1A1"):
+    for step in ("V2_W2A4", "V2_W2A2", "V2_W1A4", "V2_W1A1"):
         (out / step / RECORD).unlink()
         for f in (out / step).rglob("*"):
             if f.is_file():
@@ -236,7 +261,7 @@ def test_an_interrupted_step_continues_from_its_last_checkpoint(tiny_synthetic_r
     epochs = [row["epoch"] for row in csv.DictReader(open(out / "V2_W2A4" / "logs" / "metrics.csv"))]
     assert epochs == ["1", "2"]
     assert _checksums(out / "V2_W4A4") == four_bit
-    assert [r["bits"] for r in rows] == [32, 8, 4, 2, 1, 1]
+    assert [r["bits"] for r in rows] == [32, 8, 4, 2, 2, 1, 1]
 
 
 def test_a_config_key_added_since_a_step_trained_counts_only_away_from_its_default():
@@ -251,10 +276,17 @@ def test_a_config_key_added_since_a_step_trained_counts_only_away_from_its_defau
 
 
 def test_low_steps_take_the_current_width_given_and_name_it():
-    names = [s.name for s in ladder.ladder_steps(8)]
-    assert names == ["V2", "V2_W8A8", "V2_W4A4", "V2_W2A8", "V2_W1A8", "V2_W1A1", "V2_progressive"]
-    w1 = ladder.ladder_steps(8)[4]
-    assert w1.start_from == "V2_W2A8" and w1.overrides == {"binarize": False, "current_bits": 8}
+    steps = ladder.ladder_steps(8)
+    names = [s.name for s in steps]
+    assert names == ["V2", "V2_W8A8", "V2_W4A4", "V2_W2A8", "V2_W2A2", "V2_W1A8", "V2_W1A1", "V2_progressive"]
+    w1 = steps[5]
+    off = {"shortcut_before_quant": False, "binary_threshold": False}
+    assert w1.start_from == "V2_W2A8" and w1.overrides == {"binarize": False, "current_bits": 8, **off}
+    assert steps[4].start_from == "V2_W2A8" and steps[4].overrides == {}
+    assert [s.name for s in steps if s.low_currents] == ["V2_W2A2", "V2_W1A1"]
+    two = ladder.ladder_steps(2)  # W2A2 is then the low step itself, with the configs' devices
+    assert [s.name for s in two if s.low_currents] == ["V2_W2A2", "V2_W1A2", "V2_W1A1"]
+    assert len(two) == len(steps) - 1 and two[3].overrides == {"current_bits": 2}
     with pytest.raises(ValueError, match="2..16"):
         ladder.ladder_steps(1)
 
