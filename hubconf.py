@@ -2,7 +2,7 @@
 
     model = torch.hub.load("path/to/this/checkout", "pretrained", "W4A4", source="local")
 
-Variants: FP32, W8A8, W4A4, W2A4, W1A4, W1A1 (see checkpoints/pretrained/MODEL_CARD.md).
+Variants: FP32, W8A8, W4A4, W2A4, W2A2, W1A4, W1A1 (see checkpoints/pretrained/MODEL_CARD.md).
 """
 
 dependencies = ["torch", "numpy", "yaml"]

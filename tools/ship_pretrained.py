@@ -31,7 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--ladder-dir",
         type=Path,
         required=True,
-        help="one seed's folder of tools/qat_ladder.py (holding V2_W8A8 ... V2_W1A1)",
+        help="one seed's folder of tools/qat_ladder.py (holding V2_W8A8 ... V2_W2A2, V2_W1A4, V2_W1A1)",
     )
     p.add_argument("--data-root", type=Path, required=True, help="dataset whose test split the card reports")
     p.add_argument("--output-dir", type=Path, default=PRETRAINED_DIR, help="default: %(default)s")

@@ -1,7 +1,7 @@
 """Pretrained models shipped in ``checkpoints/pretrained/``: load one by name, or pack a checkpoint as one.
 
     from snn.models import pretrained
-    model = pretrained("W4A4")          # FP32, W8A8, W4A4, W2A4, W1A4 or W1A1, in eval mode
+    model = pretrained("W4A4")          # FP32, W8A8, W4A4, W2A4, W2A2, W1A4 or W1A1, in eval mode
 
 Command-line tools take ``pretrained:W4A4`` wherever they take a checkpoint path (``snn.cli.checkpoint_arg``).
 
@@ -27,7 +27,7 @@ from snn.quantization.control import weight_quantized_convs
 from snn.quantization.weight_quant import channel_view, weight_codes_and_scale
 
 PRETRAINED_DIR = Path(__file__).resolve().parents[2] / "checkpoints" / "pretrained"
-VARIANTS = ("FP32", "W8A8", "W4A4", "W2A4", "W1A4", "W1A1")
+VARIANTS = ("FP32", "W8A8", "W4A4", "W2A4", "W2A2", "W1A4", "W1A1")
 PREFIX = "pretrained:"
 # What a shipped file keeps of a training checkpoint (the rest is optimizer and resume state).
 KEPT_KEYS = ("model_name", "model_args", "config", "epoch", "best_val_aee", "val_metrics")

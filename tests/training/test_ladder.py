@@ -214,7 +214,7 @@ def test_other_settings_stop_with_an_error_naming_them_and_change_nothing(
 def test_reuse_flag_reports_mismatched_steps_with_their_recorded_settings(trained_ladder, tiny_synthetic_root):
     out, _ = trained_ladder
     rows = run_ladder(out, str(tiny_synthetic_root), 3, 1, CPU, progressive=False, seed=5, extra=NO_CROP, reuse=True)
-    assert len(rows) == 6
+    assert len(rows) == 7
     assert "- V2_W2A4: 1 epochs, seed 5" in (out / "ladder.md").read_text()  # what it was, not what was asked
 
 
