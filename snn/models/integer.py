@@ -186,8 +186,8 @@ def fold_current(layer: nn.Module, max_input: int, shortcut: bool = False) -> Fo
     for shift in range(start, 0, -1):
         mult = torch.round(g * 2.0**shift).to(torch.int64)
         add = torch.round(o * 2.0**shift).to(torch.int64)
-        extra = round(spike * 2.0**shift)
-        if _fold_bound(acc_bound, mult, add, shift) + extra <= INT32_MAX:
+        per_spike = round(spike * 2.0**shift)  # P
+        if _fold_bound(acc_bound, mult, add, shift) + per_spike <= INT32_MAX:
             break
     else:
         raise FoldError(
@@ -195,7 +195,18 @@ def fold_current(layer: nn.Module, max_input: int, shortcut: bool = False) -> Fo
             f"{int(acc_bound.max())} (a layer that never fired in calibration?)"
         )
     return FoldedCurrent(
-        codes, w_scale, conv.weight_bits, mult, add, shift, qmax, binary, step, acc_bound, int(acc_bound.max()), extra
+        codes,
+        w_scale,
+        conv.weight_bits,
+        mult,
+        add,
+        shift,
+        qmax,
+        binary,
+        step,
+        acc_bound,
+        int(acc_bound.max()),
+        per_spike,
     )
 
 

@@ -92,17 +92,21 @@ class _SpikingLayer(nn.Module):
         # The layer's integer arithmetic during an integer evaluation pass (set by the model), else None.
         self.folded: FoldedLayer | None = None
 
-    def current(self, x_seq: torch.Tensor) -> torch.Tensor:
-        """The input current of the neurons, [T, B, C, H, W]."""
-        return seq_apply(lambda x: into_quantizer(self.quant_layer, lambda y: self.norm(self.conv(y)), x), x_seq)
+    def current(self, x_seq: torch.Tensor, plus_input: bool = False) -> torch.Tensor:
+        """The input current of the neurons, [T, B, C, H, W]; ``plus_input``: the input itself (a residual
+        block's shortcut) is added before the quantizer."""
+
+        def op(y: torch.Tensor) -> torch.Tensor:
+            out = self.norm(self.conv(y))
+            return out + y if plus_input else out
+
+        return seq_apply(lambda x: into_quantizer(self.quant_layer, op, x), x_seq)
 
     def integer_input(self, x_seq: torch.Tensor, residual: bool = False) -> torch.Tensor:
         """What the integer neuron adds to its membrane per step: ``(q << F) [+ R x input spikes]`` (float64)."""
         folded = self.folded
-        shortcut = folded.current.shortcut != 0  # the input spikes enter before the rounding
-        codes = seq_apply(
-            lambda x: folded.current.codes_from_acc(self.conv(x), x if shortcut else None), x_seq
-        )  # conv: integer_conv
+        # conv: integer_conv; the input spikes count only where the current has a shortcut
+        codes = seq_apply(lambda x: folded.current.codes_from_acc(self.conv(x), x), x_seq)
         inputs = codes * 2.0**folded.neuron.frac_bits
         return inputs + x_seq.to(inputs) * folded.neuron.residual_current if residual else inputs
 
@@ -214,10 +218,7 @@ class SpikingConvBlock(SpikingConv2d):
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         if self.folded is not None:
             return self.neuron(self.integer_input(x_seq, self.residual)).to(x_seq.dtype)
-        if self.shortcut_before_quant:
-            op = lambda y: self.norm(self.conv(y)) + y  # noqa: E731 - the shortcut enters the quantizer
-            return self.neuron(seq_apply(lambda x: into_quantizer(self.quant_layer, op, x), x_seq))
-        current = self.current(x_seq)
-        if self.residual:
+        current = self.current(x_seq, plus_input=self.shortcut_before_quant)
+        if self.residual and not self.shortcut_before_quant:
             current = current + x_seq
         return self.neuron(current)
