@@ -30,6 +30,8 @@ from snn.models.neurons import RESET_MODES
 
 # How training may use mixed precision (snn.training.precision): no, bfloat16 or float16 autocast.
 AMP_MODES = ("none", "bf16", "fp16")
+# What training learns from (key "loss"): the flow labels, the events' contrast, or both.
+LOSSES = ("supervised", "contrast", "both")
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "event_snn_lite.yaml"
@@ -125,6 +127,14 @@ class Config:
     #   running min/max of the current it quantizes.
     weight_ema: float = 0.995
     scale_weights: list = field(default_factory=lambda: [1.0, 0.5, 0.25])
+    # What the network learns from: "supervised" (the flow labels), "contrast" (the events alone,
+    # by contrast maximization; the labels are never read, so data without flow trains too) or
+    # "both", each term weighted by its *_loss_weight. smoothness_weight weighs the contrast loss's
+    # smoothness term, which fills in the pixels without events (snn.evaluation.contrast).
+    loss: str = "supervised"
+    flow_loss_weight: float = 1.0
+    contrast_loss_weight: float = 1.0
+    smoothness_weight: float = 0.1
 
     # Quantization-aware training (see QAT_GUIDE.md).
     quantization_enabled: bool = False
@@ -431,6 +441,11 @@ def _validate_quantization(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: key 'ema_decay' must lie in [0, 1), got {cfg.ema_decay}")
     if cfg.distill_weight < 0:
         raise ConfigError(f"{source}: key 'distill_weight' must be >= 0, got {cfg.distill_weight}")
+    if cfg.loss not in LOSSES:
+        raise ConfigError(f"{source}: key 'loss' must be one of {', '.join(LOSSES)}, got {cfg.loss!r}")
+    for key in ("flow_loss_weight", "contrast_loss_weight", "smoothness_weight"):
+        if not (_finite_number(getattr(cfg, key)) and getattr(cfg, key) >= 0):
+            raise ConfigError(f"{source}: key '{key}' must be a finite number >= 0, got {getattr(cfg, key)!r}")
     if cfg.firing_rate_weight < 0:
         raise ConfigError(f"{source}: key 'firing_rate_weight' must be >= 0, got {cfg.firing_rate_weight}")
     band = cfg.firing_rate_band

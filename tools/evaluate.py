@@ -30,6 +30,7 @@ from snn.evaluation.distance import ErrorByDistance  # noqa: E402
 from snn.evaluation.evaluate import evaluate_checkpoint  # noqa: E402
 from snn.evaluation.metrics import MASKS  # noqa: E402
 from snn.evaluation.report import check_writable, evaluation_json, evaluation_report, write_json  # noqa: E402
+from snn.models import VARIANTS  # noqa: E402
 from snn.utils.runtime import resolve_device, setup_logging  # noqa: E402
 
 
@@ -39,7 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--checkpoint",
         type=checkpoint_arg,
         required=True,
-        help="checkpoint to evaluate (.pth), or pretrained:<FP32|W8A8|W4A4|W2A4|W1A4|W1A1> for a shipped model",
+        help=f"checkpoint to evaluate (.pth), or pretrained:<{'|'.join(VARIANTS)}> for a shipped model",
     )
     p.add_argument(
         "--config",

@@ -39,7 +39,7 @@ __all__ = ["LAYOUT_FILES", "MAX_OUTSIDE_SHARE", "BlinkSimSequence", "detect_layo
 
 
 def detect_layout(seq_dir: str | os.PathLike[str]) -> str:
-    """'C', 'B' or 'A'; DatasetFormatError listing each layout's files when none matches."""
+    """'C', 'B', 'A' or 'events only'; DatasetFormatError listing each layout's files when none matches."""
     return find_layout(Path(seq_dir))[0].layout
 
 

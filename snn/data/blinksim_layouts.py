@@ -22,12 +22,14 @@ import h5py
 import numpy as np
 
 from snn.data.blinksim_files import (
+    as_float,
     check_dtype,
     check_flow_shape,
     flow_validity,
     frame_windows,
     h5_dataset,
     open_npy,
+    read_config,
     split_flow,
     window_chunks,
 )
@@ -380,16 +382,92 @@ class LayoutA(LayoutDecoder):
         return sum(int(np.count_nonzero(flow_validity(self._load_map(i), None)[2])) for i in range(self.num_windows))
 
 
+class EventsOnly(LayoutDecoder):
+    """A sequence of events without flow labels: events.h5 (events/x, y, t, p, or x, y, t, p at the file's
+    root) and, optionally, config.yaml with ``fps`` (windows of 1/fps s; default ``DEFAULT_FPS``) and
+    ``height``, ``width`` (default: the largest event coordinates). Such a sequence trains and is scored
+    without ground truth (``loss: contrast``, the flow warp loss); every flow map reads as invalid.
+
+    Taken only where no flow file or folder of the layouts above is there at all: a labelled sequence
+    whose flow is broken stays an error.
+    """
+
+    layout = "events only"
+    files = "events.h5 (or events_left/events.h5) without flow, optionally config.yaml (fps, height, width)"
+    events_files = ("events.h5", "events_left/events.h5")
+    flow_file = "config.yaml"  # what flow_path names: where the window length comes from
+    has_ground_truth = False
+    DEFAULT_FPS = 30.0  # the synthetic set's frame rate, so windows as long as those a default model saw
+
+    @classmethod
+    def find(cls, seq_dir: Path) -> tuple[Path, Path] | None:
+        labelled = ("flow.h5", "forward_flow", "flow")
+        if any((seq_dir / name).exists() for name in labelled):
+            return None
+        for name in cls.events_files:
+            if (seq_dir / name).is_file():
+                return seq_dir / name, seq_dir / cls.flow_file
+        return None
+
+    def _read_flow_metadata(self) -> int:
+        config = read_config(self.flow_path)
+        fps = config.get("fps", self.DEFAULT_FPS)
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < as_float(fps) < 1e6:
+            raise DatasetFormatError(self.flow_path, f"fps must be a positive number below 1e6, got {fps!r}")
+        self.window_us = 1e6 / float(fps)
+        size = [config.get("height"), config.get("width")]
+        if any(v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1) for v in size):
+            raise DatasetFormatError(self.flow_path, f"height and width must be positive integers, got {size}")
+        with self.event_reader() as events:
+            if events.num_events == 0:
+                raise DatasetFormatError(self.events_path, "holds no events, and no flow to say otherwise")
+            if None in size:
+                size = [v if v is not None else extent + 1 for v, extent in zip(size, _largest_yx(events), strict=True)]
+                logger.info("%s: no height/width in config.yaml, so %dx%d from its events", self.seq_dir, *size)
+            t_first, t_last = events.time_range()
+        self.height, self.width = size
+        # Windows on the 1/fps grid from time 0, as frame-based layouts time theirs, from the one holding the
+        # first event on; the last may be cut short by the end of the recording (by up to half a window).
+        self._t0 = int(t_first // self.window_us * self.window_us)
+        return max(1, round((t_last - self._t0) / self.window_us))
+
+    def _window_times(self, num_maps: int, events: EventSlicer) -> np.ndarray:
+        edges = self._t0 + np.round(np.arange(num_maps + 1) * self.window_us).astype(np.int64)
+        return np.stack([edges[:-1], edges[1:]], axis=1)
+
+    def read_flow(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros((2, self.height, self.width), np.float32), np.zeros((self.height, self.width), bool)
+
+    def count_valid_pixels(self) -> int:
+        return 0
+
+    def open(self) -> None:
+        pass  # the events are read by the sequence; there is no flow file
+
+    def close(self) -> None:
+        pass
+
+
+def _largest_yx(events: EventSlicer, chunk: int = 1 << 22) -> tuple[int, int]:
+    """The largest y and x of all events, read a chunk at a time."""
+    y_max = x_max = 0
+    for i0 in range(0, events.num_events, chunk):
+        part = events.get_events_by_index(i0, min(i0 + chunk, events.num_events) - 1)
+        y_max, x_max = max(y_max, int(part["y"].max())), max(x_max, int(part["x"].max()))
+    return y_max, x_max
+
+
 DECODERS: tuple[type[LayoutDecoder], ...] = (LayoutC, LayoutB, LayoutA)  # newest first
 LAYOUT_FILES = {cls.layout: cls.files for cls in DECODERS}
 
 
 def find_layout(seq_dir: Path) -> tuple[type[LayoutDecoder], Path, Path]:
-    """(decoder class, events file, flow file or folder) of the newest layout ``seq_dir`` matches.
+    """(decoder class, events file, flow file or folder) of the newest layout ``seq_dir`` matches; a folder with
+    events and no flow at all reads as ``EventsOnly``.
 
     DatasetFormatError listing each layout's files when none matches.
     """
-    for cls in DECODERS:
+    for cls in (*DECODERS, EventsOnly):
         found = cls.find(seq_dir)
         if found is not None:
             return cls, *found

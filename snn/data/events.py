@@ -127,8 +127,10 @@ class EventSlicer:
 
     def _validate_layout(self) -> None:
         group = self._file.get("events")
+        if not isinstance(group, h5py.Group) and all(isinstance(self._file.get(n), h5py.Dataset) for n in EVENT_FIELDS):
+            group = self._file  # a plain file of events: x, y, t, p at its root
         if not isinstance(group, h5py.Group):
-            raise DatasetFormatError(self.path, "no 'events' group (expected events/x, y, t, p)")
+            raise DatasetFormatError(self.path, "no 'events' group (expected events/x, y, t, p, or x, y, t, p)")
         missing = [name for name in EVENT_FIELDS if not isinstance(group.get(name), h5py.Dataset)]
         if missing:
             raise DatasetFormatError(self.path, f"events group lacks dataset(s) {', '.join(missing)}")

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from snn.config import Config, config_from_checkpoint, config_from_dict, load_config
 from snn.data.loaders import make_dataset, make_loader, sequences_of
 from snn.data.representations import num_input_channels
+from snn.evaluation.contrast import FlowWarpLoss
 from snn.evaluation.distance import ErrorByDistance
 from snn.evaluation.metrics import FlowMetrics, compare_model_outputs, evaluation_mask
 from snn.evaluation.predictions import FlowPngWriter
@@ -48,8 +49,11 @@ def evaluate_model(
     on_batch: Callable[[dict, torch.Tensor], None] | None = None,
     stateful: bool = False,
 ) -> dict:
-    """Returns ``{mask: {"overall": metrics, "sequences": {name: metrics}}, "samples_per_s": x,
-    "model_samples_per_s": y}``.
+    """Returns ``{mask: {"overall": metrics, "sequences": {name: metrics}}, "fwl": {"overall": f,
+    "sequences": {name: f}}, "samples_per_s": x, "model_samples_per_s": y}``.
+
+    ``fwl`` is the flow warp loss (``snn.evaluation.contrast``), the mean over the windows with events:
+    it needs no ground truth, so data without flow labels gets it too.
 
     The overall figures pool every evaluated pixel of the split. ``samples_per_s``
     is end to end (data loading, metrics and activity counting included);
@@ -65,6 +69,7 @@ def evaluate_model(
     model.eval()
     masks = tuple(masks)
     per_seq = {m: defaultdict(FlowMetrics) for m in masks}
+    fwl = defaultdict(FlowWarpLoss)
     samples, forward_s, t0 = 0, 0.0, time.perf_counter()
     hook_s0 = monitor.hook_seconds if monitor is not None else 0.0
     previous = None  # (sequence, index) of the window whose membranes are carried
@@ -82,6 +87,8 @@ def evaluate_model(
             samples += len(events)
             if on_batch is not None:
                 on_batch(batch, pred)
+            for i, name in enumerate(batch["sequence"]):
+                fwl[name].update(batch["events"][i : i + 1], pred[i : i + 1])
             for m in masks:
                 mask = evaluation_mask(batch["flow"], batch["valid"], batch.get("event_mask"), m)
                 for i, name in enumerate(batch["sequence"]):
@@ -95,6 +102,11 @@ def evaluate_model(
         "samples_per_s": samples / elapsed if elapsed > 0 else float("nan"),
         "model_samples_per_s": samples / forward_s if forward_s > 0 else float("nan"),
     }
+    total = FlowWarpLoss()
+    for acc in fwl.values():
+        total.merge(acc)
+    by_sequence = {name: acc.compute() for name, acc in sorted(fwl.items())}
+    result["fwl"] = {"overall": total.compute(), "sequences": by_sequence}
     for m in masks:
         overall = FlowMetrics()
         for acc in per_seq[m].values():

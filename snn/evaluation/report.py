@@ -106,12 +106,22 @@ def evaluation_report(res, masks: tuple[str, ...], data_root: str, split: str, d
     ]
     for m in masks:
         out += ["", MASK_LABELS[m], metrics_table(res.metrics[m])]
+    if "fwl" in res.metrics:
+        out += ["", fwl_line(res.metrics["fwl"])]
     out += [
         "",
         f"throughput  {res.metrics['samples_per_s']:.1f} samples/s end to end, "
         f"{res.metrics['model_samples_per_s']:.1f} samples/s in the model (batch {res.batch_size}, {device})",
     ]
     return "\n".join(out)
+
+
+def fwl_line(fwl: dict) -> str:
+    """The flow warp loss, with what it means: it needs no ground truth."""
+    return (
+        f"flow warp loss (FWL) {fwl['overall']:.3f}: the variance of the events warped along the predicted flow "
+        "over that of the events as they are (1: no sharper than zero flow; higher is better; no ground truth needed)"
+    )
 
 
 def _finite(x):
@@ -175,6 +185,8 @@ def evaluation_json(res, masks: tuple[str, ...], data_root: str, split: str, dev
             "overall": _metrics_json(res.metrics[m]["overall"]),
             "sequences": {name: _metrics_json(v) for name, v in res.metrics[m]["sequences"].items()},
         }
+    if "fwl" in res.metrics:
+        doc["fwl"] = res.metrics["fwl"]
     if getattr(res, "by_distance", None) is not None:
         doc["by_distance"] = res.by_distance
     return _finite(doc)

@@ -16,6 +16,7 @@ CSV_FIELDS = [
     "val_zero_flow_aee",
     "lr",
     "epoch_time_s",
+    "val_fwl",  # the flow warp loss (snn.evaluation.contrast), with or without ground truth
 ]
 
 

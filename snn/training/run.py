@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from pathlib import Path
 
 import torch
 
 from snn.config import Config, config_changes, config_from_checkpoint, save_config
-from snn.data.loaders import make_dataset, make_loader, prepare_data_root
+from snn.data.errors import DatasetFormatError
+from snn.data.loaders import make_dataset, make_loader, prepare_data_root, sequences_of
 from snn.evaluation.evaluate import evaluate_checkpoint
 from snn.models.checkpoint import checkpoint_widths, load_checkpoint, load_model
 from snn.models.factory import MODELS, build_model
@@ -134,6 +136,10 @@ def build_trainer(
     root = prepare_data_root(cfg)
     multiple = MODELS[cfg.model].downsample_factor
     train_set = make_dataset(cfg, root, "train", train=True, size_multiple=multiple)
+    if cfg.loss != "contrast" and not any(seq.has_ground_truth for seq in sequences_of(train_set)):
+        raise DatasetFormatError(
+            root, f"its training sequences have no flow labels, which loss: {cfg.loss} learns from (use loss: contrast)"
+        )
     val_set = make_dataset(cfg, root, "val")
     logger.info("data: %s (%d training windows, %d validation windows)", root, len(train_set), len(val_set))
     model_args = cfg.model_args()
@@ -211,9 +217,17 @@ def _train_and_test(cfg, device, resume, strict_load, warm_start, allow_config_c
     if not is_main():
         return ""
     best_path = trainer.checkpoint_dir / "best_model.pth"
-    test = evaluate_checkpoint(best_path, trainer.cfg.data_root, "test", device=device).metrics["dense"]["overall"]
+    metrics = evaluate_checkpoint(best_path, trainer.cfg.data_root, "test", device=device).metrics
+    test, fwl = metrics["dense"]["overall"], metrics["fwl"]["overall"]
+    chosen = (
+        f"best validation FWL {trainer.best_val_fwl:.3f} (flow warp loss: higher is better)"
+        if trainer.cfg.loss == "contrast" or not math.isfinite(best)
+        else f"best validation AEE {best:.3f}"
+    )
+    if not test["num_pixels"]:
+        return f"{chosen}\ntest FWL {fwl:.3f} (no ground truth) from {best_path}"
     return (
-        f"best validation AEE {best:.3f}\n"
+        f"{chosen}\n"
         f"test AEE {test['aee']:.3f} px (zero-flow AEE {test['zero_flow_aee']:.3f} px, "
-        f"ratio {test['aee'] / test['zero_flow_aee']:.2f}) from {best_path}"
+        f"ratio {test['aee'] / test['zero_flow_aee']:.2f}), FWL {fwl:.3f}, from {best_path}"
     )

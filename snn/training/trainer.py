@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -15,6 +16,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from snn.config import Config
+from snn.evaluation.contrast import FlowWarpLoss, multiscale_contrast_loss
 from snn.evaluation.flow_viz import render_panels
 from snn.evaluation.metrics import FlowMetrics, evaluation_mask
 from snn.models.checkpoint import (
@@ -86,6 +88,7 @@ class Trainer:
         self.start_epoch = 0
         self.global_step = 0
         self.best_val_aee = float("inf")
+        self.best_val_fwl = -float("inf")  # what picks the best model where AEE does not (see improves)
         self._observers_frozen = False
         self._writer: SummaryWriter | None = None
         self.ema = None  # made at the start of fit(), after any resume or calibration
@@ -131,7 +134,7 @@ class Trainer:
             if self.ema is not None:
                 self.ema.adopt_quantizer_state(self.model)  # not an average across two grids
             # A lower bit width is judged against itself, not against the easier earlier phase.
-            self.best_val_aee = float("inf")
+            self.best_val_aee, self.best_val_fwl = float("inf"), -float("inf")
         frozen_from = self.cfg.freeze_observers_epoch
         freeze = frozen_from is not None and epoch >= frozen_from
         if freeze and not self._observers_frozen:
@@ -189,6 +192,7 @@ class Trainer:
             logger.warning("%s", note)
         self.global_step = int(ckpt.get("global_step", 0))
         self.best_val_aee = float(ckpt.get("best_val_aee", float("inf")))
+        self.best_val_fwl = float(ckpt.get("best_val_fwl", -float("inf")))
         if ckpt.get("rng"):
             set_rng_state(ckpt["rng"])
         self.precision.load_state_dict(ckpt.get("grad_scaler") or {})
@@ -267,9 +271,9 @@ class Trainer:
                 train_loss = self.train_one_epoch(epoch)
                 val = self.validate(epoch)
                 elapsed = time.time() - t0
-                is_best = val["aee"] < self.best_val_aee
+                is_best = self.improves(val)
                 if is_best:
-                    self.best_val_aee = val["aee"]
+                    self.best_val_aee, self.best_val_fwl = val["aee"], val["fwl"]
                 lr = self.optimizer.param_groups[0]["lr"]
                 # The CSV row first and last.pth last: whatever a kill interrupts, the resume
                 # from last.pth redoes it (and drops CSV rows past last.pth's epoch).
@@ -281,12 +285,13 @@ class Trainer:
                 self.save("last.pth", epoch, val)
                 self._last_val = val
                 logger.info(
-                    "epoch %d/%d  loss %.3f  val AEE %.3f (zero-flow %.3f)%s  %.0f s",
+                    "epoch %d/%d  loss %.3f  val AEE %.3f (zero-flow %.3f)  FWL %.3f%s  %.0f s",
                     epoch + 1,
                     cfg.num_epochs,
                     train_loss,
                     val["aee"],
                     val["zero_flow_aee"],
+                    val["fwl"],
                     "  best" if is_best else "",
                     elapsed,
                 )
@@ -324,7 +329,7 @@ class Trainer:
                     preds = [
                         p.float() for p in self._forward_history(self._forward_multiscale, self.model, batch["events"])
                     ]
-                flow_loss = multiscale_epe_loss(preds, batch["flow"], batch["valid"], self.cfg.scale_weights)
+                learning_loss, flow_loss, terms = self.learning_loss(preds, batch)
                 extras = self.extra_loss()
                 if rates is not None:
                     extras["rate_loss"] = self.cfg.firing_rate_weight * firing_rate_penalty(
@@ -338,8 +343,7 @@ class Trainer:
                     extras["distill_loss"] = self.cfg.distill_weight * distillation_loss(
                         preds, taught, self.cfg.scale_weights
                     )
-            # Under DDP, weighted by this rank's share of the global batch's valid pixels.
-            loss = flow_loss * global_share(batch["valid"].sum()) + sum(extras.values())
+            loss = learning_loss + sum(extras.values())
             self.optimizer.zero_grad(set_to_none=True)
             self.precision.step(loss, self.optimizer, self.model, self.cfg.grad_clip)
             self.scheduler.step()
@@ -351,7 +355,7 @@ class Trainer:
             if self.global_step % max(1, self.cfg.log_every) == 0:
                 self._check_finite(loss, epoch)
                 bar.set_postfix(loss=f"{flow_loss.item():.3f}")
-                self._log_step(flow_loss, loss, extras)
+                self._log_step(flow_loss, loss, {**terms, **extras} if len(terms) > 1 else extras)
             self.global_step += 1
             if self._stop is not None and self._stop.signum is not None:
                 bar.close()
@@ -363,6 +367,36 @@ class Trainer:
             self._check_finite(loss, epoch)
         total, count = sum_over_ranks(float(total), count)  # every rank's batches count
         return total / max(1, count)
+
+    def learning_loss(
+        self, preds: list[torch.Tensor], batch: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """(what backpropagates, its value for the logs, its weighted terms) of the configured loss (key ``loss``).
+
+        With ``loss: contrast`` the batch's flow labels are never read. Under DDP each term backpropagates
+        weighted by this rank's share of the global batch's valid pixels (labels) or windows (contrast).
+        """
+        cfg = self.cfg
+        terms, shares = {}, {}
+        if cfg.loss != "contrast":
+            epe = multiscale_epe_loss(preds, batch["flow"], batch["valid"], cfg.scale_weights)
+            terms["flow_loss"] = epe if cfg.flow_loss_weight == 1 else cfg.flow_loss_weight * epe
+            shares["flow_loss"] = global_share(batch["valid"].sum())
+        if cfg.loss != "supervised":
+            events = batch["events"][:, -cfg.num_bins :]  # the window the flow is of (the last, with state_windows)
+            contrast = multiscale_contrast_loss(preds, events, cfg.scale_weights, cfg.smoothness_weight)
+            terms["contrast_loss"] = cfg.contrast_loss_weight * contrast
+            shares["contrast_loss"] = global_share(torch.tensor(len(events), device=events.device))
+        backward = sum(terms[k] * shares[k] for k in terms)
+        return backward, sum(t.detach() for t in terms.values()), terms
+
+    def improves(self, val: dict[str, float]) -> bool:
+        """Whether ``val`` beats the best validation so far: by AEE, or by the flow warp loss (higher is
+        better) where the run learns from the events alone (its labels are never read, for the choice of
+        the best model neither) or the validation split has no ground truth."""
+        if self.cfg.loss == "contrast" or not math.isfinite(val["aee"]):
+            return val["fwl"] > self.best_val_fwl
+        return val["aee"] < self.best_val_aee
 
     def _forward_history(self, forward, model: nn.Module, events: torch.Tensor):
         """``forward`` on the last window of ``events``, its membranes warmed up on the windows before
@@ -383,6 +417,7 @@ class Trainer:
         model = self.eval_model
         model.eval()
         metrics = FlowMetrics()
+        fwl = FlowWarpLoss()
         first = None
         stateful = self.cfg.state_windows > 1
         previous = None  # the window whose membranes are carried (stateful validation)
@@ -397,6 +432,7 @@ class Trainer:
                     else:
                         pred = model(batch["events"]).float()
                 metrics.update(pred, batch["flow"], evaluation_mask(batch["flow"], batch["valid"]))
+                fwl.update(batch["events"][:, -self.cfg.num_bins :], pred)
                 if first is None:
                     first = (batch, pred)
         finally:
@@ -406,7 +442,7 @@ class Trainer:
             batch, pred = first
             panel = render_panels(batch["events"][0], batch["flow"][0], pred[0], batch["valid"][0])
             self.writer.add_image("val/flow_gt_vs_pred", panel, epoch, dataformats="HWC")
-        return metrics.compute()
+        return {**metrics.compute(), "fwl": fwl.compute()}
 
     # ------------------------------------------------------------ persisting
     def checkpoint_payload(self, epoch: int, val: dict[str, float], progress: dict | None = None) -> dict[str, Any]:
@@ -424,6 +460,7 @@ class Trainer:
             "epoch": epoch,
             "global_step": self.global_step,
             "best_val_aee": self.best_val_aee,
+            "best_val_fwl": self.best_val_fwl,
             "val_metrics": {k: float(v) for k, v in val.items()},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -473,7 +510,7 @@ class Trainer:
     def _log_epoch(self, epoch, train_loss, val, lr, elapsed) -> None:
         if not is_main():
             return
-        for key in ("aee", "outliers", "1pe", "3pe", "zero_flow_aee"):
+        for key in ("aee", "outliers", "1pe", "3pe", "zero_flow_aee", "fwl"):
             self.writer.add_scalar(f"val/{key}", val[key], epoch)
         if self.cfg.learn_leak:  # the validated model's learned leaks, as tau (2, 4, 8 or 16 steps)
             for name, layer in self.eval_model.spiking_layers().items():
@@ -491,5 +528,6 @@ class Trainer:
                 f"{val['zero_flow_aee']:.5f}",
                 f"{lr:.3e}",
                 f"{elapsed:.1f}",
+                f"{val['fwl']:.5f}",
             ],
         )

@@ -250,12 +250,14 @@ def test_evaluate_both_masks_json_shape_and_pooled_overall(checkpoints, tiny_syn
         "samples/s",
         "seq_0002",
         "sparse mask",
+        "flow warp loss (FWL)",
     ):
         assert text in printed
     doc = json.loads(out.read_text())
     assert set(doc) == {
-        "checkpoint", "bit_width", "current_bits", "model", "data", "activity", "throughput", "dense", "sparse"
+        "checkpoint", "bit_width", "current_bits", "model", "data", "activity", "throughput", "dense", "sparse", "fwl"
     }  # fmt: skip
+    assert doc["fwl"]["overall"] > 0 and set(doc["fwl"]["sequences"]) == set(doc["dense"]["sequences"])
     assert (doc["bit_width"], doc["checkpoint"]) == (32, str(checkpoints["fp"]))
     # What the tool prints is in the file too.
     n_params = sum(p.numel() for p in load_model(checkpoints["fp"]).parameters())

@@ -1,0 +1,151 @@
+"""Contrast maximization: how sharp a window's events become when warped along a flow.
+
+Events warped along the true flow to one reference time pile up on the edges that
+made them: the image of warped events (IWE) is sharp, its variance high. Along a
+wrong flow, zero flow included, the same events smear. This needs no ground truth,
+so it both trains a network on unlabeled events (``contrast_loss``) and scores a
+prediction on any recording (``flow_warp_loss``, the FWL of Stoffregen et al. 2020).
+
+The events come as the network's input, counts or a voxel grid [B, K, C, H, W]:
+each of the K time bins is taken to sit at its centre, (k + 1/2) / K of the
+window, and each pixel of it moves by ``flow * (t_ref - t_k)``, with ``flow`` in
+pixels over the whole window (the ground truth's convention). The bins limit the
+time resolution to 1/K of the window, which at a few pixels of flow per window
+blurs the IWE by a fraction of a pixel, the same for every flow that is compared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+# The reference times the training loss warps to (fractions of the window). Sharpening at one
+# of them by piling events onto few pixels (collapse) blurs them at the others.
+CONTRAST_REFS = (0.0, 0.5, 1.0)
+# Windows whose unwarped IWE has less variance than this carry no signal (next to no events).
+MIN_VARIANCE = 1e-6
+
+
+def bin_times(num_bins: int, device: torch.device | None = None) -> torch.Tensor:
+    """The centre of each time bin as a fraction of the window, [num_bins]."""
+    return (torch.arange(num_bins, device=device, dtype=torch.float32) + 0.5) / num_bins
+
+
+def warp_events(events: torch.Tensor, flow: torch.Tensor, t_ref: float) -> torch.Tensor:
+    """The image of warped events, [B, C, H, W]: every bin's values moved by ``flow * (t_ref - t_k)``.
+
+    Each value is splatted bilinearly onto the four pixels around where it lands, so the image
+    is differentiable in the flow; what lands outside the frame is lost. events: [B, K, C, H, W];
+    flow: [B, 2, H, W] (u, v) in pixels over the window, read at each event's own pixel.
+    """
+    if events.dim() != 5 or flow.dim() != 4 or flow.shape[1] != 2:
+        raise ValueError(f"expected events [B, K, C, H, W] and flow [B, 2, H, W], got {events.shape}, {flow.shape}")
+    b, k, c, h, w = events.shape
+    if flow.shape[0] != b or flow.shape[-2:] != (h, w):
+        raise ValueError(f"flow {list(flow.shape)} does not match events {list(events.shape)}")
+    events, flow = events.float(), flow.float()
+    # Only the pixels of a bin that hold events move: gather them, their time and their pixel's flow.
+    bi, ki, ci, yi, xi = events.detach().nonzero(as_tuple=True)
+    values = events[bi, ki, ci, yi, xi]
+    dt = t_ref - (ki.float() + 0.5) / k
+    x = xi.float() + dt * flow[bi, 0, yi, xi]
+    y = yi.float() + dt * flow[bi, 1, yi, xi]
+    x0, y0 = x.detach().floor(), y.detach().floor()
+    fx, fy = x - x0, y - y0
+    image = (bi * c + ci) * (h * w)  # the first pixel of each event's own image
+    iwe = events.new_zeros(b * c * h * w)
+    for dx, wx in ((0, 1 - fx), (1, fx)):
+        for dy, wy in ((0, 1 - fy), (1, fy)):
+            xc, yc = x0 + dx, y0 + dy
+            inside = (xc >= 0) & (xc < w) & (yc >= 0) & (yc < h)
+            index = image + torch.where(inside, yc * w + xc, torch.zeros_like(xc)).long()
+            iwe = iwe.index_add(0, index, values * wx * wy * inside)
+    return iwe.view(b, c, h, w)
+
+
+def image_variance(iwe: torch.Tensor) -> torch.Tensor:
+    """Variance over the pixels of each channel, summed over channels: [B]."""
+    return iwe.flatten(2).var(dim=-1, unbiased=False).sum(dim=1)
+
+
+def flow_warp_loss(events: torch.Tensor, flow: torch.Tensor, t_ref: float = 0.0) -> torch.Tensor:
+    """FWL of each window, [B]: the variance of the events warped along ``flow`` to ``t_ref`` over that of
+    the events as they are. 1 for zero flow by definition; above 1, the flow sharpens the events.
+
+    NaN for a window without events (or as good as: variance below ``MIN_VARIANCE``), which has none to
+    sharpen; ``FlowWarpLoss`` leaves those out.
+    """
+    unwarped = image_variance(events.float().sum(dim=1))
+    warped = image_variance(warp_events(events, flow, t_ref))
+    ratio = warped / unwarped.clamp_min(MIN_VARIANCE)
+    return torch.where(unwarped >= MIN_VARIANCE, ratio, torch.full_like(ratio, float("nan")))
+
+
+def contrast_loss(events: torch.Tensor, flow: torch.Tensor, refs: Sequence[float] = CONTRAST_REFS) -> torch.Tensor:
+    """Self-supervised flow loss: the mean over windows and reference times of the unwarped events' variance
+    over the warped ones' (the inverse of the FWL).
+
+    Zero flow scores 1; a flow that sharpens the events scores less, down to 0. The inverse keeps what
+    one reference time can gain from a collapse of the events onto few pixels below 1, while the blur it
+    causes at the other reference times costs without bound. Windows without events add 0 (no gradient).
+    """
+    if not refs:
+        raise ValueError("contrast_loss needs at least one reference time")
+    unwarped = image_variance(events.float().sum(dim=1))
+    has_events = (unwarped >= MIN_VARIANCE).float()
+    total = events.new_zeros((), dtype=torch.float32)
+    for t_ref in refs:
+        warped = image_variance(warp_events(events, flow, t_ref))
+        total = total + (has_events * unwarped / (warped + MIN_VARIANCE)).sum()
+    return total / (len(refs) * has_events.sum().clamp_min(1.0))
+
+
+def smoothness_loss(flow: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Charbonnier penalty of the flow's differences between horizontal and vertical neighbours: the
+    prior that fills in pixels without events, where the contrast says nothing."""
+    dx = flow[..., :, 1:] - flow[..., :, :-1]
+    dy = flow[..., 1:, :] - flow[..., :-1, :]
+    return torch.sqrt(dx.float() ** 2 + eps**2).mean() + torch.sqrt(dy.float() ** 2 + eps**2).mean()
+
+
+def multiscale_contrast_loss(
+    preds: Sequence[torch.Tensor],
+    events: torch.Tensor,
+    weights: Sequence[float],
+    smoothness_weight: float,
+    refs: Sequence[float] = CONTRAST_REFS,
+) -> torch.Tensor:
+    """``contrast_loss`` plus ``smoothness_weight`` times ``smoothness_loss`` at every flow scale (finest
+    first, each in full-resolution pixels and resampled to the events' size), weighted as the supervised loss."""
+    if len(weights) < len(preds):
+        raise ValueError(f"{len(preds)} flow scales but only {len(weights)} scale weights")
+    total = events.new_zeros((), dtype=torch.float32)
+    for pred, weight in zip(preds, weights, strict=False):
+        if pred.shape[-2:] != events.shape[-2:]:
+            pred = F.interpolate(pred, size=events.shape[-2:], mode="bilinear", align_corners=False)
+        total = total + weight * (contrast_loss(events, pred, refs) + smoothness_weight * smoothness_loss(pred))
+    return total
+
+
+class FlowWarpLoss:
+    """The mean FWL over the windows with events, accumulated batch by batch."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.count = 0
+
+    def update(self, events: torch.Tensor, flow: torch.Tensor) -> None:
+        fwl = flow_warp_loss(events, flow)
+        fwl = fwl[torch.isfinite(fwl)]
+        self.total += float(fwl.sum())
+        self.count += int(fwl.numel())
+
+    def merge(self, other: FlowWarpLoss) -> None:
+        self.total += other.total
+        self.count += other.count
+
+    def compute(self) -> float:
+        """The mean FWL; NaN when no window had events."""
+        return self.total / self.count if self.count else float("nan")

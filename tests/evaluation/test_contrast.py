@@ -1,0 +1,133 @@
+"""Contrast maximization: the warp, the self-supervised loss and the flow warp loss (FWL)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from snn.data.provider import build_dataset
+from snn.data.synthetic import generate_dataset
+from snn.data.synthetic_config import SyntheticConfig
+from snn.evaluation.contrast import (
+    FlowWarpLoss,
+    contrast_loss,
+    flow_warp_loss,
+    multiscale_contrast_loss,
+    smoothness_loss,
+    warp_events,
+)
+
+
+def blob_window(flow_uv: tuple[float, float], num_bins: int = 5, size: int = 48, seed: int = 0) -> torch.Tensor:
+    """[1, K, 2, H, W]: Gaussian blobs moving by ``flow_uv`` pixels over the window, each bin drawn at its centre
+    time; ON blobs in channel 0, OFF in 1. Smooth, so the contrast changes smoothly with the flow."""
+    g = torch.Generator().manual_seed(seed)
+    n = 12
+    centres = 10 + torch.rand(n, 2, generator=g) * (size - 20)
+    polarity = torch.rand(n, generator=g) < 0.5
+    ys, xs = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    events = torch.zeros(1, num_bins, 2, size, size)
+    for k in range(num_bins):
+        t = (k + 0.5) / num_bins
+        for (cx, cy), on in zip(centres, polarity, strict=True):
+            x, y = cx + t * flow_uv[0], cy + t * flow_uv[1]
+            events[0, k, 0 if on else 1] += torch.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * 1.2**2))
+    return events
+
+
+def test_zero_flow_stacks_the_bins_and_scores_one():
+    events = torch.rand(2, 5, 2, 16, 24) * (torch.rand(2, 5, 2, 16, 24) < 0.2)
+    flow = torch.zeros(2, 2, 16, 24)
+    assert torch.allclose(warp_events(events, flow, 0.0), events.sum(dim=1), atol=1e-6)
+    assert torch.allclose(flow_warp_loss(events, flow), torch.ones(2))
+    assert contrast_loss(events, flow).item() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_an_event_moves_by_the_flow_times_its_distance_to_the_reference_time():
+    events = torch.zeros(1, 5, 2, 20, 20)
+    events[0, 4, 1, 10, 8] = 3.0  # the last bin, centred at t = 0.9 of the window
+    flow = torch.zeros(1, 2, 20, 20)
+    flow[0, :, 10, 8] = torch.tensor([10.0, -5.0])
+    iwe = warp_events(events, flow, t_ref=0.4)  # 0.5 of the window back: (-5, +2.5) px
+    assert iwe[0, 1, 12, 3] == pytest.approx(1.5) and iwe[0, 1, 13, 3] == pytest.approx(1.5)
+    assert iwe.sum() == pytest.approx(3.0) and iwe[0, 0].abs().sum() == 0
+    # Warped out of the frame, it is lost.
+    assert warp_events(events, flow * 10, t_ref=0.0).sum() == 0
+
+
+def test_a_window_without_events_has_no_fwl_and_adds_nothing_to_the_loss():
+    events = torch.zeros(2, 5, 2, 16, 16)
+    events[1, 2, 0, 5, 5] = 1.0
+    events[1, 3, 0, 5, 7] = 1.0
+    flow = torch.zeros(2, 2, 16, 16, requires_grad=True)
+    fwl = flow_warp_loss(events, flow.detach())
+    assert math.isnan(fwl[0]) and fwl[1].item() == pytest.approx(1.0)
+    metric = FlowWarpLoss()
+    metric.update(events, flow.detach())
+    assert metric.count == 1 and metric.compute() == pytest.approx(1.0)
+    assert math.isnan(FlowWarpLoss().compute())
+    contrast_loss(events[:1], flow[:1]).backward()
+    assert flow.grad is not None and not flow.grad.any()
+
+
+@pytest.fixture(scope="module")
+def synthetic_windows(tmp_path_factory):
+    """Windows of the default 64x64 scenes: motions of a few pixels a window (at 32x32 they move about one
+    pixel, which leaves the events as sharp unwarped as warped, and contrast nothing to find)."""
+    root = tmp_path_factory.mktemp("contrast") / "synthetic"
+    generate_dataset(root, SyntheticConfig(num_frames=6), 2, 1, 1, seed=0, workers=1, progress=False)
+    data = build_dataset(root, "train")
+    samples = [data[i] for i in range(len(data))]
+    events = torch.stack([s["events"] for s in samples])
+    flow = torch.stack([s["flow"] for s in samples])
+    keep = flow.flatten(1).abs().amax(dim=1) > 0.5  # windows that move
+    assert keep.sum() >= 4
+    return events[keep], flow[keep]
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.5, 2.0])
+def test_the_loss_is_lowest_at_the_true_flow_of_synthetic_windows(synthetic_windows, scale):
+    events, flow = synthetic_windows
+    at_truth = contrast_loss(events, flow)
+    assert at_truth < 0.97  # sharper than the events as they are
+    assert at_truth < contrast_loss(events, flow * scale) - 0.02
+    assert flow_warp_loss(events, flow).nanmean() > flow_warp_loss(events, flow * scale).nanmean()
+
+
+def test_the_gradient_moves_a_constant_flow_toward_the_truth():
+    truth = torch.tensor([6.0, -4.0])
+    events = blob_window(tuple(truth.tolist()))
+    uv = (0.6 * truth).clone().requires_grad_()
+    optimizer = torch.optim.Adam([uv], lr=0.1)
+    for _ in range(60):
+        optimizer.zero_grad()
+        contrast_loss(events, uv.view(1, 2, 1, 1).expand(1, 2, 48, 48)).backward()
+        optimizer.step()
+    assert (uv.detach() - truth).norm() < 0.25 * (0.4 * truth).norm()
+
+
+def test_collapse_onto_one_point_is_not_a_minimum():
+    """A flow that piles every event onto one pixel at the window's end scores worse than the true one."""
+    truth = (6.0, -4.0)
+    events = blob_window(truth)
+    ys, xs = torch.meshgrid(torch.arange(48).float(), torch.arange(48).float(), indexing="ij")
+    toward_centre = torch.stack([24 - xs, 24 - ys]).unsqueeze(0) / 0.9  # the last bin lands on (24, 24)
+    true_flow = torch.tensor(truth).view(1, 2, 1, 1).expand(1, 2, 48, 48)
+    assert contrast_loss(events, true_flow) < contrast_loss(events, toward_centre)
+
+
+def test_smoothness_is_zero_for_a_constant_flow_and_grows_with_its_differences():
+    flat = torch.ones(1, 2, 8, 8) * 3
+    ramp = flat + torch.arange(8).float()
+    assert smoothness_loss(flat) < 2e-3 < smoothness_loss(ramp)
+
+
+def test_the_multiscale_loss_resamples_coarse_flows_and_checks_its_weights():
+    events = blob_window((4.0, 0.0))
+    flows = [torch.zeros(1, 2, 48, 48), torch.zeros(1, 2, 24, 24)]
+    loss = multiscale_contrast_loss(flows, events, [1.0, 0.5], smoothness_weight=0.1)
+    assert loss.item() == pytest.approx(1.5 * (1.0 + 0.1 * 2e-3), rel=1e-3)
+    with pytest.raises(ValueError, match="scale weights"):
+        multiscale_contrast_loss(flows, events, [1.0], smoothness_weight=0.1)
