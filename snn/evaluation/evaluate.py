@@ -287,6 +287,7 @@ def compare_checkpoints(
                 "output_mae": diff["mae"],
                 "output_mse": diff["mse"],
                 "synops_per_sample": res.activity["synops_per_sample"],
+                "fwl": res.metrics["fwl"]["overall"],
             }
         )
     ref_aee = rows[ref]["aee"]

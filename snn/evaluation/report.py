@@ -7,6 +7,8 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
+
 from snn.evaluation.metrics import METRIC_KEYS
 from snn.evaluation.plots import plot_aee_vs_size
 from snn.quantization.control import widths_tag
@@ -240,7 +242,7 @@ def _csv_value(value):
 
 # The columns every bit-width table has, between its own first and last ones.
 BITWIDTH_FIELDS = ["bits", "current_bits", "parameters", "size_mb", "aee", "outliers", "zero_flow_aee", "retention"]
-COMPARE_FIELDS = ["checkpoint", "reference", *BITWIDTH_FIELDS, "output_mae", "output_mse", "synops_per_sample"]
+COMPARE_FIELDS = ["checkpoint", "reference", *BITWIDTH_FIELDS, "output_mae", "output_mse", "synops_per_sample", "fwl"]
 
 
 def comparison_markdown(rows: list[dict], note: str) -> str:
@@ -255,6 +257,7 @@ def comparison_markdown(rows: list[dict], note: str) -> str:
         "output MAE",
         "output MSE",
         "SynOps/sample",
+        "FWL",
     ]
     cells = [
         [
@@ -268,12 +271,48 @@ def comparison_markdown(rows: list[dict], note: str) -> str:
             _cell(r["output_mae"], "{:.4f}"),
             _cell(r["output_mse"], "{:.5f}"),
             human(r["synops_per_sample"]),
+            _cell(r.get("fwl", float("nan")), "{:.3f}"),
         ]
         for r in rows
     ]
     zero = rows[0]["zero_flow_aee"] if rows else float("nan")
     note = f"{note}. Zero-flow AEE of the split: {_cell(zero, '{:.3f}')} px (dense mask)."
+    agreement = fwl_aee_agreement(rows)
+    if math.isfinite(agreement):
+        note += (
+            f" FWL (flow warp loss, no ground truth needed; higher is better) ranks the checkpoints as AEE does "
+            f"with Spearman's rho = {agreement:.2f} (1: the same order)."
+        )
     return markdown_table(header, cells) + "\n\n" + note + "\n"
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman's rank correlation of two equally long lists (tied values share their mean rank)."""
+    if len(a) != len(b) or len(a) < 2:
+        return float("nan")
+
+    def ranks(values: list[float]) -> np.ndarray:
+        values = np.asarray(values, dtype=float)
+        order = values.argsort(kind="stable")
+        r = np.empty(len(values))
+        r[order] = np.arange(len(values), dtype=float)
+        for v in np.unique(values):  # ties: the mean of their ranks
+            r[values == v] = r[values == v].mean()
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def fwl_aee_agreement(rows: list[dict]) -> float:
+    """Spearman's rho between FWL and minus AEE over the rows where both are finite (NaN under three):
+    1 when the label-free metric ranks the models exactly as the ground truth does."""
+    pairs = [(r["fwl"], -r["aee"]) for r in rows if math.isfinite(r.get("fwl", math.nan)) and math.isfinite(r["aee"])]
+    if len(pairs) < 3:
+        return float("nan")
+    return spearman([f for f, _ in pairs], [a for _, a in pairs])
 
 
 def write_comparison_csv(rows: list[dict], path: str | Path) -> None:

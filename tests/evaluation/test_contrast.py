@@ -18,6 +18,7 @@ from snn.evaluation.contrast import (
     smoothness_loss,
     warp_events,
 )
+from snn.evaluation.report import fwl_aee_agreement, spearman
 
 
 def blob_window(flow_uv: tuple[float, float], num_bins: int = 5, size: int = 48, seed: int = 0) -> torch.Tensor:
@@ -131,3 +132,13 @@ def test_the_multiscale_loss_resamples_coarse_flows_and_checks_its_weights():
     assert loss.item() == pytest.approx(1.5 * (1.0 + 0.1 * 2e-3), rel=1e-3)
     with pytest.raises(ValueError, match="scale weights"):
         multiscale_contrast_loss(flows, events, [1.0], smoothness_weight=0.1)
+
+
+def test_spearman_and_the_agreement_of_fwl_with_aee():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486833)  # ties share their mean rank
+    rows = [{"aee": a, "fwl": f} for a, f in [(0.7, 1.3), (0.8, 1.2), (0.9, 1.25), (1.5, 1.0)]]
+    assert fwl_aee_agreement(rows) == pytest.approx(0.8)  # lower AEE with higher FWL counts as agreeing
+    assert math.isnan(fwl_aee_agreement(rows[:2]))
+    assert math.isnan(fwl_aee_agreement([*rows[:2], {"aee": 1.0, "fwl": float("nan")}]))

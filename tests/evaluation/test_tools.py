@@ -675,6 +675,8 @@ def test_compare_uses_the_full_precision_checkpoint_as_reference(checkpoints, ti
     md = (out / "compare.md").read_text()
     assert "FP32" in md and "W4A4" in md and f"reference: {checkpoints['fp']} (full precision)" in md
     assert cv2.imread(str(out / "compare.png")) is not None
+    assert float(fp["fwl"]) > 0 and "| FWL |" in md
+    assert "Spearman" not in md  # two checkpoints are too few to rank
 
 
 def test_compare_without_full_precision_says_which_stands_in(checkpoints, tiny_synthetic_root, tmp_path):
