@@ -135,6 +135,9 @@ class Config:
     flow_loss_weight: float = 1.0
     contrast_loss_weight: float = 1.0
     smoothness_weight: float = 0.1
+    # Weight of a penalty on the flow's divergence in the contrast loss (0: off), against flows that
+    # draw the events onto their edges, sharper than the true motion does (README, Learning without labels).
+    divergence_weight: float = 0.0
 
     # Quantization-aware training (see QAT_GUIDE.md).
     quantization_enabled: bool = False
@@ -443,7 +446,7 @@ def _validate_quantization(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: key 'distill_weight' must be >= 0, got {cfg.distill_weight}")
     if cfg.loss not in LOSSES:
         raise ConfigError(f"{source}: key 'loss' must be one of {', '.join(LOSSES)}, got {cfg.loss!r}")
-    for key in ("flow_loss_weight", "contrast_loss_weight", "smoothness_weight"):
+    for key in ("flow_loss_weight", "contrast_loss_weight", "smoothness_weight", "divergence_weight"):
         if not (_finite_number(getattr(cfg, key)) and getattr(cfg, key) >= 0):
             raise ConfigError(f"{source}: key '{key}' must be a finite number >= 0, got {getattr(cfg, key)!r}")
     if cfg.firing_rate_weight < 0:

@@ -110,22 +110,36 @@ def smoothness_loss(flow: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     return torch.sqrt(dx.float() ** 2 + eps**2).mean() + torch.sqrt(dy.float() ** 2 + eps**2).mean()
 
 
+def divergence_loss(flow: torch.Tensor) -> torch.Tensor:
+    """Mean absolute divergence of the flow (central differences). A flow that draws the events of a
+    window together onto their edges (a local collapse, which sharpens them beyond what the true
+    motion does) converges there and diverges between them; rigid motion has none."""
+    du = flow[:, 0, 1:-1, 2:] - flow[:, 0, 1:-1, :-2]
+    dv = flow[:, 1, 2:, 1:-1] - flow[:, 1, :-2, 1:-1]
+    return ((du + dv) / 2).float().abs().mean()
+
+
 def multiscale_contrast_loss(
     preds: Sequence[torch.Tensor],
     events: torch.Tensor,
     weights: Sequence[float],
     smoothness_weight: float,
     refs: Sequence[float] = CONTRAST_REFS,
+    divergence_weight: float = 0.0,
 ) -> torch.Tensor:
-    """``contrast_loss`` plus ``smoothness_weight`` times ``smoothness_loss`` at every flow scale (finest
-    first, each in full-resolution pixels and resampled to the events' size), weighted as the supervised loss."""
+    """``contrast_loss`` plus ``smoothness_weight`` times ``smoothness_loss`` (and ``divergence_weight`` times
+    ``divergence_loss``) at every flow scale (finest first, each in full-resolution pixels and resampled to
+    the events' size), weighted as the supervised loss."""
     if len(weights) < len(preds):
         raise ValueError(f"{len(preds)} flow scales but only {len(weights)} scale weights")
     total = events.new_zeros((), dtype=torch.float32)
     for pred, weight in zip(preds, weights, strict=False):
         if pred.shape[-2:] != events.shape[-2:]:
             pred = F.interpolate(pred, size=events.shape[-2:], mode="bilinear", align_corners=False)
-        total = total + weight * (contrast_loss(events, pred, refs) + smoothness_weight * smoothness_loss(pred))
+        term = contrast_loss(events, pred, refs) + smoothness_weight * smoothness_loss(pred)
+        if divergence_weight:
+            term = term + divergence_weight * divergence_loss(pred)
+        total = total + weight * term
     return total
 
 

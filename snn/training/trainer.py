@@ -384,7 +384,9 @@ class Trainer:
             shares["flow_loss"] = global_share(batch["valid"].sum())
         if cfg.loss != "supervised":
             events = batch["events"][:, -cfg.num_bins :]  # the window the flow is of (the last, with state_windows)
-            contrast = multiscale_contrast_loss(preds, events, cfg.scale_weights, cfg.smoothness_weight)
+            contrast = multiscale_contrast_loss(
+                preds, events, cfg.scale_weights, cfg.smoothness_weight, divergence_weight=cfg.divergence_weight
+            )
             terms["contrast_loss"] = cfg.contrast_loss_weight * contrast
             shares["contrast_loss"] = global_share(torch.tensor(len(events), device=events.device))
         backward = sum(terms[k] * shares[k] for k in terms)

@@ -13,6 +13,7 @@ from snn.data.synthetic_config import SyntheticConfig
 from snn.evaluation.contrast import (
     FlowWarpLoss,
     contrast_loss,
+    divergence_loss,
     flow_warp_loss,
     multiscale_contrast_loss,
     smoothness_loss,
@@ -142,3 +143,12 @@ def test_spearman_and_the_agreement_of_fwl_with_aee():
     assert fwl_aee_agreement(rows) == pytest.approx(0.8)  # lower AEE with higher FWL counts as agreeing
     assert math.isnan(fwl_aee_agreement(rows[:2]))
     assert math.isnan(fwl_aee_agreement([*rows[:2], {"aee": 1.0, "fwl": float("nan")}]))
+
+
+def test_divergence_is_zero_for_rigid_motion_and_a_rotation_and_counts_a_contraction():
+    ys, xs = torch.meshgrid(torch.arange(16).float(), torch.arange(16).float(), indexing="ij")
+    shift = torch.stack([torch.full_like(xs, 2.0), torch.full_like(ys, -1.0)]).unsqueeze(0)
+    rotation = torch.stack([-(ys - 8), xs - 8]).unsqueeze(0) * 0.1
+    contraction = torch.stack([8 - xs, 8 - ys]).unsqueeze(0) * 0.1
+    assert divergence_loss(shift) == 0 and divergence_loss(rotation) < 1e-6
+    assert divergence_loss(contraction).item() == pytest.approx(0.2)

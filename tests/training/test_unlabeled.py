@@ -145,6 +145,7 @@ def test_a_contrast_run_picks_its_best_model_by_the_flow_warp_loss(tiny_syntheti
     [
         ("loss", "photometric", "must be one of supervised, contrast, both"),
         ("smoothness_weight", -1, "must be a finite number >= 0"),
+        ("divergence_weight", -0.5, "must be a finite number >= 0"),
     ],
 )
 def test_bad_loss_keys_name_the_key(key, value, problem):
