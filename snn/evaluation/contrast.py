@@ -49,7 +49,7 @@ def warp_events(events: torch.Tensor, flow: torch.Tensor, t_ref: float) -> torch
     # Only the pixels of a bin that hold events move: gather them, their time and their pixel's flow.
     bi, ki, ci, yi, xi = events.detach().nonzero(as_tuple=True)
     values = events[bi, ki, ci, yi, xi]
-    dt = t_ref - (ki.float() + 0.5) / k
+    dt = t_ref - bin_times(k, flow.device)[ki]
     x = xi.float() + dt * flow[bi, 0, yi, xi]
     y = yi.float() + dt * flow[bi, 1, yi, xi]
     x0, y0 = x.detach().floor(), y.detach().floor()
