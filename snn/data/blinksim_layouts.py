@@ -401,7 +401,8 @@ class EventsOnly(LayoutDecoder):
 
     @classmethod
     def find(cls, seq_dir: Path) -> tuple[Path, Path] | None:
-        labelled = ("flow.h5", "forward_flow", "flow")
+        # The top entry of every labelled layout's flow (flow.h5, forward_flow/), and a flow/ folder of any kind.
+        labelled = {Path(decoder.flow_file).parts[0] for decoder in DECODERS} | {"flow"}
         if any((seq_dir / name).exists() for name in labelled):
             return None
         for name in cls.events_files:

@@ -151,7 +151,10 @@ class FlowWarpLoss:
         self.count = 0
 
     def update(self, events: torch.Tensor, flow: torch.Tensor) -> None:
-        fwl = flow_warp_loss(events, flow)
+        self.add(flow_warp_loss(events, flow))
+
+    def add(self, fwl: torch.Tensor) -> None:
+        """Windows' FWL as ``flow_warp_loss`` returns it; those without events (NaN) are left out."""
         fwl = fwl[torch.isfinite(fwl)]
         self.total += float(fwl.sum())
         self.count += int(fwl.numel())

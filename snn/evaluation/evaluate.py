@@ -24,7 +24,7 @@ from tqdm import tqdm
 from snn.config import Config, config_from_checkpoint, config_from_dict, load_config
 from snn.data.loaders import make_dataset, make_loader, sequences_of
 from snn.data.representations import num_input_channels
-from snn.evaluation.contrast import FlowWarpLoss
+from snn.evaluation.contrast import FlowWarpLoss, flow_warp_loss
 from snn.evaluation.distance import ErrorByDistance
 from snn.evaluation.metrics import FlowMetrics, compare_model_outputs, evaluation_mask
 from snn.evaluation.predictions import FlowPngWriter
@@ -87,8 +87,9 @@ def evaluate_model(
             samples += len(events)
             if on_batch is not None:
                 on_batch(batch, pred)
+            per_window = flow_warp_loss(batch["events"], pred)  # once for the batch, then by sequence
             for i, name in enumerate(batch["sequence"]):
-                fwl[name].update(batch["events"][i : i + 1], pred[i : i + 1])
+                fwl[name].add(per_window[i : i + 1])
             for m in masks:
                 mask = evaluation_mask(batch["flow"], batch["valid"], batch.get("event_mask"), m)
                 for i, name in enumerate(batch["sequence"]):

@@ -271,7 +271,7 @@ def comparison_markdown(rows: list[dict], note: str) -> str:
             _cell(r["output_mae"], "{:.4f}"),
             _cell(r["output_mse"], "{:.5f}"),
             human(r["synops_per_sample"]),
-            _cell(r.get("fwl", float("nan")), "{:.3f}"),
+            _cell(r["fwl"], "{:.3f}"),
         ]
         for r in rows
     ]
@@ -309,7 +309,7 @@ def spearman(a: list[float], b: list[float]) -> float:
 def fwl_aee_agreement(rows: list[dict]) -> float:
     """Spearman's rho between FWL and minus AEE over the rows where both are finite (NaN under three):
     1 when the label-free metric ranks the models exactly as the ground truth does."""
-    pairs = [(r["fwl"], -r["aee"]) for r in rows if math.isfinite(r.get("fwl", math.nan)) and math.isfinite(r["aee"])]
+    pairs = [(r["fwl"], -r["aee"]) for r in rows if math.isfinite(r["fwl"]) and math.isfinite(r["aee"])]
     if len(pairs) < 3:
         return float("nan")
     return spearman([f for f, _ in pairs], [a for _, a in pairs])

@@ -355,7 +355,7 @@ class Trainer:
             if self.global_step % max(1, self.cfg.log_every) == 0:
                 self._check_finite(loss, epoch)
                 bar.set_postfix(loss=f"{flow_loss.item():.3f}")
-                self._log_step(flow_loss, loss, {**terms, **extras} if len(terms) > 1 else extras)
+                self._log_step(loss, {**terms, **extras})
             self.global_step += 1
             if self._stop is not None and self._stop.signum is not None:
                 bar.close()
@@ -380,7 +380,7 @@ class Trainer:
         terms, shares = {}, {}
         if cfg.loss != "contrast":
             epe = multiscale_epe_loss(preds, batch["flow"], batch["valid"], cfg.scale_weights)
-            terms["flow_loss"] = epe if cfg.flow_loss_weight == 1 else cfg.flow_loss_weight * epe
+            terms["flow_loss"] = cfg.flow_loss_weight * epe  # at the default 1.0, exactly the EPE
             shares["flow_loss"] = global_share(batch["valid"].sum())
         if cfg.loss != "supervised":
             events = batch["events"][:, -cfg.num_bins :]  # the window the flow is of (the last, with state_windows)
@@ -492,13 +492,14 @@ class Trainer:
                 return f"once it is fixed, continue the run with --resume {self.checkpoint_dir / name}"
         return "once it is fixed, start the run again"
 
-    def _log_step(self, flow_loss, loss, extras) -> None:
+    def _log_step(self, loss, terms) -> None:
+        """TensorBoard at a log step: the total loss and each of its terms under its own name (``flow_loss``
+        for the supervised EPE, ``contrast_loss``, ``distill_loss``, ...)."""
         if not is_main():
             return
         w, step = self.writer, self.global_step
-        w.add_scalar("train/flow_loss", flow_loss.item(), step)
         w.add_scalar("train/total_loss", loss.item(), step)
-        for name, value in extras.items():
+        for name, value in terms.items():
             w.add_scalar(f"train/{name}", value.item(), step)
         w.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], step)
         for name, rate in self.model.spike_rates().items():
