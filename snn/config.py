@@ -138,6 +138,11 @@ class Config:
     # Weight of a penalty on the flow's divergence in the contrast loss (0: off), against flows that
     # draw the events onto their edges, sharper than the true motion does (README, Learning without labels).
     divergence_weight: float = 0.0
+    # Windows of events the contrast loss warps along each predicted flow: the window the flow is of
+    # and the k - 1 before it, the flow taken as constant over them. A longer span gives the true flow
+    # a sharper image than any short one (README, Learning without labels); the network still reads
+    # only its own window (state_windows decides what it carries over).
+    contrast_windows: int = 1
 
     # Quantization-aware training (see QAT_GUIDE.md).
     quantization_enabled: bool = False
@@ -242,6 +247,11 @@ class Config:
             return None
         return min(self.num_epochs - 1, math.ceil((1 - self.late_crop_fraction) * self.num_epochs - 1e-9))
 
+    def sample_windows(self) -> int:
+        """Consecutive windows of a sequence in one training sample: enough for the carried state
+        (``state_windows``) and for the contrast loss (``contrast_windows``)."""
+        return max(self.state_windows, self.contrast_windows)
+
     def crop_at(self, epoch: int) -> int | None:
         """The training crop of (0-based) ``epoch``."""
         start = self.late_crop_epoch()
@@ -273,6 +283,7 @@ _POSITIVE = (
     "base_ch",
     "num_bins",
     "state_windows",
+    "contrast_windows",
     "batch_size",
     "num_epochs",
     "learning_rate",
@@ -449,6 +460,11 @@ def _validate_quantization(cfg: Config, source: str) -> None:
     for key in ("flow_loss_weight", "contrast_loss_weight", "smoothness_weight", "divergence_weight"):
         if not (_finite_number(getattr(cfg, key)) and getattr(cfg, key) >= 0):
             raise ConfigError(f"{source}: key '{key}' must be a finite number >= 0, got {getattr(cfg, key)!r}")
+    if cfg.contrast_windows > 1 and cfg.loss == "supervised":
+        raise ConfigError(
+            f"{source}: key 'contrast_windows' is {cfg.contrast_windows}, but loss is 'supervised', which warps "
+            "no events (use loss: contrast or both, or contrast_windows: 1)"
+        )
     if cfg.firing_rate_weight < 0:
         raise ConfigError(f"{source}: key 'firing_rate_weight' must be >= 0, got {cfg.firing_rate_weight}")
     band = cfg.firing_rate_band

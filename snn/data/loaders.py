@@ -118,7 +118,7 @@ def make_dataset(
             cfg.augment,
             cfg.late_crop_size,
             cfg.late_crop_epoch(),
-            cfg.state_windows,
+            cfg.sample_windows(),
             cfg.event_keep_min if cfg.augment else 1.0,
             cfg.zoom_max if cfg.augment else 1.0,
         )

@@ -383,9 +383,15 @@ class Trainer:
             terms["flow_loss"] = cfg.flow_loss_weight * epe  # at the default 1.0, exactly the EPE
             shares["flow_loss"] = global_share(batch["valid"].sum())
         if cfg.loss != "supervised":
-            events = batch["events"][:, -cfg.num_bins :]  # the window the flow is of (the last, with state_windows)
+            # the window the flow is of (the sample's last) and the contrast_windows - 1 before it
+            events = batch["events"][:, -cfg.contrast_windows * cfg.num_bins :]
             contrast = multiscale_contrast_loss(
-                preds, events, cfg.scale_weights, cfg.smoothness_weight, divergence_weight=cfg.divergence_weight
+                preds,
+                events,
+                cfg.scale_weights,
+                cfg.smoothness_weight,
+                divergence_weight=cfg.divergence_weight,
+                num_bins=cfg.num_bins,
             )
             terms["contrast_loss"] = cfg.contrast_loss_weight * contrast
             shares["contrast_loss"] = global_share(torch.tensor(len(events), device=events.device))
@@ -402,7 +408,9 @@ class Trainer:
 
     def _forward_history(self, forward, model: nn.Module, events: torch.Tensor):
         """``forward`` on the last window of ``events``, its membranes warmed up on the windows before
-        it (``state_windows`` > 1; see ``forward_with_history``)."""
+        it (``state_windows`` > 1; see ``forward_with_history``). Windows that a sample holds only for
+        the contrast loss (``contrast_windows``) are not read."""
+        events = events[:, -self.cfg.state_windows * self.cfg.num_bins :]
         return forward_with_history(forward, model, events, self.cfg.num_bins)
 
     def _check_finite(self, loss: torch.Tensor, epoch: int) -> None:

@@ -12,10 +12,12 @@ from snn.data.synthetic import generate_dataset
 from snn.data.synthetic_config import SyntheticConfig
 from snn.evaluation.contrast import (
     FlowWarpLoss,
+    bin_times,
     contrast_loss,
     divergence_loss,
     flow_warp_loss,
     multiscale_contrast_loss,
+    reference_times,
     smoothness_loss,
     warp_events,
 )
@@ -59,6 +61,22 @@ def test_an_event_moves_by_the_flow_times_its_distance_to_the_reference_time():
     assert warp_events(events, flow * 10, t_ref=0.0).sum() == 0
 
 
+def test_the_windows_before_the_flows_own_lie_at_negative_times_and_move_along_the_same_flow():
+    assert torch.allclose(bin_times(5, windows=2), torch.arange(-0.9, 1.0, 0.2), atol=1e-6)
+    assert reference_times(1) == (0.0, 0.5, 1.0) and reference_times(3) == (-2.0, -0.5, 1.0)
+    events = torch.zeros(1, 10, 2, 20, 20)
+    events[0, 2, 0, 10, 4] = 1.0  # bin 2 of the earlier window: t = -0.5
+    flow = torch.zeros(1, 2, 20, 20)
+    flow[0, :, 10, 4] = torch.tensor([4.0, 2.0])
+    iwe = warp_events(events, flow, t_ref=1.0, num_bins=5)  # 1.5 windows forward: (+6, +3) px
+    assert iwe[0, 0, 13, 10] == pytest.approx(1.0)
+    # Read as one window of ten bins, the same event sits at t = 0.25 instead: (+3, +1.5) px.
+    one = warp_events(events, flow, t_ref=1.0)[0, 0]
+    assert one[11, 7] == pytest.approx(0.5) and one[12, 7] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="not whole windows of 3 bins"):
+        warp_events(events, flow, 1.0, num_bins=3)
+
+
 def test_a_window_without_events_has_no_fwl_and_adds_nothing_to_the_loss():
     events = torch.zeros(2, 5, 2, 16, 16)
     events[1, 2, 0, 5, 5] = 1.0
@@ -96,6 +114,30 @@ def test_the_loss_is_lowest_at_the_true_flow_of_synthetic_windows(synthetic_wind
     assert at_truth < 0.97  # sharper than the events as they are
     assert at_truth < contrast_loss(events, flow * scale) - 0.02
     assert flow_warp_loss(events, flow).nanmean() > flow_warp_loss(events, flow * scale).nanmean()
+
+
+@pytest.fixture(scope="module")
+def synthetic_spans(tmp_path_factory):
+    """Spans of three consecutive windows of the default 64x64 scenes [N, 3 * K, 2, H, W], with the last
+    window's flow."""
+    root = tmp_path_factory.mktemp("contrast_spans") / "synthetic"
+    generate_dataset(root, SyntheticConfig(num_frames=8), 2, 1, 1, seed=0, workers=1, progress=False)
+    data = build_dataset(root, "train")
+    spans, flows = [], []
+    for i in range(len(data)):
+        if data[i]["index"] >= 2:
+            spans.append(torch.cat([data[i - 2]["events"], data[i - 1]["events"], data[i]["events"]]))
+            flows.append(data[i]["flow"])
+    return torch.stack(spans), torch.stack(flows)
+
+
+def test_a_span_of_three_windows_sharpens_along_the_true_flow_more_than_one_window_does(synthetic_spans):
+    events, flow = synthetic_spans
+    last = events[:, -5:]
+    over_three, over_one = contrast_loss(events, flow, num_bins=5), contrast_loss(last, flow, num_bins=5)
+    assert over_three < over_one - 0.05
+    for scale in (0.0, 0.8, 1.2):
+        assert over_three < contrast_loss(events, flow * scale, num_bins=5) - 0.02
 
 
 def test_the_gradient_moves_a_constant_flow_toward_the_truth():

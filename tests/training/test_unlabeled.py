@@ -146,8 +146,33 @@ def test_a_contrast_run_picks_its_best_model_by_the_flow_warp_loss(tiny_syntheti
         ("loss", "photometric", "must be one of supervised, contrast, both"),
         ("smoothness_weight", -1, "must be a finite number >= 0"),
         ("divergence_weight", -0.5, "must be a finite number >= 0"),
+        ("contrast_windows", 0, "must be > 0"),
     ],
 )
 def test_bad_loss_keys_name_the_key(key, value, problem):
     with pytest.raises(ConfigError, match=f"'{key}' {problem}"):
         load_config(DEFAULT_CONFIG, {key: value})
+
+
+def test_contrast_windows_without_a_contrast_loss_is_refused():
+    with pytest.raises(ConfigError, match="'contrast_windows' is 3, but loss is 'supervised'"):
+        load_config(DEFAULT_CONFIG, {"contrast_windows": 3})
+
+
+def test_contrast_windows_give_the_loss_the_windows_before_and_the_network_its_own(tiny_synthetic_root, tmp_path):
+    cfg = _cfg(tiny_synthetic_root, tmp_path, loss="contrast", contrast_windows=2, smoothness_weight=0.0)
+    cfg.scale_weights = [1.0, 0.0, 0.0]
+    trainer = build_trainer(cfg, CPU)
+    batch = next(iter(trainer.train_loader))
+    events = batch["events"]
+    assert events.shape[1] == 2 * cfg.num_bins and events[:, : cfg.num_bins].sum() > 0  # the window before
+    model = trainer.model.eval()
+    with torch.no_grad():
+        seen = trainer._forward_history(model, model, events)
+        assert torch.equal(seen, model(events[:, -cfg.num_bins :]))  # stateless: its own window alone
+    n = len(events)
+    preds = [torch.randn(n, 2, 32, 32), torch.zeros(n, 2, 16, 16), torch.zeros(n, 2, 8, 8)]
+    loss, _, _ = trainer.learning_loss(preds, batch)
+    both = contrast_loss(events, preds[0], num_bins=cfg.num_bins)
+    assert loss.item() == pytest.approx(both.item())
+    assert loss.item() != pytest.approx(contrast_loss(events[:, -cfg.num_bins :], preds[0]).item())
