@@ -28,6 +28,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from snn.models.state import count_windows
+
 # The reference times the training loss warps to (fractions of the window). Sharpening at one
 # of them by piling events onto few pixels (collapse) blurs them at the others.
 CONTRAST_REFS = (0.0, 0.5, 1.0)
@@ -44,11 +46,7 @@ def bin_times(num_bins: int, device: torch.device | None = None, windows: int = 
 
 def span_windows(events: torch.Tensor, num_bins: int | None) -> int:
     """How many windows of ``num_bins`` bins ``events`` [B, w * K, C, H, W] hold (None: all one window)."""
-    if num_bins is None:
-        return 1
-    if num_bins < 1 or events.shape[1] % num_bins:
-        raise ValueError(f"{events.shape[1]} time bins are not whole windows of {num_bins} bins")
-    return events.shape[1] // num_bins
+    return 1 if num_bins is None else count_windows(events.shape[1], num_bins)
 
 
 def reference_times(windows: int = 1) -> tuple[float, ...]:

@@ -36,6 +36,13 @@ def set_stateful(model: nn.Module, stateful: bool) -> None:
         neuron.state = None
 
 
+def count_windows(steps: int, num_bins: int) -> int:
+    """How many windows of ``num_bins`` time bins ``steps`` bins make; a ValueError unless whole."""
+    if num_bins < 1 or steps % num_bins:
+        raise ValueError(f"{steps} time bins are not whole windows of {num_bins} bins")
+    return steps // num_bins
+
+
 @contextmanager
 def carrying_state(model: nn.Module) -> Iterator[nn.Module]:
     """``model`` in stateful mode, from rest, for the block; stateless again afterwards."""
@@ -56,9 +63,7 @@ def forward_with_history(
     it is a plain stateless call.
     """
     steps = events.shape[1]
-    if steps % num_bins:
-        raise ValueError(f"{steps} time bins are not whole windows of {num_bins} bins")
-    if steps == num_bins:
+    if count_windows(steps, num_bins) == 1:
         return forward(events)
     with carrying_state(model):
         with torch.no_grad():
