@@ -72,7 +72,8 @@ class Config:
     # current (the membrane they integrate). The integer export folds only "spikes".
     head_input: str = "spikes"
     # A context path: the bottleneck's frame-wide spike rates, through a 1x1 convolution, add one
-    # current per channel at every pixel of the first decoder layer. Not folded by the integer export.
+    # current per channel at every pixel of the first decoder layer, before its quantizer; the
+    # integer export folds it into that layer's arithmetic (docs/hardware.md).
     global_context: bool = False
     threshold: float = 1.0
     reset: str = "subtract"

@@ -42,6 +42,13 @@ class Export:
         return int(self.index["size"])
 
 
+def _weights(description: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every weight tensor the description uses: each layer's, and a context path's."""
+    layers = description.get("layers", [])
+    context = [layer["context"]["weight"] for layer in layers if "context" in layer]
+    return [layer["weight"] for layer in layers] + context
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)
@@ -60,7 +67,7 @@ def write_export(
         data = pack_codes(codes, bits)
         entries[name] = {"offset": len(blob), "bytes": len(data), "shape": list(codes.shape), "bits": int(bits)}
         blob += data
-    described = {layer["weight"]["tensor"]: layer["weight"] for layer in description["layers"]}
+    described = {weight["tensor"]: weight for weight in _weights(description)}
     for name, entry in entries.items():
         entry["layout"] = described.get(name, {}).get("layout", "OIHW")
         entry["scales"] = described.get(name, {}).get("scales")  # value = code x scale of its output channel
@@ -115,9 +122,7 @@ def load_export(out_dir: str | Path) -> Export:
         except (KeyError, TypeError, ValueError) as exc:
             raise ExportError(f"{out / INDEX}: tensor {name!r}: {exc}") from None
         weights[name] = codes.reshape(entry["shape"])
-    missing = [
-        layer["weight"]["tensor"] for layer in description.get("layers", []) if layer["weight"]["tensor"] not in weights
-    ]
+    missing = [weight["tensor"] for weight in _weights(description) if weight["tensor"] not in weights]
     if missing:
         raise ExportError(f"{out / INDEX}: no weights for {', '.join(missing)} that {out / NETWORK} uses")
     return Export(description, weights, index)

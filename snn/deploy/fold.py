@@ -19,7 +19,7 @@ from snn.models.hooks import capturing_outputs
 from snn.models.integer import INPUT_MAX, FoldedLayer, FoldError, check_range, signed_bits
 from snn.quantization.control import activation_quantizers, model_widths
 
-FORMAT = "snn-flow-int/3"  # 3: the current shortcut P
+FORMAT = "snn-flow-int/4"  # 3: the current shortcut P; 4: the context path
 MAX_INPUT_COUNT = INPUT_MAX  # events per pixel and bin; the input saturates there
 
 # The network's wiring, in execution order: (layer, inputs concatenated along channels, residual).
@@ -37,6 +37,8 @@ WIRING = (
     ("dec1", ["dec2", "enc1"], False),
     ("head1", ["dec1", "stem"], False),
 )
+# The context path (``global_context``): the frame rates of this layer's spikes feed that one's current.
+CONTEXT = ("res2", "dec3")
 # flow3 = head3; flow2 = up2(flow3) + head2; flow1 = up2(flow2) + head1 (finest last).
 FLOW_HEADS = ("head3", "head2", "head1")
 
@@ -65,7 +67,8 @@ def layer_shapes(model: nn.Module, height: int, width: int) -> dict[str, list[in
     """Output [C, H, W] of every layer for one input window of ``height`` x ``width``."""
     model = copy.deepcopy(model).eval()  # a forward pass in training mode would move its statistics
     model.integer_eval = False  # the shapes are the same, and float32 takes less memory
-    layers = {name: getattr(model, name) for name, _, _ in WIRING}
+    # A spiking layer's neurons, not the layer: dec3 with a context path runs its parts, not its forward.
+    layers = {name: getattr(getattr(model, name), "neuron", getattr(model, name)) for name, _, _ in WIRING}
     dtype = next(model.parameters()).dtype
     with capturing_outputs(layers, lambda out: list(out.shape[-3:])) as shapes, torch.no_grad():
         model(torch.zeros(1, model.num_bins, model.in_channels, height, width, dtype=dtype))
@@ -87,7 +90,7 @@ def fold_network(model: nn.Module, height: int, width: int) -> tuple[dict[str, A
         raise FoldError("the flow heads read the decoder's currents (head_input), which the fold does not describe")
     if not getattr(model, "integer_input", True):
         raise FoldError("the model's input is not integer event counts (a voxel grid), so it cannot be folded")
-    known = {name for name, _, _ in WIRING}
+    known = {name for name, _, _ in WIRING} | ({"context"} if getattr(model, "context", None) is not None else set())
     unknown = [name for name, m in model.named_children() if name not in known and any(True for _ in m.parameters())]
     if unknown:
         raise FoldError(f"layers the fold does not know: {', '.join(unknown)}")
@@ -102,6 +105,9 @@ def fold_network(model: nn.Module, height: int, width: int) -> tuple[dict[str, A
         layer = getattr(model, name)
         entry, codes = _describe(name, inputs, residual, layer, folded[name], shapes, steps, float(model.flow_scale))
         tensors[entry["weight"]["tensor"]] = (codes, folded[name].current.weight_bits)
+        context = folded[name].current.context
+        if context is not None:
+            tensors[entry["context"]["weight"]["tensor"]] = (context.codes.cpu().numpy(), context.weight_bits)
         layers.append(entry)
     weights, currents = model_widths(model)
     description = {
@@ -130,6 +136,9 @@ def fold_network(model: nn.Module, height: int, width: int) -> tuple[dict[str, A
             "shortcut": "a layer whose current has a shortcut P adds P x its input spikes to acc * M + B "
             "before the rounding or the sign (its neuron then has no residual current)",
             "leak": "V - (V >> k)",
+            "context": "a layer with a context path adds ctx * Mc to acc * M + B, once per frame and step and "
+            "output channel, where ctx = sum over its input channels of weight code x rate and rate = "
+            "(spike count over the frame << rate_bits) // (H * W) of that channel of the context's input",
         },
         "layers": layers,
         "flow": {
@@ -192,6 +201,21 @@ def _describe(
         "widths": widths,
         "accumulator_bits": widths["accumulator"],
     }
+    if current.context is not None:
+        context = current.context
+        entry["context"] = {
+            "input": CONTEXT[0],
+            "in_channels": int(context.codes.shape[1]),
+            "weight": {
+                "tensor": "context.weight",
+                "bits": context.weight_bits,
+                "layout": "OIHW",
+                "scales": context.weight_scale.tolist(),  # already folded into the multipliers
+            },
+            "rate_bits": context.rate_bits,
+            "multiplier": context.multiplier.tolist(),  # Mc, per output channel
+            "accumulator_bound": context.acc_bound.tolist(),  # per output channel: the largest |ctx|
+        }
     if head:
         entry["flow"] = {"step": current.step, "flow_scale": flow_scale}
         entry["widths"]["code_sum"] = signed_bits(steps * current.qmax)

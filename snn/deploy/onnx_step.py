@@ -45,6 +45,8 @@ def check_step_export(model: nn.Module) -> None:
         raise FoldError(f"the ONNX step graph is built for W8A8 models, this one is {widths_tag(*model_widths(model))}")
     if any(getattr(m, "shortcut_before_quant", False) for m in model.modules()):
         raise FoldError("the ONNX step graph adds residual spikes after the quantizer (no shortcut_before_quant)")
+    if getattr(model, "context", None) is not None:
+        raise FoldError("the ONNX step graph has no context path (global_context): use the integer export")
     try:
         import onnx  # noqa: F401  (torch's exporter needs it)
     except ImportError:

@@ -127,19 +127,45 @@ def current_codes(
     product_bits: int = 32,
     what: str = "layer",
     spikes: np.ndarray | None = None,
+    context: np.ndarray | None = None,
 ) -> np.ndarray:
     """Accumulator [N, O, H, W] -> current codes, per the folded multiplier, offset and shift; a layer
-    with a ``shortcut`` P adds P x its input ``spikes`` (same shape) before the rounding or the sign."""
+    with a ``shortcut`` P adds P x its input ``spikes`` (same shape) before the rounding or the sign,
+    one with a context path its ``context`` term ctx x Mc ([N, O, 1, 1])."""
     mult = np.asarray(current["multiplier"], dtype=np.int64)[None, :, None, None]
     add = np.asarray(current["offset"], dtype=np.int64)[None, :, None, None]
     shift = current["shift"]
     value = acc * mult + add + (0 if current["binary"] else 1 << (shift - 1))
     if current.get("shortcut", 0):
         value = value + spikes.astype(np.int64) * current["shortcut"]
+    if context is not None:
+        value = value + context
     value = check_width(value, product_bits, f"{what} acc*M+B")
     if current["binary"]:
         return np.where(value >= 0, 1, -1).astype(np.int64)
     return np.clip(value >> shift, -current["qmax"], current["qmax"])  # the rounding term is in value: half up
+
+
+def context_term(
+    layer: dict[str, Any], spikes: np.ndarray, weights: dict[str, np.ndarray], record: dict | None = None
+) -> np.ndarray:
+    """A layer's context path: its input's ``spikes`` [T, N, C, H, W] -> ctx x Mc per step, [T*N, O, 1, 1],
+    with ctx = codes x rates and rate = (count << R) // (H * W); ``record`` receives the rates and ctx."""
+    context = layer["context"]
+    widths = layer.get("widths", {})
+    name = layer["name"]
+    steps, n, c, h, w = spikes.shape
+    counts = spikes.reshape(steps * n, c, h * w).astype(np.int64).sum(axis=2)
+    rates = (counts << context["rate_bits"]) // (h * w)  # in [0, 2**R]
+    codes = np.asarray(weights[context["weight"]["tensor"]], np.int64).reshape(len(context["multiplier"]), c)
+    ctx = rates @ codes.T  # int64 products and sums: exact
+    if np.any(np.abs(ctx).max(axis=0, initial=0) > np.asarray(context["accumulator_bound"])):
+        raise IntegerOverflowError(f"{name}: a context accumulator exceeds its stated bound")
+    check_width(ctx, widths.get("context_accumulator", 32), f"{name} context accumulator")
+    if record is not None:
+        record["context_rate"] = rates.reshape(steps, n, c)
+        record["context"] = ctx.reshape(steps, n, -1)
+    return (ctx * np.asarray(context["multiplier"], np.int64))[:, :, None, None]
 
 
 def upsample2x_bilinear(flow: np.ndarray) -> np.ndarray:
@@ -236,17 +262,20 @@ def run(
         if bound is not None and np.any(np.abs(acc).max(axis=(0, 2, 3)) > np.asarray(bound)):
             raise IntegerOverflowError(f"{name}: an accumulator exceeds its stated bound")
         check_width(acc, widths.get("accumulator", 32), f"{name} accumulator")
-        codes = current_codes(acc, layer["current"], widths.get("product_sum", 32), name, flat)
+        record = {} if trace is not None else None
+        context = None
+        if "context" in layer:
+            context = context_term(layer, outputs[layer["context"]["input"]], weights, record)
+        codes = current_codes(acc, layer["current"], widths.get("product_sum", 32), name, flat, context)
         codes = codes.reshape(steps, n, *codes.shape[1:])
         if layer["type"] == "flow_head":
             code_sum = check_width(codes.sum(axis=0), widths.get("code_sum", 32), f"{name} code sum")
             if trace is not None:
-                trace[name] = {"current": codes, "code_sum": code_sum}
+                trace[name] = {**record, "current": codes, "code_sum": code_sum}
             flow = layer["flow"]
             heads[name] = code_sum * (flow["step"] * flow["flow_scale"] / steps)
             continue
         v0 = None if membranes is None else membranes.get(name)
-        record = {} if trace is not None else None
         outputs[name], v = _neuron(codes, inp if layer["residual"] else None, layer["neuron"], v0, widths, name, record)
         if trace is not None:
             trace[name] = {"current": codes, **record, "spikes": outputs[name]}

@@ -19,9 +19,16 @@ def layer_resources(layer: dict[str, Any], time_steps: int) -> dict[str, int]:
         connections = out_c * out_h * out_w * in_c * kh * kw
     neurons = out_c * out_h * out_w
     is_head = layer["type"] == "flow_head"
+    weight_bits = weights * layer["weight"]["bits"]
+    context = layer.get("context")
+    if context is not None:  # a 1x1 convolution of the frame rates, once per step
+        extra = context["in_channels"] * len(context["multiplier"])
+        weights += extra
+        weight_bits += extra * context["weight"]["bits"]
+        connections += extra
     return {
         "weights": weights,
-        "weight_bits": weights * layer["weight"]["bits"],
+        "weight_bits": weight_bits,
         "membrane_bits": 0 if is_head else neurons * layer["widths"]["membrane"],
         "sum_bits": neurons * layer["widths"]["code_sum"] if is_head else 0,
         "accumulator": layer["widths"]["accumulator"],

@@ -39,6 +39,12 @@ def _arrays(description: dict[str, Any], trace: dict[str, dict[str, np.ndarray]]
     for layer in description["layers"]:
         name, widths = layer["name"], layer["widths"]
         record = trace[name]
+        if "context" in layer:
+            rates, rate_bits = np.moveaxis(record["context_rate"], 0, 1), layer["context"]["rate_bits"]
+            yield f"{name}.context_rate", rates, rate_bits + 1, False, "frame rates of the context's input: [steps, C]"
+            context = np.moveaxis(record["context"], 0, 1)
+            bits = widths["context_accumulator"]
+            yield f"{name}.context", context, bits, True, "context accumulators per time step: [steps, C]"
         codes = np.moveaxis(record["current"], 0, 1)  # [N, steps, C, H, W]
         yield f"{name}.current", codes, widths["code"], True, "current codes per time step: [steps, C, H, W]"
         if layer["type"] == "flow_head":

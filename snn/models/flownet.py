@@ -32,7 +32,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snn.models.integer import INPUT_MAX, FoldedLayer, FoldError, fold_layer, integer_conv
+from snn.models.integer import (
+    INPUT_MAX,
+    RATE_BITS,
+    FoldedLayer,
+    FoldError,
+    fold_layer,
+    frame_rates,
+    integer_conv,
+)
 from snn.models.layers import (
     QuantSpec,
     SpikingConv2d,
@@ -121,8 +129,9 @@ class EventSNNFlowNetLiteV2(nn.Module):
             The integer export folds only "spikes".
         global_context: a context path: the bottleneck's spike rates averaged over the whole frame,
             through a 1x1 convolution, add the same current at every pixel of the first decoder layer,
-            so that flat regions far from any edge hear of the motion elsewhere in the frame. The
-            integer export does not fold it.
+            so that flat regions far from any edge hear of the motion elsewhere in the frame. It joins
+            that layer's current before its quantizer; a quantized model rounds the frame rates down to
+            ``RATE_BITS`` fractional bits, and the integer export folds it into that layer's arithmetic.
         binary_threshold: every spiking layer's binary current takes its sign against a learned
             threshold per channel, which starts at the least current that fires the neuron in one
             window (the threshold itself with one step per window), so that a binary current fires
@@ -295,10 +304,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
         s1 = self.enc1(s0)
         s2 = self.enc2(s1)
         s3 = self.res2(self.res1(self.enc3(s2)))
-        context = None
-        if self.context is not None:  # [steps, B, 4c, 1, 1]: one current per channel for the whole frame
-            context = seq_apply(self.context, s3.mean(dim=(-2, -1), keepdim=True))
-        d3, h3 = self._decode(self.dec3, s3, s2, context)
+        d3, h3 = self._decode(self.dec3, s3, s2, self._context(s3))
         flow3 = self.head3(h3) * self.flow_scale
         d2, h2 = self._decode(self.dec2, d3, s1)
         flow2 = upsample_flow(flow3) + self.head2(h2) * self.flow_scale
@@ -306,18 +312,38 @@ class EventSNNFlowNetLiteV2(nn.Module):
         flow1 = upsample_flow(flow2) + self.head1(h1) * self.flow_scale
         return [flow1, flow2, flow3]
 
+    def _context(self, s3: torch.Tensor) -> torch.Tensor | None:
+        """The context path's output [steps, B, 4c, 1, 1] for the bottleneck's spikes ``s3``: one value per
+        channel for the whole frame, added to dec3's current before its quantizer (None without the path).
+
+        An integer pass gives the integer context accumulators (``FoldedContext.accumulate``); a quantized
+        model in training rounds the frame rates down to ``RATE_BITS`` fractional bits as the integer
+        arithmetic does, the gradient passing straight through."""
+        if self.context is None:
+            return None
+        folded = self.dec3.folded
+        if folded is not None:
+            return seq_apply(folded.current.context.accumulate, s3)
+        rates = s3.mean(dim=(-2, -1), keepdim=True)
+        if self.quantize:
+            exact = frame_rates(s3)[..., None, None] / 2**RATE_BITS
+            rates = rates + (exact.to(rates.dtype) - rates).detach()
+        return seq_apply(self.context, rates)
+
     def _decode(
         self, layer: nn.Module, x: torch.Tensor, skip: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(what the next decoder layer reads, what the flow head reads): the layer's spikes or, with
         ``head_input="current"``, its neurons' input current for the head, each beside the skip's spikes.
-        ``context`` is added to the layer's current."""
+        ``context`` joins the layer's current before its quantizer (see ``_context``)."""
         if self.head_input == "spikes" and context is None:  # the layer's own forward: the integer pass runs there
             out = torch.cat([layer(x), skip], dim=2)
             return out, out
-        current = layer.current(x)
-        if context is not None:
-            current = current + context.to(current.dtype)
+        if layer.folded is not None:  # the integer pass of a layer the context path feeds
+            spikes = layer.neuron(layer.integer_input(x, context=context)).to(x.dtype)
+            out = torch.cat([spikes, skip], dim=2)
+            return out, out
+        current = layer.current(x, extra=context)
         out = torch.cat([layer.neuron(current), skip], dim=2)
         return out, out if self.head_input == "spikes" else torch.cat([current.to(skip.dtype), skip], dim=2)
 
@@ -348,8 +374,8 @@ class EventSNNFlowNetLiteV2(nn.Module):
             if not q.enabled or q.calibrating or not q.has_range or (q.learn_scale and not q.has_step):
                 return None  # the float path runs (and says what is missing)
         try:
-            if self.head_input != "spikes" or self.context is not None:
-                raise FoldError("the integer arithmetic covers neither head_input=current nor global_context")
+            if self.head_input != "spikes":
+                raise FoldError("the integer arithmetic does not cover head_input=current")
             return self.fold_layers()
         except FoldError as exc:
             if not self._warned_float_eval:
@@ -366,7 +392,11 @@ class EventSNNFlowNetLiteV2(nn.Module):
             spiking = isinstance(getattr(layer, "neuron", None), LIFNeuron)
             try:
                 folded[name] = fold_layer(
-                    layer, INPUT_MAX if name == "stem" else 1, bool(getattr(layer, "residual", False)), spiking
+                    layer,
+                    INPUT_MAX if name == "stem" else 1,
+                    bool(getattr(layer, "residual", False)),
+                    spiking,
+                    self.context if name == "dec3" else None,
                 )
             except FoldError as exc:
                 raise FoldError(f"layer {name}: {exc}") from None

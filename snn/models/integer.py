@@ -17,6 +17,12 @@ below 2**31 for every input the layer can receive. The membrane counts in steps 
 quantizer with ``F`` fractional bits; the leak is one shift (tau = 2**k).
 Flow heads sum their codes ``q`` over the time steps.
 
+The context path (``global_context``) feeds the first decoder layer a second accumulator per frame
+and step: each input channel's spike count over the whole frame, as a rate ``r = (count << R) //
+(H * W)`` with ``R = RATE_BITS`` fractional bits, times the context's weight codes, ``ctx = sum of
+codes x r``; the layer then rounds ``acc * M + ctx * Mc + B`` instead of ``acc * M + B``, where ``Mc``
+folds the context's weight scale and ``B`` its bias, under the same bound.
+
 In training the model runs the float fake-quant arithmetic (it needs gradients); in evaluation a
 quantized model runs this arithmetic exactly, in float64 tensors that hold every integer here
 exactly (``EventSNNFlowNetLiteV2.integer_plan``).
@@ -41,6 +47,8 @@ MAX_FRAC_BITS = 16  # of the membrane, at most
 # The membrane's fractional bits hold the threshold and the residual current (in current steps) to
 # within this relative error; the training's float membrane is what they approximate.
 MEMBRANE_TOLERANCE = 2.0**-11
+# Fractional bits of the context path's frame rates: the training rounds them down there too.
+RATE_BITS = 8
 
 
 class FoldError(ValueError):
@@ -50,6 +58,31 @@ class FoldError(ValueError):
 def signed_bits(max_abs: float) -> int:
     """Signed bits that hold every integer in [-max_abs, max_abs]."""
     return int(math.ceil(math.log2(max(1.0, float(max_abs)) + 1))) + 1
+
+
+def frame_rates(spikes: torch.Tensor, rate_bits: int = RATE_BITS) -> torch.Tensor:
+    """Spikes [..., C, H, W] (0/1) -> each channel's integer rate ``(count << R) // (H * W)``, [..., C]
+    (float64, exact: the quotient of two integers below 2**53 never rounds across an integer)."""
+    counts = spikes.to(torch.float64).sum(dim=(-2, -1))
+    return torch.floor(counts * 2.0**rate_bits / (spikes.shape[-2] * spikes.shape[-1]))
+
+
+@dataclass(frozen=True)
+class FoldedContext:
+    """The context path's integer part: frame rates through a 1x1 convolution's weight codes."""
+
+    codes: torch.Tensor  # int64 [O, I, 1, 1]
+    weight_scale: torch.Tensor  # float64 [O] (folded into the multiplier)
+    weight_bits: int
+    multiplier: torch.Tensor  # int64 [O]: Mc
+    acc_bound: torch.Tensor  # int64 [O]: the largest |ctx|, every rate at its most
+    rate_bits: int = RATE_BITS
+
+    def accumulate(self, spikes: torch.Tensor) -> torch.Tensor:
+        """Spikes [N, I, H, W] -> the context accumulators ``ctx`` [N, O, 1, 1] (integer-valued float64)."""
+        rates = frame_rates(spikes, self.rate_bits)
+        ctx = rates @ self.codes.flatten(1).to(rates).T  # below 2**53: exact in float64
+        return ctx[..., None, None]
 
 
 @dataclass(frozen=True)
@@ -68,29 +101,39 @@ class FoldedCurrent:
     acc_bound: torch.Tensor  # int64 [C]: the largest |acc| any input can give
     acc_max: int  # its largest entry, on the host
     shortcut: int = 0  # P: what one input spike adds to acc * M + B before rounding or sign (0: none)
+    context: FoldedContext | None = None  # the context path into this layer (None: none)
 
-    def codes_from_acc(self, acc: torch.Tensor, spikes: torch.Tensor | None = None) -> torch.Tensor:
+    def codes_from_acc(
+        self, acc: torch.Tensor, spikes: torch.Tensor | None = None, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Accumulators [N, C, H, W] (integer-valued float64) -> current codes (float64); ``spikes``: the
-        layer's input spikes (same shape), added with weight ``shortcut`` before the sign."""
+        layer's input spikes (same shape), added with weight ``shortcut`` before the sign; ``context``:
+        the context accumulators [N, C, 1, 1] (``FoldedContext.accumulate``) of a layer that has one."""
         m = self.multiplier.to(acc).view(1, -1, 1, 1)
         b = self.offset.to(acc).view(1, -1, 1, 1)
         value = acc * m + b  # below 2**31: exact in float64
         if self.shortcut:
             value = value + spikes.to(acc) * self.shortcut
+        if self.context is not None:
+            value = value + context.to(acc) * self.context.multiplier.to(acc).view(1, -1, 1, 1)
         if self.binary:
             return torch.where(value >= 0, 1.0, -1.0).to(acc)
         return torch.floor((value + 2.0 ** (self.shift - 1)) / 2.0**self.shift).clamp(-self.qmax, self.qmax)
 
     def widths(self) -> dict[str, int]:
-        return {
+        widths = {
             "accumulator": signed_bits(self.acc_max),
             "multiplier": signed_bits(int(self.multiplier.abs().max())),
             "offset": signed_bits(int(self.offset.abs().max())),
             "product_sum": signed_bits(
-                int(_fold_bound(self.acc_bound, self.multiplier, self.offset, self.shift)) + self.shortcut
+                int(_fold_bound(self.acc_bound, self.multiplier, self.offset, self.shift, self.context)) + self.shortcut
             ),
             "code": signed_bits(self.qmax),
         }
+        if self.context is not None:
+            widths["context_accumulator"] = signed_bits(int(self.context.acc_bound.max()))
+            widths["context_multiplier"] = signed_bits(int(self.context.multiplier.abs().max()))
+        return widths
 
 
 @dataclass(frozen=True)
@@ -133,9 +176,14 @@ def check_range(q: nn.Module) -> None:
         raise FoldError("a current quantizer has no range or step yet: calibrate or train the model first")
 
 
-def _fold_bound(acc_bound: torch.Tensor, mult: torch.Tensor, add: torch.Tensor, shift: int) -> int:
-    """The largest |acc * M + B + 2**(S-1)| over the channels (exact: int64 holds these products)."""
-    return int((acc_bound * mult.abs() + add.abs()).max()) + 2 ** (shift - 1)
+def _fold_bound(
+    acc_bound: torch.Tensor, mult: torch.Tensor, add: torch.Tensor, shift: int, context: FoldedContext | None = None
+) -> int:
+    """The largest |acc * M [+ ctx * Mc] + B + 2**(S-1)| over the channels (exact: int64 holds these products)."""
+    total = acc_bound * mult.abs() + add.abs()
+    if context is not None:
+        total = total + context.acc_bound * context.multiplier.abs()
+    return int(total.max()) + 2 ** (shift - 1)
 
 
 def _float_affine(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -156,9 +204,24 @@ def _float_affine(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.T
     return codes.to(torch.int64), w_scale, gain, offset
 
 
-def fold_current(layer: nn.Module, max_input: int, shortcut: bool = False) -> FoldedCurrent:
+def _context_weights(context: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The context convolution's weight codes, scales, bound on |ctx| and bias (float64)."""
+    if not hasattr(context, "weight_bits") or tuple(context.kernel_size) != (1, 1):
+        raise FoldError("the context path must be a weight-quantized 1x1 convolution")
+    codes, scale = weight_codes_and_scale(context.weight.detach().float(), context.weight_bits, context.channel_axis)
+    codes = codes.to(torch.int64)
+    bound = codes.abs().flatten(1).sum(dim=1) * 2**RATE_BITS  # every rate at its most, 2**R
+    bias = context.bias.detach().double() if context.bias is not None else torch.zeros(codes.shape[0]).double()
+    return codes, scale.double(), bound, bias
+
+
+def fold_current(
+    layer: nn.Module, max_input: int, shortcut: bool = False, context: nn.Module | None = None
+) -> FoldedCurrent:
     """The integer current of a conv (+ batch norm) + current quantizer layer; ``shortcut``: the layer's
-    input spikes join the current before its quantizer (``SpikingConvBlock.shortcut_before_quant``)."""
+    input spikes join the current before its quantizer (``SpikingConvBlock.shortcut_before_quant``);
+    ``context``: the model's context convolution, whose output joins this layer's current before its
+    quantizer (after the batch norm)."""
     conv = layer.conv
     if not hasattr(conv, "weight_bits"):
         raise FoldError(f"a convolution without weight quantization: {type(conv).__name__}")
@@ -175,19 +238,28 @@ def fold_current(layer: nn.Module, max_input: int, shortcut: bool = False) -> Fo
     axis = conv.channel_axis
     acc_bound = codes.abs().sum(dim=[d for d in range(codes.dim()) if d != axis]) * max_input
     g = gain / step
+    gc = ctx_bound = ctx = None
+    if context is not None:
+        ctx_codes, ctx_scale, ctx_bound, ctx_bias = _context_weights(context)
+        offset = offset + ctx_bias
+        gc = ctx_scale / 2**RATE_BITS / step  # one unit of ctx, in steps
     # An offset beyond what any accumulator can reach saturates the code whatever comes in: clipping it
     # there changes no code and bounds B.
     spike = 1 / step if shortcut else 0.0  # one input spike, in steps
-    reach = acc_bound.double() * g.abs() + spike + qmax + 1
+    inputs_reach = acc_bound.double() * g.abs() + (0.0 if gc is None else ctx_bound.double() * gc.abs())
+    reach = inputs_reach + spike + qmax + 1
     o = torch.maximum(torch.minimum(offset / step, reach), -reach)
     # The largest shift the bound allows, give or take the rounding of M and B: start there, go down.
-    reach_sum = float((acc_bound.double() * g.abs() + o.abs()).max()) + spike + 1
+    reach_sum = float((inputs_reach + o.abs()).max()) + spike + 1
     start = min(MAX_SHIFT, max(1, math.floor(math.log2(INT32_MAX / reach_sum))))
     for shift in range(start, 0, -1):
         mult = torch.round(g * 2.0**shift).to(torch.int64)
         add = torch.round(o * 2.0**shift).to(torch.int64)
         per_spike = round(spike * 2.0**shift)  # P
-        if _fold_bound(acc_bound, mult, add, shift) + per_spike <= INT32_MAX:
+        if gc is not None:
+            ctx_mult = torch.round(gc * 2.0**shift).to(torch.int64)
+            ctx = FoldedContext(ctx_codes, ctx_scale, context.weight_bits, ctx_mult, ctx_bound)
+        if _fold_bound(acc_bound, mult, add, shift, ctx) + per_spike <= INT32_MAX:
             break
     else:
         raise FoldError(
@@ -207,6 +279,7 @@ def fold_current(layer: nn.Module, max_input: int, shortcut: bool = False) -> Fo
         acc_bound,
         int(acc_bound.max()),
         per_spike,
+        ctx,
     )
 
 
@@ -246,9 +319,11 @@ def fold_neuron(neuron: LIFNeuron, current: FoldedCurrent, residual: bool) -> Fo
     return FoldedNeuron(frac, threshold, fire_at, residual_current, k, neuron.reset, bound)
 
 
-def fold_layer(layer: nn.Module, max_input: int, residual: bool, spiking: bool) -> FoldedLayer:
+def fold_layer(
+    layer: nn.Module, max_input: int, residual: bool, spiking: bool, context: nn.Module | None = None
+) -> FoldedLayer:
     shortcut = residual and bool(getattr(layer, "shortcut_before_quant", False))
-    current = fold_current(layer, max_input, shortcut)
+    current = fold_current(layer, max_input, shortcut, context)
     # A shortcut taken before the quantizer leaves the neuron no residual current to add.
     neuron = fold_neuron(layer.neuron, current, residual and not shortcut) if spiking else None
     return FoldedLayer(current, neuron, max_input)

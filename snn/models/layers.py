@@ -92,21 +92,28 @@ class _SpikingLayer(nn.Module):
         # The layer's integer arithmetic during an integer evaluation pass (set by the model), else None.
         self.folded: FoldedLayer | None = None
 
-    def current(self, x_seq: torch.Tensor, plus_input: bool = False) -> torch.Tensor:
+    def current(self, x_seq: torch.Tensor, plus_input: bool = False, extra: torch.Tensor | None = None) -> torch.Tensor:
         """The input current of the neurons, [T, B, C, H, W]; ``plus_input``: the input itself (a residual
-        block's shortcut) is added before the quantizer."""
+        block's shortcut) is added before the quantizer; so is ``extra`` ([T, B, C, 1, 1], the context path)."""
+        extra_flat = None if extra is None else extra.flatten(0, 1)
 
         def op(y: torch.Tensor) -> torch.Tensor:
             out = self.norm(self.conv(y))
+            if extra_flat is not None:
+                out = out + extra_flat.to(out.dtype)
             return out + y if plus_input else out
 
         return seq_apply(lambda x: into_quantizer(self.quant_layer, op, x), x_seq)
 
-    def integer_input(self, x_seq: torch.Tensor, residual: bool = False) -> torch.Tensor:
-        """What the integer neuron adds to its membrane per step: ``(q << F) [+ R x input spikes]`` (float64)."""
+    def integer_input(
+        self, x_seq: torch.Tensor, residual: bool = False, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """What the integer neuron adds to its membrane per step: ``(q << F) [+ R x input spikes]`` (float64);
+        ``context``: the context accumulators [T, B, C, 1, 1] of a layer the context path feeds."""
         folded = self.folded
+        ctx = None if context is None else context.flatten(0, 1)
         # conv: integer_conv; the input spikes count only where the current has a shortcut
-        codes = seq_apply(lambda x: folded.current.codes_from_acc(self.conv(x), x), x_seq)
+        codes = seq_apply(lambda x: folded.current.codes_from_acc(self.conv(x), x, ctx), x_seq)
         inputs = codes * 2.0**folded.neuron.frac_bits
         return inputs + x_seq.to(inputs) * folded.neuron.residual_current if residual else inputs
 

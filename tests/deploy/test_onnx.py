@@ -47,6 +47,9 @@ def test_only_w8a8_models_get_a_step_graph():
     model, _ = lively_model(8, 8, shortcut_before_quant=True)
     with pytest.raises(FoldError, match="shortcut_before_quant"):
         OneStepNetwork(model)
+    model, _ = lively_model(8, 8, global_context=True)
+    with pytest.raises(FoldError, match="no context path"):
+        OneStepNetwork(model)
 
 
 def test_the_step_graph_takes_the_grouped_and_stacked_bins_of_its_model(tmp_path):

@@ -95,18 +95,18 @@ def test_folding_refuses_what_it_cannot_make_exact(tmp_path):
     with pytest.raises(FoldError, match="enc1: .*tau = 3"):
         fold_network(leaky, 16, 16)
     extra = copy.deepcopy(model)
-    extra.context = torch.nn.Conv2d(2, 2, 1)
-    with pytest.raises(FoldError, match="does not know: context"):
+    extra.side_branch = torch.nn.Conv2d(2, 2, 1)
+    with pytest.raises(FoldError, match="does not know: side_branch"):
         fold_network(extra, 16, 16)
     currents = copy.deepcopy(model)
     currents.head_input = "current"
     with pytest.raises(FoldError, match="head_input"):
         fold_network(currents, 16, 16)
     assert currents.eval().integer_plan() is None  # and it evaluates in float
-    context, _ = lively_model(4, 4, global_context=True)
-    with pytest.raises(FoldError, match="does not know: context"):
-        fold_network(context, 16, 16)
-    assert context.eval().integer_plan() is None
+    unquantized_context, _ = lively_model(4, 4, global_context=True)
+    unquantized_context.context = torch.nn.Conv2d(16, 16, 1)
+    with pytest.raises(FoldError, match="dec3: the context path must be a weight-quantized 1x1 convolution"):
+        fold_network(unquantized_context, 16, 16)
 
 
 def test_folding_leaves_the_callers_model_as_it_was():
