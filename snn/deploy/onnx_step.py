@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snn.deploy.fold import FLOW_HEADS, WIRING, FoldError, layer_shapes
+from snn.deploy.fold import CONTEXT, FLOW_HEADS, WIRING, FoldError, layer_shapes
 from snn.models.flownet import step_inputs, upsample_flow
-from snn.models.integer import INPUT_MAX
+from snn.models.integer import INPUT_MAX, RATE_BITS
 from snn.quantization.control import activation_quantizers, model_widths, widths_tag
 from snn.quantization.weight_quant import weight_codes_and_scale
 
@@ -45,8 +45,6 @@ def check_step_export(model: nn.Module) -> None:
         raise FoldError(f"the ONNX step graph is built for W8A8 models, this one is {widths_tag(*model_widths(model))}")
     if any(getattr(m, "shortcut_before_quant", False) for m in model.modules()):
         raise FoldError("the ONNX step graph adds residual spikes after the quantizer (no shortcut_before_quant)")
-    if getattr(model, "context", None) is not None:
-        raise FoldError("the ONNX step graph has no context path (global_context): use the integer export")
     try:
         import onnx  # noqa: F401  (torch's exporter needs it)
     except ImportError:
@@ -71,14 +69,28 @@ class OneStepNetwork(nn.Module):
                 conv = layer.conv
                 self.weight_scales[name] = weight_codes_and_scale(conv.weight, conv.weight_bits, conv.channel_axis)[1]
                 self.steps[name] = float(layer.quant_layer.scale())
+            if model.context is not None:
+                conv = model.context
+                self.weight_scales["context"] = weight_codes_and_scale(conv.weight, conv.weight_bits, 0)[1]
         self.eval()
+
+    def _context(self, spikes: torch.Tensor) -> torch.Tensor:
+        """The context path: frame rates of the bottleneck's spikes, rounded down to ``RATE_BITS``
+        fractional bits (exact in float32: an integer quotient is a short binary fraction, any other
+        lies at least 1/(H x W) from one), through the 1x1 convolution's fake-quantized weights."""
+        conv = self.model.context
+        rates = torch.floor(spikes.mean(dim=(-2, -1), keepdim=True) * 2**RATE_BITS) / 2**RATE_BITS
+        scale = self.weight_scales["context"]
+        zero = torch.zeros(scale.shape, dtype=torch.int32)
+        w = torch.fake_quantize_per_channel_affine(conv.weight, scale.float(), zero, 0, -128, 127)
+        return F.conv2d(rates, w, conv.bias)
 
     def train(self, mode: bool = True) -> OneStepNetwork:
         """Always eval: the exporter restores a module's mode afterwards, and training mode would
         put the wrapped model's batch norms and range observers back to work."""
         return super().train(False)
 
-    def _current(self, name: str, x: torch.Tensor) -> torch.Tensor:
+    def _current(self, name: str, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
         layer = getattr(self.model, name)
         conv = layer.conv
         axis = conv.channel_axis
@@ -91,6 +103,8 @@ class OneStepNetwork(nn.Module):
         else:
             y = F.conv2d(x, w, conv.bias, conv.stride, conv.padding, conv.dilation)
         y = getattr(layer, "norm", nn.Identity())(y)
+        if extra is not None:  # the context path joins before the quantizer
+            y = y + extra
         q, step = layer.quant_layer, self.steps[name]
         y = torch.clamp(y, -q.qmax * step, q.qmax * step)  # the narrow range [-127, 127] of the model
         return torch.fake_quantize_per_tensor_affine(y, step, 0, -128, 127)
@@ -102,7 +116,10 @@ class OneStepNetwork(nn.Module):
         for name, inputs, residual in WIRING:
             layer = getattr(self.model, name)
             x = torch.cat([outputs[i] for i in inputs], dim=1)
-            current = self._current(name, x)
+            extra = None
+            if name == CONTEXT[1] and self.model.context is not None:
+                extra = self._context(outputs[CONTEXT[0]])
+            current = self._current(name, x, extra)
             if name in FLOW_HEADS:
                 sums[name] = sums[name] + current
                 continue

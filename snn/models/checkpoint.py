@@ -108,7 +108,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 # Keys whose default changed: a checkpoint written before the key existed was built with the old value.
-LEGACY_DEFAULTS = {"bins_per_step": 1}
+LEGACY_DEFAULTS = {"bins_per_step": 1, "global_context": False}
 
 
 def with_legacy_defaults(ckpt: dict[str, Any]) -> dict[str, Any]:

@@ -172,7 +172,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
         bottleneck_dilation: tuple[int, int] | list[int] = (1, 1),
         integer_input: bool = True,
         head_input: str = "spikes",
-        global_context: bool = False,
+        global_context: bool = True,
         binary_threshold: bool = False,
         shortcut_before_quant: bool = False,
     ) -> None:

@@ -9,8 +9,12 @@ from snn.models.flownet import float_fake_quant
 from tests.deploy.lively import lively_model
 
 
-def test_stepping_the_one_step_module_gives_the_model_flow():
-    model, events = lively_model(8, 8)
+@pytest.mark.parametrize("context", [False, True], ids=["plain", "context path"])
+def test_stepping_the_one_step_module_gives_the_model_flow(context):
+    model, events = lively_model(8, 8, global_context=context)
+    if context:  # a trained path, not the zeros it starts from
+        torch.nn.init.normal_(model.context.weight, std=0.5)
+        torch.nn.init.normal_(model.context.bias, std=0.3)
     step = OneStepNetwork(model)
     state = step.initial_state(len(events), *events.shape[-2:])
     with torch.no_grad():
@@ -31,7 +35,8 @@ def test_onnxruntime_matches_pytorch_over_all_time_bins(tmp_path):
     step = export_onnx(model, path, 16, 16)
     graph = onnx.load(str(path)).graph
     ops = [node.op_type for node in graph.node]
-    assert ops.count("QuantizeLinear") == ops.count("DequantizeLinear") == 24  # weights and currents of 12 layers
+    # weights and currents of 12 layers, and the context path's weights
+    assert ops.count("QuantizeLinear") == ops.count("DequantizeLinear") == 25
     assert [i.name for i in graph.input][:2] == ["events_t", "v_stem"] and graph.output[-1].name == "flow"
     with torch.no_grad(), float_fake_quant(model):
         want = model(events[:1])
@@ -46,9 +51,6 @@ def test_only_w8a8_models_get_a_step_graph():
         OneStepNetwork(model)
     model, _ = lively_model(8, 8, shortcut_before_quant=True)
     with pytest.raises(FoldError, match="shortcut_before_quant"):
-        OneStepNetwork(model)
-    model, _ = lively_model(8, 8, global_context=True)
-    with pytest.raises(FoldError, match="no context path"):
         OneStepNetwork(model)
 
 

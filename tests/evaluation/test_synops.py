@@ -114,7 +114,10 @@ def test_monitor_on_the_flow_net_matches_its_own_spike_rates():
         model(x)
     assert mon.firing_rates() == pytest.approx(model.spike_rates())
     layers = mon.synops_per_layer()
-    assert set(layers) == {*model.spiking_layers(), "head1", "head2", "head3"}
+    # The context path's 1x1 convolution reads the frame rates: a synapse per non-zero rate and output.
+    assert set(layers) == {*model.spiking_layers(), "head1", "head2", "head3", "context"}
+    assert layers["context"] <= 16 * 16 * 3  # 16 rates x 16 outputs per step, 3 steps
+    assert (layers["context"] > 0) == (model.spike_rates()["res2"] > 0)  # rates of res2's spikes
     # The stem sees the events: each non-zero (bin, polarity, pixel) drives at most 4 x 9 synapses.
     assert 0 < layers["stem"] <= float((x != 0).sum()) / 2 * 4 * 9
     assert mon.synops_per_sample() < mon.macs_per_sample()

@@ -60,10 +60,10 @@ def test_a_checkpoint_from_before_bins_per_step_loads_as_one_step_per_bin(tmp_pa
     from snn.models.checkpoint import load_checkpoint, load_model
     from snn.models.flownet import EventSNNFlowNetLiteV2
 
-    old = EventSNNFlowNetLiteV2(base_ch=4, bins_per_step=1).eval()
-    args = {"base_ch": 4}  # what such a checkpoint stored: bins_per_step did not exist, one step per bin
+    old = EventSNNFlowNetLiteV2(base_ch=4, bins_per_step=1, global_context=False).eval()
+    args = {"base_ch": 4}  # what such a checkpoint stored: neither bins_per_step nor global_context existed
     config = load_config(overrides={"base_ch": 4}).to_dict()
-    del config["bins_per_step"]
+    del config["bins_per_step"], config["global_context"]
     save_checkpoint({"model_name": "EventSNNFlowNetLiteV2", "model_args": args, "config": config,
                      "state_dict": old.state_dict()}, tmp_path / "old.pth")  # fmt: skip
     model = load_model(tmp_path / "old.pth")
@@ -71,6 +71,7 @@ def test_a_checkpoint_from_before_bins_per_step_loads_as_one_step_per_bin(tmp_pa
     x = torch.poisson(torch.full((1, 5, 2, 16, 16), 1.0))
     with torch.no_grad():
         assert torch.equal(model(x), old(x))
-    assert config_from_checkpoint(load_checkpoint(tmp_path / "old.pth"), tmp_path / "old.pth").bins_per_step == 1
+    old_config = config_from_checkpoint(load_checkpoint(tmp_path / "old.pth"), tmp_path / "old.pth")
+    assert old_config.bins_per_step == 1 and not old_config.global_context and model.context is None
     # Today's default runs the window in one step: the stem reads its five bins as ten channels.
     assert EventSNNFlowNetLiteV2(base_ch=4).stem.conv.in_channels == 10

@@ -167,8 +167,8 @@ def _reach(model: EventSNNFlowNetLiteV2, size: int = 192) -> int:
 
 
 def test_bottleneck_dilation_widens_the_view_with_the_same_weights():
-    plain = EventSNNFlowNetLiteV2(base_ch=4)
-    dilated = EventSNNFlowNetLiteV2(base_ch=4, bottleneck_dilation=[2, 4])
+    plain = EventSNNFlowNetLiteV2(base_ch=4, global_context=False)
+    dilated = EventSNNFlowNetLiteV2(base_ch=4, bottleneck_dilation=[2, 4], global_context=False)
     assert dilated.res1.conv.dilation == (2, 2) and dilated.res2.conv.dilation == (4, 4)
     assert sum(p.numel() for p in dilated.parameters()) == sum(p.numel() for p in plain.parameters())
     assert _reach(dilated) >= _reach(plain) + 32  # (1 + 3) x 8 px more at 1/8 resolution
@@ -210,5 +210,5 @@ def test_the_context_path_tells_every_pixel_of_motion_anywhere_in_the_frame():
     assert _reach(model) < 64  # zero at the start: the network without it
     torch.nn.init.normal_(model.context.weight, std=0.5)
     assert _reach(model) >= 95  # a 192-px frame: every event reaches the centre pixel
-    plain = EventSNNFlowNetLiteV2(base_ch=4)
+    plain = EventSNNFlowNetLiteV2(base_ch=4, global_context=False)
     assert sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in plain.parameters()) == 16 * 16 + 16

@@ -32,7 +32,8 @@ AEE_TOLERANCE_PX = 1e-3
 def _quantized(bit_width, current_bits=None, binarize=False):
     torch.manual_seed(0)
     args = {"base_ch": 4, "num_bins": 3, "bins_per_step": 1, "quantize": True, "bit_width": bit_width,
-            "current_bits": current_bits, "binarize": binarize, "learn_scale": True}  # fmt: skip
+            "current_bits": current_bits, "binarize": binarize, "learn_scale": True,
+            "global_context": True}  # fmt: skip
     model = EventSNNFlowNetLiteV2(**args)
     for p in model.parameters():  # heads start at zero; give every layer weights worth packing
         p.data.normal_(0, 0.3)

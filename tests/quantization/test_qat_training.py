@@ -164,7 +164,10 @@ def test_at_a_width_switch_the_ema_takes_the_models_new_steps_instead_of_averagi
             assert torch.equal(getattr(ema[name], key), getattr(q, key)), (name, key)
     trainer.train_one_epoch(1)  # the EMA keeps averaging, now within the 4-bit grid
     for name, q in model.items():
-        assert float(ema[name].step) == pytest.approx(float(q.step), rel=0.05), name
+        # Averaged across the grids, an EMA step would sit near the 8-bit one, several times smaller.
+        # Within the 4-bit grid it lags the model's by a few percent; dec3's step in this toy model is
+        # tiny (under 0.001) and moves about 20 % in the epoch.
+        assert float(ema[name].step) == pytest.approx(float(q.step), rel=0.25), name
 
 
 def test_a_learned_binary_step_gets_the_lsq_gradient_scale():
