@@ -67,8 +67,7 @@ def layer_shapes(model: nn.Module, height: int, width: int) -> dict[str, list[in
     """Output [C, H, W] of every layer for one input window of ``height`` x ``width``."""
     model = copy.deepcopy(model).eval()  # a forward pass in training mode would move its statistics
     model.integer_eval = False  # the shapes are the same, and float32 takes less memory
-    # A spiking layer's neurons, not the layer: dec3 with a context path runs its parts, not its forward.
-    layers = {name: getattr(getattr(model, name), "neuron", getattr(model, name)) for name, _, _ in WIRING}
+    layers = {name: getattr(model, name) for name, _, _ in WIRING}
     dtype = next(model.parameters()).dtype
     with capturing_outputs(layers, lambda out: list(out.shape[-3:])) as shapes, torch.no_grad():
         model(torch.zeros(1, model.num_bins, model.in_channels, height, width, dtype=dtype))

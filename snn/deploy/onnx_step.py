@@ -28,7 +28,7 @@ from torch import nn
 
 from snn.deploy.fold import CONTEXT, FLOW_HEADS, WIRING, FoldError, layer_shapes
 from snn.models.flownet import step_inputs, upsample_flow
-from snn.models.integer import INPUT_MAX, RATE_BITS
+from snn.models.integer import INPUT_MAX, RATE_BITS, frame_rates
 from snn.quantization.control import activation_quantizers, model_widths, widths_tag
 from snn.quantization.weight_quant import weight_codes_and_scale
 
@@ -60,51 +60,49 @@ class OneStepNetwork(nn.Module):
         self.model = model.eval()
         self.layers = list(model.spiking_layers())
         self.time_steps = getattr(model, "time_steps", model.num_bins)
-        # Constants of the graph: each layer's per-channel weight scales and its current step.
-        self.weight_scales = {}
-        self.steps = {}
+        # Constants of the graph: each layer's (and the context path's) per-channel weight scales and
+        # each layer's current step.
+        convs = {name: getattr(model, name).conv for name, _, _ in WIRING}
+        if model.context is not None:
+            convs["context"] = model.context
         with torch.no_grad():
-            for name, _, _ in WIRING:
-                layer = getattr(model, name)
-                conv = layer.conv
-                self.weight_scales[name] = weight_codes_and_scale(conv.weight, conv.weight_bits, conv.channel_axis)[1]
-                self.steps[name] = float(layer.quant_layer.scale())
-            if model.context is not None:
-                conv = model.context
-                self.weight_scales["context"] = weight_codes_and_scale(conv.weight, conv.weight_bits, 0)[1]
+            self.weight_scales = {
+                name: weight_codes_and_scale(conv.weight, conv.weight_bits, conv.channel_axis)[1]
+                for name, conv in convs.items()
+            }
+            self.steps = {name: float(getattr(model, name).quant_layer.scale()) for name, _, _ in WIRING}
         self.eval()
 
-    def _context(self, spikes: torch.Tensor) -> torch.Tensor:
-        """The context path: frame rates of the bottleneck's spikes, rounded down to ``RATE_BITS``
-        fractional bits (exact in float32: an integer quotient is a short binary fraction, any other
-        lies at least 1/(H x W) from one), through the 1x1 convolution's fake-quantized weights."""
-        conv = self.model.context
-        rates = torch.floor(spikes.mean(dim=(-2, -1), keepdim=True) * 2**RATE_BITS) / 2**RATE_BITS
-        scale = self.weight_scales["context"]
+    def _weight(self, name: str, conv: nn.Module) -> torch.Tensor:
+        """``conv``'s weights fake-quantized per channel with the scales kept under ``name``."""
+        scale = self.weight_scales[name]
         zero = torch.zeros(scale.shape, dtype=torch.int32)
-        w = torch.fake_quantize_per_channel_affine(conv.weight, scale.float(), zero, 0, -128, 127)
-        return F.conv2d(rates, w, conv.bias)
+        # Codes never reach -128 (max-abs scale), so int8's range gives the same values as [-127, 127].
+        return torch.fake_quantize_per_channel_affine(conv.weight, scale.float(), zero, conv.channel_axis, -128, 127)
+
+    def _context(self, spikes: torch.Tensor) -> torch.Tensor:
+        """The context path: frame rates of the bottleneck's spikes rounded down to ``RATE_BITS``
+        fractional bits, as the model rounds them, through the 1x1 convolution's fake-quantized weights."""
+        conv = self.model.context
+        rates = (frame_rates(spikes)[..., None, None] / 2**RATE_BITS).to(spikes.dtype)
+        return F.conv2d(rates, self._weight("context", conv), conv.bias)
 
     def train(self, mode: bool = True) -> OneStepNetwork:
         """Always eval: the exporter restores a module's mode afterwards, and training mode would
         put the wrapped model's batch norms and range observers back to work."""
         return super().train(False)
 
-    def _current(self, name: str, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+    def _current(self, name: str, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         layer = getattr(self.model, name)
         conv = layer.conv
-        axis = conv.channel_axis
-        scale = self.weight_scales[name]
-        zero = torch.zeros(scale.shape, dtype=torch.int32)
-        # Codes never reach -128 (max-abs scale), so int8's range gives the same values as [-127, 127].
-        w = torch.fake_quantize_per_channel_affine(conv.weight, scale.float(), zero, axis, -128, 127)
+        w = self._weight(name, conv)
         if isinstance(conv, nn.ConvTranspose2d):
             y = F.conv_transpose2d(x, w, conv.bias, conv.stride, conv.padding, conv.output_padding)
         else:
             y = F.conv2d(x, w, conv.bias, conv.stride, conv.padding, conv.dilation)
         y = getattr(layer, "norm", nn.Identity())(y)
-        if extra is not None:  # the context path joins before the quantizer
-            y = y + extra
+        if context is not None:  # the context path joins before the quantizer
+            y = y + context
         q, step = layer.quant_layer, self.steps[name]
         y = torch.clamp(y, -q.qmax * step, q.qmax * step)  # the narrow range [-127, 127] of the model
         return torch.fake_quantize_per_tensor_affine(y, step, 0, -128, 127)
@@ -116,10 +114,10 @@ class OneStepNetwork(nn.Module):
         for name, inputs, residual in WIRING:
             layer = getattr(self.model, name)
             x = torch.cat([outputs[i] for i in inputs], dim=1)
-            extra = None
+            context = None
             if name == CONTEXT[1] and self.model.context is not None:
-                extra = self._context(outputs[CONTEXT[0]])
-            current = self._current(name, x, extra)
+                context = self._context(outputs[CONTEXT[0]])
+            current = self._current(name, x, context)
             if name in FLOW_HEADS:
                 sums[name] = sums[name] + current
                 continue

@@ -336,14 +336,10 @@ class EventSNNFlowNetLiteV2(nn.Module):
         """(what the next decoder layer reads, what the flow head reads): the layer's spikes or, with
         ``head_input="current"``, its neurons' input current for the head, each beside the skip's spikes.
         ``context`` joins the layer's current before its quantizer (see ``_context``)."""
-        if self.head_input == "spikes" and context is None:  # the layer's own forward: the integer pass runs there
-            out = torch.cat([layer(x), skip], dim=2)
+        if self.head_input == "spikes":  # the layer's own forward: the integer pass runs there
+            out = torch.cat([layer(x, context), skip], dim=2)
             return out, out
-        if layer.folded is not None:  # the integer pass of a layer the context path feeds
-            spikes = layer.neuron(layer.integer_input(x, context=context)).to(x.dtype)
-            out = torch.cat([spikes, skip], dim=2)
-            return out, out
-        current = layer.current(x, extra=context)
+        current = layer.current(x, context=context)
         out = torch.cat([layer.neuron(current), skip], dim=2)
         return out, out if self.head_input == "spikes" else torch.cat([current.to(skip.dtype), skip], dim=2)
 

@@ -92,15 +92,17 @@ class _SpikingLayer(nn.Module):
         # The layer's integer arithmetic during an integer evaluation pass (set by the model), else None.
         self.folded: FoldedLayer | None = None
 
-    def current(self, x_seq: torch.Tensor, plus_input: bool = False, extra: torch.Tensor | None = None) -> torch.Tensor:
+    def current(
+        self, x_seq: torch.Tensor, plus_input: bool = False, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The input current of the neurons, [T, B, C, H, W]; ``plus_input``: the input itself (a residual
-        block's shortcut) is added before the quantizer; so is ``extra`` ([T, B, C, 1, 1], the context path)."""
-        extra_flat = None if extra is None else extra.flatten(0, 1)
+        block's shortcut) is added before the quantizer; so is ``context`` ([T, B, C, 1, 1], the context path)."""
+        context_flat = None if context is None else context.flatten(0, 1)
 
         def op(y: torch.Tensor) -> torch.Tensor:
             out = self.norm(self.conv(y))
-            if extra_flat is not None:
-                out = out + extra_flat.to(out.dtype)
+            if context_flat is not None:
+                out = out + context_flat.to(out.dtype)
             return out + y if plus_input else out
 
         return seq_apply(lambda x: into_quantizer(self.quant_layer, op, x), x_seq)
@@ -117,10 +119,12 @@ class _SpikingLayer(nn.Module):
         inputs = codes * 2.0**folded.neuron.frac_bits
         return inputs + x_seq.to(inputs) * folded.neuron.residual_current if residual else inputs
 
-    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_seq: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """Spikes for ``x_seq``; ``context``: what the context path adds to the current (see ``current``),
+        or in an integer pass its accumulators (see ``integer_input``)."""
         if self.folded is not None:
-            return self.neuron(self.integer_input(x_seq)).to(x_seq.dtype)
-        return self.neuron(self.current(x_seq))
+            return self.neuron(self.integer_input(x_seq, context=context)).to(x_seq.dtype)
+        return self.neuron(self.current(x_seq, context=context))
 
 
 class SpikingConv2d(_SpikingLayer):
