@@ -98,6 +98,7 @@ def generate_sequence(seed: int, config: SyntheticConfig) -> dict[str, np.ndarra
         background_photos=cfg.background_photos,
         photo_fraction=cfg.photo_fraction,
         scene_scale=cfg.scene_scale,
+        texture_noise=cfg.texture_noise,
     )
     threshold_rng = np.random.default_rng(threshold_seq)
     shape = (cfg.height, cfg.width)

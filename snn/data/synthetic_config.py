@@ -10,7 +10,8 @@ from typing import Any
 from snn.data.photos import NATURAL_TEST_PHOTOS, check_photo_names
 
 PHOTO_KEYS = ("background_photos", "photo_fraction")
-UNIT_SCALE = (1.0, 1.0)  # scene_scale's default
+UNIT_SCALE = (1.0, 1.0)  # the default of the RANGE_KEYS, which records leave out
+RANGE_KEYS = ("scene_scale", "texture_noise")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,10 @@ class SyntheticConfig:
     # frame s times larger would (pattern sizes and speeds in pixels times s; the objects keep their
     # size relative to the frame). (1, 1): every sequence at the frame's own scale.
     scene_scale: tuple[float, float] = (1.0, 1.0)
+    # Each generated texture multiplies its smooth noise by a factor drawn in this range: near 0 the
+    # hard-edged patches lie on flat ground that fires no events, like the sky or a wall in a
+    # photograph. (1, 1): every texture as textured as before.
+    texture_noise: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -107,13 +112,13 @@ class SyntheticConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (tuples as lists) for YAML. The photo keys are left out without photographs, and
-        ``scene_scale`` at (1, 1), so that a dataset generated before they existed still matches the
-        settings it was made with."""
+        ``scene_scale`` and ``texture_noise`` at (1, 1), so that a dataset generated before they existed
+        still matches the settings it was made with."""
         return {
             key: list(value) if isinstance(value, tuple) else value
             for key, value in dataclasses.asdict(self).items()
             if not (key in PHOTO_KEYS and not self.background_photos)
-            and not (key == "scene_scale" and tuple(value) == UNIT_SCALE)
+            and not (key in RANGE_KEYS and tuple(value) == UNIT_SCALE)
         }
 
     @classmethod

@@ -24,6 +24,7 @@ from snn.data.photos import photo_texture
 # A layer point counts as "on top" when its alpha is at least this; edges are blended by the
 # bilinear warp, so the label follows whichever layer covers most of the pixel.
 ALPHA_VISIBLE = 0.5
+UNIT_RANGE = (1.0, 1.0)  # a (low, high) range that draws nothing
 
 
 @dataclass(frozen=True)
@@ -111,15 +112,21 @@ def _add_patch(rng: np.random.Generator, tex: np.ndarray, unit: float) -> None:
         tex[bar.astype(bool)] += amp
 
 
-def make_texture(rng: np.random.Generator, shape: tuple[int, int], unit: float) -> np.ndarray:
+def make_texture(
+    rng: np.random.Generator, shape: tuple[int, int], unit: float, noise: tuple[float, float] = UNIT_RANGE
+) -> np.ndarray:
     """Random log-intensity texture: multi-scale smooth noise plus hard-edged patches.
 
     ``unit`` is the image size divided by 64, so patterns keep their look at any resolution.
-    Returns float32 with a random mean in [-1, 1] and a standard deviation of about 0.5.
+    ``noise`` (low, high): the smooth noise's weight is multiplied by a factor drawn in it, so that
+    at small factors the patches sit on flat ground that fires no events, as the sky or a wall
+    would (no draw at (1, 1)). Returns float32 with a random mean in [-1, 1] and a standard
+    deviation of about 0.5.
     """
+    gain = 1.0 if tuple(noise) == UNIT_RANGE else float(rng.uniform(*noise))
     tex = np.zeros(shape, np.float32)
     for sigma, weight in ((1.5, 0.3), (3.0, 0.5), (8.0, 0.8)):
-        tex += weight * _blur_noise(rng, shape, sigma * unit)
+        tex += gain * weight * _blur_noise(rng, shape, sigma * unit)
     for _ in range(int(rng.integers(2, 7))):
         _add_patch(rng, tex, unit)
     # A light blur keeps edges sharp but lets bilinear warping reproduce them faithfully.
@@ -172,18 +179,20 @@ def sample_scene(
     foreground_motion: MotionRanges,
     background_photos: Sequence[str] = (),
     photo_fraction: float = 1.0,
-    scene_scale: tuple[float, float] = (1.0, 1.0),
+    scene_scale: tuple[float, float] = UNIT_RANGE,
+    texture_noise: tuple[float, float] = UNIT_RANGE,
 ) -> list[Layer]:
     """Draw a background and ``num_foreground`` layers, ordered back to front.
 
     With ``background_photos`` the background is cut from one of these photographs (see
     ``snn.data.photos``) instead of a generated texture, with probability ``photo_fraction``.
     ``scene_scale`` (low, high) multiplies the pixel sizes of textures and motions by a factor
-    drawn uniformly in it, as a frame that many times larger would see them.
+    drawn uniformly in it, as a frame that many times larger would see them. ``texture_noise``: the
+    range of each generated texture's smooth-noise factor (``make_texture``).
     """
     unit = min(height, width) / 64.0
     # (no draw at (1, 1), so that the scenes of a dataset without a scale range stay what they were)
-    if tuple(scene_scale) != (1.0, 1.0):
+    if tuple(scene_scale) != UNIT_RANGE:
         unit *= float(rng.uniform(*scene_scale))
     t_mid = (num_frames - 1) / 2.0
     image_centre = np.array([(width - 1) / 2.0, (height - 1) / 2.0])
@@ -194,7 +203,7 @@ def sample_scene(
     if background_photos and (photo_fraction >= 1 or rng.random() < photo_fraction):
         background = photo_texture(rng, str(rng.choice(list(background_photos))), bg_size)
     else:
-        background = make_texture(rng, (bg_size, bg_size), unit)
+        background = make_texture(rng, (bg_size, bg_size), unit, texture_noise)
     layers = [
         Layer(
             texture=background,
@@ -214,7 +223,7 @@ def sample_scene(
         offset = rng.uniform(-0.3, 0.3, 2) * np.array([width, height])
         layers.append(
             Layer(
-                texture=make_texture(rng, (fg_size, fg_size), unit),
+                texture=make_texture(rng, (fg_size, fg_size), unit, texture_noise),
                 alpha=make_shape_mask(rng, fg_size),
                 centre=np.array([(fg_size - 1) / 2.0] * 2),
                 pos=image_centre + offset,

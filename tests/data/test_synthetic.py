@@ -297,3 +297,34 @@ def test_scene_scale_is_validated_and_left_out_of_the_record_at_one() -> None:
     for bad in ([0, 1], [2, 1], [1]):
         with pytest.raises(ValueError, match="scene_scale"):
             SyntheticConfig(scene_scale=bad)
+
+
+def _flat_fraction(texture: np.ndarray, motion_px: float = 2.0, threshold: float = 0.2) -> float:
+    """Share of pixels where a move of ``motion_px`` changes the log intensity by less than a threshold."""
+    gx = np.abs(np.diff(texture, axis=1))[:-1]
+    gy = np.abs(np.diff(texture, axis=0))[:, :-1]
+    return float((np.hypot(gx, gy) * motion_px < threshold).mean())
+
+
+def test_texture_noise_near_zero_leaves_flat_ground_between_the_patches() -> None:
+    from snn.data.synthetic_scene import make_texture
+
+    rng = np.random.default_rng(0)
+    textured = np.mean([_flat_fraction(make_texture(rng, (128, 128), 1.0)) for _ in range(10)])
+    flat = np.mean([_flat_fraction(make_texture(rng, (128, 128), 1.0, (0.0, 0.0))) for _ in range(10)])
+    assert flat > textured + 0.15
+    # the contrast of what is left is the same: the patches keep their edges
+    assert 0.3 < float(make_texture(np.random.default_rng(1), (128, 128), 1.0, (0.0, 0.0)).std()) < 0.7
+
+
+def test_texture_noise_at_one_draws_nothing_so_old_datasets_stay_the_same() -> None:
+    plain = generate_sequence(3, TINY)
+    same = generate_sequence(3, SyntheticConfig(height=32, width=32, num_frames=5, texture_noise=(1.0, 1.0)))
+    other = generate_sequence(3, SyntheticConfig(height=32, width=32, num_frames=5, texture_noise=(0.0, 0.5)))
+    np.testing.assert_array_equal(plain["log_frames"], same["log_frames"])
+    assert not np.array_equal(plain["log_frames"], other["log_frames"])
+    assert "texture_noise" not in TINY.to_dict()
+    assert SyntheticConfig(texture_noise=[0, 1]).to_dict()["texture_noise"] == [0, 1]
+    for bad in ([-1, 1], [1, 0.5], [0.5]):
+        with pytest.raises(ValueError, match="texture_noise"):
+            SyntheticConfig(texture_noise=bad)
