@@ -76,10 +76,6 @@ class Config:
     # integer export folds it into that layer's arithmetic (docs/hardware.md). On by default: it
     # lowered the test-split ratio over three seeds (README, Train).
     global_context: bool = True
-    # A global-flow head: one flow vector per frame, a rate-weighted average of the bottleneck
-    # channels' learned votes, added to the coarsest flow so that it reaches pixels far from any
-    # event. Full precision only (quantization refuses it).
-    global_flow: bool = False
     threshold: float = 1.0
     reset: str = "subtract"
     surrogate_alpha: float = 2.0  # the model's own default too: EventSNNFlowNetLiteV2() is this model
@@ -228,7 +224,6 @@ class Config:
             "bottleneck_dilation": list(self.bottleneck_dilation),
             "head_input": self.head_input,
             "global_context": self.global_context,
-            "global_flow": self.global_flow,
             "binary_threshold": self.binary_threshold,
             "shortcut_before_quant": self.shortcut_before_quant,
             "integer_input": self.representation == "counts",
@@ -407,8 +402,6 @@ def validate(cfg: Config, source: str = "config") -> Config:
         )
     if cfg.head_input not in ("spikes", "current"):
         raise ConfigError(f"{source}: key 'head_input' must be 'spikes' or 'current', got {cfg.head_input!r}")
-    if cfg.global_flow and cfg.quantization_enabled:
-        raise ConfigError(f"{source}: key 'global_flow' has no quantized form yet; train it at full precision")
     if cfg.learn_leak and cfg.tau not in (2, 4, 8, 16):
         raise ConfigError(f"{source}: key 'learn_leak' needs tau = 2, 4, 8 or 16 to start from, got tau {cfg.tau}")
     if not 0 < cfg.late_crop_fraction <= 1:

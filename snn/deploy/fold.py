@@ -87,8 +87,6 @@ def fold_network(model: nn.Module, height: int, width: int) -> tuple[dict[str, A
         raise FoldError("the model normalizes each window's input (input_norm), so its input is not integer counts")
     if getattr(model, "head_input", "spikes") != "spikes":
         raise FoldError("the flow heads read the decoder's currents (head_input), which the fold does not describe")
-    if getattr(model, "global_flow", None) is not None:
-        raise FoldError("the model has a global-flow head (global_flow), which has no integer form")
     if not getattr(model, "integer_input", True):
         raise FoldError("the model's input is not integer event counts (a voxel grid), so it cannot be folded")
     known = {name for name, _, _ in WIRING} | ({"context"} if getattr(model, "context", None) is not None else set())

@@ -82,27 +82,6 @@ class FlowHead(nn.Module):
         return self.integrator(seq_apply(lambda x: into_quantizer(self.quant_layer, self.conv, x), spikes))
 
 
-class GlobalFlow(nn.Module):
-    """The frame's dominant motion, added to the coarsest flow so that it reaches every pixel.
-
-    Each bottleneck channel votes for one flow vector (learned), weighted by its spike rate over the
-    whole frame and window; the votes are averaged, not summed, so a frame with few events (flat
-    ground, a dark sky) gets as large a motion as a busy one. Starts at zero flow.
-    """
-
-    EPS = 1e-3  # spikes per pixel: an empty frame gets no motion rather than a division by zero
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.votes = nn.Parameter(torch.zeros(channels, 2))
-
-    def forward(self, spikes: torch.Tensor) -> torch.Tensor:
-        """[steps, B, C, h, w] spikes -> [B, 2, 1, 1] flow in pixels."""
-        rates = spikes.mean(dim=(0, -2, -1))
-        flow = rates @ self.votes / (rates.sum(dim=-1, keepdim=True) + self.EPS)
-        return flow[..., None, None]
-
-
 class EventSNNFlowNetLiteV2(nn.Module):
     """Spiking U-Net for event-based optical flow (about 1.2 M parameters at base_ch=32).
 
@@ -153,9 +132,6 @@ class EventSNNFlowNetLiteV2(nn.Module):
             so that flat regions far from any edge hear of the motion elsewhere in the frame. It joins
             that layer's current before its quantizer; a quantized model rounds the frame rates down to
             ``RATE_BITS`` fractional bits, and the integer export folds it into that layer's arithmetic.
-        global_flow: a global-flow head (``GlobalFlow``): one flow vector per frame from the
-            bottleneck's rates, added to the coarsest flow, for regions with no events near them.
-            Full precision only: a quantized model refuses it (it has no integer form yet).
         binary_threshold: every spiking layer's binary current takes its sign against a learned
             threshold per channel, which starts at the least current that fires the neuron in one
             window (the threshold itself with one step per window), so that a binary current fires
@@ -197,7 +173,6 @@ class EventSNNFlowNetLiteV2(nn.Module):
         integer_input: bool = True,
         head_input: str = "spikes",
         global_context: bool = True,
-        global_flow: bool = False,
         binary_threshold: bool = False,
         shortcut_before_quant: bool = False,
     ) -> None:
@@ -261,9 +236,6 @@ class EventSNNFlowNetLiteV2(nn.Module):
             self.context = make_conv(quantize, spec, in_channels=4 * c, out_channels=4 * c, kernel_size=1)
             nn.init.zeros_(self.context.weight)  # start as the network without it
             nn.init.zeros_(self.context.bias)
-        if global_flow and quantize:
-            raise ValueError("global_flow has no quantized or integer form yet: it is a full-precision lever")
-        self.global_flow = GlobalFlow(4 * c) if global_flow else None
         self.dec2 = SpikingConvTranspose2d(8 * c, 2 * c, neuron=n, **q)
         self.dec1 = SpikingConvTranspose2d(4 * c, c, neuron=n, **q)
         self.head3 = FlowHead(8 * c, **head)
@@ -334,8 +306,6 @@ class EventSNNFlowNetLiteV2(nn.Module):
         s3 = self.res2(self.res1(self.enc3(s2)))
         d3, h3 = self._decode(self.dec3, s3, s2, self._context(s3))
         flow3 = self.head3(h3) * self.flow_scale
-        if self.global_flow is not None:
-            flow3 = flow3 + self.global_flow(s3)
         d2, h2 = self._decode(self.dec2, d3, s1)
         flow2 = upsample_flow(flow3) + self.head2(h2) * self.flow_scale
         d1, h1 = self._decode(self.dec1, d2, s0)

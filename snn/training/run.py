@@ -50,7 +50,7 @@ def check_run_dirs(checkpoint_dir: Path, log_dir: Path, resuming_own_run: bool) 
 
 ARCH_KEYS = ("base_ch", "num_bins", "tau", "threshold", "reset", "surrogate_alpha", "flow_scale", "learn_leak",
              "input_norm", "input_bins", "bins_per_step", "bottleneck_dilation", "head_input",
-             "global_context", "global_flow")  # fmt: skip
+             "global_context")  # fmt: skip
 
 
 def adopt_architecture(cfg: Config, ckpt: dict, path: Path) -> Config:
