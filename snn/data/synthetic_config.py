@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from snn.data.photos import NATURAL_TEST_PHOTOS, check_photo_names
+from snn.data.synthetic_scene import UNIT_RANGE
 
 PHOTO_KEYS = ("background_photos", "photo_fraction")
-UNIT_SCALE = (1.0, 1.0)  # the default of the RANGE_KEYS, which records leave out
-RANGE_KEYS = ("scene_scale", "texture_noise")
+RANGE_KEYS = ("scene_scale", "texture_noise")  # factor ranges: records leave them out at UNIT_RANGE
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,11 @@ class SyntheticConfig:
     # Each sequence draws a scale s uniformly in this range and sees its textures and motions as a
     # frame s times larger would (pattern sizes and speeds in pixels times s; the objects keep their
     # size relative to the frame). (1, 1): every sequence at the frame's own scale.
-    scene_scale: tuple[float, float] = (1.0, 1.0)
+    scene_scale: tuple[float, float] = UNIT_RANGE
     # Each generated texture multiplies its smooth noise by a factor drawn in this range: near 0 the
     # hard-edged patches lie on flat ground that fires no events, like the sky or a wall in a
     # photograph. (1, 1): every texture as textured as before.
-    texture_noise: tuple[float, float] = (1.0, 1.0)
+    texture_noise: tuple[float, float] = UNIT_RANGE
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -118,7 +118,7 @@ class SyntheticConfig:
             key: list(value) if isinstance(value, tuple) else value
             for key, value in dataclasses.asdict(self).items()
             if not (key in PHOTO_KEYS and not self.background_photos)
-            and not (key in RANGE_KEYS and tuple(value) == UNIT_SCALE)
+            and not (key in RANGE_KEYS and tuple(value) == UNIT_RANGE)
         }
 
     @classmethod

@@ -24,7 +24,13 @@ from snn.data.photos import photo_texture
 # A layer point counts as "on top" when its alpha is at least this; edges are blended by the
 # bilinear warp, so the label follows whichever layer covers most of the pixel.
 ALPHA_VISIBLE = 0.5
-UNIT_RANGE = (1.0, 1.0)  # a (low, high) range that draws nothing
+UNIT_RANGE = (1.0, 1.0)  # a (low, high) factor range that draws nothing
+
+
+def draw_factor(rng: np.random.Generator, factor_range: tuple[float, float]) -> float:
+    """A factor drawn uniformly in ``factor_range``, or 1 without a draw at ``UNIT_RANGE``, so that the
+    scenes of a dataset made before the range existed stay what they were."""
+    return 1.0 if tuple(factor_range) == UNIT_RANGE else float(rng.uniform(*factor_range))
 
 
 @dataclass(frozen=True)
@@ -123,7 +129,7 @@ def make_texture(
     would (no draw at (1, 1)). Returns float32 with a random mean in [-1, 1] and a standard
     deviation of about 0.5.
     """
-    gain = 1.0 if tuple(noise) == UNIT_RANGE else float(rng.uniform(*noise))
+    gain = draw_factor(rng, noise)
     tex = np.zeros(shape, np.float32)
     for sigma, weight in ((1.5, 0.3), (3.0, 0.5), (8.0, 0.8)):
         tex += gain * weight * _blur_noise(rng, shape, sigma * unit)
@@ -190,10 +196,7 @@ def sample_scene(
     drawn uniformly in it, as a frame that many times larger would see them. ``texture_noise``: the
     range of each generated texture's smooth-noise factor (``make_texture``).
     """
-    unit = min(height, width) / 64.0
-    # (no draw at (1, 1), so that the scenes of a dataset without a scale range stay what they were)
-    if tuple(scene_scale) != UNIT_RANGE:
-        unit *= float(rng.uniform(*scene_scale))
+    unit = min(height, width) / 64.0 * draw_factor(rng, scene_scale)
     t_mid = (num_frames - 1) / 2.0
     image_centre = np.array([(width - 1) / 2.0, (height - 1) / 2.0])
     # The background canvas is twice the frame so its drift and rotation rarely reach the

@@ -341,7 +341,7 @@ class EventSNNFlowNetLiteV2(nn.Module):
             return out, out
         current = layer.current(x, context=context)
         out = torch.cat([layer.neuron(current), skip], dim=2)
-        return out, out if self.head_input == "spikes" else torch.cat([current.to(skip.dtype), skip], dim=2)
+        return out, torch.cat([current.to(skip.dtype), skip], dim=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Flow in pixels over the input window, [B, 2, H, W], for frames of any size.

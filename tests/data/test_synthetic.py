@@ -321,7 +321,10 @@ def test_texture_noise_at_one_draws_nothing_so_old_datasets_stay_the_same() -> N
     plain = generate_sequence(3, TINY)
     same = generate_sequence(3, SyntheticConfig(height=32, width=32, num_frames=5, texture_noise=(1.0, 1.0)))
     other = generate_sequence(3, SyntheticConfig(height=32, width=32, num_frames=5, texture_noise=(0.0, 0.5)))
+    # A range that draws a factor of almost exactly 1 still shifts the random stream: (1, 1) draws nothing.
+    drawn = generate_sequence(3, SyntheticConfig(height=32, width=32, num_frames=5, texture_noise=(1.0, 1.0 + 1e-9)))
     np.testing.assert_array_equal(plain["log_frames"], same["log_frames"])
+    assert not np.array_equal(plain["log_frames"], drawn["log_frames"])
     assert not np.array_equal(plain["log_frames"], other["log_frames"])
     assert "texture_noise" not in TINY.to_dict()
     assert SyntheticConfig(texture_noise=[0, 1]).to_dict()["texture_noise"] == [0, 1]
