@@ -32,6 +32,8 @@ from snn.models.neurons import RESET_MODES
 AMP_MODES = ("none", "bf16", "fp16")
 # What training learns from (key "loss"): the flow labels, the events' contrast, or both.
 LOSSES = ("supervised", "contrast", "both")
+# How the contrast loss moves the events of the windows before the flow's own (key "contrast_flow").
+CONTRAST_FLOWS = ("constant", "chained")
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "event_snn_lite.yaml"
@@ -137,6 +139,9 @@ class Config:
     flow_loss_weight: float = 1.0
     contrast_loss_weight: float = 1.0
     smoothness_weight: float = 0.1
+    # 1: the smoothness term penalizes the flow's differences between neighbours; 2: its second
+    # differences, which leave affine flows (rotation, zoom) free.
+    smoothness_order: int = 1
     # Weight of a penalty on the flow's divergence in the contrast loss (0: off), against flows that
     # draw the events onto their edges, sharper than the true motion does (README, Learning without labels).
     divergence_weight: float = 0.0
@@ -145,6 +150,11 @@ class Config:
     # a sharper image than any short one (README, Learning without labels); the network still reads
     # only its own window (state_windows decides what it carries over).
     contrast_windows: int = 1
+    # How those windows' events move: "constant" along the flow of the last window, or "chained": the
+    # network also runs on each window before it (from rest, with gradient) and every event moves
+    # along its own window's flow, then through each later one along that window's (README, Learning
+    # without labels). Chained costs contrast_windows forward passes a sample.
+    contrast_flow: str = "constant"
 
     # Quantization-aware training (see QAT_GUIDE.md).
     quantization_enabled: bool = False
@@ -462,6 +472,17 @@ def _validate_quantization(cfg: Config, source: str) -> None:
     for key in ("flow_loss_weight", "contrast_loss_weight", "smoothness_weight", "divergence_weight"):
         if not (_finite_number(getattr(cfg, key)) and getattr(cfg, key) >= 0):
             raise ConfigError(f"{source}: key '{key}' must be a finite number >= 0, got {getattr(cfg, key)!r}")
+    if cfg.smoothness_order not in (1, 2):
+        raise ConfigError(f"{source}: key 'smoothness_order' must be 1 or 2, got {cfg.smoothness_order!r}")
+    if cfg.contrast_flow not in CONTRAST_FLOWS:
+        raise ConfigError(
+            f"{source}: key 'contrast_flow' must be one of {', '.join(CONTRAST_FLOWS)}, got {cfg.contrast_flow!r}"
+        )
+    if cfg.contrast_flow == "chained" and (cfg.contrast_windows < 2 or cfg.state_windows > 1):
+        raise ConfigError(
+            f"{source}: key 'contrast_flow' is 'chained', which needs contrast_windows >= 2 (got "
+            f"{cfg.contrast_windows}) and runs each window from rest (state_windows: 1, got {cfg.state_windows})"
+        )
     if cfg.contrast_windows > 1 and cfg.loss == "supervised":
         raise ConfigError(
             f"{source}: key 'contrast_windows' is {cfg.contrast_windows}, but loss is 'supervised', which warps "

@@ -75,17 +75,86 @@ def warp_events(events: torch.Tensor, flow: torch.Tensor, t_ref: float, num_bins
     dt = t_ref - bin_times(k // windows, flow.device, windows)[ki]
     x = xi.float() + dt * flow[bi, 0, yi, xi]
     y = yi.float() + dt * flow[bi, 1, yi, xi]
+    return splat(x, y, values, bi * c + ci, (b, c, h, w))
+
+
+def splat(x: torch.Tensor, y: torch.Tensor, values: torch.Tensor, image: torch.Tensor, shape) -> torch.Tensor:
+    """Events of ``values`` at (``x``, ``y``) added bilinearly into the images ``image`` (index into
+    ``shape[0] * shape[1]`` images of ``shape[2:]``), [B, C, H, W]; what lands outside is lost."""
+    b, c, h, w = shape
     x0, y0 = x.detach().floor(), y.detach().floor()
     fx, fy = x - x0, y - y0
-    image = (bi * c + ci) * (h * w)  # the first pixel of each event's own image
-    iwe = events.new_zeros(b * c * h * w)
+    first = image * (h * w)  # the first pixel of each event's own image
+    iwe = values.new_zeros(b * c * h * w)
     for dx, wx in ((0, 1 - fx), (1, fx)):
         for dy, wy in ((0, 1 - fy), (1, fy)):
             xc, yc = x0 + dx, y0 + dy
             inside = (xc >= 0) & (xc < w) & (yc >= 0) & (yc < h)
-            index = image + torch.where(inside, yc * w + xc, torch.zeros_like(xc)).long()
+            index = first + torch.where(inside, yc * w + xc, torch.zeros_like(xc)).long()
             iwe = iwe.index_add(0, index, values * wx * wy * inside)
     return iwe.view(b, c, h, w)
+
+
+def sample_flow(flow: torch.Tensor, bi: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``flow`` [B, 2, H, W] read bilinearly at (``x``, ``y``) of batch item ``bi``, [2, N]; positions
+    outside the frame read its border. Differentiable in the flow and in the positions."""
+    _, _, h, w = flow.shape
+    x = x.clamp(0, w - 1)
+    y = y.clamp(0, h - 1)
+    x0, y0 = x.detach().floor().clamp(max=w - 2), y.detach().floor().clamp(max=h - 2)
+    fx, fy = x - x0, y - y0
+    x0, y0 = x0.long(), y0.long()
+    out = 0
+    for dx, wx in ((0, 1 - fx), (1, fx)):
+        for dy, wy in ((0, 1 - fy), (1, fy)):
+            out = out + flow[bi, :, y0 + dy, x0 + dx].t() * (wx * wy)
+    return out
+
+
+def warp_events_chained(events: torch.Tensor, flows: torch.Tensor, t_ref: float, num_bins: int) -> torch.Tensor:
+    """The image of warped events, [B, C, H, W], for events spanning several windows that each have their
+    own flow: ``flows`` [B, w, 2, H, W], oldest first, ``events`` [B, w * num_bins, C, H, W] (times as in
+    ``bin_times``: the last window at [0, 1]).
+
+    Each event first moves along its own window's flow, read at its pixel, to the end of that window
+    (or its start, or ``t_ref`` where that lies inside it); then through each window between there and
+    ``t_ref`` along that window's flow, read where the event has got to (the iterative warping of
+    Paredes-Valles et al. 2023). A flow that changes from one window to the next, as an object passing a
+    pixel makes it, is followed instead of being taken as constant over the span.
+    """
+    if events.dim() != 5 or flows.dim() != 5 or flows.shape[2] != 2:
+        raise ValueError(
+            f"expected events [B, w*K, C, H, W] and flows [B, w, 2, H, W], got {events.shape}, {flows.shape}"
+        )
+    b, k, c, h, w = events.shape
+    windows = count_windows(k, num_bins)
+    if flows.shape[:2] != (b, windows) or flows.shape[-2:] != (h, w):
+        raise ValueError(f"flows {list(flows.shape)} do not match {windows} windows of events {list(events.shape)}")
+    events, flows = events.float(), flows.float()
+    bi, ki, ci, yi, xi = events.detach().nonzero(as_tuple=True)
+    values = events[bi, ki, ci, yi, xi]
+    own = ki // num_bins  # each event's window
+    t = bin_times(num_bins, flows.device, windows)[ki]
+    start = (own - (windows - 1)).float()  # its window's start time
+    flow = flows[bi, own, :, yi, xi].t()
+    step = torch.minimum(torch.maximum(torch.full_like(t, t_ref), start), start + 1) - t
+    x, y = xi.float() + step * flow[0], yi.float() + step * flow[1]
+    # Forward through later windows (oldest first), backward through earlier ones (newest first).
+    for m in range(windows):
+        s_m = m - (windows - 1)
+        moving = (own < m) & (t_ref > s_m)
+        if moving.any():
+            dt = min(1.0, t_ref - s_m) * moving.float()
+            f = sample_flow(flows[:, m], bi, x, y)
+            x, y = x + dt * f[0], y + dt * f[1]
+    for m in reversed(range(windows)):
+        s_m = m - (windows - 1)
+        moving = (own > m) & (t_ref < s_m + 1)
+        if moving.any():
+            dt = min(1.0, s_m + 1 - t_ref) * moving.float()
+            f = sample_flow(flows[:, m], bi, x, y)
+            x, y = x - dt * f[0], y - dt * f[1]
+    return splat(x, y, values, bi * c + ci, (b, c, h, w))
 
 
 def image_variance(iwe: torch.Tensor) -> torch.Tensor:
@@ -115,34 +184,52 @@ def contrast_loss(
     Zero flow scores 1; a flow that sharpens the events scores less, down to 0. The inverse keeps what
     one reference time can gain from a collapse of the events onto few pixels below 1, while the blur it
     causes at the other reference times costs without bound. Windows without events add 0 (no gradient).
-    ``events`` may span several windows of ``num_bins`` bins (see ``bin_times``); ``refs`` default to
-    the start, middle and end of the span (``reference_times``).
+    ``events`` may span several windows of ``num_bins`` bins (see ``bin_times``), warped along one flow
+    [B, 2, H, W] taken as constant over them, or along each window's own flow [B, w, 2, H, W]
+    (``warp_events_chained``); ``refs`` default to the start, middle and end of the span
+    (``reference_times``).
     """
     if refs is None:
         refs = reference_times(span_windows(events, num_bins))
     if not refs:
         raise ValueError("contrast_loss needs at least one reference time")
+    if flow.dim() == 5 and num_bins is None:
+        raise ValueError("contrast_loss: a flow per window [B, w, 2, H, W] needs num_bins")
+    warp = warp_events_chained if flow.dim() == 5 else warp_events
     unwarped = image_variance(events.float().sum(dim=1))
     has_events = (unwarped >= MIN_VARIANCE).float()
     total = events.new_zeros((), dtype=torch.float32)
     for t_ref in refs:
-        warped = image_variance(warp_events(events, flow, t_ref, num_bins))
+        warped = image_variance(warp(events, flow, t_ref, num_bins))
         total = total + (has_events * unwarped / (warped + MIN_VARIANCE)).sum()
     return total / (len(refs) * has_events.sum().clamp_min(1.0))
 
 
-def smoothness_loss(flow: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+def smoothness_loss(flow: torch.Tensor, eps: float = 1e-3, order: int = 1) -> torch.Tensor:
     """Charbonnier penalty of the flow's differences between horizontal and vertical neighbours: the
-    prior that fills in pixels without events, where the contrast says nothing."""
-    dx = flow[..., :, 1:] - flow[..., :, :-1]
-    dy = flow[..., 1:, :] - flow[..., :-1, :]
-    return torch.sqrt(dx.float() ** 2 + eps**2).mean() + torch.sqrt(dy.float() ** 2 + eps**2).mean()
+    prior that fills in pixels without events, where the contrast says nothing.
+
+    ``order`` 2 penalizes the second differences (along x, along y and across) instead: zero for any
+    affine flow, so a camera's rotation or zoom costs nothing, only the flow's bends and breaks do."""
+    flow = flow.float()
+    if order == 1:
+        diffs = (flow[..., :, 1:] - flow[..., :, :-1], flow[..., 1:, :] - flow[..., :-1, :])
+    elif order == 2:
+        diffs = (
+            flow[..., :, 2:] - 2 * flow[..., :, 1:-1] + flow[..., :, :-2],
+            flow[..., 2:, :] - 2 * flow[..., 1:-1, :] + flow[..., :-2, :],
+            flow[..., 1:, 1:] - flow[..., 1:, :-1] - flow[..., :-1, 1:] + flow[..., :-1, :-1],
+        )
+    else:
+        raise ValueError(f"smoothness order must be 1 or 2, got {order}")
+    return sum(torch.sqrt(d**2 + eps**2).mean() for d in diffs)
 
 
 def divergence_loss(flow: torch.Tensor) -> torch.Tensor:
     """Mean absolute divergence of the flow (central differences). A flow that draws the events of a
     window together onto their edges (a local collapse, which sharpens them beyond what the true
     motion does) converges there and diverges between them; rigid motion has none."""
+    flow = flow.flatten(0, -4)  # a flow per window [B, w, 2, H, W] counts each window's
     du = flow[:, 0, 1:-1, 2:] - flow[:, 0, 1:-1, :-2]
     dv = flow[:, 1, 2:, 1:-1] - flow[:, 1, :-2, 1:-1]
     return ((du + dv) / 2).float().abs().mean()
@@ -156,18 +243,23 @@ def multiscale_contrast_loss(
     refs: Sequence[float] | None = None,
     divergence_weight: float = 0.0,
     num_bins: int | None = None,
+    smoothness_order: int = 1,
 ) -> torch.Tensor:
     """``contrast_loss`` plus ``smoothness_weight`` times ``smoothness_loss`` (and ``divergence_weight`` times
     ``divergence_loss``) at every flow scale (finest first, each in full-resolution pixels and resampled to
     the events' size), weighted as the supervised loss. ``events`` may span several windows of ``num_bins``
-    bins, the flow being that of the last."""
+    bins, the flow being that of the last ([B, 2, h, w] at each scale) or each window's own
+    ([B, w, 2, h, w], chained: see ``warp_events_chained``)."""
     if len(weights) < len(preds):
         raise ValueError(f"{len(preds)} flow scales but only {len(weights)} scale weights")
     total = events.new_zeros((), dtype=torch.float32)
     for pred, weight in zip(preds, weights, strict=False):
         if pred.shape[-2:] != events.shape[-2:]:
-            pred = F.interpolate(pred, size=events.shape[-2:], mode="bilinear", align_corners=False)
-        term = contrast_loss(events, pred, refs, num_bins) + smoothness_weight * smoothness_loss(pred)
+            lead = pred.shape[:-3]
+            pred = F.interpolate(pred.flatten(0, -4), size=events.shape[-2:], mode="bilinear", align_corners=False)
+            pred = pred.view(*lead, *pred.shape[-3:])
+        term = contrast_loss(events, pred, refs, num_bins)
+        term = term + smoothness_weight * smoothness_loss(pred, order=smoothness_order)
         if divergence_weight:
             term = term + divergence_weight * divergence_loss(pred)
         total = total + weight * term

@@ -326,10 +326,16 @@ class Trainer:
             batch = move_batch(batch, self.device)
             with self.precision.autocast():
                 with recording_firing_rates(self.model) if self.cfg.firing_rate_weight > 0 else nullcontext() as rates:
-                    preds = [
-                        p.float() for p in self._forward_history(self._forward_multiscale, self.model, batch["events"])
-                    ]
-                learning_loss, flow_loss, terms = self.learning_loss(preds, batch)
+                    if self.cfg.contrast_flow == "chained":
+                        window_preds = self._forward_windows(batch["events"])
+                        preds = [p[:, -1] for p in window_preds]
+                    else:
+                        window_preds = None
+                        preds = [
+                            p.float()
+                            for p in self._forward_history(self._forward_multiscale, self.model, batch["events"])
+                        ]
+                learning_loss, flow_loss, terms = self.learning_loss(preds, batch, window_preds)
                 extras = self.extra_loss()
                 if rates is not None:
                     extras["rate_loss"] = self.cfg.firing_rate_weight * firing_rate_penalty(
@@ -369,12 +375,14 @@ class Trainer:
         return total / max(1, count)
 
     def learning_loss(
-        self, preds: list[torch.Tensor], batch: dict[str, Any]
+        self, preds: list[torch.Tensor], batch: dict[str, Any], window_preds: list[torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """(what backpropagates, its value for the logs, its weighted terms) of the configured loss (key ``loss``).
 
         With ``loss: contrast`` the batch's flow labels are never read. Under DDP each term backpropagates
         weighted by this rank's share of the global batch's valid pixels (labels) or windows (contrast).
+        ``window_preds`` (``contrast_flow: chained``): every window's flow at each scale, [B, w, 2, h, w],
+        which the contrast loss warps along instead of ``preds``, the last window's.
         """
         cfg = self.cfg
         terms, shares = {}, {}
@@ -386,12 +394,13 @@ class Trainer:
             # the window the flow is of (the sample's last) and the contrast_windows - 1 before it
             events = batch["events"][:, -cfg.contrast_windows * cfg.num_bins :]
             contrast = multiscale_contrast_loss(
-                preds,
+                preds if window_preds is None else window_preds,
                 events,
                 cfg.scale_weights,
                 cfg.smoothness_weight,
                 divergence_weight=cfg.divergence_weight,
                 num_bins=cfg.num_bins,
+                smoothness_order=cfg.smoothness_order,
             )
             terms["contrast_loss"] = cfg.contrast_loss_weight * contrast
             shares["contrast_loss"] = global_share(torch.tensor(len(events), device=events.device))
@@ -412,6 +421,14 @@ class Trainer:
         the contrast loss (``contrast_windows``) are not read."""
         events = events[:, -self.cfg.state_windows * self.cfg.num_bins :]
         return forward_with_history(forward, model, events, self.cfg.num_bins)
+
+    def _forward_windows(self, events: torch.Tensor) -> list[torch.Tensor]:
+        """The flow of each of the last ``contrast_windows`` windows of ``events``, each from rest, at every
+        scale: [B, w, 2, h, w], oldest first. One forward pass over the B x w windows."""
+        windows, bins = self.cfg.contrast_windows, self.cfg.num_bins
+        events = events[:, -windows * bins :]
+        preds = self._forward_multiscale(events.unflatten(1, (windows, bins)).flatten(0, 1))
+        return [p.float().unflatten(0, (len(events), windows)) for p in preds]
 
     def _check_finite(self, loss: torch.Tensor, epoch: int) -> None:
         """FloatingPointError once the loss is NaN or infinite (checked at log steps and epoch ends, so

@@ -20,6 +20,7 @@ from snn.evaluation.contrast import (
     reference_times,
     smoothness_loss,
     warp_events,
+    warp_events_chained,
 )
 from snn.evaluation.report import fwl_aee_agreement, spearman
 
@@ -75,6 +76,50 @@ def test_the_windows_before_the_flows_own_lie_at_negative_times_and_move_along_t
     assert one[11, 7] == pytest.approx(0.5) and one[12, 7] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="not whole windows of 3 bins"):
         warp_events(events, flow, 1.0, num_bins=3)
+
+
+def _turning_dot() -> tuple[torch.Tensor, torch.Tensor]:
+    """Two windows of two bins each: a dot at 4 px a window along x in the first, along y in the second,
+    at (x, y) = (10, 10) at time 0 (between them). Events [1, 4, 2, 20, 20], flows [1, 2, 2, 20, 20]."""
+    events = torch.zeros(1, 4, 2, 20, 20)
+    for k, (x, y) in enumerate([(7, 10), (9, 10), (10, 11), (10, 13)]):  # at t = -0.75, -0.25, 0.25, 0.75
+        events[0, k, 0, y, x] = 1.0
+    flows = torch.zeros(1, 2, 2, 20, 20)
+    flows[0, 0, 0], flows[0, 1, 1] = 4.0, 4.0
+    return events, flows
+
+
+def test_chained_warping_follows_a_flow_that_turns_between_windows():
+    events, flows = _turning_dot()
+    forward = warp_events_chained(events, flows, t_ref=1.0, num_bins=2)[0, 0]
+    assert forward[14, 10] == pytest.approx(4.0)  # every event on the dot's place at the end
+    backward = warp_events_chained(events, flows, t_ref=-1.0, num_bins=2)[0, 0]
+    assert backward[10, 6] == pytest.approx(4.0)  # ... and at the start
+    # The last window's flow taken as constant leaves the first window's events elsewhere.
+    constant = warp_events(events, flows[:, -1], t_ref=1.0, num_bins=2)[0, 0]
+    assert constant[14, 10] == pytest.approx(2.0)
+    assert contrast_loss(events, flows, num_bins=2) < contrast_loss(events, flows[:, -1], num_bins=2) - 0.1
+
+
+def test_chained_warping_along_one_uniform_flow_is_the_constant_warp():
+    events = torch.cat([blob_window((3.0, -2.0), seed=0), blob_window((3.0, -2.0), seed=1)], dim=1)
+    flow = torch.tensor([3.0, -2.0]).view(1, 2, 1, 1).expand(1, 2, 48, 48)
+    for t_ref in (-1.0, 0.0, 0.3, 1.0):
+        chained = warp_events_chained(events, torch.stack([flow, flow], dim=1), t_ref, num_bins=5)
+        assert torch.allclose(chained, warp_events(events, flow, t_ref, num_bins=5), atol=1e-4)
+
+
+def test_the_chained_loss_reaches_every_windows_flow_and_checks_shapes():
+    events, flows = _turning_dot()
+    flows = (flows * 0.8).requires_grad_()
+    contrast_loss(events, flows, num_bins=2).backward()
+    assert flows.grad[0, 0].abs().sum() > 0 and flows.grad[0, 1].abs().sum() > 0
+    with pytest.raises(ValueError, match="needs num_bins"):
+        contrast_loss(events, flows.detach())
+    with pytest.raises(ValueError, match="do not match 2 windows"):
+        warp_events_chained(events, flows.detach()[:, :1], 1.0, num_bins=2)
+    preds = [flows.detach(), flows.detach()[..., ::2, ::2] * 1.0]
+    assert multiscale_contrast_loss(preds, events, [1.0, 0.5], 0.1, num_bins=2) > 0
 
 
 def test_a_window_without_events_has_no_fwl_and_adds_nothing_to_the_loss():
@@ -166,6 +211,17 @@ def test_smoothness_is_zero_for_a_constant_flow_and_grows_with_its_differences()
     flat = torch.ones(1, 2, 8, 8) * 3
     ramp = flat + torch.arange(8).float()
     assert smoothness_loss(flat) < 2e-3 < smoothness_loss(ramp)
+
+
+def test_second_order_smoothness_leaves_rotation_and_zoom_free_and_counts_bends():
+    ys, xs = torch.meshgrid(torch.arange(16).float(), torch.arange(16).float(), indexing="ij")
+    affine = torch.stack([0.1 * (xs - 8) - 0.05 * (ys - 8), 0.05 * (xs - 8) + 0.1 * (ys - 8)]).unsqueeze(0)
+    assert smoothness_loss(affine, order=2) < 4e-3 < 0.1 < smoothness_loss(affine)
+    bent = affine + torch.stack([0.05 * (xs - 8) ** 2, torch.zeros_like(xs)])
+    broken = affine + 2.0 * (xs >= 8).float()
+    assert smoothness_loss(bent, order=2) > 0.03 and smoothness_loss(broken, order=2) > 0.1
+    with pytest.raises(ValueError, match="order must be 1 or 2"):
+        smoothness_loss(affine, order=3)
 
 
 def test_the_multiscale_loss_resamples_coarse_flows_and_checks_its_weights():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 
 import h5py
@@ -147,6 +148,8 @@ def test_a_contrast_run_picks_its_best_model_by_the_flow_warp_loss(tiny_syntheti
         ("smoothness_weight", -1, "must be a finite number >= 0"),
         ("divergence_weight", -0.5, "must be a finite number >= 0"),
         ("contrast_windows", 0, "must be > 0"),
+        ("contrast_flow", "linear", "must be one of constant, chained"),
+        ("smoothness_order", 3, "must be 1 or 2"),
     ],
 )
 def test_bad_loss_keys_name_the_key(key, value, problem):
@@ -157,6 +160,39 @@ def test_bad_loss_keys_name_the_key(key, value, problem):
 def test_contrast_windows_without_a_contrast_loss_is_refused():
     with pytest.raises(ConfigError, match="'contrast_windows' is 3, but loss is 'supervised'"):
         load_config(DEFAULT_CONFIG, {"contrast_windows": 3})
+
+
+def test_chained_contrast_needs_windows_before_and_no_carried_state():
+    with pytest.raises(ConfigError, match="'contrast_flow' is 'chained', which needs contrast_windows >= 2"):
+        load_config(DEFAULT_CONFIG, {"loss": "contrast", "contrast_flow": "chained"})
+    with pytest.raises(ConfigError, match="state_windows: 1, got 2"):
+        load_config(
+            DEFAULT_CONFIG, {"loss": "contrast", "contrast_flow": "chained", "contrast_windows": 2, "state_windows": 2}
+        )
+
+
+def test_chained_contrast_runs_the_network_on_every_window_and_warps_along_each_flow(tiny_synthetic_root, tmp_path):
+    chained = {"loss": "contrast", "contrast_windows": 2, "contrast_flow": "chained", "smoothness_weight": 0.0}
+    cfg = _cfg(tiny_synthetic_root, tmp_path, **chained)
+    cfg.scale_weights = [1.0, 0.0, 0.0]
+    trainer = build_trainer(cfg, CPU)
+    batch = next(iter(trainer.train_loader))
+    events = batch["events"]
+    model = trainer.model.eval()
+    with torch.no_grad():
+        flows = trainer._forward_windows(events)
+        assert flows[0].shape == (len(events), 2, 2, 32, 32)
+        assert torch.allclose(flows[0][:, 0], model(events[:, : cfg.num_bins]), atol=1e-5)  # each window alone
+        assert torch.allclose(flows[0][:, 1], model(events[:, cfg.num_bins :]), atol=1e-5)
+    n = len(events)
+    window_preds = [torch.randn(n, 2, 2, 32, 32), torch.zeros(n, 2, 2, 16, 16), torch.zeros(n, 2, 2, 8, 8)]
+    preds = [p[:, -1] for p in window_preds]
+    loss, _, _ = trainer.learning_loss(preds, batch, window_preds)
+    assert loss.item() == pytest.approx(contrast_loss(events, window_preds[0], num_bins=cfg.num_bins).item())
+    assert loss.item() != pytest.approx(trainer.learning_loss(preds, batch)[0].item())  # not the constant warp
+    model.train()
+    seed_everything(0)
+    assert math.isfinite(trainer.train_one_epoch(0))
 
 
 def test_contrast_windows_give_the_loss_the_windows_before_and_the_network_its_own(tiny_synthetic_root, tmp_path):
