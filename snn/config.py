@@ -139,9 +139,6 @@ class Config:
     flow_loss_weight: float = 1.0
     contrast_loss_weight: float = 1.0
     smoothness_weight: float = 0.1
-    # 1: the smoothness term penalizes the flow's differences between neighbours; 2: its second
-    # differences, which leave affine flows (rotation, zoom) free.
-    smoothness_order: int = 1
     # Weight of a penalty on the flow's divergence in the contrast loss (0: off), against flows that
     # draw the events onto their edges, sharper than the true motion does (README, Learning without labels).
     divergence_weight: float = 0.0
@@ -472,8 +469,6 @@ def _validate_quantization(cfg: Config, source: str) -> None:
     for key in ("flow_loss_weight", "contrast_loss_weight", "smoothness_weight", "divergence_weight"):
         if not (_finite_number(getattr(cfg, key)) and getattr(cfg, key) >= 0):
             raise ConfigError(f"{source}: key '{key}' must be a finite number >= 0, got {getattr(cfg, key)!r}")
-    if cfg.smoothness_order not in (1, 2):
-        raise ConfigError(f"{source}: key 'smoothness_order' must be 1 or 2, got {cfg.smoothness_order!r}")
     if cfg.contrast_flow not in CONTRAST_FLOWS:
         raise ConfigError(
             f"{source}: key 'contrast_flow' must be one of {', '.join(CONTRAST_FLOWS)}, got {cfg.contrast_flow!r}"

@@ -205,24 +205,12 @@ def contrast_loss(
     return total / (len(refs) * has_events.sum().clamp_min(1.0))
 
 
-def smoothness_loss(flow: torch.Tensor, eps: float = 1e-3, order: int = 1) -> torch.Tensor:
+def smoothness_loss(flow: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     """Charbonnier penalty of the flow's differences between horizontal and vertical neighbours: the
-    prior that fills in pixels without events, where the contrast says nothing.
-
-    ``order`` 2 penalizes the second differences (along x, along y and across) instead: zero for any
-    affine flow, so a camera's rotation or zoom costs nothing, only the flow's bends and breaks do."""
-    flow = flow.float()
-    if order == 1:
-        diffs = (flow[..., :, 1:] - flow[..., :, :-1], flow[..., 1:, :] - flow[..., :-1, :])
-    elif order == 2:
-        diffs = (
-            flow[..., :, 2:] - 2 * flow[..., :, 1:-1] + flow[..., :, :-2],
-            flow[..., 2:, :] - 2 * flow[..., 1:-1, :] + flow[..., :-2, :],
-            flow[..., 1:, 1:] - flow[..., 1:, :-1] - flow[..., :-1, 1:] + flow[..., :-1, :-1],
-        )
-    else:
-        raise ValueError(f"smoothness order must be 1 or 2, got {order}")
-    return sum(torch.sqrt(d**2 + eps**2).mean() for d in diffs)
+    prior that fills in pixels without events, where the contrast says nothing."""
+    dx = flow[..., :, 1:] - flow[..., :, :-1]
+    dy = flow[..., 1:, :] - flow[..., :-1, :]
+    return torch.sqrt(dx.float() ** 2 + eps**2).mean() + torch.sqrt(dy.float() ** 2 + eps**2).mean()
 
 
 def divergence_loss(flow: torch.Tensor) -> torch.Tensor:
@@ -243,7 +231,6 @@ def multiscale_contrast_loss(
     refs: Sequence[float] | None = None,
     divergence_weight: float = 0.0,
     num_bins: int | None = None,
-    smoothness_order: int = 1,
 ) -> torch.Tensor:
     """``contrast_loss`` plus ``smoothness_weight`` times ``smoothness_loss`` (and ``divergence_weight`` times
     ``divergence_loss``) at every flow scale (finest first, each in full-resolution pixels and resampled to
@@ -258,8 +245,7 @@ def multiscale_contrast_loss(
             lead = pred.shape[:-3]
             pred = F.interpolate(pred.flatten(0, -4), size=events.shape[-2:], mode="bilinear", align_corners=False)
             pred = pred.view(*lead, *pred.shape[-3:])
-        term = contrast_loss(events, pred, refs, num_bins)
-        term = term + smoothness_weight * smoothness_loss(pred, order=smoothness_order)
+        term = contrast_loss(events, pred, refs, num_bins) + smoothness_weight * smoothness_loss(pred)
         if divergence_weight:
             term = term + divergence_weight * divergence_loss(pred)
         total = total + weight * term

@@ -400,7 +400,6 @@ class Trainer:
                 cfg.smoothness_weight,
                 divergence_weight=cfg.divergence_weight,
                 num_bins=cfg.num_bins,
-                smoothness_order=cfg.smoothness_order,
             )
             terms["contrast_loss"] = cfg.contrast_loss_weight * contrast
             shares["contrast_loss"] = global_share(torch.tensor(len(events), device=events.device))

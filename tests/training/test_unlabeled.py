@@ -149,7 +149,6 @@ def test_a_contrast_run_picks_its_best_model_by_the_flow_warp_loss(tiny_syntheti
         ("divergence_weight", -0.5, "must be a finite number >= 0"),
         ("contrast_windows", 0, "must be > 0"),
         ("contrast_flow", "linear", "must be one of constant, chained"),
-        ("smoothness_order", 3, "must be 1 or 2"),
     ],
 )
 def test_bad_loss_keys_name_the_key(key, value, problem):
