@@ -95,6 +95,7 @@ DOCUMENTED_FLAGS = {
         "--allow-config-change",
         "--set",
     ],
+    "tools/contrast_landscape.py": ["--data-root", "--split", "--windows", "--smoothness", "--steps", "--spans"],
     "finetune_quantized.py": [
         "--config",
         "--pretrained",

@@ -1,0 +1,70 @@
+"""Where the contrast loss has its minimum: spans of windows, free per-pixel minima and the tool."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from snn.data.provider import build_dataset
+from snn.evaluation.landscape import free_minimum, span_landscape, span_loss, spans
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("contrast_landscape", REPO / "tools" / "contrast_landscape.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _turning_dot() -> tuple[torch.Tensor, torch.Tensor]:
+    """A dot at 4 px a window along x, then along y: two windows of two bins, [1, 4, 2, 20, 20] and its flows."""
+    events = torch.zeros(1, 4, 2, 20, 20)
+    for k, (x, y) in enumerate([(7, 10), (9, 10), (10, 11), (10, 13)]):
+        events[0, k, 0, y, x] = 1.0
+    flows = torch.zeros(1, 2, 2, 20, 20)
+    flows[0, 0, 0], flows[0, 1, 1] = 4.0, 4.0
+    return events, flows
+
+
+def test_spans_are_consecutive_windows_of_one_sequence(tiny_synthetic_root):
+    seq = build_dataset(tiny_synthetic_root, "train", num_bins=3).datasets[0]
+    found = list(spans(seq, 2))
+    assert len(found) == len(seq) // 2
+    events, flows = found[1]
+    assert events.shape == (1, 6, 2, 32, 32) and flows.shape == (1, 2, 2, 32, 32)
+    assert torch.equal(events[0, :3], seq[2]["events"]) and torch.equal(flows[0, 1], seq[3]["flow"])
+    assert len(list(spans(seq, 2, stride=1))) == len(seq) - 1
+
+
+def test_the_truth_of_a_turning_dot_is_a_minimum_the_free_flow_keeps():
+    events, truth = _turning_dot()
+    at_truth = span_loss(events, truth, num_bins=2, smoothness_weight=0.0)
+    assert at_truth < 0.3  # all four events on one pixel at every reference time
+    kept = free_minimum(events, truth, num_bins=2, smoothness_weight=0.0, steps=30)
+    assert span_loss(events, kept, 2, 0.0) <= at_truth + 1e-4
+    landscape = span_landscape(events, truth, num_bins=2, smoothness_weight=0.0, steps=30)
+    assert landscape.zero == pytest.approx(1.0, abs=1e-3)
+    assert landscape.truth == pytest.approx(float(at_truth))
+    assert landscape.from_truth <= landscape.truth + 1e-4 and landscape.from_truth_px < 0.5
+    assert landscape.true_length_px == pytest.approx(4.0)
+
+
+def test_the_tool_prints_a_table_and_refuses_bad_input(tiny_synthetic_root, tmp_path, capsys):
+    tool = _tool()
+    args = ["--data-root", str(tiny_synthetic_root), "--split", "train", "--windows", "2", "--steps", "2"]
+    assert tool.main(args) == 0
+    out = capsys.readouterr().out
+    assert "| minimum from zero (px off)" in out and "| mean of 3 |" in out
+    assert tool.main(["--data-root", str(tiny_synthetic_root), "--windows", "0"]) != 0
+    assert "--windows must be >= 1" in capsys.readouterr().err
+    unlabeled = tmp_path / "unlabeled" / "val" / "seq_0000"
+    unlabeled.mkdir(parents=True)
+    shutil.copy(tiny_synthetic_root / "val" / "seq_0000" / "events.h5", unlabeled / "events.h5")
+    assert tool.main(["--data-root", str(tmp_path / "unlabeled"), "--windows", "2"]) != 0
+    assert "no flow ground truth" in capsys.readouterr().err
