@@ -64,14 +64,12 @@ def main(argv=None) -> int:
             rows.append((name, span_landscape(events, flows, args.num_bins, args.smoothness, args.steps)))
     except (ValueError, OSError) as exc:
         return fail(split_hint(exc))
-    fields = list(SpanLandscape.__dataclass_fields__)
-    mean = SpanLandscape(**{f: sum(getattr(r, f) for _, r in rows) / len(rows) for f in fields})
+    mean = SpanLandscape.mean([row for _, row in rows])
     print(
         f"Chained contrast loss + {args.smoothness} x smoothness over {args.windows} windows "
         f"({args.data_root}, {args.split}; lower is better)\n"
     )
     print(SpanLandscape.header())
-    print("|" + "---|" * 6)
     for name, row in rows:
         print(row.row(name))
     print(mean.row(f"mean of {len(rows)}"))

@@ -11,7 +11,7 @@ network can find too.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch.utils.data import Dataset
@@ -73,8 +73,15 @@ class SpanLandscape:
 
     @staticmethod
     def header() -> str:
+        """The table's header and separator lines, for the rows of ``row``."""
         columns = ("span", "truth", "zero flow", "minimum from truth (px off)", "minimum from zero (px off)")
-        return "| " + " | ".join((*columns, "true length (px)")) + " |"
+        columns = (*columns, "true length (px)")
+        return "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns)
+
+    @staticmethod
+    def mean(spans: list[SpanLandscape]) -> SpanLandscape:
+        """Every field averaged over ``spans``."""
+        return SpanLandscape(**{f.name: sum(getattr(s, f.name) for s in spans) / len(spans) for f in fields(spans[0])})
 
     def row(self, name: str) -> str:
         return (

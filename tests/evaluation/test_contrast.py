@@ -23,6 +23,7 @@ from snn.evaluation.contrast import (
     warp_events_chained,
 )
 from snn.evaluation.report import fwl_aee_agreement, spearman
+from tests.evaluation.contrast_scenes import turning_dot
 
 
 def blob_window(flow_uv: tuple[float, float], num_bins: int = 5, size: int = 48, seed: int = 0) -> torch.Tensor:
@@ -78,19 +79,8 @@ def test_the_windows_before_the_flows_own_lie_at_negative_times_and_move_along_t
         warp_events(events, flow, 1.0, num_bins=3)
 
 
-def _turning_dot() -> tuple[torch.Tensor, torch.Tensor]:
-    """Two windows of two bins each: a dot at 4 px a window along x in the first, along y in the second,
-    at (x, y) = (10, 10) at time 0 (between them). Events [1, 4, 2, 20, 20], flows [1, 2, 2, 20, 20]."""
-    events = torch.zeros(1, 4, 2, 20, 20)
-    for k, (x, y) in enumerate([(7, 10), (9, 10), (10, 11), (10, 13)]):  # at t = -0.75, -0.25, 0.25, 0.75
-        events[0, k, 0, y, x] = 1.0
-    flows = torch.zeros(1, 2, 2, 20, 20)
-    flows[0, 0, 0], flows[0, 1, 1] = 4.0, 4.0
-    return events, flows
-
-
 def test_chained_warping_follows_a_flow_that_turns_between_windows():
-    events, flows = _turning_dot()
+    events, flows = turning_dot()
     forward = warp_events_chained(events, flows, t_ref=1.0, num_bins=2)[0, 0]
     assert forward[14, 10] == pytest.approx(4.0)  # every event on the dot's place at the end
     backward = warp_events_chained(events, flows, t_ref=-1.0, num_bins=2)[0, 0]
@@ -110,7 +100,7 @@ def test_chained_warping_along_one_uniform_flow_is_the_constant_warp():
 
 
 def test_the_chained_loss_reaches_every_windows_flow_and_checks_shapes():
-    events, flows = _turning_dot()
+    events, flows = turning_dot()
     flows = (flows * 0.8).requires_grad_()
     contrast_loss(events, flows, num_bins=2).backward()
     assert flows.grad[0, 0].abs().sum() > 0 and flows.grad[0, 1].abs().sum() > 0

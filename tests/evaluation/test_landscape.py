@@ -11,6 +11,7 @@ import torch
 
 from snn.data.provider import build_dataset
 from snn.evaluation.landscape import free_minimum, span_landscape, span_loss, spans
+from tests.evaluation.contrast_scenes import turning_dot
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -20,16 +21,6 @@ def _tool():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _turning_dot() -> tuple[torch.Tensor, torch.Tensor]:
-    """A dot at 4 px a window along x, then along y: two windows of two bins, [1, 4, 2, 20, 20] and its flows."""
-    events = torch.zeros(1, 4, 2, 20, 20)
-    for k, (x, y) in enumerate([(7, 10), (9, 10), (10, 11), (10, 13)]):
-        events[0, k, 0, y, x] = 1.0
-    flows = torch.zeros(1, 2, 2, 20, 20)
-    flows[0, 0, 0], flows[0, 1, 1] = 4.0, 4.0
-    return events, flows
 
 
 def test_spans_are_consecutive_windows_of_one_sequence(tiny_synthetic_root):
@@ -43,7 +34,7 @@ def test_spans_are_consecutive_windows_of_one_sequence(tiny_synthetic_root):
 
 
 def test_the_truth_of_a_turning_dot_is_a_minimum_the_free_flow_keeps():
-    events, truth = _turning_dot()
+    events, truth = turning_dot()
     at_truth = span_loss(events, truth, num_bins=2, smoothness_weight=0.0)
     assert at_truth < 0.3  # all four events on one pixel at every reference time
     kept = free_minimum(events, truth, num_bins=2, smoothness_weight=0.0, steps=30)
