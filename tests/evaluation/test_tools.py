@@ -95,7 +95,17 @@ DOCUMENTED_FLAGS = {
         "--allow-config-change",
         "--set",
     ],
-    "tools/contrast_landscape.py": ["--data-root", "--split", "--windows", "--smoothness", "--steps", "--spans"],
+    "tools/contrast_landscape.py": [
+        "--data-root",
+        "--split",
+        "--windows",
+        "--smoothness",
+        "--steps",
+        "--spans",
+        "--tiles",
+        "--tile-limit",
+        "--tile-step",
+    ],
     "finetune_quantized.py": [
         "--config",
         "--pretrained",
