@@ -32,6 +32,7 @@ from snn.data.loaders import sequences_of  # noqa: E402
 from snn.data.provider import build_dataset  # noqa: E402
 from snn.evaluation.landscape import (  # noqa: E402
     SpanLandscape,
+    TableRow,
     TileSpan,
     flow_grid,
     span_landscape,
@@ -55,6 +56,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tile-limit", type=float, default=4.0, help="largest candidate flow component, px (default: 4)")
     p.add_argument("--tile-step", type=float, default=0.5, help="candidate grid step, px (default: 0.5)")
     return p.parse_args(argv)
+
+
+def print_table(row_type: type[TableRow], rows: list[tuple[str, TableRow]]) -> None:
+    """A markdown table of named rows of ``row_type`` and their mean."""
+    print(row_type.header())
+    for name, row in rows:
+        print(row.row(name))
+    print(row_type.mean([row for _, row in rows]).row(f"mean of {len(rows)}"))
 
 
 def main(argv=None) -> int:
@@ -92,25 +101,18 @@ def main(argv=None) -> int:
                 tile_rows.append((name, tile_span(events, flows, args.num_bins, args.tiles, candidates)))
     except (ValueError, OSError) as exc:
         return fail(split_hint(exc))
-    mean = SpanLandscape.mean([row for _, row in rows])
     print(
         f"Chained contrast loss + {args.smoothness} x smoothness over {args.windows} windows "
         f"({args.data_root}, {args.split}; lower is better)\n"
     )
-    print(SpanLandscape.header())
-    for name, row in rows:
-        print(row.row(name))
-    print(mean.row(f"mean of {len(rows)}"))
+    print_table(SpanLandscape, rows)
     if tile_rows:
         print(
             f"\nA constant flow per {args.tiles}x{args.tiles} tile over the span, the best of "
             f"{len(candidates)} candidates (-{args.tile_limit:g} to {args.tile_limit:g} px in steps of "
             f"{args.tile_step:g}): distance from the last window's truth (px) and its ratio to zero flow's\n"
         )
-        print(TileSpan.header())
-        for name, row in tile_rows:
-            print(row.row(name))
-        print(TileSpan.mean([row for _, row in tile_rows]).row(f"mean of {len(tile_rows)}"))
+        print_table(TileSpan, tile_rows)
     return 0
 
 

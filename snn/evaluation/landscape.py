@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -64,10 +65,36 @@ def free_minimum(
     return best
 
 
+class TableRow:
+    """A dataclass that is one row of a markdown table: its class gives the header (``COLUMNS``, the
+    row's name first) and the mean of several rows, field by field."""
+
+    COLUMNS: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def header(cls) -> str:
+        """The table's header and separator lines, for the rows of ``row``."""
+        return "| " + " | ".join(cls.COLUMNS) + " |\n|" + "---|" * len(cls.COLUMNS)
+
+    @classmethod
+    def mean(cls, rows: list) -> TableRow:
+        """Every field averaged over ``rows``."""
+        return cls(**{f.name: sum(getattr(r, f.name) for r in rows) / len(rows) for f in fields(rows[0])})
+
+
 @dataclass
-class SpanLandscape:
+class SpanLandscape(TableRow):
     """One span: the loss at the truth and at zero flow, and at the minima reached from each, with the
     mean distance (px, over the span's last window) of each minimum from the truth."""
+
+    COLUMNS = (
+        "span",
+        "truth",
+        "zero flow",
+        "minimum from truth (px off)",
+        "minimum from zero (px off)",
+        "true length (px)",
+    )
 
     truth: float
     zero: float
@@ -76,18 +103,6 @@ class SpanLandscape:
     from_truth_px: float
     from_zero_px: float
     true_length_px: float
-
-    @staticmethod
-    def header() -> str:
-        """The table's header and separator lines, for the rows of ``row``."""
-        columns = ("span", "truth", "zero flow", "minimum from truth (px off)", "minimum from zero (px off)")
-        columns = (*columns, "true length (px)")
-        return "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns)
-
-    @staticmethod
-    def mean(spans: list[SpanLandscape]) -> SpanLandscape:
-        """Every field averaged over ``spans``."""
-        return SpanLandscape(**{f.name: sum(getattr(s, f.name) for s in spans) / len(spans) for f in fields(spans[0])})
 
     def row(self, name: str) -> str:
         return (
@@ -162,23 +177,16 @@ def tile_search(events: torch.Tensor, num_bins: int, tile: int, candidates: torc
 
 
 @dataclass
-class TileSpan:
+class TileSpan(TableRow):
     """One span's last window: the mean distance (px) from the truth of zero flow, of the tiles' best
     constant flows (``tile_search``) and of the tiles' mean true flows (the best a constant flow per
     tile could do)."""
 
+    COLUMNS = ("span", "zero flow (px)", "tile search (px)", "ratio", "tiles' mean truth (px)", "ratio")
+
     zero_px: float
     search_px: float
     tile_truth_px: float
-
-    @staticmethod
-    def header() -> str:
-        columns = ("span", "zero flow (px)", "tile search (px)", "ratio", "tiles' mean truth (px)", "ratio")
-        return "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns)
-
-    @staticmethod
-    def mean(spans: list[TileSpan]) -> TileSpan:
-        return TileSpan(**{f.name: sum(getattr(s, f.name) for s in spans) / len(spans) for f in fields(spans[0])})
 
     def row(self, name: str) -> str:
         zero = max(self.zero_px, 1e-9)
