@@ -34,11 +34,11 @@ from snn.evaluation.landscape import (  # noqa: E402
     SpanLandscape,
     TableRow,
     TileSpan,
-    flow_grid,
     span_landscape,
     spans,
     tile_span,
 )
+from snn.evaluation.tile_search import flow_grid  # noqa: E402
 from snn.utils.runtime import setup_logging  # noqa: E402
 
 

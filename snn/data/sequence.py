@@ -123,6 +123,11 @@ class EventFlowSequence(Dataset):
         return self._decoder.window_name(i)
 
     @property
+    def window_times(self) -> np.ndarray:
+        """Each window's [start, end] time (us), [N, 2]."""
+        return np.asarray(self._decoder.time_windows)
+
+    @property
     def has_ground_truth(self) -> bool:
         return self._decoder.has_ground_truth
 

@@ -7,9 +7,8 @@ minimized by gradient descent from the true flow and from zero flow, and each mi
 with the truth. A minimum far from the truth, with a lower loss than the truth's, is one that the
 network can find too.
 
-``tile_search`` asks the same of a flow that cannot collapse the events: one constant flow per tile,
-the best of a grid of candidates for the tile's own events, found by trying every candidate (no
-descent, so no basin to start in).
+``tile_span`` asks the same of a flow that cannot collapse the events: one constant flow per tile
+(``snn.evaluation.tile_search``).
 """
 
 from __future__ import annotations
@@ -22,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from snn.evaluation.contrast import bin_times, contrast_loss, reference_times, smoothness_loss, splat
-from snn.models.state import count_windows
+from snn.evaluation.contrast import contrast_loss, smoothness_loss
+from snn.evaluation.tile_search import tile_search
 
 
 def spans(sequence: Dataset, windows: int, stride: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -134,46 +133,6 @@ def span_landscape(
         from_zero_px=off(near_zero),
         true_length_px=float(truth[0, -1].norm(dim=0).mean()),
     )
-
-
-def flow_grid(limit: float, step: float) -> torch.Tensor:
-    """Candidate flows [N, 2] (px a window): every (u, v) on a grid of ``step`` from -``limit`` to ``limit``."""
-    if limit <= 0 or step <= 0:
-        raise ValueError(f"the flow grid needs a positive limit and step, got {limit} and {step}")
-    values = torch.arange(-limit, limit + step / 2, step)
-    return torch.cartesian_prod(values, values)
-
-
-def tile_search(events: torch.Tensor, num_bins: int, tile: int, candidates: torch.Tensor) -> torch.Tensor:
-    """For each ``tile`` x ``tile`` tile of the frame, the candidate flow [2] taken as constant over the
-    span's windows that gives its own events the sharpest image: the variance of the image of the
-    tile's events (polarities added) warped to each of the span's reference times, summed. Events
-    [1, w * num_bins, C, H, W]; candidates [N, 2]; returns the tiles' flows [2, H / tile, W / tile].
-
-    A constant flow moves all of a tile's events alike, so it cannot pile them onto a few pixels.
-    Scoring each tile by its own events (wherever they land) keeps the events of a neighbour that
-    moves another way out of its score.
-    """
-    _, k, _, h, w = events.shape
-    if h % tile or w % tile:
-        raise ValueError(f"tiles of {tile} px do not divide the {h}x{w} frame")
-    windows = count_windows(k, num_bins)
-    counts = events[0].float().sum(dim=1)  # [w * K, H, W]
-    ki, yi, xi = counts.nonzero(as_tuple=True)
-    values = counts[ki, yi, xi]
-    t = bin_times(num_bins, counts.device, windows)[ki]
-    tiles_x = w // tile
-    owner = (yi // tile) * tiles_x + xi // tile
-    shape = ((h // tile) * tiles_x, 1, h, w)
-    scores = []
-    for u, v in candidates.tolist():
-        score = 0
-        for t_ref in reference_times(windows):
-            image = splat(xi + (t_ref - t) * u, yi + (t_ref - t) * v, values, owner, shape)
-            score = score + image.flatten(1).var(dim=1, unbiased=False)
-        scores.append(score)
-    best = torch.stack(scores).argmax(dim=0)
-    return candidates[best].t().reshape(2, h // tile, tiles_x)
 
 
 @dataclass
