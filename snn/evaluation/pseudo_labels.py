@@ -24,7 +24,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from snn.evaluation.landscape import spans
 from snn.evaluation.tile_search import flow_grid, neighbour_spread, tile_search
 
 
@@ -113,21 +112,9 @@ def label_sequence(sequence, labelling: TileLabelling) -> tuple[np.ndarray, np.n
     flow = np.zeros((n, sequence.height, sequence.width, 2), np.float32)
     valid = np.zeros((n, sequence.height, sequence.width), bool)
     for end in span_ends(n, windows):
-        events, _ = next(spans(_Window(sequence, end - windows + 1, end + 1), windows))
+        start = end - windows + 1
+        events = torch.cat([sequence[i]["events"] for i in range(start, end + 1)]).unsqueeze(0)
         dense, kept = label_span(events, sequence.num_bins, labelling)
-        flow[end - windows + 1 : end + 1] = dense.permute(1, 2, 0).numpy()
-        valid[end - windows + 1 : end + 1] = kept.numpy()
+        flow[start : end + 1] = dense.permute(1, 2, 0).numpy()
+        valid[start : end + 1] = kept.numpy()
     return flow, valid
-
-
-class _Window:
-    """Windows [start, stop) of a sequence, as a sequence of their own (for ``spans``)."""
-
-    def __init__(self, sequence, start: int, stop: int) -> None:
-        self.sequence, self.start, self.stop = sequence, start, stop
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-    def __getitem__(self, i: int):
-        return self.sequence[self.start + i]
