@@ -29,8 +29,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import h5py
-import numpy as np
 import yaml
 from tqdm import tqdm
 
@@ -41,6 +39,7 @@ from snn.cli import fail, split_hint  # noqa: E402
 from snn.data.loaders import sequences_of  # noqa: E402
 from snn.data.provider import SPLIT_FOLDERS, build_dataset, list_sequences  # noqa: E402
 from snn.data.sequence import EventFlowSequence  # noqa: E402
+from snn.data.synthetic_io import write_flow_h5  # noqa: E402
 from snn.evaluation.pseudo_labels import TileLabelling, label_sequence  # noqa: E402
 from snn.utils.runtime import setup_logging  # noqa: E402
 
@@ -78,17 +77,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def write_labels(seq_dir: Path, flow: np.ndarray, valid: np.ndarray, windows_us: np.ndarray) -> None:
-    """flow.h5 of BlinkSim layout C: the labels and the windows' times (us)."""
-    with h5py.File(seq_dir / "flow.h5", "w") as f:
-        group = f.create_group("flow")
-        options = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
-        group.create_dataset("forward", data=flow, **options)
-        group.create_dataset("valid", data=valid[..., None].astype(np.uint8), **options)
-        group.create_dataset("event_start", data=windows_us[:, 0].astype(np.int64))
-        group.create_dataset("event_end", data=windows_us[:, 1].astype(np.int64))
-
-
 def link_or_copy(source: Path, target: Path) -> None:
     """A hard link where the file system allows one (the events are not copied), else a copy."""
     try:
@@ -109,7 +97,8 @@ def label_split(args, labelling: TileLabelling, split: str, staging: Path) -> tu
         target = staging / split / seq.name
         target.mkdir(parents=True)
         link_or_copy(seq.events_path, target / "events.h5")
-        write_labels(target, flow, valid, seq.window_times)
+        times = seq.window_times
+        write_flow_h5(target / "flow.h5", flow, valid, times[:, 0], times[:, 1])
         windows += len(seq)
         labelled += int(valid.sum())
         pixels += valid.size

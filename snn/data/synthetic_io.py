@@ -39,6 +39,27 @@ def _put(group: h5py.Group, name: str, data: np.ndarray) -> None:
     group.create_dataset(name, data=data, track_times=False, **compress)
 
 
+def write_flow_h5(
+    path: Path,
+    flow: np.ndarray,
+    valid: np.ndarray,
+    start_us: np.ndarray,
+    end_us: np.ndarray,
+    event_indices: tuple[np.ndarray, np.ndarray] | None = None,
+) -> None:
+    """Layout C's flow.h5: ``flow`` [N,H,W,2], ``valid`` [N,H,W], the windows' times (us) and, where
+    given, each window's first and last event index (they are optional in the layout)."""
+    with h5py.File(path, "w") as f:
+        group = f.create_group("flow", track_order=False)
+        _put(group, "forward", np.asarray(flow, np.float32))
+        _put(group, "valid", np.asarray(valid, np.uint8)[..., None])
+        _put(group, "event_start", np.asarray(start_us, np.int64))
+        _put(group, "event_end", np.asarray(end_us, np.int64))
+        if event_indices is not None:
+            _put(group, "frame_event_start", event_indices[0])
+            _put(group, "frame_event_end", event_indices[1])
+
+
 def write_sequence_layout_c(seq_dir: str | Path, seq: dict[str, np.ndarray]) -> None:
     """Write ``seq`` (as ``generate_sequence`` returns it) to ``seq_dir`` in layout C."""
     seq_dir = Path(seq_dir)
@@ -59,15 +80,7 @@ def write_sequence_layout_c(seq_dir: str | Path, seq: dict[str, np.ndarray]) -> 
         _put(events, "ms_to_idx", ms_to_idx(t, duration_us))
 
     start_us, end_us = frame_times[:-1], frame_times[1:]
-    first, last = window_event_indices(t, start_us, end_us)
-    with h5py.File(seq_dir / "flow.h5", "w") as f:
-        group = f.create_group("flow", track_order=False)
-        _put(group, "forward", flow)
-        _put(group, "valid", np.asarray(seq["valid"], np.uint8)[..., None])
-        _put(group, "event_start", start_us)
-        _put(group, "event_end", end_us)
-        _put(group, "frame_event_start", first)
-        _put(group, "frame_event_end", last)
+    write_flow_h5(seq_dir / "flow.h5", flow, seq["valid"], start_us, end_us, window_event_indices(t, start_us, end_us))
 
     height, width = flow.shape[1:3]
     info = {
