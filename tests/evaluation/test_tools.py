@@ -82,6 +82,7 @@ DOCUMENTED_FLAGS = {
         "--mvsec-dt",
     ],
     "tools/make_synthetic_dataset.py": ["--output", "--num-train", "--height", "--width", "--force"],
+    "tools/interpolate_weights.py": ["--start", "--end", "--out", "--alpha", "--data-root", "--split", "--max-loss"],
     "train.py": [
         "--config",
         "--data-root",
