@@ -13,6 +13,7 @@ from snn.config import DEFAULT_CONFIG, load_config
 from snn.models.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from snn.models.flownet import EventSNNFlowNetLiteV2
 from snn.models.interpolate import Interpolation, check_interpolable, interpolate_state, largest_within
+from snn.quantization import control
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -62,6 +63,30 @@ def test_state_is_start_end_and_their_mean(pair):
     assert batches and all(torch.equal(mid[k], end[k]) for k in batches)  # integers are not averaged
     running = [k for k in end if k.endswith("running_mean")]
     assert torch.allclose(mid[running[0]], (start[running[0]] + end[running[0]]) / 2)
+
+
+def test_quantizer_state_comes_from_the_end(tiny_synthetic_root, tmp_path):
+    """Steps and ranges are not averaged: a step halfway between two grids suits neither model."""
+    start_path = _save(tiny_synthetic_root, tmp_path / "q_start.pth", 0, quantization_enabled=True, initial_bit_width=4)
+    ckpt = load_checkpoint(start_path)
+    model = EventSNNFlowNetLiteV2(**ckpt["model_args"])
+    model.load_state_dict(ckpt["state_dict"], strict=False)
+    x = (torch.rand(2, 5, 2, 32, 32) < 0.2).float()
+    with control.calibrating(model), torch.no_grad():
+        model(x)
+    ckpt["state_dict"] = model.state_dict()
+    save_checkpoint(ckpt, start_path)
+    end = {
+        k: v * 3 if k.endswith("quant_layer.step") or k.endswith("conv.weight") else v
+        for k, v in ckpt["state_dict"].items()
+    }
+    save_checkpoint({**ckpt, "state_dict": end}, tmp_path / "q_end.pth")
+    mid = Interpolation(start_path, tmp_path / "q_end.pth").checkpoint(0.5)["state_dict"]
+    steps = [k for k in end if k.endswith("quant_layer.step")]
+    assert steps and all(torch.equal(mid[k], end[k]) for k in steps)
+    assert torch.allclose(mid["enc1.conv.weight"], 2 * ckpt["state_dict"]["enc1.conv.weight"])
+    with torch.no_grad():
+        assert torch.isfinite(Interpolation(start_path, tmp_path / "q_end.pth").model(0.5)(x)).all()
 
 
 def test_the_model_at_the_ends_is_the_checkpoint(pair, tiny_synthetic_root):
