@@ -9,7 +9,7 @@ state (learned steps, ranges): a step defines what each integer code of a curren
 adaptation at W4A4 can move it several-fold (up to 75x, on a flow head), so that a step halfway
 between two grids suits neither model's weights. Averaged steps broke a W4A4 model at alpha 0.5
 (AEE 2.3 px on a test split where both ends scored under 1.92); with the end's steps the AEE moved
-smoothly from one end to the other.
+smoothly from one end to the other. Alpha 0 is the start itself, its quantizer state included.
 """
 
 from __future__ import annotations
@@ -50,7 +50,9 @@ def check_interpolable(start: dict[str, Any], end: dict[str, Any], start_path: P
 
 def interpolate_state(start: dict[str, torch.Tensor], end: dict[str, torch.Tensor], alpha: float) -> dict:
     """``(1 - alpha) * start + alpha * end`` for every floating-point tensor but the quantizers'; the
-    end's for those and for integer buffers."""
+    end's for those and for integer buffers. At ``alpha`` 0, the start itself, quantizer state included."""
+    if alpha == 0:
+        return {key: value.clone() for key, value in start.items()}
     out = {}
     for key, b in end.items():
         if b.is_floating_point() and QUANT_KEY_MARK not in key:

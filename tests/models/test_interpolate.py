@@ -84,6 +84,8 @@ def test_quantizer_state_comes_from_the_end(tiny_synthetic_root, tmp_path):
     mid = Interpolation(start_path, tmp_path / "q_end.pth").checkpoint(0.5)["state_dict"]
     steps = [k for k in end if k.endswith("quant_layer.step")]
     assert steps and all(torch.equal(mid[k], end[k]) for k in steps)
+    at_start = Interpolation(start_path, tmp_path / "q_end.pth").checkpoint(0.0)["state_dict"]
+    assert all(torch.equal(at_start[k], v) for k, v in ckpt["state_dict"].items())  # alpha 0: the start itself
     assert torch.allclose(mid["enc1.conv.weight"], 2 * ckpt["state_dict"]["enc1.conv.weight"])
     with torch.no_grad():
         assert torch.isfinite(Interpolation(start_path, tmp_path / "q_end.pth").model(0.5)(x)).all()
