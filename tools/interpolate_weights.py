@@ -26,7 +26,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from snn.cli import add_device_flag, checkpoint_arg, fail, split_hint  # noqa: E402
-from snn.evaluation.evaluate import evaluate_checkpoint  # noqa: E402
+from snn.config import config_from_checkpoint  # noqa: E402
+from snn.data.loaders import make_dataset, make_loader  # noqa: E402
+from snn.evaluation.evaluate import evaluate_model  # noqa: E402
 from snn.evaluation.report import check_writable  # noqa: E402
 from snn.models.checkpoint import save_checkpoint  # noqa: E402
 from snn.models.interpolate import Interpolation, largest_within  # noqa: E402
@@ -75,27 +77,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def val_aee(interp: Interpolation, alpha: float, data_root: Path, args, device) -> float:
-    res = evaluate_checkpoint(
-        interp.end_path, data_root, args.split, batch_size=args.batch_size, device=device, progress=False,
-        model=interp.model(alpha, device), stateful=None,
-    )  # fmt: skip
-    return res.metrics["dense"]["overall"]["aee"]
-
-
 def choose_alpha(interp: Interpolation, args, device) -> tuple[float, dict]:
     """Evaluate the start and every alpha on the old domain, print the table, pick;
     returns the alpha and what it was chosen on, for the checkpoint."""
+    cfg = config_from_checkpoint(interp.end, interp.end_path)
+    loader = make_loader(cfg, make_dataset(cfg, args.data_root, args.split), batch_size=args.batch_size)
     alphas = sorted(set(args.alpha or DEFAULT_ALPHAS))
     print(f"choosing alpha on {args.data_root} ({args.split}): the largest within {args.max_loss:.1%} of the start")
     print(f"{'alpha':>5}  {'AEE':>7}  {'change':>7}")
-    start_aee = val_aee(interp, 0.0, args.data_root, args, device)
-    rows = [(0.0, start_aee)]
-    aees = []
-    for alpha in alphas:
-        aees.append(val_aee(interp, alpha, args.data_root, args, device))
-        rows.append((alpha, aees[-1]))
-    chosen = largest_within(alphas, aees, start_aee, args.max_loss)
+    rows = []  # (alpha, AEE), the start (alpha 0) first
+    for alpha in [0.0, *alphas]:
+        metrics = evaluate_model(interp.model(alpha, device), loader, device, progress=False,
+                                 stateful=cfg.state_windows > 1)  # fmt: skip
+        rows.append((alpha, metrics["dense"]["overall"]["aee"]))
+    start_aee = rows[0][1]
+    chosen = largest_within(alphas, [aee for _, aee in rows[1:]], start_aee, args.max_loss)
     for alpha, aee in rows:
         print(f"{alpha:5.2f}  {aee:7.3f}  {aee / start_aee - 1:+7.1%}" + ("  <- chosen" if alpha == chosen else ""))
     basis = {"data_root": str(args.data_root), "split": args.split, "max_loss": args.max_loss,
