@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shutil
-from pathlib import Path
 
 import pytest
 
 import snn.benchmarks.flow_quality as fq
 from snn.config import CONFIG_DIR, config_from_dict, load_config
 from snn.evaluation.evaluate import evaluate_checkpoint
+from tests.tool_modules import load_tool
 
-REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("_tool_flow_quality", REPO / "tools" / "flow_quality.py")
-tool = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tool)
+tool = load_tool("flow_quality")
 
 TINY = {
     "base_ch": 4,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import subprocess
 import sys
@@ -22,8 +21,8 @@ from snn.data.synthetic import (
     sequence_seed,
     write_sequence_layout_c,
 )
+from tests.tool_modules import load_tool
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "make_synthetic_dataset.py"
 SMALL = SyntheticConfig(num_frames=6)  # default 64x64 scenes, fewer frames
 TINY = SyntheticConfig(height=32, width=32, num_frames=5)
 
@@ -231,15 +230,8 @@ def test_config_rejects_unknown_key_and_bad_values() -> None:
         SyntheticConfig(foreground_speed=[3.0, 2.0])
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("make_synthetic_dataset", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_tool_refuses_to_overwrite_without_force(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    tool = _load_tool()
+    tool = load_tool("make_synthetic_dataset")
     out = tmp_path / "tool_ds"
     args = [
         "--output",

@@ -1,6 +1,5 @@
 """tools/export.py end to end: files, payload line, --verify, and its one-line errors."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,16 +12,9 @@ from snn.data.synthetic import generate_dataset
 from snn.data.synthetic_config import SyntheticConfig
 from snn.models.checkpoint import save_checkpoint
 from snn.training.run import build_trainer
+from tests.tool_modules import load_tool
 
 CPU = torch.device("cpu")
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "export.py"
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("_tool_export", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run(root, tmp, name, config="snn/configs/event_snn_lite.yaml", resume=None):
@@ -46,7 +38,7 @@ def checkpoints(tiny_synthetic_root, tmp_path_factory):
 
 
 def test_export_writes_the_files_prints_the_payload_and_verifies(checkpoints, tiny_synthetic_root, tmp_path, capsys):
-    export = _tool()
+    export = load_tool("export")
 
     out = tmp_path / "exp"
     argv = ["--checkpoint", str(checkpoints[1]), "--output-dir", str(out), "--input-size", "32", "32"]
@@ -68,7 +60,7 @@ def test_export_writes_the_files_prints_the_payload_and_verifies(checkpoints, ti
 
 
 def test_export_errors_are_one_line(checkpoints, tmp_path, capsys):
-    export = _tool()
+    export = load_tool("export")
 
     fp, quantized, _ = checkpoints
     assert export.main(["--checkpoint", str(fp), "--output-dir", str(tmp_path / "a")]) == 2
@@ -85,7 +77,7 @@ def test_export_errors_are_one_line(checkpoints, tmp_path, capsys):
 
 def test_onnx_step_graph_is_written_and_checked_for_w8a8_only(checkpoints, tmp_path, capsys):
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (python -m pip install onnx onnxruntime)")
-    export = _tool()
+    export = load_tool("export")
     _, w2, w8 = checkpoints
     argv = ["--output-dir", str(tmp_path / "w8"), "--input-size", "32", "32", "--onnx"]
     assert export.main(["--checkpoint", str(w8), *argv]) == 0
@@ -106,7 +98,7 @@ def _with_config(checkpoint, path, **changes):
 
 
 def test_the_input_size_is_that_of_the_data_not_of_the_unused_synthetic_settings(checkpoints, tmp_path, capsys):
-    export = _tool()
+    export = load_tool("export")
     _, w2, _ = checkpoints
     trained_on = torch.load(w2, weights_only=True)["config"]
     assert trained_on["synthetic"]["height"] == 64  # the config's synthetic section, unused here
@@ -157,7 +149,7 @@ def _one_error_line(capsys):
 def test_onnx_of_a_model_that_is_not_w8a8_is_refused_before_anything_is_written(w1a1, tmp_path, capsys):
     out = tmp_path / "w1"
     argv = ["--checkpoint", str(w1a1), "--output-dir", str(out), "--input-size", "32", "32", "--onnx"]
-    assert _tool().main(argv) == 2
+    assert load_tool("export").main(argv) == 2
     line = _one_error_line(capsys)
     assert line == f"error: {w1a1}: the ONNX step graph is built for W8A8 models, this one is W1A1"
     assert not out.exists()
@@ -177,7 +169,7 @@ def test_an_output_dir_that_cannot_be_a_folder_says_why(checkpoints, tmp_path, c
         out = blocker / "sub"
         expected = f"{out}: --output-dir cannot be made: {blocker} is a file, not a folder"
     argv = ["--checkpoint", str(checkpoints[1]), "--output-dir", str(out), "--input-size", "32", "32"]
-    assert _tool().main(argv) == 2
+    assert load_tool("export").main(argv) == 2
     assert _one_error_line(capsys) == f"error: {expected}"
     assert blocker.read_text() == "keep me"
 
@@ -187,7 +179,7 @@ def test_an_input_size_whose_buffers_do_not_fit_is_refused_before_allocating(che
 
     out = tmp_path / "huge"
     argv = ["--checkpoint", str(checkpoints[1]), "--output-dir", str(out), "--input-size", "100000", "100000"]
-    assert _tool().main(argv) == 2
+    assert load_tool("export").main(argv) == 2
     line = _one_error_line(capsys)
     assert line.startswith("error: input size 100000x100000 (from --input-size): its forward pass needs about ")
     assert "GiB of memory available here" in line
@@ -203,7 +195,7 @@ def _read_hex(path, bits, signed):
 
 
 def test_golden_vectors_hold_what_the_model_computes_in_hex_and_npz(checkpoints, tiny_synthetic_root, tmp_path, capsys):
-    export = _tool()
+    export = load_tool("export")
     out = tmp_path / "exp"
     argv = ["--checkpoint", str(checkpoints[2]), "--output-dir", str(out), "--input-size", "32", "32"]
     assert export.main([*argv, "--vectors", "2", "--data-root", str(tiny_synthetic_root)]) == 0

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,15 +15,7 @@ from snn.evaluation.landscape import (
     spans,
 )
 from tests.evaluation.contrast_scenes import turning_dot
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("contrast_landscape", REPO / "tools" / "contrast_landscape.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.tool_modules import load_tool
 
 
 def test_spans_are_consecutive_windows_of_one_sequence(tiny_synthetic_root):
@@ -52,7 +42,7 @@ def test_the_truth_of_a_turning_dot_is_a_minimum_the_free_flow_keeps():
 
 
 def test_the_tool_prints_a_table_and_refuses_bad_input(tiny_synthetic_root, tmp_path, capsys):
-    tool = _tool()
+    tool = load_tool("contrast_landscape")
     args = ["--data-root", str(tiny_synthetic_root), "--split", "train", "--windows", "2", "--steps", "2"]
     assert tool.main(args) == 0
     out = capsys.readouterr().out

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -16,8 +14,7 @@ from snn.evaluation.contrast import bin_times, reference_times, splat
 from snn.evaluation.landscape import tile_span
 from snn.evaluation.pseudo_labels import TileLabelling, fill_tiles, label_sequence, label_span, span_ends
 from snn.evaluation.tile_search import flow_grid, neighbour_spread, tile_scores, tile_search
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.tool_modules import load_tool
 
 
 def _moving_dots(flows, num_bins: int = 2, windows: int = 2, dots: int = 6) -> torch.Tensor:
@@ -164,15 +161,8 @@ def test_label_sequence_labels_every_window_and_refuses_tiles_that_do_not_fit(ti
         label_sequence(seq, TileLabelling(tile=7))
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("pseudo_labels_tool", REPO / "tools" / "pseudo_labels.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_tool_writes_a_labelled_copy_that_trains_and_never_overwrites(tiny_synthetic_root, tmp_path, capsys):
-    tool = _tool()
+    tool = load_tool("pseudo_labels")
     out = tmp_path / "pseudo"
     args = ["--data-root", str(tiny_synthetic_root), "--out", str(out), "--tiles", "16", "--tile-limit", "2"]
     assert tool.main([*args, "--tile-step", "1", "--num-bins", "3"]) == 0
@@ -204,7 +194,7 @@ def test_the_tool_writes_a_labelled_copy_that_trains_and_never_overwrites(tiny_s
 
 
 def test_the_tool_mixes_in_labelled_sequences_of_the_old_domain(tiny_synthetic_root, tmp_path, capsys):
-    tool = _tool()
+    tool = load_tool("pseudo_labels")
     out = tmp_path / "mixed"
     args = ["--data-root", str(tiny_synthetic_root), "--tiles", "16", "--tile-limit", "2", "--splits", "train"]
     mix = ["--mix-labelled", str(tiny_synthetic_root), "--mix-sequences", "2"]

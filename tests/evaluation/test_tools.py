@@ -1,7 +1,6 @@
 """The command-line tools: documented flags, end-to-end runs on tiny data, error exits."""
 
 import csv
-import importlib.util
 import json
 import logging
 import subprocess
@@ -12,7 +11,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from snn.config import DEFAULT_CONFIG, load_config
 from snn.data.dsec import decode_flow_png
@@ -25,6 +23,8 @@ from snn.quantization import control
 from snn.utils.quantization_utils import load_model
 from tests.data.dsec_files import write_dsec_root, write_dsec_test_release
 from tests.data.mvsec_files import write_mvsec_root
+from tests.tiny_models import make_spiking
+from tests.tool_modules import load_tool
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -139,14 +139,6 @@ def _run(*args):
     return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
-def _tool(name):
-    """Import tools/<name>.py (not a package) to call its main() in this process."""
-    spec = importlib.util.spec_from_file_location(f"_tool_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(DOCUMENTED_FLAGS))
 def test_help_lists_the_documented_flags(script):
@@ -188,11 +180,7 @@ def checkpoints(tiny_synthetic_root, tmp_path_factory):
     torch.manual_seed(0)
     cfg = _config(tiny_synthetic_root)
     model = EventSNNFlowNetLiteV2(**cfg.model_args()).eval()
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.normal_(m.weight, std=0.5)
-    for head in (model.head1, model.head2, model.head3):
-        nn.init.normal_(head.conv.weight, std=0.3)
+    make_spiking(model)
     fp = _save(model, cfg, out / "fp" / "best_model.pth")
     cfg_q = _config(tiny_synthetic_root, quantization_enabled=True, initial_bit_width=4)
     model_q = EventSNNFlowNetLiteV2(**cfg_q.model_args()).eval()
@@ -234,7 +222,7 @@ def _pooled_by_hand(ckpt, root, split, sparse, names=None):
 
 def test_evaluate_both_masks_json_shape_and_pooled_overall(checkpoints, tiny_synthetic_root, tmp_path, capsys):
     out = tmp_path / "res.json"
-    rc = _tool("evaluate").main(
+    rc = load_tool("evaluate").main(
         [
             "--checkpoint",
             str(checkpoints["fp"]),
@@ -299,7 +287,7 @@ def test_errors_by_distance_split_the_dense_aee_and_begin_with_the_sparse_one(
 ):
     out = tmp_path / "res.json"
     args = ["--checkpoint", str(checkpoints["fp"]), "--data-root", str(tiny_synthetic_root), "--split", "train"]
-    assert _tool("evaluate").main([*args, "--mask", "both", "--by-distance", "--output", str(out)]) == 0
+    assert load_tool("evaluate").main([*args, "--mask", "both", "--by-distance", "--output", str(out)]) == 0
     assert "Dense errors by distance to the nearest event" in capsys.readouterr().out
     doc = json.loads(out.read_text())
     bands = doc["by_distance"]
@@ -333,7 +321,7 @@ def test_evaluate_stateful_carries_membranes_through_each_sequence_and_never_int
     for name, extra in (("stateless", []), ("stateful", ["--stateful"])):
         out = tmp_path / f"{name}.json"
         args = ["--checkpoint", checkpoints["fp"], "--data-root", tiny_synthetic_root, "--split", "train"]
-        assert _tool("evaluate").main([*map(str, args), "--output", str(out), *extra]) == 0
+        assert load_tool("evaluate").main([*map(str, args), "--output", str(out), *extra]) == 0
         runs[name] = json.loads(out.read_text())
     stateful = runs["stateful"]["dense"]["overall"]["aee"]
     assert runs["stateful"]["data"]["stateful"] is True and runs["stateless"]["data"]["stateful"] is False
@@ -354,14 +342,14 @@ def test_a_model_trained_with_state_is_evaluated_with_state_unless_told_otherwis
     for flag in ([], ["--stateless"], ["--stateful"]):
         out = tmp_path / f"{'default' if not flag else flag[0]}.json"
         args = ["--checkpoint", path, "--data-root", tiny_synthetic_root, "--split", "train", "--output", out]
-        assert _tool("evaluate").main([*map(str, args), *flag]) == 0
+        assert load_tool("evaluate").main([*map(str, args), *flag]) == 0
         modes[tuple(flag)] = json.loads(out.read_text())["data"]["stateful"]
     assert modes == {(): True, ("--stateless",): False, ("--stateful",): True}
 
 
 def test_evaluate_one_mask_one_sequence_quantized(checkpoints, tiny_synthetic_root, tmp_path):
     out = tmp_path / "res.json"
-    rc = _tool("evaluate").main(
+    rc = load_tool("evaluate").main(
         [
             "--checkpoint",
             str(checkpoints["q4"]),
@@ -426,7 +414,7 @@ def test_a_split_whose_windows_hold_no_events_is_warned_about_per_sequence_and_s
         _rewrite_events(root / "train" / name, change)
     argv = ["--checkpoint", str(checkpoints["fp"]), "--data-root", str(root), "--split", "train", "--device", "cpu"]
     with caplog.at_level(logging.WARNING):
-        assert _tool("evaluate").main(argv) == 0
+        assert load_tool("evaluate").main(argv) == 0
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     lines = {}
     for name in changes:
@@ -441,7 +429,7 @@ def test_a_split_whose_windows_hold_no_events_is_warned_about_per_sequence_and_s
     # The other splits are as generated: no warning about them.
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        assert _tool("evaluate").main([*argv[:4], "--split", "test", "--device", "cpu"]) == 0
+        assert load_tool("evaluate").main([*argv[:4], "--split", "test", "--device", "cpu"]) == 0
     assert not [r for r in caplog.records if "events fall" in r.getMessage() or "holds an event" in r.getMessage()]
 
 
@@ -456,7 +444,7 @@ def test_evaluate_output_that_cannot_be_written_fails_before_evaluating(
         blocker = tmp_path / "a_file"
         blocker.write_text("x")
         out = blocker / "sub" / "res.json"  # a folder cannot be made inside a file
-    rc = _tool("evaluate").main(
+    rc = load_tool("evaluate").main(
         ["--checkpoint", str(checkpoints["fp"]), "--data-root", str(tiny_synthetic_root), "--output", str(out)]
     )
     assert rc == 2
@@ -470,7 +458,7 @@ def test_evaluate_on_a_dsec_release_pads_its_frames_and_reports_the_zero_flow_ba
     root = write_dsec_root(tmp_path / "DSEC")  # 8x12 frames: the width is padded to 16 and cropped back
     out = tmp_path / "dsec.json"
     args = ["--checkpoint", str(checkpoints["fp"]), "--data-root", str(root), "--split", "train"]
-    assert _tool("evaluate").main([*args, "--output", str(out), "--device", "cpu"]) == 0
+    assert load_tool("evaluate").main([*args, "--output", str(out), "--device", "cpu"]) == 0
     overall = json.loads(out.read_text())["dense"]["overall"]
     flows = [decode_flow_png(p) for p in sorted(root.glob("train_optical_flow/*/flow/forward/*.png"))]
     magnitudes = np.concatenate([np.linalg.norm(uv, axis=0)[valid] for uv, valid in flows])
@@ -482,7 +470,7 @@ def test_a_dsec_test_release_is_evaluated_by_writing_upload_pngs_named_by_file_i
     root = write_dsec_test_release(tmp_path / "DSEC")
     out = tmp_path / "upload"
     args = ["--checkpoint", str(checkpoints["fp"]), "--data-root", str(root), "--split", "test"]
-    assert _tool("evaluate").main([*args, "--predictions", str(out), "--device", "cpu"]) == 0
+    assert load_tool("evaluate").main([*args, "--predictions", str(out), "--device", "cpu"]) == 0
     assert "wrote 2 flow PNGs" in capsys.readouterr().out
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     assert written == ["zurich_city_01_a/000820.png", "zurich_city_01_a/000840.png"]
@@ -493,7 +481,7 @@ def test_a_dsec_test_release_is_evaluated_by_writing_upload_pngs_named_by_file_i
     got, valid = decode_flow_png(out / written[1])
     assert valid.all() and np.abs(got - want).max() <= 0.5 / 128 + 1e-6
     # The folder now holds predictions: a second run does not write over them.
-    assert _tool("evaluate").main([*args, "--predictions", str(out), "--device", "cpu"]) == 2
+    assert load_tool("evaluate").main([*args, "--predictions", str(out), "--device", "cpu"]) == 2
     assert "already holds files" in capsys.readouterr().err
 
 
@@ -503,7 +491,7 @@ def test_evaluate_on_mvsec_with_the_dt4_protocol_reports_dense_and_sparse_baseli
     root = write_mvsec_root(tmp_path / "MVSEC")  # 6x10 frames: padded and cropped back
     out = tmp_path / "mvsec.json"
     args = ["--checkpoint", str(checkpoints["fp"]), "--data-root", str(root), "--format", "mvsec", "--mvsec-dt", "4"]
-    assert _tool("evaluate").main([*args, "--mask", "both", "--output", str(out), "--device", "cpu"]) == 0
+    assert load_tool("evaluate").main([*args, "--mask", "both", "--output", str(out), "--device", "cpu"]) == 0
     result = json.loads(out.read_text())
     seq = MvsecSequence(root / "indoor_flying1_data.hdf5", root / "indoor_flying1_gt_flow_dist.npz", dt=4)
     samples = [seq[i] for i in range(len(seq))]
@@ -535,7 +523,7 @@ def test_data_root_without_the_split_is_an_error(checkpoints, tiny_synthetic_roo
     root = tmp_path / "only_train"
     root.mkdir()
     (root / "train").symlink_to(tiny_synthetic_root / "train", target_is_directory=True)
-    rc = _tool("evaluate").main(
+    rc = load_tool("evaluate").main(
         ["--checkpoint", str(checkpoints["fp"]), "--data-root", str(root), "--split", "test", "--device", "cpu"]
     )
     assert rc == 2
@@ -545,7 +533,9 @@ def test_data_root_without_the_split_is_an_error(checkpoints, tiny_synthetic_roo
 
 def test_a_dsec_release_without_a_test_split_suggests_split_train(checkpoints, tmp_path, capsys):
     root = write_dsec_root(tmp_path / "DSEC")  # the release's shape: train_events/ and train_optical_flow/ only
-    rc = _tool("evaluate").main(["--checkpoint", str(checkpoints["fp"]), "--data-root", str(root), "--device", "cpu"])
+    rc = load_tool("evaluate").main(
+        ["--checkpoint", str(checkpoints["fp"]), "--data-root", str(root), "--device", "cpu"]
+    )
     assert rc == 2
     line = _error_line(capsys)
     assert line.startswith(f"error: {root / 'test_events'}: does not exist: a DSEC test split needs test_events/")
@@ -555,7 +545,7 @@ def test_a_dsec_release_without_a_test_split_suggests_split_train(checkpoints, t
 def test_corrupt_checkpoint_and_wrong_representation_are_errors(checkpoints, tiny_synthetic_root, tmp_path, capsys):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
-    evaluate = _tool("evaluate")
+    evaluate = load_tool("evaluate")
     assert evaluate.main(["--checkpoint", str(bad), "--data-root", str(tiny_synthetic_root)]) == 2
     assert "bad.pth" in _error_line(capsys)
     voxel = tmp_path / "voxel.yaml"
@@ -589,7 +579,7 @@ def _windows_1_2(checkpoints, root, out):
 
 def test_visualize_writes_pictures_and_a_video(checkpoints, tiny_synthetic_root, tmp_path, capsys):
     out = tmp_path / "vis"
-    rc = _tool("visualize_predictions").main(
+    rc = load_tool("visualize_predictions").main(
         _windows_1_2(checkpoints, tiny_synthetic_root, out) + ["--arrows", "--video"]
     )
     assert rc == 0
@@ -608,7 +598,7 @@ def test_visualize_writes_a_gif_with_the_video(checkpoints, tiny_synthetic_root,
     from PIL import Image
 
     out = tmp_path / "vis"
-    rc = _tool("visualize_predictions").main(
+    rc = load_tool("visualize_predictions").main(
         _windows_1_2(checkpoints, tiny_synthetic_root, out) + ["--video", "--gif", "--fps", "4"]
     )
     assert rc == 0
@@ -626,7 +616,7 @@ def test_visualize_writes_a_gif_with_the_video(checkpoints, tiny_synthetic_root,
 
 
 def test_visualize_unknown_sequence_lists_the_available_ones(checkpoints, tiny_synthetic_root, tmp_path, capsys):
-    rc = _tool("visualize_predictions").main(
+    rc = load_tool("visualize_predictions").main(
         [
             "--checkpoint",
             str(checkpoints["fp"]),
@@ -651,7 +641,7 @@ def test_visualize_unknown_sequence_lists_the_available_ones(checkpoints, tiny_s
 
 def test_compare_uses_the_full_precision_checkpoint_as_reference(checkpoints, tiny_synthetic_root, tmp_path):
     out = tmp_path / "cmp"
-    rc = _tool("compare_bitwidths").main(
+    rc = load_tool("compare_bitwidths").main(
         [
             "--checkpoints",
             str(checkpoints["q4"]),
@@ -693,7 +683,7 @@ def test_compare_uses_the_full_precision_checkpoint_as_reference(checkpoints, ti
 
 def test_compare_without_full_precision_says_which_stands_in(checkpoints, tiny_synthetic_root, tmp_path):
     out = tmp_path / "cmp"
-    rc = _tool("compare_bitwidths").main(
+    rc = load_tool("compare_bitwidths").main(
         [
             "--checkpoints",
             str(checkpoints["q4"]),
@@ -719,14 +709,14 @@ def test_compare_without_full_precision_says_which_stands_in(checkpoints, tiny_s
 )
 def test_a_malformed_ladder_override_is_one_line_before_anything_runs(setting, named, tmp_path, capsys):
     out = tmp_path / "ladder"
-    assert _tool("qat_ladder").main(["--output-dir", str(out), "--no-unseen", "--set", setting]) == 2
+    assert load_tool("qat_ladder").main(["--output-dir", str(out), "--no-unseen", "--set", setting]) == 2
     line = _error_line(capsys)
     assert named in line and setting in line
     assert not out.exists()
 
 
 def test_ladder_overrides_are_read_as_yaml_values():
-    parse = _tool("qat_ladder").parse_overrides
+    parse = load_tool("qat_ladder").parse_overrides
     assert parse(["distill_weight=1.0", "learn_scale=true", "crop_size=null"]) == {
         "distill_weight": 1.0,
         "learn_scale": True,

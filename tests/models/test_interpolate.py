@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
@@ -14,15 +11,8 @@ from snn.models.checkpoint import CheckpointError, load_checkpoint, load_model, 
 from snn.models.flownet import EventSNNFlowNetLiteV2
 from snn.models.interpolate import Interpolation, check_interpolable, interpolate_state, largest_within
 from snn.quantization import control
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("_tool_interpolate", REPO / "tools" / "interpolate_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.tiny_models import make_spiking
+from tests.tool_modules import load_tool
 
 
 def _save(root, path, seed, **extra):
@@ -31,11 +21,7 @@ def _save(root, path, seed, **extra):
                                        "batch_size": 3, **extra})  # fmt: skip
     torch.manual_seed(seed)
     model = EventSNNFlowNetLiteV2(**cfg.model_args()).eval()
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.normal_(m.weight, std=0.5)
-    for head in (model.head1, model.head2, model.head3):
-        nn.init.normal_(head.conv.weight, std=0.3)
+    make_spiking(model)
     for m in model.modules():  # distinct batch-norm statistics, so that they are averaged too
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.normal_(0, 0.1)
@@ -124,7 +110,7 @@ def test_largest_alpha_within_the_bound():
 
 
 def test_tool_writes_one_alpha_and_never_overwrites(pair, tmp_path, capsys):
-    tool = _tool()
+    tool = load_tool("interpolate_weights")
     out = tmp_path / "mid.pth"
     assert tool.main(["--start", str(pair[0]), "--end", str(pair[1]), "--alpha", "0.3", "--out", str(out)]) == 0
     written = load_checkpoint(out)
@@ -138,7 +124,7 @@ def test_tool_writes_one_alpha_and_never_overwrites(pair, tmp_path, capsys):
 
 
 def test_tool_chooses_on_labelled_data(pair, tiny_synthetic_root, tmp_path, capsys):
-    tool = _tool()
+    tool = load_tool("interpolate_weights")
     out = tmp_path / "chosen.pth"
     args = ["--start", str(pair[0]), "--end", str(pair[1]), "--data-root", str(tiny_synthetic_root),
             "--alpha", "0.5", "1.0", "--out", str(out)]  # fmt: skip
@@ -164,14 +150,16 @@ def test_tool_chooses_on_labelled_data(pair, tiny_synthetic_root, tmp_path, caps
 )
 def test_tool_refuses_bad_alphas(pair, tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit) as exit_info:
-        _tool().main(["--start", str(pair[0]), "--end", str(pair[1]), "--out", str(tmp_path / "x.pth"), *extra])
+        load_tool("interpolate_weights").main(
+            ["--start", str(pair[0]), "--end", str(pair[1]), "--out", str(tmp_path / "x.pth"), *extra]
+        )
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "x.pth").exists()
 
 
 def test_tool_refuses_a_missing_checkpoint_in_one_line(pair, tmp_path, capsys):
     missing = tmp_path / "nope.pth"
-    code = _tool().main(
+    code = load_tool("interpolate_weights").main(
         ["--start", str(missing), "--end", str(pair[1]), "--alpha", "0.5", "--out", str(tmp_path / "o.pth")]
     )
     err = capsys.readouterr().err

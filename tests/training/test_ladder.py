@@ -16,6 +16,7 @@ from snn.models.checkpoint import load_checkpoint
 from snn.training import ladder
 from snn.training.ladder import RECORD, STEPS, LadderError, run_ladder
 from snn.training.trainer import Trainer
+from tests.tool_modules import load_tool
 
 CPU = torch.device("cpu")
 NO_CROP = {"crop_size": None}
@@ -177,13 +178,7 @@ def test_a_forced_data_format_reaches_every_step_and_its_evaluation(tiny_synthet
 
 
 def test_a_format_the_data_root_is_not_in_is_one_line_before_training(tiny_synthetic_root, tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
-
-    tools = Path(__file__).resolve().parents[2] / "tools"
-    spec = importlib.util.spec_from_file_location("qat_ladder_tool", tools / "qat_ladder.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("qat_ladder")
     out = tmp_path / "ladder"
     code = tool.main(["--output-dir", str(out), "--data-root", str(tiny_synthetic_root), "--format", "dsec",
                       "--no-unseen"])  # fmt: skip
