@@ -16,6 +16,7 @@ from snn.config import AMP_MODES, DEFAULT_CONFIG, Config, data_root_overrides, l
 from snn.data.errors import MissingSplitError
 from snn.data.mvsec import PROTOCOLS
 from snn.data.provider import FORMATS
+from snn.evaluation.contrast import FWL_WINDOWS
 from snn.models.checkpoint import CheckpointError
 from snn.models.zoo import PREFIX, pretrained_path
 from snn.training.interrupt import TrainingInterrupted
@@ -122,6 +123,19 @@ def format_overrides(args: argparse.Namespace) -> dict:
 def add_device_flag(parser: argparse.ArgumentParser) -> None:
     """--device for the tools that take no config: auto picks CUDA when present."""
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+
+
+def add_fwl_windows_flag(parser: argparse.ArgumentParser) -> None:
+    """--fwl-windows: how many consecutive windows the flow warp loss warps together."""
+    parser.add_argument(
+        "--fwl-windows",
+        type=int,
+        default=FWL_WINDOWS,
+        metavar="N",
+        help="score the flow warp loss (FWL) of each window over it and the N - 1 windows before it, each "
+        "moved along its own predicted flow; the first N - 1 windows of each sequence are not scored. "
+        "1 is the FWL of one window alone, which tells good models apart less well (default: %(default)s)",
+    )
 
 
 def check_positive(flag: str, value: int | None) -> None:

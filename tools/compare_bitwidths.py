@@ -17,7 +17,15 @@ from pathlib import Path
 # Let the tool run from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from snn.cli import add_device_flag, check_batch_size, checkpoint_arg, fail, split_hint  # noqa: E402
+from snn.cli import (  # noqa: E402
+    add_device_flag,
+    add_fwl_windows_flag,
+    check_batch_size,
+    check_positive,
+    checkpoint_arg,
+    fail,
+    split_hint,
+)
 from snn.evaluation.evaluate import compare_checkpoints  # noqa: E402
 from snn.evaluation.plots import plot_aee_vs_size  # noqa: E402
 from snn.evaluation.report import comparison_markdown, write_comparison_csv  # noqa: E402
@@ -50,6 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="windows on which outputs are compared with the reference (default: 8)",
     )
     p.add_argument("--batch-size", type=int, default=None, help="default: each checkpoint's config batch_size")
+    add_fwl_windows_flag(p)
     add_device_flag(p)
     return p.parse_args(argv)
 
@@ -59,8 +68,15 @@ def main(argv=None) -> int:
     setup_logging()
     try:
         check_batch_size(args.batch_size)
+        check_positive("--fwl-windows", args.fwl_windows)
         rows, note = compare_checkpoints(
-            args.checkpoints, args.data_root, args.split, args.num_inputs, args.batch_size, resolve_device(args.device)
+            args.checkpoints,
+            args.data_root,
+            args.split,
+            args.num_inputs,
+            args.batch_size,
+            resolve_device(args.device),
+            fwl_windows=args.fwl_windows,
         )
         args.output_dir.mkdir(parents=True, exist_ok=True)
         md = comparison_markdown(rows, note)

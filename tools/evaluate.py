@@ -20,7 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from snn.cli import (  # noqa: E402
     add_device_flag,
     add_format_flags,
+    add_fwl_windows_flag,
     check_batch_size,
+    check_positive,
     checkpoint_arg,
     fail,
     format_overrides,
@@ -101,6 +103,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "and 24+ px): how well the flow is filled in away from edges",
     )
     p.add_argument("--batch-size", type=int, default=None, help="default: the config's batch_size")
+    add_fwl_windows_flag(p)
     add_device_flag(p)
     return p.parse_args(argv)
 
@@ -111,6 +114,7 @@ def main(argv=None) -> int:
     masks = MASKS if args.mask == "both" else (args.mask,)
     try:
         check_batch_size(args.batch_size)
+        check_positive("--fwl-windows", args.fwl_windows)
         if args.output is not None:
             check_writable(args.output)
         device = resolve_device(args.device)
@@ -127,6 +131,7 @@ def main(argv=None) -> int:
             predictions_dir=args.predictions,
             stateful=args.stateful,
             by_distance=args.by_distance,
+            fwl_windows=args.fwl_windows,
         )
         print(evaluation_report(res, masks, str(args.data_root), args.split, str(device)))
         if res.by_distance is not None:

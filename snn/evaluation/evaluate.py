@@ -24,7 +24,7 @@ from tqdm import tqdm
 from snn.config import Config, config_from_checkpoint, config_from_dict, load_config
 from snn.data.loaders import make_dataset, make_loader, sequences_of
 from snn.data.representations import num_input_channels
-from snn.evaluation.contrast import FlowWarpLoss, flow_warp_loss
+from snn.evaluation.contrast import FWL_WINDOWS, FlowWarpLoss, WindowSpans
 from snn.evaluation.distance import ErrorByDistance
 from snn.evaluation.metrics import FlowMetrics, compare_model_outputs, evaluation_mask
 from snn.evaluation.predictions import FlowPngWriter
@@ -48,12 +48,15 @@ def evaluate_model(
     monitor: ActivityMonitor | None = None,
     on_batch: Callable[[dict, torch.Tensor], None] | None = None,
     stateful: bool = False,
+    fwl_windows: int = FWL_WINDOWS,
 ) -> dict:
     """Returns ``{mask: {"overall": metrics, "sequences": {name: metrics}}, "fwl": {"overall": f,
-    "sequences": {name: f}}, "samples_per_s": x, "model_samples_per_s": y}``.
+    "sequences": {name: f}, "windows": fwl_windows}, "samples_per_s": x, "model_samples_per_s": y}``.
 
     ``fwl`` is the flow warp loss (``snn.evaluation.contrast``), the mean over the windows with events:
-    it needs no ground truth, so data without flow labels gets it too.
+    it needs no ground truth, so data without flow labels gets it too. Each window is scored over a span
+    of ``fwl_windows`` consecutive windows of its sequence (``WindowSpans``), so the first
+    ``fwl_windows - 1`` windows of each sequence get none.
 
     The overall figures pool every evaluated pixel of the split. ``samples_per_s``
     is end to end (data loading, metrics and activity counting included);
@@ -70,6 +73,7 @@ def evaluate_model(
     masks = tuple(masks)
     per_seq = {m: defaultdict(FlowMetrics) for m in masks}
     fwl = defaultdict(FlowWarpLoss)
+    spans = WindowSpans(fwl_windows)
     samples, forward_s, t0 = 0, 0.0, time.perf_counter()
     hook_s0 = monitor.hook_seconds if monitor is not None else 0.0
     previous = None  # (sequence, index) of the window whose membranes are carried
@@ -87,7 +91,7 @@ def evaluate_model(
             samples += len(events)
             if on_batch is not None:
                 on_batch(batch, pred)
-            per_window = flow_warp_loss(batch["events"], pred)  # once for the batch, then by sequence
+            per_window = spans.fwl(batch["events"], pred, window_keys(batch))  # for the batch, then by sequence
             for i, name in enumerate(batch["sequence"]):
                 fwl[name].add(per_window[i : i + 1])
             for m in masks:
@@ -107,7 +111,7 @@ def evaluate_model(
     for acc in fwl.values():
         total.merge(acc)
     by_sequence = {name: acc.compute() for name, acc in sorted(fwl.items())}
-    result["fwl"] = {"overall": total.compute(), "sequences": by_sequence}
+    result["fwl"] = {"overall": total.compute(), "sequences": by_sequence, "windows": fwl_windows}
     for m in masks:
         overall = FlowMetrics()
         for acc in per_seq[m].values():
@@ -182,13 +186,15 @@ def evaluate_checkpoint(
     predictions_dir: str | Path | None = None,
     stateful: bool | None = None,
     by_distance: bool = False,
+    fwl_windows: int = FWL_WINDOWS,
 ) -> CheckpointResult:
     """Evaluate a checkpoint on a split (``model``: an already loaded copy of it, to avoid reloading;
     ``data_overrides``: config keys such as ``data_format`` that replace the checkpoint's;
     ``predictions_dir``: also write every window's flow there, see ``FlowPngWriter``; ``stateful``:
     carry the membranes through each sequence, see ``evaluate_model``; None: as the model was
     trained, i.e. when its config's ``state_windows`` is above 1); ``by_distance``: also pool the errors
-    by distance to the nearest event, see ``ErrorByDistance``)."""
+    by distance to the nearest event, see ``ErrorByDistance``; ``fwl_windows``: the span the flow warp
+    loss is scored over, see ``evaluate_model``)."""
     device = torch.device(device)
     if model is None:
         model, cfg = load_for_evaluation(path, config_path, device, data_overrides)
@@ -207,7 +213,7 @@ def evaluate_checkpoint(
             watch(batch, pred)
 
     with ActivityMonitor(model) as monitor:
-        metrics = evaluate_model(model, loader, device, masks, progress, monitor, on_batch, stateful)
+        metrics = evaluate_model(model, loader, device, masks, progress, monitor, on_batch, stateful, fwl_windows)
     size = estimate_model_size(model, verbose=False)
     return CheckpointResult(
         checkpoint=str(path),
@@ -242,6 +248,7 @@ def compare_checkpoints(
     batch_size: int | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    fwl_windows: int = FWL_WINDOWS,
 ) -> tuple[list[dict], str]:
     """One row per checkpoint (bits, size, dense AEE, retention, output error against FP).
 
@@ -266,7 +273,14 @@ def compare_checkpoints(
     rows = []
     for i, (path, (model, _)) in enumerate(zip(paths, loaded, strict=True)):
         res = evaluate_checkpoint(
-            path, data_root, split, batch_size=batch_size, device=device, progress=progress, model=model
+            path,
+            data_root,
+            split,
+            batch_size=batch_size,
+            device=device,
+            progress=progress,
+            model=model,
+            fwl_windows=fwl_windows,
         )
         overall = res.metrics["dense"]["overall"]
         if getattr(model, "in_channels", None) == getattr(ref_model, "in_channels", None):
@@ -289,6 +303,7 @@ def compare_checkpoints(
                 "output_mse": diff["mse"],
                 "synops_per_sample": res.activity["synops_per_sample"],
                 "fwl": res.metrics["fwl"]["overall"],
+                "fwl_windows": res.metrics["fwl"]["windows"],
             }
         )
     ref_aee = rows[ref]["aee"]

@@ -119,10 +119,19 @@ def evaluation_report(res, masks: tuple[str, ...], data_root: str, split: str, d
 
 
 def fwl_line(fwl: dict) -> str:
-    """The flow warp loss, with what it means: it needs no ground truth."""
+    """The flow warp loss, with what it means (it needs no ground truth) and the span it was scored over."""
+    windows = fwl.get("windows", 1)
+    span = (
+        f"each window with the {windows - 1} before it, along each one's own predicted flow,"
+        if windows > 1
+        else "each window alone,"
+    )
+    if not math.isfinite(fwl["overall"]):
+        short = f" (no window has {windows - 1} before it in its sequence: try --fwl-windows 1)" if windows > 1 else ""
+        return f"flow warp loss (FWL): none, no window with events{short}"
     return (
-        f"flow warp loss (FWL) {fwl['overall']:.3f}: the variance of the events warped along the predicted flow "
-        "over that of the events as they are (1: no sharper than zero flow; higher is better; no ground truth needed)"
+        f"flow warp loss (FWL) {fwl['overall']:.3f}: {span} the variance of the events warped along the flow over "
+        "that of the events as they are (1: no sharper than zero flow; higher is better; no ground truth needed)"
     )
 
 
@@ -280,7 +289,8 @@ def comparison_markdown(rows: list[dict], note: str) -> str:
     agreement = fwl_aee_agreement(rows)
     if math.isfinite(agreement):
         note += (
-            f" FWL (flow warp loss, no ground truth needed; higher is better) ranks the checkpoints as AEE does "
+            f" FWL (flow warp loss over spans of {rows[0].get('fwl_windows', 1)} windows, no ground truth needed; "
+            "higher is better) ranks the checkpoints as AEE does "
             f"with Spearman's rho = {agreement:.2f} (1: the same order)."
         )
     return markdown_table(header, cells) + "\n\n" + note + "\n"

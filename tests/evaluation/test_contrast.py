@@ -12,6 +12,7 @@ from snn.data.synthetic import generate_dataset
 from snn.data.synthetic_config import SyntheticConfig
 from snn.evaluation.contrast import (
     FlowWarpLoss,
+    WindowSpans,
     bin_times,
     contrast_loss,
     divergence_loss,
@@ -19,6 +20,7 @@ from snn.evaluation.contrast import (
     multiscale_contrast_loss,
     reference_times,
     smoothness_loss,
+    span_flow_warp_loss,
     warp_events,
     warp_events_chained,
 )
@@ -153,26 +155,65 @@ def test_the_loss_is_lowest_at_the_true_flow_of_synthetic_windows(synthetic_wind
 
 @pytest.fixture(scope="module")
 def synthetic_spans(tmp_path_factory):
-    """Spans of three consecutive windows of the default 64x64 scenes [N, 3 * K, 2, H, W], with the last
-    window's flow."""
+    """Spans of three consecutive windows of the default 64x64 scenes [N, 3 * K, 2, H, W] with each
+    window's own true flow [N, 3, 2, H, W]."""
     root = tmp_path_factory.mktemp("contrast_spans") / "synthetic"
     generate_dataset(root, SyntheticConfig(num_frames=8), 2, 1, 1, seed=0, workers=1, progress=False)
     data = build_dataset(root, "train")
     spans, flows = [], []
     for i in range(len(data)):
         if data[i]["index"] >= 2:
-            spans.append(torch.cat([data[i - 2]["events"], data[i - 1]["events"], data[i]["events"]]))
-            flows.append(data[i]["flow"])
+            spans.append(torch.cat([data[j]["events"] for j in (i - 2, i - 1, i)]))
+            flows.append(torch.stack([data[j]["flow"] for j in (i - 2, i - 1, i)]))
     return torch.stack(spans), torch.stack(flows)
 
 
 def test_a_span_of_three_windows_sharpens_along_the_true_flow_more_than_one_window_does(synthetic_spans):
-    events, flow = synthetic_spans
+    events, flow = synthetic_spans[0], synthetic_spans[1][:, -1]  # the last window's flow over the span
     last = events[:, -5:]
     over_three, over_one = contrast_loss(events, flow, num_bins=5), contrast_loss(last, flow, num_bins=5)
     assert over_three < over_one - 0.05
     for scale in (0.0, 0.8, 1.2):
         assert over_three < contrast_loss(events, flow * scale, num_bins=5) - 0.02
+
+
+def test_the_fwl_of_a_span_of_one_window_is_the_fwl_and_zero_flow_scores_one(synthetic_spans):
+    events, flows = synthetic_spans
+    last, flow = events[:, -5:], flows[:, -1]
+    assert torch.allclose(span_flow_warp_loss(last, flow[:, None], 5), flow_warp_loss(last, flow))
+    assert torch.allclose(span_flow_warp_loss(events, torch.zeros_like(flows), 5), torch.ones(len(events)))
+
+
+def test_a_span_of_three_windows_tells_the_true_flow_from_wrong_ones_better_than_one_window(synthetic_spans):
+    events, flows = synthetic_spans
+    last, flow = events[:, -5:], flows[:, -1]
+
+    def margins(score):  # how far the truth scores above each wrong flow
+        return torch.stack([score(1.0) - score(scale) for scale in (0.5, 0.8, 1.25, 2.0)])
+
+    over_three = margins(lambda scale: span_flow_warp_loss(events, flows * scale, 5).mean())
+    over_one = margins(lambda scale: flow_warp_loss(last, flow * scale).mean())
+    assert (over_three > 0.02).all()
+    assert (over_three > 2 * over_one).all()
+
+
+def test_window_spans_join_consecutive_windows_of_one_sequence_only():
+    g = torch.Generator().manual_seed(0)
+    keys = [("a", 0), ("a", 1), ("a", 2), ("a", 3), ("b", 0), ("b", 1), ("a", 5), ("a", 6), ("a", 7)]
+    events = (torch.rand(len(keys), 5, 2, 12, 12, generator=g) < 0.2).float()
+    flows = torch.randn(len(keys), 2, 12, 12, generator=g)
+    spans = WindowSpans(3)
+    scores = torch.cat([spans.fwl(events[i : i + 2], flows[i : i + 2], keys[i : i + 2]) for i in range(0, 8, 2)])
+    scores = torch.cat([scores, spans.fwl(events[8:], flows[8:], keys[8:])])  # batches cut across sequences
+    scored = [i for i in range(len(keys)) if torch.isfinite(scores[i])]
+    assert scored == [2, 3, 8]  # "b" has two windows; "a" restarts after the gap at 4
+    for i in scored:
+        span = events[i - 2 : i + 1].flatten(0, 1)[None]
+        assert scores[i] == pytest.approx(float(span_flow_warp_loss(span, flows[i - 2 : i + 1][None], 5)))
+    alone = WindowSpans(1).fwl(events, flows, keys)
+    assert torch.allclose(alone, flow_warp_loss(events, flows))
+    with pytest.raises(ValueError, match="at least one window"):
+        WindowSpans(0)
 
 
 def test_the_gradient_moves_a_constant_flow_toward_the_truth():

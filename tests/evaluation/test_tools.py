@@ -33,6 +33,7 @@ DOCUMENTED_FLAGS = {
     "tools/evaluate.py": [
         "--stateful",
         "--by-distance",
+        "--fwl-windows",
         "--checkpoint",
         "--config",
         "--data-root",
@@ -61,7 +62,14 @@ DOCUMENTED_FLAGS = {
         "--arrows",
         "--max-flow",
     ],
-    "tools/compare_bitwidths.py": ["--checkpoints", "--data-root", "--split", "--output-dir", "--num-inputs"],
+    "tools/compare_bitwidths.py": [
+        "--checkpoints",
+        "--data-root",
+        "--split",
+        "--output-dir",
+        "--num-inputs",
+        "--fwl-windows",
+    ],
     "tools/qat_ladder.py": [
         "--output-dir",
         "--data-root",
@@ -258,6 +266,7 @@ def test_evaluate_both_masks_json_shape_and_pooled_overall(checkpoints, tiny_syn
         "checkpoint", "bit_width", "current_bits", "model", "data", "activity", "throughput", "dense", "sparse", "fwl"
     }  # fmt: skip
     assert doc["fwl"]["overall"] > 0 and set(doc["fwl"]["sequences"]) == set(doc["dense"]["sequences"])
+    assert doc["fwl"]["windows"] == 3 and "each window with the 2 before it" in printed
     assert (doc["bit_width"], doc["checkpoint"]) == (32, str(checkpoints["fp"]))
     # What the tool prints is in the file too.
     n_params = sum(p.numel() for p in load_model(checkpoints["fp"]).parameters())
@@ -280,6 +289,25 @@ def test_evaluate_both_masks_json_shape_and_pooled_overall(checkpoints, tiny_syn
         assert d["overall"] == pytest.approx(expected, rel=1e-6, abs=1e-9)
         assert 0 < d["overall"]["aee"] and 0 <= d["overall"]["1pe"] <= 100
     assert doc["sparse"]["overall"]["num_pixels"] < doc["dense"]["overall"]["num_pixels"]
+
+
+def test_the_fwl_span_is_a_flag_and_a_span_longer_than_every_sequence_scores_none(
+    checkpoints, tiny_synthetic_root, tmp_path, capsys
+):
+    def fwl(windows: str) -> tuple[int, dict | None, str]:
+        out = tmp_path / f"fwl_{windows}.json"
+        args = ["--checkpoint", str(checkpoints["fp"]), "--data-root", str(tiny_synthetic_root), "--split", "train"]
+        rc = load_tool("evaluate").main([*args, "--fwl-windows", windows, "--output", str(out), "--device", "cpu"])
+        printed = capsys.readouterr()
+        return rc, json.loads(out.read_text())["fwl"] if out.exists() else None, printed.out + printed.err
+
+    _, one, _ = fwl("1")
+    _, two, _ = fwl("2")
+    assert one["windows"] == 1 and two["windows"] == 2 and one["overall"] != pytest.approx(two["overall"])
+    rc, five, printed = fwl("5")  # the sequences have 4 windows each
+    assert rc == 0 and five["overall"] is None and "no window has 4 before it in its sequence" in printed
+    rc, none, printed = fwl("0")
+    assert rc == 2 and none is None and printed.strip() == "error: --fwl-windows must be >= 1 (got 0)"
 
 
 def test_errors_by_distance_split_the_dense_aee_and_begin_with_the_sparse_one(
