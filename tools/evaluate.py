@@ -90,7 +90,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         default=None,
         help="run each sequence's windows in order, the membranes carried from one window to the next "
-        "(reset at the start of every sequence), as a streaming camera and hardware do "
+        "(reset at the start of every sequence and after a gap in time), as a streaming camera and hardware do "
         "(default: as the model was trained, stateful when its config's state_windows > 1)",
     )
     state.add_argument(

@@ -29,7 +29,10 @@ class EventFlowSequence(Dataset):
 
     Sample ``i`` is a dict: ``events`` float32 [num_bins, C, H, W] (C from the
     representation), ``flow`` float32 [2, H, W] (u, v pixels), ``valid`` and
-    ``event_mask`` float32 [1, H, W] of 0/1, ``sequence`` (name), ``index`` (i).
+    ``event_mask`` float32 [1, H, W] of 0/1, ``sequence`` (name), ``index`` (i) and ``segment``:
+    the run of back-to-back windows i belongs to (0 until the first window that does not start
+    where the one before it ended, then 1, ...). Carrying state, or warping events, from one
+    window into the next is right only inside a segment.
     HDF5 files are opened on the first ``__getitem__`` of each process. Samples are whole
     frames; training crops and flips them (``snn.data.sampling.SeededAugmentation``).
 
@@ -57,6 +60,7 @@ class EventFlowSequence(Dataset):
         self.events_path, self.flow_path = decoder.events_path, decoder.flow_path
         self.layout = decoder.layout
         self.height, self.width = decoder.height, decoder.width
+        self.segments = window_segments(np.asarray(decoder.time_windows))
         self._converter = make_representation(representation, num_bins, self.height, self.width)
         self._slicer: EventSlicer | None = None
         self._pid: int | None = None
@@ -168,5 +172,17 @@ class EventFlowSequence(Dataset):
             "event_mask": torch.from_numpy(hits.reshape(1, *valid.shape).astype(np.float32)),
             "sequence": self.name,
             "index": i,
+            "segment": int(self.segments[i]),
         }
         return sample
+
+
+def window_segments(times: np.ndarray) -> np.ndarray:
+    """For windows [start, end] (us, [N, 2]), the index of the run of back-to-back windows each
+    belongs to, [N]: a window starts a new run unless it starts where the one before it ended
+    (within 1 us, for files that close windows at end - 1). A gap between windows, as DSEC's test
+    windows have, or an overlap, as MVSEC's four-frame windows have, starts a new run."""
+    if len(times) < 2:
+        return np.zeros(len(times), dtype=np.int64)
+    step = times[1:, 0].astype(np.int64) - times[:-1, 1].astype(np.int64)
+    return np.concatenate([[0], np.cumsum((step < 0) | (step > 1))]).astype(np.int64)

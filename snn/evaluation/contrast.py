@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from snn.models.state import count_windows
+from snn.models.state import WindowKey, count_windows, follows
 
 # The reference times the training loss warps to (fractions of the window). Sharpening at one
 # of them by piling events onto few pixels (collapse) blurs them at the others.
@@ -306,10 +306,10 @@ class WindowSpans:
     """The FWL of each window over a span of ``windows`` consecutive windows of its sequence: the window
     and the ``windows - 1`` before it, each along its own predicted flow (``span_flow_warp_loss``).
 
-    Windows come in order, as an evaluation loader gives them, keyed by (sequence, index). A window
-    whose ``windows - 1`` predecessors were not all just seen (the first windows of a sequence, or
-    after a gap) has no full span and scores NaN, which ``FlowWarpLoss`` leaves out; a span never
-    reaches into another sequence.
+    Windows come in order, as an evaluation loader gives them, keyed by ``window_keys``. A window
+    whose ``windows - 1`` predecessors were not all just seen, back to back (the first windows of a
+    sequence, or after a gap in time), has no full span and scores NaN, which ``FlowWarpLoss`` leaves
+    out; a span never reaches into another sequence.
     """
 
     def __init__(self, windows: int = FWL_WINDOWS) -> None:
@@ -317,15 +317,15 @@ class WindowSpans:
             raise ValueError(f"the FWL needs a span of at least one window, got {windows}")
         self.windows = windows
         self.history: deque = deque(maxlen=windows - 1)  # (events, flow) of the windows just before
-        self.last: tuple[str, int] | None = None
+        self.last: WindowKey | None = None
 
-    def fwl(self, events: torch.Tensor, flow: torch.Tensor, keys: Sequence[tuple[str, int]]) -> torch.Tensor:
+    def fwl(self, events: torch.Tensor, flow: torch.Tensor, keys: Sequence[WindowKey]) -> torch.Tensor:
         """Each window's FWL, [B]: ``events`` [B, K, C, H, W], ``flow`` [B, 2, H, W], ``keys`` [B]."""
         if self.windows == 1:
             return flow_warp_loss(events, flow)
         scores = []
         for i, key in enumerate(keys):
-            if self.last is None or key != (self.last[0], self.last[1] + 1):
+            if not follows(key, self.last):
                 self.history.clear()
             self.last = key
             if len(self.history) == self.windows - 1:

@@ -72,24 +72,37 @@ def forward_with_history(
         return forward(events[:, steps - num_bins :])
 
 
-def stream_windows(
-    model: nn.Module, events: torch.Tensor, keys: list[tuple[str, int]], previous: tuple[str, int] | None
-) -> tuple[torch.Tensor, tuple[str, int] | None]:
+def stream_windows(model: nn.Module, events: torch.Tensor, keys: list[WindowKey], previous: WindowKey | None):
     """``model`` (in stateful mode) over a batch of windows one at a time, in order.
 
-    ``keys`` are the windows' (sequence, index); the membranes start at rest wherever a window does
-    not follow ``previous``, the key of the window before it (a new sequence, or a gap). Returns the
-    outputs, concatenated, and the last key, to pass on with the next batch.
+    ``keys`` are the windows' ``window_keys``; the membranes start at rest wherever a window does
+    not ``follow`` ``previous``, the key of the window before it (a new sequence, or a gap in time).
+    Returns the outputs, concatenated, and the last key, to pass on with the next batch.
     """
     outputs = []
     for i, key in enumerate(keys):
-        if previous is None or key != (previous[0], previous[1] + 1):
+        if not follows(key, previous):
             reset_state(model)
         outputs.append(model(events[i : i + 1]))
         previous = key
     return torch.cat(outputs), previous
 
 
-def window_keys(batch: dict) -> list[tuple[str, int]]:
-    """(sequence, index) of every window of a collated batch."""
-    return [(name, int(index)) for name, index in zip(batch["sequence"], batch["index"], strict=True)]
+# (sequence, segment, index) of a window: see ``window_keys``.
+WindowKey = tuple[str, int, int]
+
+
+def window_keys(batch: dict) -> list[WindowKey]:
+    """(sequence, segment, index) of every window of a collated batch; ``segment`` counts the gaps in
+    time before the window in its sequence (``snn.data.sequence.window_segments``; 0 where the data
+    does not say)."""
+    segments = batch.get("segment", [0] * len(batch["index"]))
+    return [
+        (name, int(segment), int(index))
+        for name, segment, index in zip(batch["sequence"], segments, batch["index"], strict=True)
+    ]
+
+
+def follows(key: WindowKey, previous: WindowKey | None) -> bool:
+    """Whether window ``key`` comes right after ``previous`` in time: same sequence, no gap, next index."""
+    return previous is not None and key[:2] == previous[:2] and key[2] == previous[2] + 1

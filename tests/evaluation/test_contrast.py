@@ -199,14 +199,16 @@ def test_a_span_of_three_windows_tells_the_true_flow_from_wrong_ones_better_than
 
 def test_window_spans_join_consecutive_windows_of_one_sequence_only():
     g = torch.Generator().manual_seed(0)
-    keys = [("a", 0), ("a", 1), ("a", 2), ("a", 3), ("b", 0), ("b", 1), ("a", 5), ("a", 6), ("a", 7)]
+    # (sequence, segment, index): "a" skips window 4; "c" has a gap in time between windows 1 and 2
+    keys = [("a", 0, 0), ("a", 0, 1), ("a", 0, 2), ("a", 0, 3), ("b", 0, 0), ("b", 0, 1), ("a", 0, 5), ("a", 0, 6)]
+    keys += [("a", 0, 7), ("c", 0, 0), ("c", 0, 1), ("c", 1, 2), ("c", 1, 3), ("c", 1, 4)]
     events = (torch.rand(len(keys), 5, 2, 12, 12, generator=g) < 0.2).float()
     flows = torch.randn(len(keys), 2, 12, 12, generator=g)
     spans = WindowSpans(3)
-    scores = torch.cat([spans.fwl(events[i : i + 2], flows[i : i + 2], keys[i : i + 2]) for i in range(0, 8, 2)])
-    scores = torch.cat([scores, spans.fwl(events[8:], flows[8:], keys[8:])])  # batches cut across sequences
+    # batches of three cut across sequences
+    scores = torch.cat([spans.fwl(events[i : i + 3], flows[i : i + 3], keys[i : i + 3]) for i in range(0, 14, 3)])
     scored = [i for i in range(len(keys)) if torch.isfinite(scores[i])]
-    assert scored == [2, 3, 8]  # "b" has two windows; "a" restarts after the gap at 4
+    assert scored == [2, 3, 8, 13]  # "b" has two windows; "a" starts again after 4, "c" after its gap
     for i in scored:
         span = events[i - 2 : i + 1].flatten(0, 1)[None]
         assert scores[i] == pytest.approx(float(span_flow_warp_loss(span, flows[i - 2 : i + 1][None], 5)))
