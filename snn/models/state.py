@@ -72,7 +72,13 @@ def forward_with_history(
         return forward(events[:, steps - num_bins :])
 
 
-def stream_windows(model: nn.Module, events: torch.Tensor, keys: list[WindowKey], previous: WindowKey | None):
+# (sequence, segment, index) of a window: see ``window_keys``.
+WindowKey = tuple[str, int, int]
+
+
+def stream_windows(
+    model: nn.Module, events: torch.Tensor, keys: list[WindowKey], previous: WindowKey | None
+) -> tuple[torch.Tensor, WindowKey | None]:
     """``model`` (in stateful mode) over a batch of windows one at a time, in order.
 
     ``keys`` are the windows' ``window_keys``; the membranes start at rest wherever a window does
@@ -86,10 +92,6 @@ def stream_windows(model: nn.Module, events: torch.Tensor, keys: list[WindowKey]
         outputs.append(model(events[i : i + 1]))
         previous = key
     return torch.cat(outputs), previous
-
-
-# (sequence, segment, index) of a window: see ``window_keys``.
-WindowKey = tuple[str, int, int]
 
 
 def window_keys(batch: dict) -> list[WindowKey]:
