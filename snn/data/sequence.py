@@ -180,8 +180,8 @@ class EventFlowSequence(Dataset):
 def window_segments(times: np.ndarray) -> np.ndarray:
     """For windows [start, end] (us, [N, 2]), the index of the run of back-to-back windows each
     belongs to, [N]: a window starts a new run unless it starts where the one before it ended
-    (within 1 us, for files that close windows at end - 1). A gap between windows, as DSEC's test
-    windows have, or an overlap, as MVSEC's four-frame windows have, starts a new run."""
+    (within 1 us, for files that close windows at end - 1). A gap between windows (flow asked for
+    only at intervals), or an overlap, as MVSEC's four-frame windows have, starts a new run."""
     if len(times) < 2:
         return np.zeros(len(times), dtype=np.int64)
     step = times[1:, 0].astype(np.int64) - times[:-1, 1].astype(np.int64)
