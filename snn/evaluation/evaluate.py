@@ -76,7 +76,7 @@ def evaluate_model(
     spans = WindowSpans(fwl_windows)
     samples, forward_s, t0 = 0, 0.0, time.perf_counter()
     hook_s0 = monitor.hook_seconds if monitor is not None else 0.0
-    previous = None  # (sequence, index) of the window whose membranes are carried
+    previous = None  # window_keys of the window whose membranes are carried
     set_stateful(model, stateful)
     try:
         for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress, dynamic_ncols=True):

@@ -121,14 +121,14 @@ def evaluation_report(res, masks: tuple[str, ...], data_root: str, split: str, d
 def fwl_line(fwl: dict) -> str:
     """The flow warp loss, with what it means (it needs no ground truth) and the span it was scored over."""
     windows = fwl.get("windows", 1)
+    if not math.isfinite(fwl["overall"]):
+        short = f" (no window has {windows - 1} before it in its sequence: try --fwl-windows 1)" if windows > 1 else ""
+        return f"flow warp loss (FWL): none, no window with events{short}"
     span = (
         f"each window with the {windows - 1} before it, along each one's own predicted flow,"
         if windows > 1
         else "each window alone,"
     )
-    if not math.isfinite(fwl["overall"]):
-        short = f" (no window has {windows - 1} before it in its sequence: try --fwl-windows 1)" if windows > 1 else ""
-        return f"flow warp loss (FWL): none, no window with events{short}"
     return (
         f"flow warp loss (FWL) {fwl['overall']:.3f}: {span} the variance of the events warped along the flow over "
         "that of the events as they are (1: no sharper than zero flow; higher is better; no ground truth needed)"
