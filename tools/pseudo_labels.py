@@ -4,7 +4,8 @@
 
 Every window of the chosen splits (default: train and val) gets the constant flow per --tiles tile
 that sharpens the tile's own events most over a span of --windows windows, searched on a grid up to
---tile-limit px a window (steps of --tile-step, then two finer grids). A tile's flow is kept only
+--tile-limit px a window (steps of --tile-step, then two finer grids), the events imaged as ON minus
+OFF (--polarity). A tile's flow is kept only
 where the tile holds at least --min-density events per pixel and window and agrees with its
 neighbours' median within --max-spread px; every other pixel is invalid, unless --fill gives the
 other tiles the smoothest flow that joins the kept ones. The copy is in BlinkSim
@@ -41,6 +42,7 @@ from snn.data.provider import SPLIT_FOLDERS, build_dataset, list_sequences  # no
 from snn.data.sequence import EventFlowSequence  # noqa: E402
 from snn.data.synthetic_io import write_flow_h5  # noqa: E402
 from snn.evaluation.pseudo_labels import TileLabelling, label_sequence  # noqa: E402
+from snn.evaluation.tile_search import POLARITIES  # noqa: E402
 from snn.utils.runtime import setup_logging  # noqa: E402
 
 
@@ -60,6 +62,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument(
         "--max-spread", type=float, default=defaults.max_spread, help="px from the neighbours' median to keep a tile"
+    )
+    p.add_argument(
+        "--polarity",
+        choices=POLARITIES,
+        default=defaults.polarity,
+        help="how the search images the events: ON minus OFF (signed, the default) or counts with both "
+        "polarities added (summed; the labels before signed images, and for thin lines that flash on and off)",
     )
     p.add_argument(
         "--fill",
@@ -146,6 +155,7 @@ def main(argv=None) -> int:
             min_density=args.min_density,
             max_spread=args.max_spread,
             fill=args.fill,
+            polarity=args.polarity,
         )
         if args.out.exists():
             raise ValueError(f"{args.out}: already exists; give a new folder (nothing was written)")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from snn.evaluation.tile_search import flow_grid, neighbour_spread, tile_search
+from snn.evaluation.tile_search import POLARITIES, flow_grid, neighbour_spread, tile_search
 
 
 @dataclass(frozen=True)
@@ -38,12 +38,15 @@ class TileLabelling:
     min_density: float = 0.1  # events per pixel and window in a kept tile
     max_spread: float = 0.75  # px from the neighbours' median flow in a kept tile
     fill: bool = False  # label the other tiles too, by a membrane fill from the kept ones
+    polarity: str = "signed"  # how events enter the search's images: ON minus OFF, or "summed"
 
     def __post_init__(self) -> None:
         for name in ("tile", "windows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         flow_grid(self.limit, self.step)  # refuses a limit or step that is not positive
+        if self.polarity not in POLARITIES:
+            raise ValueError(f"polarity must be one of {', '.join(POLARITIES)}, got {self.polarity!r}")
         if self.min_density < 0 or self.max_spread <= 0:
             raise ValueError(
                 f"min_density must be >= 0 and max_spread > 0, got {self.min_density} and {self.max_spread}"
@@ -69,7 +72,7 @@ def label_span(events: torch.Tensor, num_bins: int, labelling: TileLabelling) ->
     """The tiles' flows [2, H, W] (px a window, constant per tile) of a span's events
     [1, w * num_bins, C, H, W], and where they are kept [H, W] (bool)."""
     tile = labelling.tile
-    flows = tile_search(events, num_bins, tile, labelling.candidates(), labelling.refine())
+    flows = tile_search(events, num_bins, tile, labelling.candidates(), labelling.refine(), labelling.polarity)
     windows = events.shape[1] // num_bins
     density = F.avg_pool2d(events[0].float().sum(dim=(0, 1))[None], tile)[0] / windows
     kept = (density >= labelling.min_density) & (neighbour_spread(flows) <= labelling.max_spread)

@@ -4,7 +4,14 @@ A constant flow moves all of a tile's events alike, so unlike a per-pixel flow i
 onto a few pixels; and trying every candidate (no descent) leaves no basin to start in. Each tile is
 scored by its own events, wherever they land, so the events of a neighbour that moves another way
 stay out of its score. The score of a candidate is the variance of the full-frame image of the
-tile's events (polarities added) warped bilinearly to each of the span's reference times, summed.
+tile's events warped bilinearly to each of the span's reference times, summed. The events enter
+that image as counts with both polarities added (``summed``) or as ON minus OFF (``signed``). As a
+texture slides over a pixel, the pixel fires ON and OFF events in turn: added, they pile up at zero
+flow, whose image then keeps the texture's pattern of activity and can outscore the true flow
+(on 8x8 tiles of our synthetic scenes it often does); signed, they cancel there. At the
+true flow each edge of a scene that divides a brighter region from a darker one gathers events of
+one polarity, which signed images keep; a thin line that brightens and then darkens the same place
+cancels under the true flow too, and wants ``summed``.
 
 The image of one tile's events is zero outside a patch around the tile (the tile grown by the
 farthest any candidate moves an event), so the variance is computed from that patch alone: its sum
@@ -25,6 +32,18 @@ from snn.models.state import count_windows
 
 # Candidates scored per pass: bounds the memory of the patches (chunk x tiles x patch pixels).
 _PATCH_VALUES_PER_PASS = 16_000_000
+POLARITIES = ("summed", "signed")  # how the events enter a tile's image (module docstring)
+
+
+def event_values(events: torch.Tensor, polarity: str) -> torch.Tensor:
+    """Per-bin images [K, H, W] of events [K, C, H, W] (channel 0 ON, channel 1 OFF): counts with the
+    polarities added, or ON minus OFF."""
+    if polarity not in POLARITIES:
+        raise ValueError(f"polarity must be one of {', '.join(POLARITIES)}, got {polarity!r}")
+    events = events.float()
+    if polarity == "summed" or events.shape[1] == 1:
+        return events.sum(dim=1)
+    return events[:, 0] - events[:, 1:].sum(dim=1)
 
 
 def flow_grid(limit: float, step: float) -> torch.Tensor:
@@ -35,10 +54,12 @@ def flow_grid(limit: float, step: float) -> torch.Tensor:
     return torch.cartesian_prod(values, values)
 
 
-def tile_scores(events: torch.Tensor, num_bins: int, tile: int, candidates: torch.Tensor) -> torch.Tensor:
+def tile_scores(
+    events: torch.Tensor, num_bins: int, tile: int, candidates: torch.Tensor, polarity: str = "summed"
+) -> torch.Tensor:
     """The sharpness [N, T] of each tile's events under each of N candidate flows, constant over the
     span's windows. Events [1, w * num_bins, C, H, W]; candidates [N, 2] shared by all tiles or
-    [N, T, 2] per tile, T tiles of ``tile`` px in row-major order."""
+    [N, T, 2] per tile, T tiles of ``tile`` px in row-major order; ``polarity`` as in ``event_values``."""
     _, k, _, h, w = events.shape
     if h % tile or w % tile:
         raise ValueError(f"tiles of {tile} px do not divide the {h}x{w} frame")
@@ -48,7 +69,7 @@ def tile_scores(events: torch.Tensor, num_bins: int, tile: int, candidates: torc
     if candidates.shape[1:] != (num_tiles, 2):
         raise ValueError(f"expected candidates [N, 2] or [N, {num_tiles}, 2], got {list(candidates.shape)}")
     windows = count_windows(k, num_bins)
-    counts = events[0].float().sum(dim=1)  # [w * K, H, W]
+    counts = event_values(events[0], polarity)  # [w * K, H, W]
     ki, yi, xi = counts.nonzero(as_tuple=True)
     values = counts[ki, yi, xi]
     t = bin_times(num_bins, counts.device, windows)[ki]
@@ -88,18 +109,23 @@ def tile_scores(events: torch.Tensor, num_bins: int, tile: int, candidates: torc
 
 
 def tile_search(
-    events: torch.Tensor, num_bins: int, tile: int, candidates: torch.Tensor, refine: Sequence[torch.Tensor] = ()
+    events: torch.Tensor,
+    num_bins: int,
+    tile: int,
+    candidates: torch.Tensor,
+    refine: Sequence[torch.Tensor] = (),
+    polarity: str = "summed",
 ) -> torch.Tensor:
     """For each ``tile`` x ``tile`` tile, the candidate flow (px a window) of highest ``tile_scores``;
     then, for each grid of offsets [M, 2] in ``refine``, the best of that flow plus each offset, tile
-    by tile (a coarse grid, then finer ones around each tile's best). Returns the tiles' flows
-    [2, H / tile, W / tile]."""
+    by tile (a coarse grid, then finer ones around each tile's best). ``polarity``: as in
+    ``event_values``. Returns the tiles' flows [2, H / tile, W / tile]."""
     _, _, _, h, w = events.shape
     tiles = torch.arange((h // tile) * (w // tile))
-    best = candidates[tile_scores(events, num_bins, tile, candidates).argmax(dim=0)]  # [T, 2]
+    best = candidates[tile_scores(events, num_bins, tile, candidates, polarity).argmax(dim=0)]  # [T, 2]
     for offsets in refine:
         around = best[None] + offsets[:, None]  # [M, T, 2]
-        best = around[tile_scores(events, num_bins, tile, around).argmax(dim=0), tiles]
+        best = around[tile_scores(events, num_bins, tile, around, polarity).argmax(dim=0), tiles]
     return best.t().reshape(2, h // tile, w // tile)
 
 
