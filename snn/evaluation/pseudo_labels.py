@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from snn.evaluation.tile_search import POLARITIES, flow_grid, neighbour_spread, tile_search
+from snn.evaluation.tile_search import check_polarity, flow_grid, neighbour_spread, tile_search
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,7 @@ class TileLabelling:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         flow_grid(self.limit, self.step)  # refuses a limit or step that is not positive
-        if self.polarity not in POLARITIES:
-            raise ValueError(f"polarity must be one of {', '.join(POLARITIES)}, got {self.polarity!r}")
+        check_polarity(self.polarity)
         if self.min_density < 0 or self.max_spread <= 0:
             raise ValueError(
                 f"min_density must be >= 0 and max_spread > 0, got {self.min_density} and {self.max_spread}"

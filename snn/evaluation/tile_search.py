@@ -35,11 +35,16 @@ _PATCH_VALUES_PER_PASS = 16_000_000
 POLARITIES = ("summed", "signed")  # how the events enter a tile's image (module docstring)
 
 
+def check_polarity(polarity: str) -> None:
+    """Refuses a ``polarity`` that is not one of ``POLARITIES``."""
+    if polarity not in POLARITIES:
+        raise ValueError(f"polarity must be one of {', '.join(POLARITIES)}, got {polarity!r}")
+
+
 def event_values(events: torch.Tensor, polarity: str) -> torch.Tensor:
     """Per-bin images [K, H, W] of events [K, C, H, W] (channel 0 ON, channel 1 OFF): counts with the
     polarities added, or ON minus OFF."""
-    if polarity not in POLARITIES:
-        raise ValueError(f"polarity must be one of {', '.join(POLARITIES)}, got {polarity!r}")
+    check_polarity(polarity)
     events = events.float()
     if polarity == "summed" or events.shape[1] == 1:
         return events.sum(dim=1)
