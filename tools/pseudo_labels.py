@@ -5,7 +5,8 @@
 Every window of the chosen splits (default: train and val) gets the constant flow per --tiles tile
 that sharpens the tile's own events most over a span of --windows windows, searched on a grid up to
 --tile-limit px a window (steps of --tile-step, then two finer grids), the events imaged as ON minus
-OFF (--polarity). A tile's flow is kept only
+OFF (--polarity), each warped image blurred a little (--blur) and the events a candidate moves out of
+the frame kept in it (--beyond-frame), so that neither favours short flows. A tile's flow is kept only
 where the tile holds at least --min-density events per pixel and window and agrees with its
 neighbours' median within --max-spread px; every other pixel is invalid, unless --fill gives the
 other tiles the smoothest flow that joins the kept ones. The copy is in BlinkSim
@@ -42,7 +43,7 @@ from snn.data.provider import SPLIT_FOLDERS, build_dataset, list_sequences  # no
 from snn.data.sequence import EventFlowSequence  # noqa: E402
 from snn.data.synthetic_io import write_flow_h5  # noqa: E402
 from snn.evaluation.pseudo_labels import TileLabelling, label_sequence  # noqa: E402
-from snn.evaluation.tile_search import POLARITIES  # noqa: E402
+from snn.evaluation.tile_search import BEYOND_FRAME, POLARITIES  # noqa: E402
 from snn.utils.runtime import setup_logging  # noqa: E402
 
 
@@ -69,6 +70,20 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=defaults.polarity,
         help="how the search images the events: ON minus OFF (signed, the default) or counts with both "
         "polarities added (summed; the labels before signed images, and for thin lines that flash on and off)",
+    )
+    p.add_argument(
+        "--blur",
+        type=int,
+        default=defaults.blur,
+        help="passes of a [1, 2, 1] / 4 filter over each warped image before its sharpness is scored "
+        "(default: %(default)s; each about 0.7 px; 0 scores the images as they are)",
+    )
+    p.add_argument(
+        "--beyond-frame",
+        choices=BEYOND_FRAME,
+        default=defaults.beyond_frame,
+        help="the events a candidate flow moves out of the frame: kept in the tile's image (keep, the "
+        "default) or lost as in a full-frame image (drop, the search before)",
     )
     p.add_argument(
         "--fill",
@@ -156,6 +171,8 @@ def main(argv=None) -> int:
             max_spread=args.max_spread,
             fill=args.fill,
             polarity=args.polarity,
+            blur=args.blur,
+            beyond_frame=args.beyond_frame,
         )
         if args.out.exists():
             raise ValueError(f"{args.out}: already exists; give a new folder (nothing was written)")

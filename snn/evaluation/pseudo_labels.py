@@ -24,7 +24,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from snn.evaluation.tile_search import check_polarity, flow_grid, neighbour_spread, tile_search
+from snn.evaluation.tile_search import (
+    check_beyond_frame,
+    check_polarity,
+    flow_grid,
+    neighbour_spread,
+    tile_search,
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,8 @@ class TileLabelling:
     max_spread: float = 0.75  # px from the neighbours' median flow in a kept tile
     fill: bool = False  # label the other tiles too, by a membrane fill from the kept ones
     polarity: str = "signed"  # how events enter the search's images: ON minus OFF, or "summed"
+    blur: int = 1  # [1, 2, 1] / 4 passes over each warped image: splatting then favours no flow
+    beyond_frame: str = "keep"  # the events a candidate moves out of the frame still count
 
     def __post_init__(self) -> None:
         for name in ("tile", "windows"):
@@ -46,6 +54,9 @@ class TileLabelling:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         flow_grid(self.limit, self.step)  # refuses a limit or step that is not positive
         check_polarity(self.polarity)
+        check_beyond_frame(self.beyond_frame)
+        if self.blur < 0:
+            raise ValueError(f"blur must be >= 0 passes, got {self.blur}")
         if self.min_density < 0 or self.max_spread <= 0:
             raise ValueError(
                 f"min_density must be >= 0 and max_spread > 0, got {self.min_density} and {self.max_spread}"
@@ -71,7 +82,16 @@ def label_span(events: torch.Tensor, num_bins: int, labelling: TileLabelling) ->
     """The tiles' flows [2, H, W] (px a window, constant per tile) of a span's events
     [1, w * num_bins, C, H, W], and where they are kept [H, W] (bool)."""
     tile = labelling.tile
-    flows = tile_search(events, num_bins, tile, labelling.candidates(), labelling.refine(), labelling.polarity)
+    flows = tile_search(
+        events,
+        num_bins,
+        tile,
+        labelling.candidates(),
+        labelling.refine(),
+        polarity=labelling.polarity,
+        blur=labelling.blur,
+        beyond_frame=labelling.beyond_frame,
+    )
     windows = events.shape[1] // num_bins
     density = F.avg_pool2d(events[0].float().sum(dim=(0, 1))[None], tile)[0] / windows
     kept = (density >= labelling.min_density) & (neighbour_spread(flows) <= labelling.max_spread)

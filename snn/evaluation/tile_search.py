@@ -17,6 +17,14 @@ The image of one tile's events is zero outside a patch around the tile (the tile
 farthest any candidate moves an event), so the variance is computed from that patch alone: its sum
 and sum of squares over the frame's pixel count give exactly the full frame's variance, at the cost
 of the patch instead of the frame.
+
+Two biases of that score favour short flows, and each has an option that removes it. Bilinear
+splatting spreads an event moved by a fraction of a pixel over four pixels, which lowers the
+variance, while zero flow moves no event and spreads none: ``blur`` passes of a [1, 2, 1] / 4
+filter over every warped image (each a blur of about 0.7 px) spread every candidate's image alike.
+And in a full-frame image the events a candidate moves beyond the frame are lost, which lowers
+the variance of every flow that points out of the frame near its border; ``beyond_frame="keep"``
+keeps them in the tile's patch.
 """
 
 from __future__ import annotations
@@ -33,12 +41,30 @@ from snn.models.state import count_windows
 # Candidates scored per pass: bounds the memory of the patches (chunk x tiles x patch pixels).
 _PATCH_VALUES_PER_PASS = 16_000_000
 POLARITIES = ("summed", "signed")  # how the events enter a tile's image (module docstring)
+BEYOND_FRAME = ("drop", "keep")  # the events a candidate moves out of the frame (module docstring)
 
 
 def check_polarity(polarity: str) -> None:
     """Refuses a ``polarity`` that is not one of ``POLARITIES``."""
     if polarity not in POLARITIES:
         raise ValueError(f"polarity must be one of {', '.join(POLARITIES)}, got {polarity!r}")
+
+
+def check_beyond_frame(beyond_frame: str) -> None:
+    """Refuses a ``beyond_frame`` that is not one of ``BEYOND_FRAME``."""
+    if beyond_frame not in BEYOND_FRAME:
+        raise ValueError(f"beyond_frame must be one of {', '.join(BEYOND_FRAME)}, got {beyond_frame!r}")
+
+
+def binomial_blur(images: torch.Tensor, passes: int) -> torch.Tensor:
+    """``images`` [..., H, W] filtered ``passes`` times by [1, 2, 1] / 4 along each axis, zero beyond
+    the edges (the same size: the caller keeps ``passes`` px of zeros around what it blurs)."""
+    for _ in range(passes):
+        padded = F.pad(images, (1, 1, 1, 1))
+        images = (padded[..., 1:-1, :-2] + 2 * padded[..., 1:-1, 1:-1] + padded[..., 1:-1, 2:]) / 4
+        padded = F.pad(images, (0, 0, 1, 1))
+        images = (padded[..., :-2, :] + 2 * padded[..., 1:-1, :] + padded[..., 2:, :]) / 4
+    return images
 
 
 def event_values(events: torch.Tensor, polarity: str) -> torch.Tensor:
@@ -60,11 +86,22 @@ def flow_grid(limit: float, step: float) -> torch.Tensor:
 
 
 def tile_scores(
-    events: torch.Tensor, num_bins: int, tile: int, candidates: torch.Tensor, polarity: str = "summed"
+    events: torch.Tensor,
+    num_bins: int,
+    tile: int,
+    candidates: torch.Tensor,
+    polarity: str = "summed",
+    blur: int = 0,
+    beyond_frame: str = "drop",
 ) -> torch.Tensor:
     """The sharpness [N, T] of each tile's events under each of N candidate flows, constant over the
     span's windows. Events [1, w * num_bins, C, H, W]; candidates [N, 2] shared by all tiles or
-    [N, T, 2] per tile, T tiles of ``tile`` px in row-major order; ``polarity`` as in ``event_values``."""
+    [N, T, 2] per tile, T tiles of ``tile`` px in row-major order; ``polarity`` as in ``event_values``;
+    ``blur`` passes of ``binomial_blur`` over each warped image, and the events moved out of the frame
+    dropped or kept (``beyond_frame``), as the module docstring says."""
+    check_beyond_frame(beyond_frame)
+    if blur < 0:
+        raise ValueError(f"blur must be >= 0 passes, got {blur}")
     _, k, _, h, w = events.shape
     if h % tile or w % tile:
         raise ValueError(f"tiles of {tile} px do not divide the {h}x{w} frame")
@@ -81,7 +118,8 @@ def tile_scores(
     owner = (yi // tile) * tiles_x + xi // tile
     refs = reference_times(windows)
     reach = max(abs(r - float(s)) for r in refs for s in (t.min(), t.max())) if len(t) else 0.0
-    margin = math.ceil(reach * float(candidates.abs().max())) + 1
+    # Room for the farthest move, the bilinear splat's extra pixel and each blur pass's spread.
+    margin = math.ceil(reach * float(candidates.abs().max())) + 1 + blur
     size = tile + 2 * margin
     # Each event's place in its tile's patch, whose corner lies margin px above and left of the tile.
     px, py = xi - (xi // tile) * tile + margin, yi - (yi // tile) * tile + margin
@@ -102,12 +140,12 @@ def tile_scores(
             for ox, wx in ((0, 1 - fx), (1, fx)):
                 for oy, wy in ((0, 1 - fy), (1, fy)):
                     xc, yc = x0 + ox, y0 + oy
-                    # What lands outside the frame is lost, as in the full-frame image.
-                    inside = (xc + frame_x >= 0) & (xc + frame_x < w) & (yc + frame_y >= 0) & (yc + frame_y < h)
-                    patch.index_add_(
-                        0, (base + yc.long() * size + xc.long()).flatten(), (values * wx * wy * inside).flatten()
-                    )
-            patch = patch.view(c, num_tiles, -1)
+                    weight = values * wx * wy
+                    if beyond_frame == "drop":  # lost, as in a full-frame image
+                        inside = (xc + frame_x >= 0) & (xc + frame_x < w) & (yc + frame_y >= 0) & (yc + frame_y < h)
+                        weight = weight * inside
+                    patch.index_add_(0, (base + yc.long() * size + xc.long()).flatten(), weight.flatten())
+            patch = binomial_blur(patch.view(c * num_tiles, size, size), blur).view(c, num_tiles, -1)
             mean = patch.sum(dim=2) / pixels
             scores[first : first + c] += patch.square().sum(dim=2) / pixels - mean.square()
     return scores
@@ -120,17 +158,20 @@ def tile_search(
     candidates: torch.Tensor,
     refine: Sequence[torch.Tensor] = (),
     polarity: str = "summed",
+    blur: int = 0,
+    beyond_frame: str = "drop",
 ) -> torch.Tensor:
     """For each ``tile`` x ``tile`` tile, the candidate flow (px a window) of highest ``tile_scores``;
     then, for each grid of offsets [M, 2] in ``refine``, the best of that flow plus each offset, tile
-    by tile (a coarse grid, then finer ones around each tile's best). ``polarity``: as in
-    ``event_values``. Returns the tiles' flows [2, H / tile, W / tile]."""
+    by tile (a coarse grid, then finer ones around each tile's best). ``polarity``, ``blur`` and
+    ``beyond_frame``: as in ``tile_scores``. Returns the tiles' flows [2, H / tile, W / tile]."""
     _, _, _, h, w = events.shape
     tiles = torch.arange((h // tile) * (w // tile))
-    best = candidates[tile_scores(events, num_bins, tile, candidates, polarity).argmax(dim=0)]  # [T, 2]
+    options = {"polarity": polarity, "blur": blur, "beyond_frame": beyond_frame}
+    best = candidates[tile_scores(events, num_bins, tile, candidates, **options).argmax(dim=0)]  # [T, 2]
     for offsets in refine:
         around = best[None] + offsets[:, None]  # [M, T, 2]
-        best = around[tile_scores(events, num_bins, tile, around, polarity).argmax(dim=0), tiles]
+        best = around[tile_scores(events, num_bins, tile, around, **options).argmax(dim=0), tiles]
     return best.t().reshape(2, h // tile, w // tile)
 
 
