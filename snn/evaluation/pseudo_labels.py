@@ -24,13 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from snn.evaluation.tile_search import (
-    check_beyond_frame,
-    check_polarity,
-    flow_grid,
-    neighbour_spread,
-    tile_search,
-)
+from snn.evaluation.tile_search import check_scoring, flow_grid, neighbour_spread, tile_search
 
 
 @dataclass(frozen=True)
@@ -53,10 +47,7 @@ class TileLabelling:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         flow_grid(self.limit, self.step)  # refuses a limit or step that is not positive
-        check_polarity(self.polarity)
-        check_beyond_frame(self.beyond_frame)
-        if self.blur < 0:
-            raise ValueError(f"blur must be >= 0 passes, got {self.blur}")
+        check_scoring(self.polarity, self.blur, self.beyond_frame)
         if self.min_density < 0 or self.max_spread <= 0:
             raise ValueError(
                 f"min_density must be >= 0 and max_spread > 0, got {self.min_density} and {self.max_spread}"

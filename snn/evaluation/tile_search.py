@@ -50,8 +50,12 @@ def check_polarity(polarity: str) -> None:
         raise ValueError(f"polarity must be one of {', '.join(POLARITIES)}, got {polarity!r}")
 
 
-def check_beyond_frame(beyond_frame: str) -> None:
-    """Refuses a ``beyond_frame`` that is not one of ``BEYOND_FRAME``."""
+def check_scoring(polarity: str, blur: int, beyond_frame: str) -> None:
+    """Refuses scoring options that ``tile_scores`` does not know: a ``polarity`` not in ``POLARITIES``,
+    a negative ``blur`` or a ``beyond_frame`` not in ``BEYOND_FRAME``."""
+    check_polarity(polarity)
+    if blur < 0:
+        raise ValueError(f"blur must be >= 0 passes, got {blur}")
     if beyond_frame not in BEYOND_FRAME:
         raise ValueError(f"beyond_frame must be one of {', '.join(BEYOND_FRAME)}, got {beyond_frame!r}")
 
@@ -99,9 +103,7 @@ def tile_scores(
     [N, T, 2] per tile, T tiles of ``tile`` px in row-major order; ``polarity`` as in ``event_values``;
     ``blur`` passes of ``binomial_blur`` over each warped image, and the events moved out of the frame
     dropped or kept (``beyond_frame``), as the module docstring says."""
-    check_beyond_frame(beyond_frame)
-    if blur < 0:
-        raise ValueError(f"blur must be >= 0 passes, got {blur}")
+    check_scoring(polarity, blur, beyond_frame)
     _, k, _, h, w = events.shape
     if h % tile or w % tile:
         raise ValueError(f"tiles of {tile} px do not divide the {h}x{w} frame")

@@ -192,21 +192,30 @@ def test_signed_images_cancel_on_and_off_and_refuse_an_unknown_polarity():
         TileLabelling(polarity="absolute")
 
 
+def _generated_scene(root, seed: int):
+    """One generated 64x64 training sequence of 3 windows, and its flow [N, H, W, 2]."""
+    generate_dataset(
+        root, SyntheticConfig(height=64, width=64, num_frames=4), 1, 1, 1, seed=seed, workers=1, progress=False
+    )
+    seq = build_dataset(root, "train", num_bins=5).datasets[0]
+    return seq, np.stack([seq[i]["flow"].permute(1, 2, 0).numpy() for i in range(len(seq))])
+
+
+def _label_error(seq, truth, **options) -> tuple[float, float]:
+    """The 8-px labels' error on the pixels they keep, over zero flow's there, and the fraction kept."""
+    flow, valid = label_sequence(seq, TileLabelling(tile=8, limit=4.0, step=1.0, windows=3, **options))
+    error = np.linalg.norm(flow - truth, axis=-1)[valid].sum()
+    return error / np.linalg.norm(truth, axis=-1)[valid].sum(), valid.mean()
+
+
 def test_signed_images_find_the_flow_of_generated_scenes_that_summed_ones_miss(tmp_path):
     # Textures sliding over pixels fire ON and OFF in turn; with both polarities added, their pile-up
     # at zero flow outscores the true flow on most small tiles of our generated scenes.
-    root = tmp_path / "scene"
-    scene = SyntheticConfig(height=64, width=64, num_frames=4)
-    generate_dataset(root, scene, 1, 1, 1, seed=0, workers=1, progress=False)
-    seq = build_dataset(root, "train", num_bins=5).datasets[0]
-    truth = np.stack([seq[i]["flow"].permute(1, 2, 0).numpy() for i in range(len(seq))])
+    seq, truth = _generated_scene(tmp_path / "scene", seed=0)
     ratios = {}
     for polarity in ("summed", "signed"):
-        labelling = TileLabelling(tile=8, limit=4.0, step=1.0, windows=3, polarity=polarity)
-        flow, valid = label_sequence(seq, labelling)
-        assert valid.mean() > 0.2
-        error = np.linalg.norm(flow - truth, axis=-1)[valid].sum()
-        ratios[polarity] = error / np.linalg.norm(truth, axis=-1)[valid].sum()
+        ratios[polarity], kept = _label_error(seq, truth, polarity=polarity)
+        assert kept > 0.2
     assert ratios["signed"] < 0.7 * ratios["summed"], ratios
 
 
@@ -215,15 +224,9 @@ def test_blur_and_events_kept_beyond_the_frame_bring_the_labels_closer_to_the_hi
     # three generated scenes, the default search (both remedies) errs less than the search without.
     errors = {"default": 0.0, "before": 0.0}
     for seed in (0, 1, 2):
-        root = tmp_path / f"scene{seed}"
-        scene = SyntheticConfig(height=64, width=64, num_frames=4)
-        generate_dataset(root, scene, 1, 1, 1, seed=seed, workers=1, progress=False)
-        seq = build_dataset(root, "train", num_bins=5).datasets[0]
-        truth = np.stack([seq[i]["flow"].permute(1, 2, 0).numpy() for i in range(len(seq))])
-        for name, options in (("default", {}), ("before", {"blur": 0, "beyond_frame": "drop"})):
-            flow, valid = label_sequence(seq, TileLabelling(tile=8, limit=4.0, step=1.0, windows=3, **options))
-            error = np.linalg.norm(flow - truth, axis=-1)[valid].mean()
-            errors[name] += error / np.linalg.norm(truth, axis=-1)[valid].mean()
+        seq, truth = _generated_scene(tmp_path / f"scene{seed}", seed)
+        errors["default"] += _label_error(seq, truth)[0]
+        errors["before"] += _label_error(seq, truth, blur=0, beyond_frame="drop")[0]
     assert errors["default"] < 0.9 * errors["before"], errors
 
 
