@@ -185,6 +185,10 @@ class Config:
     # The batch-norm shift and scale before each spiking layer act as its per-channel threshold and
     # gain; their LR relative to learning_rate (the guide's low-bit rates barely move them).
     norm_lr_multiplier: float = 1.0
+    # The batch norms normalize with their running statistics while training and never update them
+    # (eval mode): a fine-tune keeps the statistics its start model was trained with, instead of
+    # re-estimating them from the new data's crops and batches.
+    freeze_norm_stats: bool = False
     first_last_bits: int | None = 8  # stem and flow heads never go below this
     # Binary currents (W1A1): each spiking layer takes the sign against a learned threshold per
     # channel that starts where the neuron fires (ReActNet's RSign), not against zero.

@@ -40,9 +40,20 @@ def schedule_change_note(cfg: Config, stored_epochs: int, start_epoch: int, lr_b
     )
 
 
+def norm_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 def norm_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The shift and scale of every batch norm (per-channel thresholds and gains of the neurons after it)."""
-    return [p for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()]
+    return [p for m in norm_layers(model) for p in m.parameters()]
+
+
+def freeze_norm_statistics(model: nn.Module) -> None:
+    """Put every batch norm in eval mode: it normalizes with its running statistics and keeps them
+    (its shift and scale still learn)."""
+    for m in norm_layers(model):
+        m.eval()
 
 
 def param_groups(model: nn.Module, cfg: Config) -> list[dict]:

@@ -274,3 +274,48 @@ def test_a_loss_that_turns_nan_stops_the_run_before_any_checkpoint(
         trainer.fit()
     assert len(calls) == (2 if log_every == 1 else len(trainer.train_loader))
     assert not (tmp_path / "ckpt" / "last.pth").exists() and not (tmp_path / "ckpt" / "best_model.pth").exists()
+
+
+def _norm_statistics(model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items() if k.endswith(("running_mean", "running_var"))}
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_freeze_norm_stats_keeps_the_batch_norm_statistics_while_weights_learn(tiny_synthetic_root, tmp_path, frozen):
+    seed_everything(0)
+    trainer = build_trainer(_cfg(tiny_synthetic_root, tmp_path, freeze_norm_stats=frozen), CPU)
+    stats, weight = _norm_statistics(trainer.model), trainer.model.stem.conv.weight.detach().clone()
+    trainer.train_one_epoch(0)
+    after = _norm_statistics(trainer.model)
+    assert stats and not torch.equal(trainer.model.stem.conv.weight, weight)  # it trained
+    same = all(torch.equal(stats[k], after[k]) for k in stats)
+    assert same == frozen
+    assert trainer.model.training  # only the batch norms are held in eval mode
+
+
+@pytest.mark.parametrize("batches", [0, 1])
+def test_a_warm_start_at_the_same_widths_keeps_the_quantizer_state_only_without_calibration(
+    tiny_synthetic_root, tmp_path, batches
+):
+    from snn.models.checkpoint import save_checkpoint
+
+    seed_everything(0)
+    fp = _untrained_checkpoint(tiny_synthetic_root, tmp_path, "fp")
+    w4 = dict(quantization_enabled=True, initial_bit_width=4, learn_scale=True)
+    first = build_trainer(_cfg(tiny_synthetic_root, tmp_path, calibration_batches=1, **w4), CPU, resume=fp)
+    # Move every step off its calibrated value, as fine-tuning does, so that a recalibration shows.
+    with torch.no_grad():
+        for name, p in first.model.named_parameters():
+            if name.endswith("quant_layer.step"):
+                p.mul_(3.0)
+    state = {k: v.clone() for k, v in first.model.state_dict().items() if "quant_layer" in k}
+    q = tmp_path / "q" / "best_model.pth"
+    payload = torch.load(fp, weights_only=True)
+    save_checkpoint({**payload, "state_dict": first.model.state_dict()}, q)
+    cfg = _cfg(
+        tiny_synthetic_root, tmp_path, checkpoint_dir=str(tmp_path / "ckpt2"), log_dir=str(tmp_path / "logs2"),
+        calibration_batches=batches, **w4,
+    )  # fmt: skip
+    again = build_trainer(cfg, CPU, resume=q).model.state_dict()
+    kept = all(torch.equal(again[k], v) for k, v in state.items())
+    assert kept == (batches == 0)
