@@ -227,7 +227,7 @@ class Trainer:
         logger.info("warm start from %s (another run's checkpoint): weights only, schedule starts at epoch 1", path)
         if self.quantized:
             self.update_quantization(0, log=False)  # fit() logs epoch 0's widths; no writer before then
-            if self.cfg.calibration_batches == 0 and not missing_quant:
+            if self.cfg.calibration_batches == 0 and checkpoint_widths(ckpt) == model_widths(self.model):
                 # An adaptation at the start model's widths: recalibrating on the new data alone cost
                 # the shipped W4A4 model 2.8 % on its own test split (README, Learning without labels).
                 logger.info("calibration_batches: 0: the quantizer ranges and steps of %s are kept", path)

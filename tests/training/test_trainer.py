@@ -295,8 +295,10 @@ def test_freeze_norm_stats_keeps_the_batch_norm_statistics_while_weights_learn(t
 
 @pytest.mark.parametrize("batches", [0, 1])
 def test_a_warm_start_at_the_same_widths_keeps_the_quantizer_state_only_without_calibration(
-    tiny_synthetic_root, tmp_path, batches
+    tiny_synthetic_root, tmp_path, batches, caplog
 ):
+    import logging
+
     from snn.models.checkpoint import save_checkpoint
 
     seed_everything(0)
@@ -311,11 +313,14 @@ def test_a_warm_start_at_the_same_widths_keeps_the_quantizer_state_only_without_
     state = {k: v.clone() for k, v in first.model.state_dict().items() if "quant_layer" in k}
     q = tmp_path / "q" / "best_model.pth"
     payload = torch.load(fp, weights_only=True)
-    save_checkpoint({**payload, "state_dict": first.model.state_dict()}, q)
+    save_checkpoint({**payload, "model_args": first.model_args, "state_dict": first.model.state_dict()}, q)
     cfg = _cfg(
         tiny_synthetic_root, tmp_path, checkpoint_dir=str(tmp_path / "ckpt2"), log_dir=str(tmp_path / "logs2"),
         calibration_batches=batches, **w4,
     )  # fmt: skip
-    again = build_trainer(cfg, CPU, resume=q).model.state_dict()
+    with caplog.at_level(logging.INFO, logger="snn.training.trainer"):
+        again = build_trainer(cfg, CPU, resume=q).model.state_dict()
     kept = all(torch.equal(again[k], v) for k, v in state.items())
     assert kept == (batches == 0)
+    said = any("quantizer ranges and steps of" in r.getMessage() for r in caplog.records)
+    assert said == kept
