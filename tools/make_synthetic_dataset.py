@@ -1,9 +1,10 @@
 """Generate the built-in synthetic event-flow dataset (BlinkSim layout C).
 
-    python tools/make_synthetic_dataset.py                       # data/synthetic, defaults
+    python tools/make_synthetic_dataset.py                       # data/synthetic, the generator's own scale
+    python tools/make_synthetic_dataset.py --output data/synthetic_scaled --scene-scale 1 1.5   # python train.py's
     python tools/make_synthetic_dataset.py --output /tmp/s --num-train 200 --force
 
-Training generates the default dataset on first use; this tool is for other sizes, seeds or
+Training generates its dataset on first use; this tool is for other sizes, seeds, scales or
 resolutions, or to regenerate one.
 """
 
@@ -41,6 +42,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=defaults.num_frames,
         help="frames per sequence; each gives num_frames - 1 flow windows",
     )
+    parser.add_argument(
+        "--scene-scale",
+        type=float,
+        nargs=2,
+        default=list(defaults.scene_scale),
+        metavar=("LOW", "HIGH"),
+        help="each sequence draws a scale in [LOW, HIGH] for its texture and motion sizes in pixels "
+        "(python train.py's set: 1 1.5; default: %(default)s)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="processes (default: 2)")
     parser.add_argument("--force", action="store_true", help="replace an existing dataset at --output")
     return parser.parse_args(argv)
@@ -54,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {output} already exists; pass --force to overwrite it", file=sys.stderr)
         return 1
     try:
-        config = SyntheticConfig(height=args.height, width=args.width, num_frames=args.num_frames)
+        config = SyntheticConfig(
+            height=args.height, width=args.width, num_frames=args.num_frames, scene_scale=tuple(args.scene_scale)
+        )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

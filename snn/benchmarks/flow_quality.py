@@ -3,8 +3,9 @@
 Each seed trains the recipe (a config plus ``--set`` overrides) as ``python train.py`` does, into
 ``<output>/seed_<S>/``, and its best checkpoint is scored on:
 
-- ``yardstick``: the test split of the built-in synthetic set as ``python train.py`` generates it
-  by default (``data/synthetic``), which stays fixed whatever a recipe trains on;
+- ``yardstick``: the test split of the built-in synthetic set at the generator's own settings
+  (``data/synthetic``, the data of the defaults before the scaled scenes), which stays fixed
+  whatever a recipe trains on;
 - ``test``: the recipe's own test split, where its data root is another one;
 - ``unseen``: ``UNSEEN_TEST_SET``, new scenes at 128x128 that no recipe trains on;
 - ``natural``: ``NATURAL_TEST_SET``, photographs under camera motion at 320x320.
@@ -39,8 +40,8 @@ DEFAULT_TEST_ROOTS = {
     "natural": Path("data/natural_photos"),
 }
 
-# What each named set is, generated on first use: the yardstick is the built-in set with its
-# default settings (what ``python train.py`` generates).
+# What each named set is, generated on first use: the yardstick is the built-in set at the
+# generator's own settings (what ``python train.py`` generated before the scaled scenes).
 TEST_SETS = {"yardstick": SyntheticDataset(), "unseen": UNSEEN_TEST_SET, "natural": NATURAL_TEST_SET}
 
 

@@ -46,7 +46,7 @@ from snn.data.synthetic_events import (
     noise_events,
 )
 from snn.data.synthetic_io import write_sequence_layout_c
-from snn.data.synthetic_scene import MotionRanges, forward_flow, render, sample_scene
+from snn.data.synthetic_scene import UNIT_RANGE, MotionRanges, forward_flow, render, sample_scene
 
 __all__ = [
     "DEFAULT_ROOT",
@@ -308,7 +308,7 @@ def estimate_seconds(config: SyntheticConfig, num_sequences: int, workers: int =
 
 def regenerate_hint(root: Path, config: SyntheticConfig, sizes: dict[str, int], seed: int) -> str:
     """The command that writes exactly the requested dataset, or, where the tool lacks a flag, what to do instead."""
-    flags = {"height": config.height, "width": config.width, "num_frames": config.num_frames}
+    flags = {"height": config.height, "width": config.width, "num_frames": config.num_frames, "scene_scale": None}
     defaults = SyntheticConfig().to_dict()
     others = sorted(k for k, v in config.to_dict().items() if k not in flags and v != defaults.get(k))
     if others:  # settings the tool has no flag for: let training regenerate it from the config
@@ -316,8 +316,11 @@ def regenerate_hint(root: Path, config: SyntheticConfig, sizes: dict[str, int], 
     args = [
         f"--output {root}",
         f"--num-train {sizes['train']} --num-val {sizes['val']} --num-test {sizes['test']} --seed {seed}",
-        f"--height {config.height} --width {config.width} --num-frames {config.num_frames} --force",
+        f"--height {config.height} --width {config.width} --num-frames {config.num_frames}",
     ]
+    if config.scene_scale != UNIT_RANGE:
+        args.append("--scene-scale {:g} {:g}".format(*config.scene_scale))
+    args.append("--force")
     return "python tools/make_synthetic_dataset.py " + " ".join(args)
 
 

@@ -148,8 +148,8 @@ class SyntheticDataset:
     In YAML it is one flat mapping: the split sizes, the dataset seed and the worker count,
     plus any ``SyntheticConfig`` key (the scene, camera and event model), e.g.
     ``synthetic: {num_train: 256, num_val: 8, num_test: 16, seed: 0, height: 96}``.
-    These defaults are the ones ``python train.py`` uses and ``tools/make_synthetic_dataset.py``
-    offers.
+    These defaults are the generator's own, which ``tools/make_synthetic_dataset.py`` offers and the
+    yardstick (``data/synthetic``) uses; ``python train.py`` adds a scene scale (``DEFAULT_SYNTHETIC``).
     """
 
     num_train: int = 256
@@ -184,6 +184,10 @@ class SyntheticDataset:
         except ValueError as err:
             raise ValueError(f"{err} (in {source})") from None
 
+
+# The default run's set (``python train.py``): the generator's own, each sequence drawn at a scale of
+# 1 to 1.5, which over three seeds scored better on the unseen set and natural images (README, Train).
+DEFAULT_SYNTHETIC = SyntheticDataset(scene=SyntheticConfig(scene_scale=(1.0, 1.5)))
 
 # A test set no ladder step trains on: new scenes (another dataset seed), frames twice as large
 # (128x128 instead of 64x64, so motions in pixels are twice as large, since they scale with the

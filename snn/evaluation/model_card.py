@@ -102,6 +102,8 @@ def data_description(config: dict[str, Any]) -> str:
     syn = SyntheticDataset.from_dict(config.get("synthetic") or {})
     scene = syn.scene
     photos = f", photo backgrounds {list(scene.background_photos)}" if scene.background_photos else ""
+    low, high = scene.scene_scale
+    scale = f", each drawn at a scale of {low:g} to {high:g}" if (low, high) != (1, 1) else ""
     windows = syn.num_train * (scene.num_frames - 1)
     samples = config.get("epoch_samples")
     epochs = (
@@ -110,7 +112,7 @@ def data_description(config: dict[str, Any]) -> str:
     return (
         f"Trained on the built-in synthetic dataset (`{config.get('data_root')}`, generated on first use): "
         f"{syn.num_train} training, {syn.num_val} validation and {syn.num_test} test sequences of "
-        f"{scene.height}x{scene.width} pixels, {scene.num_frames - 1} windows each{epochs}, generator seed {syn.seed}"
+        f"{scene.height}x{scene.width} pixels{scale}, {scene.num_frames - 1} windows each{epochs}, generator seed {syn.seed}"
         f"{photos}; {config.get('crop_size')}x{config.get('crop_size')} training crops."
     )
 

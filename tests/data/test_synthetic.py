@@ -264,6 +264,31 @@ def test_tool_refuses_to_overwrite_without_force(tmp_path: Path, capsys: pytest.
     assert not list(tmp_path.glob(".tool_ds.*"))
 
 
+def test_tool_writes_a_scaled_set_and_the_warning_says_how(
+    tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    tool = load_tool("make_synthetic_dataset")
+    out = tmp_path / "scaled"
+    args = ["--output", str(out), "--height", "32", "--width", "32", "--num-train", "1", "--num-val", "0",
+            "--num-test", "0", "--num-frames", "3", "--workers", "1"]  # fmt: skip
+    assert tool.main([*args, "--scene-scale", "1", "1.5"]) == 0
+    record = yaml.safe_load((out / "dataset.yaml").read_text())
+    assert record["config"]["scene_scale"] == [1.0, 1.5]
+    # the set python train.py asks for (scaled) against one at the generator's own scale: the
+    # warning's command writes the scaled one
+    plain = tmp_path / "plain"
+    assert tool.main([*args, "--output", str(plain)]) == 0
+    scaled = SyntheticConfig(height=32, width=32, num_frames=3, scene_scale=(1, 1.5))
+    with caplog.at_level(logging.WARNING):
+        ensure_synthetic_dataset(plain, scaled, num_train=1, num_val=0, num_test=0, progress=False)
+    (warning,) = [r.getMessage() for r in caplog.records if "different config" in r.getMessage()]
+    assert "--scene-scale 1 1.5 --force" in warning
+    capsys.readouterr()
+    assert tool.main([*args, "--output", str(tmp_path / "bad"), "--scene-scale", "2", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "scene_scale" in err and len(err.splitlines()) == 1
+
+
 def test_scene_scale_multiplies_texture_and_motion_sizes() -> None:
     from snn.data.synthetic_scene import MotionRanges, sample_scene
 

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from snn.cli import checkpoint_arg
+from snn.config import DEFAULT_CONFIG, load_config
 from snn.data.loaders import prepare_synthetic_set
-from snn.data.synthetic_config import SyntheticDataset
 from snn.evaluation.evaluate import evaluate_checkpoint
+from snn.evaluation.model_card import data_description
 from snn.models import VARIANTS, pretrained
 from snn.models.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from snn.models.flownet import EventSNNFlowNetLiteV2
@@ -114,20 +115,33 @@ def test_evaluate_tool_takes_a_shipped_model_by_name(tiny_synthetic_root, tmp_pa
     assert r.returncode == 2 and "no pretrained model 'W9'" in r.stderr
 
 
+def test_card_reports_the_default_runs_data():
+    # The card's figures are on the test split python train.py generates; the fixture below rebuilds it.
+    assert _card()["data_root"] == load_config(DEFAULT_CONFIG).data_root
+
+
 @pytest.fixture(scope="module")
-def yardstick(tmp_path_factory):
-    """The test split of the built-in synthetic dataset as ``python train.py`` generates it (the card's data);
+def default_test_split(tmp_path_factory):
+    """The test split of the synthetic dataset as ``python train.py`` generates it (the card's data);
     a split's sequences do not depend on the sizes of the others, so the training split is left out."""
-    spec = dataclasses.replace(SyntheticDataset(), num_train=0, num_val=0)
+    spec = dataclasses.replace(load_config(DEFAULT_CONFIG).synthetic, num_train=0, num_val=0)
     return prepare_synthetic_set(tmp_path_factory.mktemp("zoo") / "synthetic", spec)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_shipped_model_reproduces_its_card(yardstick, variant):
+def test_shipped_model_reproduces_its_card(default_test_split, variant):
     entry = _card()["models"][variant]
-    result = evaluate_checkpoint(pretrained_path(variant), yardstick, "test", progress=False)
+    result = evaluate_checkpoint(pretrained_path(variant), default_test_split, "test", progress=False)
     overall = result.metrics["dense"]["overall"]
     assert result.num_windows == entry["windows"]
     assert overall["zero_flow_aee"] == pytest.approx(entry["zero_flow_aee"], abs=1e-6)
     assert overall["aee"] == pytest.approx(entry["test_aee"], abs=AEE_TOLERANCE_PX)
+
+
+def test_card_data_sentence_names_the_scene_scale():
+    cfg = load_config(DEFAULT_CONFIG).to_dict()
+    sentence = data_description(cfg)
+    assert "`data/synthetic_scaled`" in sentence and "each drawn at a scale of 1 to 1.5" in sentence
+    plain = data_description({**cfg, "synthetic": {"num_train": 256}})
+    assert "drawn at a scale" not in plain and "256 training" in plain
