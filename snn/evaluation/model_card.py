@@ -112,7 +112,8 @@ def data_description(config: dict[str, Any]) -> str:
     return (
         f"Trained on the built-in synthetic dataset (`{config.get('data_root')}`, generated on first use): "
         f"{syn.num_train} training, {syn.num_val} validation and {syn.num_test} test sequences of "
-        f"{scene.height}x{scene.width} pixels{scale}, {scene.num_frames - 1} windows each{epochs}, generator seed {syn.seed}"
+        f"{scene.height}x{scene.width} pixels{scale}, {scene.num_frames - 1} windows each{epochs}, "
+        f"generator seed {syn.seed}"
         f"{photos}; {config.get('crop_size')}x{config.get('crop_size')} training crops."
     )
 
