@@ -36,8 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--yardstick-root",
         type=Path,
         default=DEFAULT_TEST_ROOTS["yardstick"],
-        help="the built-in synthetic set with its default settings, whose test split every recipe is scored on "
-        "(generated on first use)",
+        help="the built-in synthetic set at the generator's own settings (scale 1, the previous defaults' data), "
+        "whose test split every recipe is scored on (generated on first use)",
     )
     p.add_argument(
         "--unseen-root",
