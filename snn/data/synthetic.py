@@ -308,7 +308,7 @@ def estimate_seconds(config: SyntheticConfig, num_sequences: int, workers: int =
 
 def regenerate_hint(root: Path, config: SyntheticConfig, sizes: dict[str, int], seed: int) -> str:
     """The command that writes exactly the requested dataset, or, where the tool lacks a flag, what to do instead."""
-    flags = {"height": config.height, "width": config.width, "num_frames": config.num_frames, "scene_scale": None}
+    flags = ("height", "width", "num_frames", "scene_scale")  # the settings the tool has a flag for
     defaults = SyntheticConfig().to_dict()
     others = sorted(k for k, v in config.to_dict().items() if k not in flags and v != defaults.get(k))
     if others:  # settings the tool has no flag for: let training regenerate it from the config

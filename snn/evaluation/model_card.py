@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from snn.data.synthetic_config import SyntheticDataset
+from snn.data.synthetic_scene import UNIT_RANGE
 from snn.evaluation.evaluate import evaluate_checkpoint
 from snn.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from snn.models.zoo import VARIANTS, compact_checkpoint
@@ -103,7 +104,7 @@ def data_description(config: dict[str, Any]) -> str:
     scene = syn.scene
     photos = f", photo backgrounds {list(scene.background_photos)}" if scene.background_photos else ""
     low, high = scene.scene_scale
-    scale = f", each drawn at a scale of {low:g} to {high:g}" if (low, high) != (1, 1) else ""
+    scale = f", each drawn at a scale of {low:g} to {high:g}" if (low, high) != UNIT_RANGE else ""
     windows = syn.num_train * (scene.num_frames - 1)
     samples = config.get("epoch_samples")
     epochs = (
