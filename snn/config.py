@@ -85,9 +85,9 @@ class Config:
 
     # Data.
     dataset: str = "synthetic"  # "synthetic" (generated on first use) or "blinksim"
-    # The default's set: scenes drawn at scales of 1 to 1.5 (``DEFAULT_SYNTHETIC``). data/synthetic
-    # holds the generator's own scale, the previous default's data, kept as a yardstick.
-    data_root: str = "data/synthetic_scaled"
+    # The default's set: scenes drawn at scales of 1 to 2 (``DEFAULT_SYNTHETIC``). data/synthetic
+    # holds the generator's own scale, an earlier default's data, kept as a yardstick.
+    data_root: str = "data/synthetic_s12"
     representation: str = "counts"  # "counts" or "voxel"
     data_format: str = "auto"  # of a data_root: "auto" (told by its files), "blinksim", "dsec" or "mvsec"
     mvsec_dt: int = 1  # MVSEC's protocol: windows of 1 or 4 grayscale frames

@@ -1,6 +1,6 @@
 """Compare checkpoints of different bit widths: size, AEE, retention and output error against full precision.
 
-    python tools/compare_bitwidths.py --data-root data/synthetic_scaled --checkpoints \\
+    python tools/compare_bitwidths.py --data-root data/synthetic_s12 --checkpoints \\
         checkpoints/V2/best_model.pth checkpoints/V2_8bit/best_model.pth checkpoints/V2_4bit/best_model.pth
 
 The reference is the first checkpoint whose model is not quantized (else the first

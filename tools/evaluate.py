@@ -1,7 +1,7 @@
 """Evaluate a checkpoint on a data split: AEE, outliers, NPE, zero-flow AEE, firing rates and SynOps.
 
-    python tools/evaluate.py --checkpoint checkpoints/V2/best_model.pth --data-root data/synthetic_scaled
-    python tools/evaluate.py --checkpoint checkpoints/V2_4bit/best_model.pth --data-root data/synthetic_scaled \\
+    python tools/evaluate.py --checkpoint checkpoints/V2/best_model.pth --data-root data/synthetic_s12
+    python tools/evaluate.py --checkpoint checkpoints/V2_4bit/best_model.pth --data-root data/synthetic_s12 \\
         --mask both --output results/V2_4bit_test.json
 
 The model is rebuilt from the checkpoint alone; the data settings (num_bins,

@@ -2,7 +2,7 @@
 
     python tools/export.py --checkpoint checkpoints/V2_4bit/best_model.pth --output-dir export/V2_4bit
     python tools/export.py --checkpoint checkpoints/V2_4bit/best_model.pth --output-dir export/V2_4bit \\
-        --verify --data-root data/synthetic_scaled
+        --verify --data-root data/synthetic_s12
 
 Writes weights.bin, index.json and network.json into the output dir (QAT_GUIDE.md,
 "Deploying", gives the arithmetic), and with --onnx step.onnx (W8A8 only). --verify runs the numpy integer reference on

@@ -1,7 +1,7 @@
 """Generate the built-in synthetic event-flow dataset (BlinkSim layout C).
 
     python tools/make_synthetic_dataset.py                       # data/synthetic, the generator's own scale
-    python tools/make_synthetic_dataset.py --output data/synthetic_scaled --scene-scale 1 1.5   # python train.py's
+    python tools/make_synthetic_dataset.py --output data/synthetic_s12 --scene-scale 1 2   # python train.py's
     python tools/make_synthetic_dataset.py --output /tmp/s --num-train 200 --force
 
 Training generates its dataset on first use; this tool is for other sizes, seeds, scales or
@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=list(defaults.scene_scale),
         metavar=("LOW", "HIGH"),
         help="each sequence draws a scale in [LOW, HIGH] for its texture and motion sizes in pixels "
-        "(python train.py's set: 1 1.5; default: %(default)s)",
+        "(python train.py's set: 1 2; default: %(default)s)",
     )
     parser.add_argument("--workers", type=int, default=2, help="processes (default: 2)")
     parser.add_argument("--force", action="store_true", help="replace an existing dataset at --output")

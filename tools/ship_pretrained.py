@@ -1,7 +1,7 @@
 """Pack a full-precision model and its quantization ladder into checkpoints/pretrained/ with a model card.
 
     python tools/ship_pretrained.py --fp-checkpoint checkpoints/V2/best_model.pth \\
-        --ladder-dir results/ladder/seed_0 --data-root data/synthetic_scaled
+        --ladder-dir results/ladder/seed_0 --data-root data/synthetic_s12
 
 Each checkpoint is packed (quantized weights as int8 codes and per-channel scales), the packed
 file is evaluated on the test split of --data-root, and card.json and MODEL_CARD.md record the

@@ -1,7 +1,7 @@
 """Draw a checkpoint's flow predictions on one sequence: events, ground truth, prediction, EPE.
 
     python tools/visualize_predictions.py --checkpoint checkpoints/V2/best_model.pth \\
-        --data-root data/synthetic_scaled --sequence seq_0000 --frames 0:4 --arrows --gif
+        --data-root data/synthetic_s12 --sequence seq_0000 --frames 0:4 --arrows --gif
 
 Writes one PNG per flow window into --output-dir, with --video also <sequence>.mp4 and
 with --gif <sequence>.gif (both, if both are given) of the same pictures at --fps. The MP4

@@ -271,18 +271,18 @@ def test_tool_writes_a_scaled_set_and_the_warning_says_how(
     out = tmp_path / "scaled"
     args = ["--output", str(out), "--height", "32", "--width", "32", "--num-train", "1", "--num-val", "0",
             "--num-test", "0", "--num-frames", "3", "--workers", "1"]  # fmt: skip
-    assert tool.main([*args, "--scene-scale", "1", "1.5"]) == 0
+    assert tool.main([*args, "--scene-scale", "1", "2"]) == 0
     record = yaml.safe_load((out / "dataset.yaml").read_text())
-    assert record["config"]["scene_scale"] == [1.0, 1.5]
+    assert record["config"]["scene_scale"] == [1.0, 2.0]
     # the set python train.py asks for (scaled) against one at the generator's own scale: the
     # warning's command writes the scaled one
     plain = tmp_path / "plain"
     assert tool.main([*args, "--output", str(plain)]) == 0
-    scaled = SyntheticConfig(height=32, width=32, num_frames=3, scene_scale=(1, 1.5))
+    scaled = SyntheticConfig(height=32, width=32, num_frames=3, scene_scale=(1, 2))
     with caplog.at_level(logging.WARNING):
         ensure_synthetic_dataset(plain, scaled, num_train=1, num_val=0, num_test=0, progress=False)
     (warning,) = [r.getMessage() for r in caplog.records if "different config" in r.getMessage()]
-    assert "--scene-scale 1 1.5 --force" in warning
+    assert "--scene-scale 1 2 --force" in warning
     capsys.readouterr()
     assert tool.main([*args, "--output", str(tmp_path / "bad"), "--scene-scale", "2", "1"]) == 2
     err = capsys.readouterr().err.strip()

@@ -142,6 +142,6 @@ def test_shipped_model_reproduces_its_card(default_test_split, variant):
 def test_card_data_sentence_names_the_scene_scale():
     cfg = load_config(DEFAULT_CONFIG).to_dict()
     sentence = data_description(cfg)
-    assert "`data/synthetic_scaled`" in sentence and "each drawn at a scale of 1 to 1.5" in sentence
+    assert "`data/synthetic_s12`" in sentence and "each drawn at a scale of 1 to 2," in sentence
     plain = data_description({**cfg, "synthetic": {"num_train": 256}})
     assert "drawn at a scale" not in plain and "256 training" in plain
