@@ -193,6 +193,10 @@ class Config:
     # (eval mode): a fine-tune keeps the statistics its start model was trained with, instead of
     # re-estimating them from the new data's crops and batches.
     freeze_norm_stats: bool = False
+    # The same from this epoch on (counted from 0, like freeze_observers_epoch; null: never): the
+    # statistics first follow the new weights, then hold still. At 1 bit, statistics that keep moving
+    # tip whole frames between two levels of error from one epoch to the next (QAT_GUIDE.md).
+    freeze_norm_stats_epoch: int | None = None
     first_last_bits: int | None = 8  # stem and flow heads never go below this
     # Binary currents (W1A1): each spiking layer takes the sign against a learned threshold per
     # channel that starts where the neuron fires (ReActNet's RSign), not against zero.
@@ -421,6 +425,9 @@ def validate(cfg: Config, source: str = "config") -> Config:
         raise ConfigError(f"{source}: key 'learn_leak' needs tau = 2, 4, 8 or 16 to start from, got tau {cfg.tau}")
     if not 0 < cfg.late_crop_fraction <= 1:
         raise ConfigError(f"{source}: key 'late_crop_fraction' must lie in (0, 1], got {cfg.late_crop_fraction}")
+    for key in ("freeze_observers_epoch", "freeze_norm_stats_epoch"):
+        if getattr(cfg, key) is not None and getattr(cfg, key) < 0:
+            raise ConfigError(f"{source}: key '{key}' must be an epoch >= 0 or null, got {getattr(cfg, key)}")
     if not 0 <= cfg.weight_ema < 1:
         raise ConfigError(f"{source}: key 'weight_ema' must lie in [0, 1), got {cfg.weight_ema}")
     if not 0 < cfg.min_lr_ratio <= 1:

@@ -146,6 +146,15 @@ class Trainer:
             self.writer.add_scalar("quant/bit_width", widths[0], epoch)
             self.writer.add_scalar("quant/current_bits", widths[1], epoch)
 
+    def norm_stats_frozen(self, epoch: int) -> bool:
+        """Whether the batch norms keep their running statistics through ``epoch`` (see
+        ``freeze_norm_stats`` and ``freeze_norm_stats_epoch``)."""
+        frozen_from = 0 if self.cfg.freeze_norm_stats else self.cfg.freeze_norm_stats_epoch
+        frozen = frozen_from is not None and epoch >= frozen_from
+        if frozen and epoch == frozen_from and frozen_from > 0:
+            logger.info("epoch %d: batch-norm statistics frozen", epoch + 1)
+        return frozen
+
     def extra_loss(self) -> dict[str, torch.Tensor]:
         """Loss terms added to the flow loss: the quantization penalty when quantizing."""
         if not self.quantized or self.cfg.quant_weight == 0:
@@ -308,7 +317,7 @@ class Trainer:
     def train_one_epoch(self, epoch: int) -> float:
         """One pass over the training batches of ``epoch`` (the rest of it, when resuming mid-epoch)."""
         self.model.train()
-        if self.cfg.freeze_norm_stats:
+        if self.norm_stats_frozen(epoch):
             freeze_norm_statistics(self.model)
         progress = self._resume_progress if self._resume_progress.get("epoch") == epoch else {}
         self._resume_progress = {}

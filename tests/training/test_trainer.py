@@ -293,6 +293,32 @@ def test_freeze_norm_stats_keeps_the_batch_norm_statistics_while_weights_learn(t
     assert trainer.model.training  # only the batch norms are held in eval mode
 
 
+def test_freeze_norm_stats_epoch_lets_the_statistics_move_until_that_epoch(tiny_synthetic_root, tmp_path, caplog):
+    import logging
+
+    seed_everything(0)
+    trainer = build_trainer(_cfg(tiny_synthetic_root, tmp_path, freeze_norm_stats_epoch=1), CPU)
+    start = _norm_statistics(trainer.model)
+    trainer.train_one_epoch(0)
+    after_first = _norm_statistics(trainer.model)
+    assert any(not torch.equal(start[k], after_first[k]) for k in start)  # epoch 1 still estimates them
+    weight = trainer.model.stem.conv.weight.detach().clone()
+    with caplog.at_level(logging.INFO, logger="snn.training.trainer"):
+        trainer.train_one_epoch(1)
+    after_second = _norm_statistics(trainer.model)
+    assert all(torch.equal(after_first[k], after_second[k]) for k in start)
+    assert not torch.equal(trainer.model.stem.conv.weight, weight)  # while the weights still learn
+    assert "epoch 2: batch-norm statistics frozen" in caplog.text
+
+
+@pytest.mark.parametrize("key", ["freeze_norm_stats_epoch", "freeze_observers_epoch"])
+def test_a_negative_freeze_epoch_is_a_config_error(key):
+    from snn.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match=f"key '{key}' must be an epoch >= 0 or null, got -1"):
+        config_from_dict({key: -1}, "x.yaml")
+
+
 @pytest.mark.parametrize("batches", [0, 1])
 def test_a_warm_start_at_the_same_widths_keeps_the_quantizer_state_only_without_calibration(
     tiny_synthetic_root, tmp_path, batches, caplog
