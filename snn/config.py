@@ -105,6 +105,11 @@ class Config:
     # in [event_keep_min, 1] (as a higher contrast threshold would give fewer events for the same
     # motion), so that the number of events at an edge stops telling the speed. 1: no thinning.
     event_keep_min: float = 1.0
+    # With augment: each training sample loses all its events with this probability and is labelled
+    # with no flow at every pixel. Without such windows the network answers a window without events
+    # (and the empty parts of a sparse one) with a frame-wide flow of its own, different for every
+    # seed. 0: none.
+    empty_window_prob: float = 0.0
     # With augment: each training crop is cut at 1/s its size and enlarged by s, drawn uniformly in
     # [1, zoom_max] (nearest neighbour, the flow times s): edges as wide and motions as large as a
     # closer camera, or one with more pixels, sees. 1: no zoom.
@@ -415,6 +420,8 @@ def validate(cfg: Config, source: str = "config") -> Config:
         raise ConfigError(f"{source}: key 'zoom_max' must lie in [1, 8], got {cfg.zoom_max}")
     if not 0 < cfg.event_keep_min <= 1:
         raise ConfigError(f"{source}: key 'event_keep_min' must lie in (0, 1], got {cfg.event_keep_min}")
+    if not 0 <= cfg.empty_window_prob < 1:
+        raise ConfigError(f"{source}: key 'empty_window_prob' must lie in [0, 1), got {cfg.empty_window_prob}")
     if cfg.event_keep_min < 1 and cfg.representation != "counts":
         raise ConfigError(
             f"{source}: key 'event_keep_min' thins event counts; representation {cfg.representation!r} has none"

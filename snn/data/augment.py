@@ -112,6 +112,19 @@ def thin_events(sample: dict[str, Any], keep_min: float, generator: torch.Genera
     return {**sample, "events": thinned.to(events.dtype)}
 
 
+def empty_window(sample: dict[str, Any]) -> dict[str, Any]:
+    """The sample without its events, labelled with no flow at every pixel.
+
+    A window without events shows no motion; under the random flips the least-error guess for it is
+    no flow, and without such windows in training the network's answer to one (and to the empty parts
+    of a sparse one) is a frame-wide flow of its own, a different one for every seed."""
+    out = {**sample, "events": torch.zeros_like(sample["events"]), "flow": torch.zeros_like(sample["flow"])}
+    out["valid"] = torch.ones_like(sample["valid"])
+    if "event_mask" in sample:
+        out["event_mask"] = torch.zeros_like(sample["event_mask"])
+    return out
+
+
 def augment_sample(
     sample: dict[str, Any],
     crop_size: int | tuple[int, int] | list[int] | None = None,
@@ -119,11 +132,14 @@ def augment_sample(
     generator: torch.Generator | None = None,
     keep_min: float = 1.0,
     zoom_max: float = 1.0,
+    empty_prob: float = 0.0,
 ) -> dict[str, Any]:
     """Crop (when ``crop_size`` is set; seen closer when ``zoom_max`` > 1, see ``zoomed_crop``), random
-    flips (when ``flip``), then thinning of the events (when ``keep_min`` < 1, see ``thin_events``).
+    flips (when ``flip``), thinning of the events (when ``keep_min`` < 1, see ``thin_events``), then,
+    with probability ``empty_prob``, no events and no flow at all (see ``empty_window``).
 
-    ``generator`` draws the crop position, zoom, flips and thinning (None: torch's global generator).
+    ``generator`` draws the crop position, zoom, flips, thinning and emptying (None: torch's global
+    generator; with ``empty_prob`` 0 nothing is drawn for it, so the other draws stay as they were).
     """
     if zoom_max > 1:
         sample = zoomed_crop(sample, crop_size, zoom_max, generator)
@@ -133,4 +149,6 @@ def augment_sample(
         sample = random_flips(sample, generator=generator)
     if keep_min < 1:
         sample = thin_events(sample, keep_min, generator)
+    if empty_prob > 0 and float(torch.rand((), generator=generator)) < empty_prob:
+        sample = empty_window(sample)
     return sample

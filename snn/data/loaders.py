@@ -121,6 +121,7 @@ def make_dataset(
             cfg.sample_windows(),
             cfg.event_keep_min if cfg.augment else 1.0,
             cfg.zoom_max if cfg.augment else 1.0,
+            cfg.empty_window_prob if cfg.augment else 0.0,
         )
     return dataset
 

@@ -117,7 +117,8 @@ class EpochSampler(Sampler):
 
 class SeededAugmentation(Dataset):
     """A dataset read with ``(index, seed, epoch)`` keys: random crop (seen closer up to ``zoom_max``),
-    flips and (``keep_min`` < 1) thinning of the events, drawn from the key's seed.
+    flips, (``keep_min`` < 1) thinning of the events and (``empty_prob`` > 0) empty windows, drawn from
+    the key's seed.
 
     Crops are ``crop_size``, or ``late_crop_size`` from epoch ``late_from`` on (None: no late phase).
     With ``history`` = k > 1 a sample's ``events`` also hold the k - 1 windows before it in its
@@ -136,6 +137,7 @@ class SeededAugmentation(Dataset):
         history: int = 1,
         keep_min: float = 1.0,
         zoom_max: float = 1.0,
+        empty_prob: float = 0.0,
     ) -> None:
         if history < 1:
             raise ValueError(f"history must be >= 1 window, got {history}")
@@ -147,6 +149,7 @@ class SeededAugmentation(Dataset):
         self.late_from = late_from
         self.keep_min = keep_min
         self.zoom_max = zoom_max
+        self.empty_prob = empty_prob
 
     def _with_history(self, index: int, sample: dict[str, Any]) -> torch.Tensor:
         """The events of the ``history`` windows ending at ``index``, oldest first."""
@@ -172,7 +175,7 @@ class SeededAugmentation(Dataset):
         if self.history > 1:
             sample = {**sample, "events": self._with_history(index, sample)}
         crop = self.crop_at(epoch)
-        if crop is None and not self.flip and self.keep_min >= 1 and self.zoom_max <= 1:
+        if crop is None and not self.flip and self.keep_min >= 1 and self.zoom_max <= 1 and self.empty_prob <= 0:
             return sample
         generator = torch.Generator().manual_seed(seed)
-        return augment_sample(sample, crop, self.flip, generator, self.keep_min, self.zoom_max)
+        return augment_sample(sample, crop, self.flip, generator, self.keep_min, self.zoom_max, self.empty_prob)

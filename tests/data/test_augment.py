@@ -6,7 +6,16 @@ import pytest
 import torch
 
 from snn.config import DEFAULT_CONFIG, ConfigError, load_config
-from snn.data.augment import check_crop_fits, hflip, random_crop, random_flips, thin_events, vflip, zoomed_crop
+from snn.data.augment import (
+    augment_sample,
+    check_crop_fits,
+    hflip,
+    random_crop,
+    random_flips,
+    thin_events,
+    vflip,
+    zoomed_crop,
+)
 from snn.data.sampling import SeededAugmentation
 
 H, W = 4, 5
@@ -122,6 +131,31 @@ def test_thinning_is_validated_at_load() -> None:
             load_config(DEFAULT_CONFIG, {"event_keep_min": bad})
     with pytest.raises(ConfigError, match="thins event counts"):
         load_config(DEFAULT_CONFIG, {"event_keep_min": 0.5, "representation": "voxel"})
+
+
+def test_empty_windows_come_with_their_key_and_hold_no_events_and_no_flow() -> None:
+    windows = [{**coordinate_sample(), "events": torch.full((5, 2, H, W), 4.0)} for _ in range(3)]
+    data = SeededAugmentation(windows, crop_size=None, flip=False, empty_prob=0.5)
+    emptied = [seed for seed in range(40) if data[1, seed]["events"].sum() == 0]
+    assert 5 < len(emptied) < 35  # about half of the keys
+    out, kept = data[1, emptied[0]], data[1, next(s for s in range(40) if s not in emptied)]
+    assert torch.equal(out["flow"], torch.zeros_like(windows[1]["flow"]))
+    assert bool(out["valid"].all()) and not bool(out["event_mask"].any())
+    assert torch.equal(kept["events"], windows[1]["events"]) and torch.equal(kept["flow"], windows[1]["flow"])
+    assert torch.equal(data[1, emptied[0]]["events"], out["events"])  # the same key, the same answer
+
+
+def test_without_empty_windows_the_augmentation_draws_as_before() -> None:
+    sample = coordinate_sample()
+    a = augment_sample(sample, 2, True, torch.Generator().manual_seed(5), keep_min=0.5)
+    b = augment_sample(sample, 2, True, torch.Generator().manual_seed(5), keep_min=0.5, empty_prob=0.0)
+    assert all(torch.equal(a[k], b[k]) for k in ("events", "flow", "valid"))
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1])
+def test_empty_window_prob_is_validated_at_load(bad) -> None:
+    with pytest.raises(ConfigError, match="key 'empty_window_prob' must lie in"):
+        load_config(DEFAULT_CONFIG, {"empty_window_prob": bad})
 
 
 def test_a_zoomed_crop_enlarges_a_region_and_its_flow_alike() -> None:
